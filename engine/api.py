@@ -1,0 +1,47 @@
+"""The small public front door: load a knowledge base, evaluate patients, get Results.
+
+    from engine.api import Evaluator
+    ev = Evaluator.open()                   # the bundled knowledge base (or Evaluator.open("path/to/kb"))
+    result = ev.evaluate({"leg_weakness": True})
+    result.urgency                          # "emergency"
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+from .loader import load
+from .model import KnowledgeBase, Value
+from .patient import load_patient
+from .reference import ReferenceEvaluator
+from .result import Result, build
+from .session import Engine
+from .source import Positions
+from .patient import parse_patient
+
+
+class Evaluator:
+    """A knowledge base compiled into durable-rules, ready for many patients (build once per process)."""
+
+    def __init__(self, kb: KnowledgeBase):
+        self.kb = kb
+        self.engine = Engine(kb)
+
+    @classmethod
+    def open(cls, kb_dir: Path | str | None = None) -> "Evaluator":
+        return cls(load(kb_dir))
+
+    def check_inputs(self, facts: Mapping) -> dict[str, Value]:
+        """Validate a patient mapping given in code (raises PatientError like a patient file would)."""
+        return parse_patient(dict(facts), Positions("<patient>"), self.kb)
+
+    def evaluate(self, facts: Mapping, audience: str = "clinician") -> Result:
+        return build(self.kb, self.engine.run(self.check_inputs(facts)), audience)
+
+    def evaluate_file(self, path: Path | str, audience: str = "clinician") -> Result:
+        return build(self.kb, self.engine.run(load_patient(path, self.kb)), audience)
+
+
+def reference_result(kb: KnowledgeBase, facts: Mapping[str, Value], audience: str = "clinician") -> Result:
+    """The same Result computed by the plain-Python reference evaluator (the test oracle)."""
+    return build(kb, ReferenceEvaluator(kb).run(facts), audience)

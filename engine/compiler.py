@@ -1,0 +1,92 @@
+"""Compile the model into a durable-rules JSON ruleset definition.
+
+Fact encoding (one durable message per fact, with an explicit id so durable never hashes content):
+  * the patient's answered input facts are ONE message: {"t": "patient", "id": "patient", <fact>: <value>, ...}
+    (an unknown fact is simply absent, so no pattern can match it);
+  * each derived fact is one message asserted by the rule that derives it:
+    {"t": "derived", "id": "d:<fact>", "n": <fact>, "v": <value>}.
+
+Each knowledge-base rule becomes exactly one durable rule, named by the rule id. Its condition is put in
+disjunctive normal form with negation folded into complement value sets (`logic.to_dnf`), so durable's
+`$not` (unreliable within one evaluation) is never used. A conjunct's input-fact tests become one pattern
+on the patient message, its derived-fact tests one pattern each, joined with `$all`; several conjuncts
+become `any`. Rules reading only input facts collapse into one `$or` pattern and fire once.
+
+An always-firing `__intake__` rule on the patient message guarantees an action runs in every session, which
+avoids durable's segfault in `delete_state` for a session where no action ran.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from .logic import Conjunct, to_dnf
+from .model import KnowledgeBase, Rule
+
+INTAKE = "__intake__"
+PATIENT, DERIVED = "patient", "derived"
+
+
+@dataclass(frozen=True)
+class CompiledKB:
+    ruleset_name: str
+    definition: dict  # {ruleset_name: {rule_name: {...durable rule...}}}; hand durable a deep copy
+    dnf: dict  # rule id -> list[Conjunct]
+    read_derived: frozenset  # derived facts some rule reads: only these are asserted into durable
+    never_true: tuple  # rule ids whose condition can never be true (empty DNF); they compile to no durable rule
+
+    def fresh_definition(self) -> dict:
+        return copy.deepcopy(self.definition)
+
+
+def compile_kb(kb: KnowledgeBase, ruleset_name: str | None = None) -> CompiledKB:
+    domains = {name: fact.values for name, fact in kb.facts.items()}
+    name = ruleset_name or f"lumbar_kb_{kb.name}_{kb.sha256[:12]}"
+    rules: dict[str, dict] = {INTAKE: {"all": [{"m": {"t": PATIENT}}], "run": INTAKE, "pri": -1_000_000}}
+    dnf: dict[str, list[Conjunct]] = {}
+    never = []
+    for rule in kb.rules:
+        conjuncts = to_dnf(rule.when, domains)
+        dnf[rule.id] = conjuncts
+        if not conjuncts:
+            never.append(rule.id)
+            continue
+        body = _rule_body(conjuncts, kb)
+        body["run"] = rule.id
+        body["pri"] = -rule.priority  # durable runs lower `pri` first; authors write higher = sooner
+        rules[rule.id] = body
+    read_derived = frozenset(f for conjuncts in dnf.values() for c in conjuncts for f in c if kb.facts[f].derived)
+    return CompiledKB(name, {name: rules}, dnf, read_derived, tuple(never))
+
+
+def _rule_body(conjuncts: list[Conjunct], kb: KnowledgeBase) -> dict:
+    if all(not any(kb.facts[f].derived for f in c) for c in conjuncts):
+        branches = [_patient_expr(c) for c in conjuncts]
+        expr = branches[0] if len(branches) == 1 else {"$or": branches}
+        return {"all": [{"p": {"$and": [{"t": PATIENT}, expr]}}]}
+    groups = [_conjunct_patterns(c, kb) for c in conjuncts]
+    if len(groups) == 1:
+        return {"all": groups[0]}
+    return {"any": [{f"c{i}$all": group} for i, group in enumerate(groups)]}
+
+
+def _conjunct_patterns(conjunct: Conjunct, kb: KnowledgeBase) -> list[dict]:
+    inputs = {f: v for f, v in conjunct.items() if not kb.facts[f].derived}
+    patterns = []
+    if inputs:
+        patterns.append({"p": {"$and": [{"t": PATIENT}, _patient_expr(inputs)]}})
+    for i, fact in enumerate(f for f in conjunct if kb.facts[f].derived):
+        patterns.append({f"d{i}": {"$and": [{"t": DERIVED}, {"n": fact}, _one_of("v", conjunct[fact])]}})
+    return patterns
+
+
+def _patient_expr(conjunct: Conjunct) -> dict:
+    tests = [_one_of(fact, values) for fact, values in conjunct.items()]
+    return tests[0] if len(tests) == 1 else {"$and": tests}
+
+
+def _one_of(attribute: str, values) -> dict:
+    ordered = sorted(values, key=lambda v: (not isinstance(v, bool), str(v)))
+    if len(ordered) == 1:
+        return {attribute: ordered[0]}
+    return {"$or": [{attribute: v} for v in ordered]}

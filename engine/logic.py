@@ -1,0 +1,114 @@
+"""Three-valued (Kleene) logic over the model's conditions.
+
+A fact is True/False/a string when answered, None when unknown. A condition is True, False or None
+(unknown); a rule fires only when its condition is True, so an unanswered question never counts as "no".
+
+Also: negation pushed down to the facts as complement sets (so the engine never needs durable-rules'
+unreliable `$not`), disjunctive normal form for the compiler, and the support of a true condition (which
+facts made it true) for the trace.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+from .model import All, AnyOf, Condition, Not, Test, Value
+
+Facts = Mapping[str, Value]
+Conjunct = dict  # dict[str, frozenset]: fact -> allowed values, all must hold
+
+
+def evaluate(cond: Condition, facts: Facts) -> bool | None:
+    if isinstance(cond, Test):
+        value = facts.get(cond.fact)
+        return None if value is None else value in cond.values
+    if isinstance(cond, All):
+        result: bool | None = True
+        for item in cond.items:
+            v = evaluate(item, facts)
+            if v is False:
+                return False
+            if v is None:
+                result = None
+        return result
+    if isinstance(cond, AnyOf):
+        result = False
+        for item in cond.items:
+            v = evaluate(item, facts)
+            if v is True:
+                return True
+            if v is None:
+                result = None
+        return result
+    v = evaluate(cond.item, facts)
+    return None if v is None else not v
+
+
+def support(cond: Condition, facts: Facts) -> dict[str, Value]:
+    """The facts that make `cond` True (or, under a `not`, False), in condition order.
+
+    For `any`, every true branch contributes, so a rule that fires on three red flags lists all three.
+    """
+    out: dict[str, Value] = {}
+    _support(cond, facts, True, out)
+    return out
+
+
+def _support(cond: Condition, facts: Facts, want: bool, out: dict) -> None:
+    if isinstance(cond, Test):
+        if cond.fact in facts and facts[cond.fact] is not None:
+            out.setdefault(cond.fact, facts[cond.fact])
+        return
+    if isinstance(cond, Not):
+        _support(cond.item, facts, not want, out)
+        return
+    # All is true when every item is true; AnyOf is false when every item is false: every item counts.
+    every = isinstance(cond, All) == want
+    for item in cond.items:
+        if every or evaluate(item, facts) is want:
+            _support(item, facts, want, out)
+
+
+def to_dnf(cond: Condition, domains: Mapping[str, tuple]) -> list[Conjunct]:
+    """Disjunctive normal form with negation folded into complement sets.
+
+    The result is True exactly when `cond` is True (under Kleene logic `not (x in S)` is True exactly when
+    x is known and in the complement of S). Unsatisfiable conjuncts are dropped; so are conjuncts subsumed
+    by a more general one.
+    """
+    conjuncts = _dnf(cond, domains, positive=True)
+    unique: list[Conjunct] = []
+    for c in conjuncts:
+        if c not in unique:
+            unique.append(c)
+    return [c for c in unique if not any(o is not c and _subsumes(o, c) for o in unique)]
+
+
+def _subsumes(general: Conjunct, specific: Conjunct) -> bool:
+    """Every patient satisfying `specific` satisfies `general`."""
+    return general != specific and all(f in specific and specific[f] <= vals for f, vals in general.items())
+
+
+def _dnf(cond: Condition, domains: Mapping[str, tuple], positive: bool) -> list[Conjunct]:
+    if isinstance(cond, Test):
+        values = cond.values if positive else frozenset(domains[cond.fact]) - cond.values
+        return [{cond.fact: frozenset(values)}] if values else []
+    if isinstance(cond, Not):
+        return _dnf(cond.item, domains, not positive)
+    conjunctive = isinstance(cond, All) == positive  # De Morgan
+    parts = [_dnf(item, domains, positive) for item in cond.items]
+    if not conjunctive:
+        return [c for part in parts for c in part]
+    product: list[Conjunct] = [{}]
+    for part in parts:
+        product = [merged for left in product for right in part if (merged := _merge(left, right)) is not None]
+    return product
+
+
+def _merge(a: Conjunct, b: Conjunct) -> Conjunct | None:
+    out = dict(a)
+    for fact, values in b.items():
+        joined = out[fact] & values if fact in out else values
+        if not joined:
+            return None
+        out[fact] = joined
+    return out

@@ -1,0 +1,216 @@
+"""The typed model of a knowledge base: the one thing every other module shares.
+
+Plain frozen dataclasses, built by `loader`, read by `compiler`, `session`, `reference`, `result`,
+`report` and `visualize`. Conditions are data (Test / All / AnyOf / Not), never code.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+Value = Union[bool, str]
+
+
+# ---- facts -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Fact:
+    name: str
+    type: str  # "bool" | "enum"
+    values: tuple[Value, ...]  # the domain: (True, False) for bool, the allowed strings for enum
+    meaning: str
+    question: str | None = None
+    patient_question: str | None = None
+    alarm: bool = False
+    derived: bool = False
+    order: int = 0  # position in the vocabulary file
+    line: int | None = None
+    only_if: "Condition | None" = None  # the fact may be given only when this is not false
+
+
+    def label(self, value: Value | None) -> str:
+        if value is None:
+            return "unknown"
+        if self.type == "bool":
+            return "yes" if value else "no"
+        return str(value)
+
+
+# ---- conditions (three-valued: a condition is true, false or unknown) -------------------------------------
+@dataclass(frozen=True)
+class Test:
+    """`fact` has one of `values`. Unknown when the fact is unknown."""
+    fact: str
+    values: frozenset  # frozenset[Value]
+    line: int | None = field(default=None, compare=False)
+
+    def describe(self) -> str:
+        if len(self.values) == 1:
+            (value,) = tuple(self.values)
+            return f"{self.fact} is {_show(value)}"
+        return f"{self.fact} in [{', '.join(sorted(_show(v) for v in self.values))}]"
+
+
+@dataclass(frozen=True)
+class All:
+    items: tuple["Condition", ...]
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    items: tuple["Condition", ...]
+
+
+@dataclass(frozen=True)
+class Not:
+    item: "Condition"
+
+
+Condition = Union[Test, All, AnyOf, Not]
+
+
+def _show(value: Value) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return str(value)
+
+
+def condition_facts(cond: Condition) -> tuple[str, ...]:
+    """Fact names a condition reads, in first-mention order, without repeats."""
+    seen: dict[str, None] = {}
+
+    def walk(c: Condition) -> None:
+        if isinstance(c, Test):
+            seen.setdefault(c.fact, None)
+        elif isinstance(c, (All, AnyOf)):
+            for item in c.items:
+                walk(item)
+        else:
+            walk(c.item)
+
+    walk(cond)
+    return tuple(seen)
+
+
+# ---- conclusions -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SetUrgency:
+    level: str
+
+
+@dataclass(frozen=True)
+class Recommend:
+    """An action, warning or differential entry. `kind` is "action", "warning" or "differential"."""
+    kind: str
+    code: str
+    within_hours: float | None = None  # actions only; None = no window stated
+    window: str | None = None  # the guideline's words for the window, e.g. "within 12-24 hours"
+
+
+@dataclass(frozen=True)
+class Derive:
+    fact: str
+    value: Value
+
+
+Conclusion = Union[SetUrgency, Recommend, Derive]
+
+
+# ---- rules, catalogue, references ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Reference:
+    number: int
+    title: str
+    source: str
+    year: int | None
+    kind: str
+
+    def cite(self) -> str:
+        year = f", {self.year}" if self.year else ""
+        return f"[{self.number}] {self.title} — {self.source}{year}"
+
+
+@dataclass(frozen=True)
+class Section:
+    id: str
+    title: str
+
+
+@dataclass(frozen=True)
+class CodeEntry:
+    """An entry of the conclusion catalogue: an urgency level, action, warning or differential code."""
+    kind: str  # "urgency" | "action" | "warning" | "differential"
+    code: str
+    label: str
+    text: str
+    patient_text: str
+    rank: int = 0  # urgency only
+    order: int = 0
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    title: str
+    section: str
+    when: Condition
+    then: tuple[Conclusion, ...]
+    cites: tuple[int, ...]
+    rationale: str
+    priority: int = 0
+    interpretation: str | None = None
+    file: str = ""
+    line: int | None = None
+    order: int = 0  # global definition order (files sorted by name, rules in file order)
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        return condition_facts(self.when)
+
+    def derives(self) -> tuple[Derive, ...]:
+        return tuple(c for c in self.then if isinstance(c, Derive))
+
+
+@dataclass(frozen=True)
+class KnowledgeBase:
+    name: str
+    title: str
+    version: str
+    last_updated: str
+    review_status: str
+    publisher: str
+    disclaimer: str
+    question: str
+    root: str  # directory it was loaded from
+    sha256: str  # over every knowledge file except scenarios and patients
+    facts: dict  # dict[str, Fact], vocabulary order
+    rules: tuple[Rule, ...]  # definition order
+    references: dict  # dict[int, Reference]
+    sections: dict  # dict[str, Section]
+    catalog: dict  # dict[str, dict[str, CodeEntry]] keyed by kind then code
+
+    # -- convenience views --
+    @property
+    def input_facts(self) -> list[Fact]:
+        return [f for f in self.facts.values() if not f.derived]
+
+    @property
+    def derived_facts(self) -> list[Fact]:
+        return [f for f in self.facts.values() if f.derived]
+
+    def rule(self, rule_id: str) -> Rule:
+        for r in self.rules:
+            if r.id == rule_id:
+                return r
+        raise KeyError(rule_id)
+
+    def urgency_rank(self, level: str) -> int:
+        return self.catalog["urgency"][level].rank
+
+    @property
+    def lowest_urgency(self) -> str:
+        return min(self.catalog["urgency"].values(), key=lambda e: e.rank).code
+
+    def identity(self) -> dict:
+        return {"name": self.name, "version": self.version, "sha256": self.sha256}

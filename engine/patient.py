@@ -1,0 +1,99 @@
+"""Patient files: read, validate against the fact vocabulary, and return the answered input facts.
+
+A patient file is a YAML or JSON mapping of fact name to value. A fact left out, or given as null, is
+unknown. Two optional keys describe the file rather than the patient: `id` and `note`.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import PatientError, Problem, did_you_mean
+from .logic import evaluate
+from .model import KnowledgeBase, Value
+from .source import DocumentError, Positions, read_document
+
+META_KEYS = ("id", "note")
+
+
+def load_patient(path: Path | str, kb: KnowledgeBase) -> dict[str, Value]:
+    try:
+        data, pos = read_document(path)
+    except DocumentError as exc:
+        raise PatientError(exc.problem) from None
+    return parse_patient(data, pos, kb)
+
+
+def parse_patient(data: Any, pos: Positions, kb: KnowledgeBase, at: tuple = ()) -> dict[str, Value]:
+    """Validate one patient mapping; raise PatientError listing every problem, return the known inputs."""
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else f"a {type(data).__name__}"
+        raise PatientError(pos.problem(at, f"a patient must be a mapping of fact: value, not {kind}"))
+    problems: list[Problem] = []
+    inputs: dict[str, Value] = {}
+    names = [f.name for f in kb.input_facts]
+    for key, value in data.items():
+        where = at + (key,)
+        if key in META_KEYS:
+            if not isinstance(value, (str, int)):
+                problems.append(pos.problem(where, f"'{key}' must be text"))
+            continue
+        fact = kb.facts.get(key)
+        if fact is None:
+            problems.append(pos.problem(where, "unknown fact", f"fact '{key}'", did_you_mean(key, names)))
+            continue
+        if fact.derived:
+            problems.append(pos.problem(where, "is derived by the rules and cannot be given in a patient file",
+                                        f"fact '{key}'"))
+            continue
+        if value is None:
+            continue  # explicitly unknown
+        if fact.type == "bool" and not isinstance(value, bool):
+            problems.append(pos.problem(where, f"must be true or false (or null for unknown), not {_shown(value)}",
+                                        f"fact '{key}'", _bool_hint(value)))
+            continue
+        if fact.type == "enum" and (not isinstance(value, str) or value not in fact.values):
+            problems.append(pos.problem(where, f"must be one of {', '.join(map(str, fact.values))} (or null), "
+                                        f"not {_shown(value)}", f"fact '{key}'",
+                                        did_you_mean(str(value), [str(v) for v in fact.values])))
+            continue
+        inputs[key] = value
+    for name, value in inputs.items():
+        fact = kb.facts[name]
+        if fact.only_if is not None and evaluate(fact.only_if, inputs) is False:
+            problems.append(pos.problem(at + (name,), f"is given but contradicts its condition "
+                                        f"({_describe(fact.only_if)})", f"fact '{name}'"))
+    if problems:
+        raise PatientError(problems)
+    return {f.name: inputs[f.name] for f in kb.input_facts if f.name in inputs}  # vocabulary order
+
+
+def _describe(cond) -> str:
+    return cond.describe() if hasattr(cond, "describe") else "a condition on other facts"
+
+
+def _shown(value: Any) -> str:
+    return f"'{value}'" if isinstance(value, str) else ("a list" if isinstance(value, list) else
+                                                        "a mapping" if isinstance(value, dict) else repr(value))
+
+
+def _bool_hint(value: Any) -> str | None:
+    if isinstance(value, str) and value.strip().lower() in ("yes", "no", "true", "false", "y", "n"):
+        return "write true or false without quotes"
+    if value in (0, 1):
+        return "write true or false, not a number"
+    return None
+
+
+def random_patient(kb: KnowledgeBase, rng: random.Random, unknown_weight: float = 0.34) -> dict[str, Value]:
+    """A random valid patient: each input fact unknown with probability `unknown_weight`, else a random
+    value of its domain; a value contradicting its fact's `only_if` is dropped (left unknown)."""
+    inputs: dict[str, Value] = {}
+    for fact in kb.input_facts:
+        if rng.random() >= unknown_weight:
+            inputs[fact.name] = rng.choice(fact.values)
+    for fact in kb.input_facts:
+        if fact.only_if is not None and fact.name in inputs and evaluate(fact.only_if, inputs) is False:
+            del inputs[fact.name]
+    return inputs

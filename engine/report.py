@@ -1,0 +1,91 @@
+"""The text report a clinician reads in ten seconds (or a patient, with `audience="patient"`).
+
+Order: urgency first, unanswered alarm questions next, then actions with their windows, warnings,
+differential, and why (each fired rule with what it matched and its citations), then the references.
+"""
+from __future__ import annotations
+
+import textwrap
+
+from .model import KnowledgeBase
+from .result import Item, Result
+
+WIDTH = 100
+
+
+def hours_text(hours: float | None) -> str:
+    if hours is None:
+        return "no fixed window"
+    if hours == 0:
+        return "immediately"
+    if hours >= 48 and hours % 24 == 0:
+        days = int(hours // 24)
+        return f"within {days // 7} weeks" if days % 7 == 0 and days >= 14 else f"within {days} days"
+    return f"within {hours:g} h"
+
+
+def _wrap(text: str, indent: str, first: str = "") -> list[str]:
+    return textwrap.wrap(text, WIDTH, initial_indent=first or indent, subsequent_indent=indent) or [first.rstrip()]
+
+
+def _cites(numbers) -> str:
+    return "[" + ", ".join(str(n) for n in numbers) + "]"
+
+
+def render(result: Result, kb: KnowledgeBase) -> str:
+    patient = result.audience == "patient"
+    out: list[str] = []
+    label = kb.catalog["urgency"][result.urgency].label
+    out.append(f"{label}: {result.urgency_text}")
+    out.append("")
+    alarms = [q for q in result.unanswered if q.alarm]
+    if alarms:
+        out.append("Please also answer, it could change what to do:" if patient
+                   else "Unanswered alarm questions (ask now; any yes can raise the urgency):")
+        for q in alarms:
+            out.extend(_wrap(q.question, "      ", "  ? "))
+        out.append("")
+    if result.actions:
+        out.append("What to do:" if patient else "Actions:")
+        for i, item in enumerate(result.actions, 1):
+            window = item.window or hours_text(item.within_hours)
+            head = f"  {i}. {item.label}, {window}" if not patient else f"  {i}. {window.capitalize()}: "
+            if patient:
+                out.extend(_wrap(item.text, "     ", head))
+            else:
+                out.append(f"{head}  {_cites(item.citations)}")
+                out.extend(_wrap(item.text, "     "))
+                out.append(f"     because: {', '.join(item.because)}")
+    else:
+        out.append("Actions: none concluded from the answers given.")
+    for title, items, mark in (("Warnings", result.warnings, "!"), ("Differential", result.differential, "-")):
+        if items:
+            out.append("")
+            out.append(f"{'Good to know' if patient and mark == '!' else 'Possible causes' if patient else title}:")
+            for item in items:
+                text = item.text if patient else f"{item.text} {_cites(item.citations)}"
+                out.extend(_wrap(text, "    ", f"  {mark} "))
+    if not patient:
+        out.append("")
+        out.append("Why (rules fired, in order):")
+        if not result.fired:
+            out.append("  no rule fired")
+        for f in result.fired:
+            matched = ", ".join(f"{name} = {kb.facts[name].label(value)}" for name, value in f.matched.items())
+            out.append(f"  {f.order:>2}. {f.rule} {_cites(f.citations)}")
+            out.extend(_wrap(f"{f.title}; because {matched}.", "      "))
+        others = [q for q in result.unanswered if not q.alarm]
+        if others:
+            out.append("")
+            out.append("Other unanswered questions: " + ", ".join(q.fact for q in others))
+        cited = sorted({n for f in result.fired for n in f.citations})
+        if cited:
+            out.append("")
+            out.append("References:")
+            for n in cited:
+                out.extend(_wrap(kb.references[n].cite(), "      ", "  "))
+    kbid = result.knowledge_base
+    out.append("")
+    out.append(f"{kb.title} (knowledge base {kbid['name']} {kbid['version']}, sha256 {kbid['sha256'][:12]}, "
+               f"review status: {kb.review_status.replace('_', ' ')})")
+    return "\n".join(out) + "\n"

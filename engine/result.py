@@ -1,0 +1,137 @@
+"""Turn a Trace into the Result a user reads: urgency, actions, warnings, differential, trace, questions.
+
+Aggregation only; every decision was made by the rules. Urgency is the highest level any fired rule
+concluded (the lowest level when none did). Where several rules give one action a window, the earliest
+wins and every rule is listed under `because`. Texts come from the knowledge base's catalogue.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .model import Derive, KnowledgeBase, Recommend, SetUrgency
+from .trace import Trace
+
+
+@dataclass
+class Item:
+    code: str
+    text: str
+    because: list  # rule ids, in firing order
+    citations: list  # reference numbers, ascending
+    within_hours: float | None = None
+    window: str | None = None
+    label: str = ""
+
+
+@dataclass
+class FiredRule:
+    rule: str
+    title: str
+    order: int
+    matched: dict
+    citations: list
+    section: str
+
+
+@dataclass
+class Question:
+    fact: str
+    question: str
+    alarm: bool
+
+
+@dataclass
+class Result:
+    urgency: str
+    urgency_text: str
+    actions: list  # list[Item]
+    warnings: list
+    differential: list
+    fired: list  # list[FiredRule]
+    unanswered: list  # list[Question]
+    inputs: dict
+    derived: dict
+    knowledge_base: dict
+    audience: str = "clinician"
+    extra: dict = field(default_factory=dict)  # room for later analyses (e.g. could_escalate)
+
+    def fired_ids(self) -> list[str]:
+        return [f.rule for f in self.fired]
+
+    def to_dict(self) -> dict:
+        items = lambda xs, with_window: [_item_dict(x, with_window) for x in xs]  # noqa: E731
+        out = {
+            "urgency": self.urgency,
+            "urgency_text": self.urgency_text,
+            "actions": items(self.actions, True),
+            "warnings": items(self.warnings, False),
+            "differential": items(self.differential, False),
+            "fired": [{"rule": f.rule, "title": f.title, "order": f.order, "matched": f.matched,
+                       "citations": f.citations} for f in self.fired],
+            "unanswered": [asdict(q) for q in self.unanswered],
+            "inputs": self.inputs,
+            "derived": self.derived,
+        }
+        out.update(self.extra)
+        out["knowledge_base"] = self.knowledge_base
+        return out
+
+
+def _item_dict(item: Item, with_window: bool) -> dict:
+    d = {"code": item.code}
+    if with_window:
+        d["within_hours"] = item.within_hours
+        d["window"] = item.window
+    d.update({"label": item.label, "text": item.text, "because": item.because, "citations": item.citations})
+    return d
+
+
+def build(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Result:
+    rules = {r.id: r for r in kb.rules}
+    text_of = (lambda e: e.patient_text) if audience == "patient" else (lambda e: e.text)
+    urgency = kb.lowest_urgency
+    groups: dict[str, dict[str, Item]] = {"action": {}, "warning": {}, "differential": {}}
+    for firing in trace.firings:
+        rule = rules[firing.rule]
+        for conclusion in rule.then:
+            if isinstance(conclusion, SetUrgency):
+                if kb.urgency_rank(conclusion.level) > kb.urgency_rank(urgency):
+                    urgency = conclusion.level
+            elif isinstance(conclusion, Recommend):
+                entry = kb.catalog[conclusion.kind][conclusion.code]
+                item = groups[conclusion.kind].get(conclusion.code)
+                if item is None:
+                    item = groups[conclusion.kind][conclusion.code] = Item(
+                        conclusion.code, text_of(entry), [], [], label=entry.label)
+                if rule.id not in item.because:
+                    item.because.append(rule.id)
+                item.citations = sorted(set(item.citations) | set(rule.cites))
+                hours = conclusion.within_hours
+                if hours is not None and (item.within_hours is None or hours < item.within_hours):
+                    item.within_hours, item.window = hours, conclusion.window
+            elif not isinstance(conclusion, Derive):  # pragma: no cover - the model has no other kind
+                raise TypeError(conclusion)
+
+    def ordered(kind: str) -> list[Item]:
+        catalog = kb.catalog[kind]
+        key = (lambda i: (i.within_hours is None, i.within_hours or 0, catalog[i.code].order)) if kind == "action" \
+            else (lambda i: catalog[i.code].order)
+        return sorted(groups[kind].values(), key=key)
+
+    unanswered = [f for f in kb.input_facts if f.name not in trace.inputs]
+    unanswered.sort(key=lambda f: (not f.alarm, f.order))
+    question_of = (lambda f: f.patient_question) if audience == "patient" else (lambda f: f.question)
+    return Result(
+        urgency=urgency,
+        urgency_text=text_of(kb.catalog["urgency"][urgency]),
+        actions=ordered("action"),
+        warnings=ordered("warning"),
+        differential=ordered("differential"),
+        fired=[FiredRule(f.rule, rules[f.rule].title, f.order, dict(f.matched), list(rules[f.rule].cites),
+                         rules[f.rule].section) for f in trace.firings],
+        unanswered=[Question(f.name, question_of(f) or "", f.alarm) for f in unanswered],
+        inputs={f.name: trace.inputs[f.name] for f in kb.input_facts if f.name in trace.inputs},
+        derived=dict(trace.derived),
+        knowledge_base=kb.identity(),
+        audience=audience,
+    )

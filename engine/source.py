@@ -1,0 +1,114 @@
+"""Safe YAML/JSON reading that keeps source positions.
+
+`read_document(path)` returns the plain Python data (dicts, lists, scalars) and a `Positions` map from
+each node's path (a tuple of keys and indexes) to its 1-based (line, column), so every later check can
+point an author at the exact line. Only the safe YAML constructors are used; JSON files go through the
+same YAML composer (JSON is YAML 1.2's subset for our purposes) after a strict `json` parse, so a JSON
+syntax error is reported with json's own line and column.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import Problem
+
+PathKey = tuple  # tuple[str | int, ...]
+
+
+@dataclass
+class Positions:
+    file: str
+    lines: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
+
+    def at(self, path: PathKey) -> tuple[int | None, int | None]:
+        """Position of `path`, or of its nearest ancestor that has one."""
+        path = tuple(path)
+        while True:
+            if path in self.lines:
+                return self.lines[path]
+            if not path:
+                return (None, None)
+            path = path[:-1]
+
+    def problem(self, path: PathKey, message: str, subject: str | None = None, hint: str | None = None) -> Problem:
+        line, column = self.at(path)
+        return Problem(message, file=self.file, line=line, column=column, subject=subject, hint=hint)
+
+
+class DocumentError(Exception):
+    def __init__(self, problem: Problem):
+        self.problem = problem
+        super().__init__(str(problem))
+
+
+class _UniqueKeySafeLoader(yaml.SafeLoader):
+    """SafeLoader; duplicate keys are detected while converting nodes below."""
+
+
+def _convert(node: yaml.Node, path: PathKey, pos: Positions, loader: yaml.SafeLoader) -> Any:
+    pos.lines[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)
+        out: dict = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if isinstance(key, bool) or not isinstance(key, (str, int)):
+                raise DocumentError(pos.problem(path, f"a mapping key must be a string, not {type(key).__name__}"))
+            key = str(key)  # keys are names; YAML's `1:` (a reference number) becomes "1"
+            if key in out:
+                line = key_node.start_mark.line + 1
+                raise DocumentError(Problem(f"duplicate key '{key}'", file=pos.file, line=line,
+                                            column=key_node.start_mark.column + 1))
+            out[key] = _convert(value_node, path + (key,), pos, loader)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_convert(item, path + (i,), pos, loader) for i, item in enumerate(node.value)]
+    return loader.construct_object(node, deep=True)
+
+
+def parse_text(text: str, file: str) -> tuple[Any, Positions]:
+    """Parse YAML (or JSON) text into plain data plus positions; raises DocumentError."""
+    pos = Positions(file)
+    if file.endswith(".json"):
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DocumentError(Problem(f"invalid JSON: {exc.msg}", file=file, line=exc.lineno, column=exc.colno))
+    loader = _UniqueKeySafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, pos
+        return _convert(node, (), pos, loader), pos
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        column = mark.column + 1 if mark else None
+        message = " ".join(part for part in (exc.context, exc.problem) if part)
+        raise DocumentError(Problem(f"invalid YAML: {message}", file=file, line=line, column=column))
+    except yaml.YAMLError as exc:
+        raise DocumentError(Problem(f"invalid YAML: {exc}", file=file))
+    finally:
+        loader.dispose()
+
+
+def read_document(path: Path | str, display: str | None = None) -> tuple[Any, Positions]:
+    """Read and parse one file; a missing or unreadable file is a DocumentError, not an OSError."""
+    path = Path(path)
+    shown = display or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DocumentError(Problem("no such file", file=shown))
+    except IsADirectoryError:
+        raise DocumentError(Problem("is a directory, not a file", file=shown))
+    except UnicodeDecodeError as exc:
+        raise DocumentError(Problem(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=shown))
+    except OSError as exc:
+        raise DocumentError(Problem(f"cannot read: {exc.strerror}", file=shown))
+    return parse_text(text, shown)

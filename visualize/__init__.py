@@ -1,0 +1,1 @@
+"""The decision graph of a knowledge base (networkx) and its pictures (graphviz)."""
