@@ -368,7 +368,4 @@ class _Builder:
             return None
         if head == "urgency":
             return SetUrgency(code)
-        if "window" in raw and "within_hours" not in raw:
-            self.problems.append(pos.problem(where + ("window",), "a 'window' needs 'within_hours'", subject))
-            return None
         return Recommend(head, code, raw.get("within_hours"), raw.get("window"))

@@ -109,6 +109,8 @@ def build(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Resul
                 hours = conclusion.within_hours
                 if hours is not None and (item.within_hours is None or hours < item.within_hours):
                     item.within_hours, item.window = hours, conclusion.window
+                elif item.within_hours is None and item.window is None:
+                    item.window = conclusion.window  # words without a figure, e.g. "urgently"
             elif not isinstance(conclusion, Derive):  # pragma: no cover - the model has no other kind
                 raise TypeError(conclusion)
 
