@@ -42,10 +42,12 @@ class CompiledKB:
 def compile_kb(kb: KnowledgeBase, ruleset_name: str | None = None) -> CompiledKB:
     domains = {name: fact.values for name, fact in kb.facts.items()}
     name = ruleset_name or f"lumbar_kb_{kb.name}_{kb.sha256[:12]}"
-    rules: dict[str, dict] = {INTAKE: {"all": [{"m": {"t": PATIENT}}], "run": INTAKE, "pri": -1_000_000}}
+    rules: dict[str, dict] = {INTAKE: {"all": [{"m": {"t": PATIENT}}], "run": INTAKE}}
     dnf: dict[str, list[Conjunct]] = {}
     never = []
-    for rule in kb.rules:
+    # durable-rules runs ready actions in the order their rules appear in the definition (measured; its `pri`
+    # did not reorder them), so `priority` is compiled into that order: higher first, then definition order.
+    for rule in sorted(kb.rules, key=lambda r: (-r.priority, r.order)):
         conjuncts = to_dnf(rule.when, domains)
         dnf[rule.id] = conjuncts
         if not conjuncts:
@@ -53,7 +55,6 @@ def compile_kb(kb: KnowledgeBase, ruleset_name: str | None = None) -> CompiledKB
             continue
         body = _rule_body(conjuncts, kb)
         body["run"] = rule.id
-        body["pri"] = -rule.priority  # durable runs lower `pri` first; authors write higher = sooner
         rules[rule.id] = body
     read_derived = frozenset(f for conjuncts in dnf.values() for c in conjuncts for f in c if kb.facts[f].derived)
     return CompiledKB(name, {name: rules}, dnf, read_derived, tuple(never))

@@ -23,7 +23,7 @@ import jsonschema
 from .errors import KnowledgeBaseError, Problem, did_you_mean
 from .model import (All, AnyOf, CodeEntry, Condition, Conclusion, Derive, Fact, KnowledgeBase, Not, Recommend,
                     Reference, Rule, Section, SetUrgency, Test)
-from .source import DocumentError, Positions, read_document
+from .source import DocumentError, Positions, display, read_document
 
 CATALOG_KINDS = {"urgency": "urgency", "actions": "action", "warnings": "warning", "differential": "differential"}
 CONCLUSION_HEADS = ("urgency", "action", "warning", "differential", "derive")
@@ -68,7 +68,8 @@ def schema_problems(data: Any, schema_name: str, pos: Positions, subject_of=None
 
 
 def _translate(error: jsonschema.ValidationError, path: tuple, pos: Positions, subject: str | None) -> list[Problem]:
-    where = "/".join(str(p) for p in path) or "the file"
+    inside = path[2:] if subject and subject.startswith("rule") else path  # the rule is named as the subject
+    where = "/".join(str(p) for p in inside) or ("the rule" if inside is not path else "the file")
     kind = error.validator
     if kind == "additionalProperties" and isinstance(error.instance, dict):
         allowed = sorted(error.schema.get("properties", {}))
@@ -77,7 +78,7 @@ def _translate(error: jsonschema.ValidationError, path: tuple, pos: Positions, s
             if key not in error.schema.get("properties", {}):
                 hint = did_you_mean(key, allowed)
                 hint = f"{hint} allowed: {', '.join(allowed)}" if hint else f"allowed: {', '.join(allowed)}"
-                out.append(pos.problem(path + (key,), f"unknown key '{key}'", subject, hint))
+                out.append(pos.problem(path + (key,), f"unknown key '{key}'", subject, hint, key=True))
         return out
     if kind == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
@@ -114,6 +115,19 @@ def _typename(value: Any) -> str:
             list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
 
 
+def _subject(data: dict, path: tuple) -> str | None:
+    """Name what a schema error is about: the rule (by id, when it has one) or the fact."""
+    if len(path) >= 2 and path[0] == "rules" and isinstance(path[1], int):
+        rules = data.get("rules")
+        rule = rules[path[1]] if isinstance(rules, list) and path[1] < len(rules) else None
+        if isinstance(rule, dict) and isinstance(rule.get("id"), str):
+            return f"rule {rule['id']}"
+        return f"rule #{path[1] + 1}"
+    if len(path) >= 2 and path[0] == "facts":
+        return f"fact {path[1]}"
+    return None
+
+
 # ---- the front door ----------------------------------------------------------------------------------------
 def load(kb_dir: Path | str | None = None) -> KnowledgeBase:
     """Load and check a knowledge base; raise KnowledgeBaseError listing every problem found."""
@@ -131,15 +145,9 @@ class _Builder:
         self.root = root
         self.problems: list[Problem] = []
 
-    def display(self, path: Path) -> str:
+    def read(self, path: Path, schema: str) -> tuple[Any, Positions] | None:
         try:
-            return str(path.relative_to(Path.cwd()))
-        except ValueError:
-            return str(path)
-
-    def read(self, path: Path, schema: str, subject_of=None) -> tuple[Any, Positions] | None:
-        try:
-            data, pos = read_document(path, self.display(path))
+            data, pos = read_document(path)
         except DocumentError as exc:
             self.problems.append(exc.problem)
             return None
@@ -147,19 +155,19 @@ class _Builder:
             self.problems.append(Problem(f"must be a mapping at the top, not {_typename(data)}", file=pos.file,
                                          line=1))
             return None
-        found = schema_problems(data, schema, pos, subject_of)
+        found = schema_problems(data, schema, pos, lambda p: _subject(data, p))
         self.problems.extend(found)
         return (None if found else data), pos
 
     def build(self) -> KnowledgeBase | None:
         if not self.root.is_dir():
-            self.problems.append(Problem("knowledge base directory not found", file=self.display(self.root)))
+            self.problems.append(Problem("knowledge base directory not found", file=display(self.root)))
             return None
         guideline = self.read(self.root / "guideline.yaml", "guideline")
         facts_doc = self.read(self.root / "facts.yaml", "facts")
         rule_files = sorted((self.root / "rules").glob("*.yaml"))
         if not rule_files:
-            self.problems.append(Problem("no rule files (rules/*.yaml)", file=self.display(self.root / "rules")))
+            self.problems.append(Problem("no rule files (rules/*.yaml)", file=display(self.root / "rules")))
         rule_docs = []
         for path in rule_files:
             doc = self.read(path, "rules")

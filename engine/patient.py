@@ -41,7 +41,7 @@ def parse_patient(data: Any, pos: Positions, kb: KnowledgeBase, at: tuple = ()) 
             continue
         fact = kb.facts.get(key)
         if fact is None:
-            problems.append(pos.problem(where, "unknown fact", f"fact '{key}'", did_you_mean(key, names)))
+            problems.append(pos.problem(where, "unknown fact", f"fact '{key}'", did_you_mean(key, names), key=True))
             continue
         if fact.derived:
             problems.append(pos.problem(where, "is derived by the rules and cannot be given in a patient file",
@@ -86,12 +86,22 @@ def _bool_hint(value: Any) -> str | None:
     return None
 
 
-def random_patient(kb: KnowledgeBase, rng: random.Random, unknown_weight: float = 0.34) -> dict[str, Value]:
-    """A random valid patient: each input fact unknown with probability `unknown_weight`, else a random
-    value of its domain; a value contradicting its fact's `only_if` is dropped (left unknown)."""
+def random_patient(kb: KnowledgeBase, rng: random.Random) -> dict[str, Value]:
+    """A random valid patient for agreement tests and benchmarks.
+
+    Each patient draws its own mix (how many questions are unanswered, how often a yes/no answer is yes),
+    so the sample holds both sparse first-contact patients and fully answered ones, e.g. all seven
+    neurological questions answered no. A value contradicting its fact's `only_if` is left unknown.
+    """
+    p_unknown = rng.choice((0.0, 0.1, 0.3, 0.6, 0.9))
+    p_true = rng.choice((0.05, 0.15, 0.35, 0.6))
     inputs: dict[str, Value] = {}
     for fact in kb.input_facts:
-        if rng.random() >= unknown_weight:
+        if rng.random() < p_unknown:
+            continue
+        if fact.type == "bool":
+            inputs[fact.name] = rng.random() < p_true
+        else:
             inputs[fact.name] = rng.choice(fact.values)
     for fact in kb.input_facts:
         if fact.only_if is not None and fact.name in inputs and evaluate(fact.only_if, inputs) is False:

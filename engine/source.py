@@ -23,7 +23,8 @@ PathKey = tuple  # tuple[str | int, ...]
 @dataclass
 class Positions:
     file: str
-    lines: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
+    lines: dict[PathKey, tuple[int, int]] = field(default_factory=dict)  # where each value starts
+    keys: dict[PathKey, tuple[int, int]] = field(default_factory=dict)  # where each mapping key starts
 
     def at(self, path: PathKey) -> tuple[int | None, int | None]:
         """Position of `path`, or of its nearest ancestor that has one."""
@@ -35,8 +36,10 @@ class Positions:
                 return (None, None)
             path = path[:-1]
 
-    def problem(self, path: PathKey, message: str, subject: str | None = None, hint: str | None = None) -> Problem:
-        line, column = self.at(path)
+    def problem(self, path: PathKey, message: str, subject: str | None = None, hint: str | None = None,
+                key: bool = False) -> Problem:
+        """A Problem located at the value of `path` (or at its key, for problems with the key itself)."""
+        line, column = self.keys[tuple(path)] if key and tuple(path) in self.keys else self.at(path)
         return Problem(message, file=self.file, line=line, column=column, subject=subject, hint=hint)
 
 
@@ -64,6 +67,7 @@ def _convert(node: yaml.Node, path: PathKey, pos: Positions, loader: yaml.SafeLo
                 line = key_node.start_mark.line + 1
                 raise DocumentError(Problem(f"duplicate key '{key}'", file=pos.file, line=line,
                                             column=key_node.start_mark.column + 1))
+            pos.keys[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             out[key] = _convert(value_node, path + (key,), pos, loader)
         return out
     if isinstance(node, yaml.SequenceNode):
@@ -97,10 +101,19 @@ def parse_text(text: str, file: str) -> tuple[Any, Positions]:
         loader.dispose()
 
 
-def read_document(path: Path | str, display: str | None = None) -> tuple[Any, Positions]:
+def display(path: Path | str) -> str:
+    """How a file is named in messages: relative to the working directory when it is below it."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(path)
+
+
+def read_document(path: Path | str) -> tuple[Any, Positions]:
     """Read and parse one file; a missing or unreadable file is a DocumentError, not an OSError."""
     path = Path(path)
-    shown = display or str(path)
+    shown = display(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

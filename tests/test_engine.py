@@ -1,0 +1,144 @@
+"""The engine: authors' scenarios, agreement with the reference evaluator, determinism, durable's edges."""
+import json
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+
+from engine.api import Evaluator, reference_result
+from engine.errors import EngineError
+from engine.loader import default_kb_dir, load
+from engine.patient import random_patient
+from engine.result import build
+from engine.scenarios import compare, load_scenarios
+from engine.session import Engine
+
+from .conftest import ROOT
+
+SCENARIOS = load_scenarios(load())
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[os.path.basename(s.file) for s in SCENARIOS])
+def test_author_scenario(scenario, evaluator):
+    result = build(evaluator.kb, evaluator.engine.run(scenario.patient))
+    mismatches = compare(scenario, result)
+    assert not mismatches, "\n".join(map(str, mismatches))
+
+
+def test_every_scenario_file_is_collected():
+    files = sorted(p.name for p in (default_kb_dir() / "scenarios").glob("*.yaml"))
+    assert sorted(os.path.basename(s.file) for s in SCENARIOS) == files
+    assert len(files) >= 15
+
+
+def test_engine_agrees_with_reference_on_2000_random_patients(kb, evaluator, reference):
+    rng = random.Random(20261124)
+    for _ in range(2000):
+        patient = random_patient(kb, rng)
+        engine = build(kb, evaluator.engine.run(patient)).to_dict()
+        oracle = build(kb, reference.run(patient)).to_dict()
+        assert engine == oracle, patient
+
+
+def test_agreement_covers_every_rule(kb, evaluator):
+    """The random patients above are not vacuous: together they fire every rule."""
+    rng = random.Random(20261124)
+    fired = set()
+    for _ in range(2000):
+        fired.update(f.rule for f in evaluator.engine.run(random_patient(kb, rng)).firings)
+    assert fired == {r.id for r in kb.rules}
+
+
+def test_trace_records_rules_in_order_with_matched_facts(evaluator):
+    trace = evaluator.engine.run({"leg_weakness": True, "gait_difficulty": True, "cancer_history": True})
+    orders = [f.order for f in trace.firings]
+    assert orders == list(range(1, len(orders) + 1))
+    by_rule = {f.rule: f for f in trace.firings}
+    assert by_rule["neuro.present"].matched == {"leg_weakness": True, "gait_difficulty": True}
+    assert by_rule["cancer.mri_12h_neuro"].matched == {"cancer_known": True, "neuro_symptom": True}
+    # a derived fact is used only after the rule deriving it fired
+    assert by_rule["neuro.present"].order < by_rule["cancer.mri_12h_neuro"].order
+    assert trace.derived == {"neuro_symptom": True, "cancer_known": True}
+
+
+def test_result_json_is_byte_identical_across_processes_and_hash_seeds(tmp_path):
+    patient = ROOT / "knowledge/lumbar_mass/patients/02-breast-cancer-back-pain.yaml"
+    outputs = set()
+    for seed in ("0", "1", "12345"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        out = subprocess.run([sys.executable, "-m", "engine", "evaluate", str(patient), "--format", "json"],
+                             capture_output=True, env=env, check=True, cwd=tmp_path).stdout
+        outputs.add(out)
+    assert len(outputs) == 1
+    data = json.loads(outputs.pop())
+    assert data["urgency"] == "prompt" and data["knowledge_base"]["name"] == "lumbar_mass"
+
+
+def test_same_patient_twice_in_one_process_gives_identical_json(evaluator):
+    facts = {"radiating_numbness": True, "cancer_history": True, "primary_cancer": "lung"}
+    first = json.dumps(evaluator.evaluate(facts).to_dict())
+    for _ in range(3):
+        assert json.dumps(evaluator.evaluate(facts).to_dict()) == first
+
+
+def test_more_sessions_than_durables_live_session_cap(evaluator):
+    """durable-rules refuses the 1025th live session; every evaluation must delete its own."""
+    for i in range(1500):
+        trace = evaluator.engine.run({"palpable_mass": True, "night_pain": bool(i % 2)})
+        assert "concerning.palpable_mass" in {f.rule for f in trace.firings}
+
+
+def test_empty_patient_fires_nothing_and_is_routine(evaluator):
+    result = evaluator.evaluate({})
+    assert result.urgency == "routine" and result.fired == [] and result.actions == []
+    assert [q.fact for q in result.unanswered][:3] == ["leg_weakness", "gait_difficulty", "radiating_numbness"]
+    assert all(q.alarm for q in result.unanswered[:10]) and not result.unanswered[-1].alarm
+
+
+def test_an_exception_inside_an_action_is_not_swallowed(kb, monkeypatch):
+    """durable-rules swallows exceptions raised in actions; the engine must surface them."""
+    import engine.session as session
+
+    engine = Engine(kb)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(session, "support", broken)
+    with pytest.raises(EngineError, match="boom"):
+        engine.run({"leg_weakness": True})
+    monkeypatch.undo()
+    assert engine.run({"leg_weakness": True}).firings  # the engine is still usable afterwards
+
+
+def test_contradictory_derivation_is_an_engine_error(kb_copy):
+    rules = kb_copy / "rules" / "red_flags.yaml"
+    text = rules.read_text()
+    # make neuro.absent fire on a patient whose leg weakness also makes neuro.present fire
+    rules.write_text(text.replace("        - {fact: leg_weakness, is: false}\n", "", 1))
+    kb = load(kb_copy)
+    patient = {"leg_weakness": True, "gait_difficulty": False, "radiating_numbness": False, "unable_to_walk": False,
+               "bowel_bladder_dysfunction": False, "saddle_anesthesia": False, "progressive_neuro_deficit": False}
+    with pytest.raises(EngineError, match="neuro_symptom"):
+        Engine(kb).run(patient)
+
+
+def test_reference_result_helper_matches_engine(kb, evaluator):
+    facts = {"suspected_cord_compression": True, "palpable_mass": True}
+    assert reference_result(kb, facts).to_dict() == evaluator.evaluate(facts).to_dict()
+
+
+def test_priority_orders_firing_in_both_evaluators(kb_copy):
+    """`priority` is the author's tool for firing order; durable and the reference must honour it alike."""
+    path = kb_copy / "rules" / "pitfalls.yaml"
+    path.write_text(path.read_text().replace("  - id: pitfall.do_not_assume_benign\n",
+                                             "  - id: pitfall.do_not_assume_benign\n    priority: 5\n"))
+    kb = load(kb_copy)
+    from engine.reference import ReferenceEvaluator
+    facts = {"palpable_mass": True, "night_pain": True}
+    durable = [f.rule for f in Engine(kb).run(facts).firings]
+    oracle = [f.rule for f in ReferenceEvaluator(kb).run(facts).firings]
+    assert durable == oracle
+    assert durable[0] == "pitfall.do_not_assume_benign"
