@@ -1,0 +1,32 @@
+# lumbar-kb: `make demo` sets up and evaluates the bundled example patients; `make test` sets up and tests.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PATIENTS := $(sort $(wildcard knowledge/lumbar_mass/patients/*))
+
+.PHONY: setup demo test bench validate clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	bash .ci/ensure-graphviz
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+demo: setup
+	$(BIN)/lumbar-kb validate
+	@for p in $(PATIENTS); do echo "=================== $$p"; $(BIN)/lumbar-kb evaluate "$$p" || exit $$?; done
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/bench_engine.py
+
+validate: setup
+	$(BIN)/lumbar-kb validate
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis

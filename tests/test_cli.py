@@ -1,0 +1,134 @@
+"""The CLI as a user meets it: evaluate (text, JSON, patient audience), facts, validate, packaging."""
+import json
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from engine.cli import main
+from engine.loader import default_kb_dir
+
+from .conftest import ROOT
+
+PATIENTS = sorted((default_kb_dir() / "patients").iterdir())
+
+
+def cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_bundled_example_patients_exist():
+    assert len(PATIENTS) >= 4
+
+
+@pytest.mark.parametrize("patient", PATIENTS, ids=[p.name for p in PATIENTS])
+def test_json_result_has_the_documented_shape(patient, capsys):
+    code, out, err = cli(capsys, "evaluate", patient, "--format", "json")
+    assert code == 0 and err == ""
+    data = json.loads(out)
+    assert list(data)[:7] == ["urgency", "urgency_text", "actions", "warnings", "differential", "fired",
+                              "unanswered"]
+    assert data["urgency"] in ("emergency", "prompt", "routine")
+    for key in ("actions", "warnings", "differential"):
+        for item in data[key]:
+            assert set(item) >= {"code", "text", "because", "citations"}
+            assert item["because"] and item["citations"]
+    for item in data["actions"]:
+        assert item["within_hours"] is None or isinstance(item["within_hours"], (int, float))
+    assert [f["order"] for f in data["fired"]] == list(range(1, len(data["fired"]) + 1))
+    assert set(data["knowledge_base"]) == {"name", "version", "sha256"}
+    assert len(data["knowledge_base"]["sha256"]) == 64
+
+
+def test_cauda_equina_example_report_reads_urgency_first(capsys):
+    code, out, _ = cli(capsys, "evaluate", default_kb_dir() / "patients" / "01-cauda-equina.yaml")
+    lines = out.splitlines()
+    assert code == 0
+    assert lines[0].startswith("EMERGENCY:")
+    assert "1. Emergency department, immediately  [1]" in out
+    assert "2. MRI of the whole spine, within 12 hours  [1]" in out
+    assert out.index("Actions:") < out.index("Warnings:") < out.index("Differential:") < out.index("Why")
+    assert "ed.saddle_anesthesia [1]" in out and "[1] Guideline Directed Topic Overview" in out
+
+
+def test_patient_audience_uses_plain_language_from_the_knowledge_base(capsys):
+    code, out, _ = cli(capsys, "evaluate", default_kb_dir() / "patients" / "01-cauda-equina.yaml",
+                       "--audience", "patient")
+    assert code == 0
+    assert out.startswith("EMERGENCY: Go to an emergency department now.")
+    assert "An MRI scan of your whole spine." in out
+    assert "Why (rules fired" not in out
+
+
+def test_texts_come_from_the_knowledge_base(kb_copy, tmp_path, capsys):
+    guideline = kb_copy / "guideline.yaml"
+    guideline.write_text(guideline.read_text().replace("Send to an emergency department for emergency evaluation.",
+                                                       "Transfer to the emergency department now."))
+    patient = tmp_path / "p.yaml"
+    patient.write_text("leg_weakness: true\n")
+    code, out, _ = cli(capsys, "evaluate", patient, "--kb", kb_copy, "--format", "json")
+    action = json.loads(out)["actions"][0]
+    assert action["text"] == "Transfer to the emergency department now."
+
+
+def test_several_patients_give_one_json_object_per_line(capsys):
+    code, out, _ = cli(capsys, "evaluate", *PATIENTS, "--format", "json")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == len(PATIENTS)
+    assert [json.loads(line)["patient_file"] for line in lines] == [str(p) for p in PATIENTS]
+
+
+def test_facts_lists_the_vocabulary_with_questions(capsys):
+    code, out, _ = cli(capsys, "facts", "--format", "json")
+    facts = json.loads(out)
+    assert code == 0 and len(facts) == 19
+    assert facts[0]["name"] == "leg_weakness" and facts[0]["alarm"] is True
+    radiograph = next(f for f in facts if f["name"] == "radiograph")
+    assert radiograph["values"] == ["not_done", "normal", "abnormal"] and radiograph["question"]
+    code, out, _ = cli(capsys, "facts", "--audience", "patient")
+    assert "Can you feel or see a lump in your lower back?" in out
+
+
+def test_sha256_changes_when_a_rule_file_changes(kb_copy, tmp_path, capsys):
+    patient = tmp_path / "p.yaml"
+    patient.write_text("palpable_mass: true\n")
+    _, before, _ = cli(capsys, "evaluate", patient, "--kb", kb_copy, "--format", "json")
+    rules = kb_copy / "rules" / "pitfalls.yaml"
+    rules.write_text(rules.read_text() + "\n# a comment changes the exact rules text\n")
+    _, after, _ = cli(capsys, "evaluate", patient, "--kb", kb_copy, "--format", "json")
+    assert json.loads(before)["knowledge_base"]["sha256"] != json.loads(after)["knowledge_base"]["sha256"]
+
+
+def test_runs_as_python_dash_m_engine():
+    proc = subprocess.run([sys.executable, "-m", "engine", "validate"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("ok: lumbar_mass")
+
+
+def test_usage_error_exits_2():
+    proc = subprocess.run([sys.executable, "-m", "engine", "evaluate"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "usage:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_wheel_carries_the_knowledge_base_and_runs_from_it(tmp_path):
+    """Installed from a wheel (no checkout around), the bundled knowledge base is still found."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("lumbar_kb-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for needed in ("knowledge/lumbar_mass/guideline.yaml", "knowledge/lumbar_mass/facts.yaml",
+                   "knowledge/lumbar_mass/rules/red_flags.yaml", "knowledge/schema/rules.schema.json",
+                   "knowledge/lumbar_mass/scenarios/saddle_anesthesia.yaml", "engine/cli.py"):
+        assert needed in names
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(site)!r}); "
+                           "from engine.cli import main; import knowledge; print(knowledge.__file__); "
+                           "sys.exit(main(['validate']))"],
+                          capture_output=True, text=True, cwd=elsewhere)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0].startswith(str(site)) and "ok: lumbar_mass" in proc.stdout
