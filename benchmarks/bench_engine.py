@@ -81,16 +81,21 @@ def main() -> None:
           f"  [goal: within 3x]")
     print(f"engine + Result throughput: {rows[3]['per_s']:,.0f} patients/s  [goal: >= 8,000]")
 
+    # the soak also checks every evaluation against the reference's trace for the same patient
+    expected = [reference.run(p).firings for p in patients]
     gc.collect()
     before = rss_mb()
+    wrong = 0
     t0 = time.perf_counter()
     for i in range(args.soak):
-        build(kb, engine.run(patients[i % len(patients)]))
+        trace = engine.run(patients[i % len(patients)])
+        build(kb, trace)
+        wrong += trace.firings != expected[i % len(patients)]
     elapsed = time.perf_counter() - t0
     gc.collect()
     after = rss_mb()
-    print(f"\nsoak: {args.soak:,} evaluations in {elapsed:.1f} s; RSS {before:.1f} MB -> {after:.1f} MB "
-          f"(growth {after - before:+.2f} MB)  [goal: < 5 MB]")
+    print(f"\nsoak: {args.soak:,} evaluations in {elapsed:.1f} s, {wrong} disagreeing with the reference; "
+          f"RSS {before:.1f} MB -> {after:.1f} MB (growth {after - before:+.2f} MB)  [goal: < 5 MB]")
 
 
 if __name__ == "__main__":
