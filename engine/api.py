@@ -12,12 +12,11 @@ from typing import Mapping
 
 from .loader import load
 from .model import KnowledgeBase, Value
-from .patient import load_patient
+from .patient import load_patient, parse_patient
 from .reference import ReferenceEvaluator
 from .result import Result, build
 from .session import Engine
 from .source import Positions
-from .patient import parse_patient
 
 
 class Evaluator:

@@ -17,7 +17,6 @@ avoids durable's segfault in `delete_state` for a session where no action ran.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 from .logic import Conjunct, to_dnf
@@ -30,13 +29,10 @@ PATIENT, DERIVED = "patient", "derived"
 @dataclass(frozen=True)
 class CompiledKB:
     ruleset_name: str
-    definition: dict  # {ruleset_name: {rule_name: {...durable rule...}}}; hand durable a deep copy
+    definition: dict  # {ruleset_name: {rule_name: {...durable rule..., "run": action name}}}
     dnf: dict  # rule id -> list[Conjunct]
     read_derived: frozenset  # derived facts some rule reads: only these are asserted into durable
     never_true: tuple  # rule ids whose condition can never be true (empty DNF); they compile to no durable rule
-
-    def fresh_definition(self) -> dict:
-        return copy.deepcopy(self.definition)
 
 
 def compile_kb(kb: KnowledgeBase, ruleset_name: str | None = None) -> CompiledKB:

@@ -21,21 +21,13 @@ def evaluate(cond: Condition, facts: Facts) -> bool | None:
     if isinstance(cond, Test):
         value = facts.get(cond.fact)
         return None if value is None else value in cond.values
-    if isinstance(cond, All):
-        result: bool | None = True
+    if isinstance(cond, (All, AnyOf)):
+        decisive = isinstance(cond, AnyOf)  # one true item settles `any`; one false item settles `all`
+        result: bool | None = not decisive
         for item in cond.items:
             v = evaluate(item, facts)
-            if v is False:
-                return False
-            if v is None:
-                result = None
-        return result
-    if isinstance(cond, AnyOf):
-        result = False
-        for item in cond.items:
-            v = evaluate(item, facts)
-            if v is True:
-                return True
+            if v is decisive:
+                return decisive
             if v is None:
                 result = None
         return result
