@@ -15,7 +15,7 @@ from engine.loader import load
 from .dot import to_dot
 from .graph import build_graph, resolve
 from .overlay import overlay_from_result
-from .render import FORMATS, format_for, render_to
+from .render import FORMATS, check_output, render_to
 
 DESCRIPTION = """\
 Draw the guideline's decision graph from the knowledge base the engine runs: the findings asked of the
@@ -56,7 +56,7 @@ def add_graph(sub) -> None:
 
 def run_graph(args) -> int:
     if args.output is not None:
-        format_for(args.output)  # refuse a bad extension before any work
+        check_output(args.output)  # refuse a bad extension or directory before any work
     kb = load(args.kb)
     graph = build_graph(kb)
     focus = resolve(graph, args.focus) if args.focus else None

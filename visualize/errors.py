@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from engine.errors import LumbarKBError, Problem
 
-INSTALL_HINT = "install graphviz: apt-get install -y graphviz (macOS: brew install graphviz)"
+INSTALL_HINT = "install it with: apt-get install -y graphviz; on macOS: brew install graphviz"
 
 
 class GraphvizMissingError(LumbarKBError):

@@ -113,8 +113,10 @@ def _tests_by_fact(cond: Condition) -> dict[str, list[tuple[Test, bool]]]:
         elif isinstance(c, (All, AnyOf)):
             for item in c.items:
                 walk(item, negated)
-        else:
+        elif isinstance(c, Not):
             walk(c.item, not negated)
+        else:  # pragma: no cover - the model has no other condition
+            raise TypeError(c)
 
     walk(cond, False)
     return out

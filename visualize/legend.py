@@ -73,7 +73,8 @@ def legend_table(with_patient: bool) -> str:
 def _node_cell(meanings: tuple, text: str) -> str:
     s = style.node_style(*meanings)
     dashed = ' STYLE="dashed"' if "dashed" in s.get("style", "") else ""
-    swatch = (f'<TD BGCOLOR="{s["fillcolor"]}" COLOR="{s["color"]}" BORDER="2"{dashed} WIDTH="40" HEIGHT="20"><FONT POINT-SIZE="9" COLOR="{s["fontcolor"]}">Aa</FONT></TD>')
+    swatch = (f'<TD BGCOLOR="{s["fillcolor"]}" COLOR="{s["color"]}" BORDER="2"{dashed} WIDTH="40" HEIGHT="20">'
+              f'<FONT POINT-SIZE="9" COLOR="{s["fontcolor"]}">Aa</FONT></TD>')
     return swatch + f'<TD ALIGN="LEFT"><FONT POINT-SIZE="11">{escape(text)}</FONT></TD>'
 
 

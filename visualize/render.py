@@ -32,6 +32,16 @@ def format_for(path: Path) -> str:
                               hint=f"{hint} use one of {allowed}" if hint else f"use one of {allowed}"))
 
 
+def check_output(path: Path) -> str:
+    """Refuse an output path before any work: its format (from the extension) and that its directory
+    exists. Returns the format."""
+    fmt = format_for(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise OutputError(Problem("the output directory does not exist", file=str(directory)))
+    return fmt
+
+
 def find_dot(executable: str = "dot") -> str:
     """The path of graphviz's `dot`; GraphvizMissingError (with the install command) if it is not on PATH."""
     found = shutil.which(executable)
@@ -62,9 +72,8 @@ def run_dot(source: str, fmt: str) -> bytes:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a temporary file in the same directory and a rename."""
+    check_output(path)
     directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise OutputError(Problem("the output directory does not exist", file=str(directory)))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -81,6 +90,6 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 def render_to(path: Path, source: str) -> str:
     """Draw `source` into `path` in the format its extension names; returns that format."""
-    fmt = format_for(path)
+    fmt = check_output(path)
     write_atomic(path, run_dot(source, fmt))
     return fmt
