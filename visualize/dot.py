@@ -227,7 +227,7 @@ def _edge_tooltip(g: nx.DiGraph, tail: str, head: str, data: dict) -> str:
 
 
 def _title(g: nx.DiGraph, focus: str | None) -> str:
-    return f"{g.graph['title']}: " + (f"pathway through {focus}" if focus is not None else "decision graph")
+    return f"{g.graph['title']} — " + (f"pathway through {focus}" if focus is not None else "decision graph")
 
 
 def _lines(view: nx.DiGraph, overlay: Overlay | None, focus: str | None) -> list[str]:
