@@ -13,6 +13,10 @@ Edges:
     rule -> fact           relation "derives": the rule concludes a derived fact (value, negative)
     rule -> conclusion     relation "urgency" / "action" (within_hours, window) / "warning" / "differential"
 
+Graph attributes: name, title, version, review_status, sections ((id, title) in guideline order),
+references (number -> full citation), top_urgency (the most urgent level, e.g. "emergency"). Rules, urgency
+levels and the edges between them carry `top` when they conclude / are that level.
+
 Every attribute here is a *meaning* (kind, label, section, citations, texts); how anything is drawn is
 decided elsewhere (`style`, `dot`). Node and edge order follows the knowledge base (vocabulary order,
 guideline order of rules, catalogue order), so everything built from the graph is deterministic.
@@ -65,8 +69,9 @@ def build_graph(kb: KnowledgeBase) -> nx.DiGraph:
         g.add_node(rule_id(rule.id), **_rule_meaning(rule, kb, top))
     for kind in CONCLUSION_KINDS:
         for entry in sorted(kb.catalog[kind].values(), key=lambda e: (-e.rank, e.order)):
+            extra = {"rank": entry.rank, "top": entry.code == top} if kind == "urgency" else {}
             g.add_node(conclusion_id(kind, entry.code), kind=kind, name=entry.code, label=entry.label,
-                       text=entry.text, rank=entry.rank, top=(kind == "urgency" and entry.code == top))
+                       text=entry.text, **extra)
     for rule in kb.rules:
         r = rule_id(rule.id)
         for name, tests in _tests_by_fact(rule.when).items():

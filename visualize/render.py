@@ -29,7 +29,7 @@ def format_for(path: Path) -> str:
     allowed = ", ".join(sorted(FORMATS))
     hint = did_you_mean(ext, FORMATS) if ext else None
     raise OutputError(Problem(f"cannot tell the format from the extension '{ext or '(none)'}'", file=str(path),
-                              hint=f"{hint} use one of {allowed}" if hint else f"use one of {allowed}"))
+                              hint=f"{hint} Formats: {allowed}" if hint else f"formats: {allowed}"))
 
 
 def check_output(path: Path) -> str:
