@@ -679,3 +679,20 @@ def test_graph_of_another_knowledge_base(kb_with_not, capsys):
     assert code == 0
     assert set(dot_node_ids(out)) == {"rule:test.mass_not_abnormal", "fact:palpable_mass", "fact:radiograph",
                                       "warning:do_not_assume_benign"}
+
+
+# ---- 7. the committed pictures are the current knowledge base ---------------------------------------------------
+REGENERATE = "regenerate them with the commands at the end of docs/diagrams.md"
+
+
+def test_the_committed_whole_guideline_picture_is_current(graph):
+    nodes, edges = svg_classes((REPO / "docs" / "images" / "decision-graph.svg").read_bytes())
+    assert set(nodes) == set(graph.nodes), f"docs/images/decision-graph.svg is stale: {REGENERATE}"
+    assert set(edges) == {f"{t}->{h}" for t, h in graph.edges}, REGENERATE
+
+
+def test_the_committed_patient_picture_is_this_patients_path(graph, evaluator):
+    result = evaluator.evaluate_file(REPO / "docs" / "images" / "patient-cancer-leg-weakness.yaml")
+    nodes, _ = svg_classes((REPO / "docs" / "images" / "patient-path.svg").read_bytes())
+    assert set(nodes) == set(graph.nodes), f"docs/images/patient-path.svg is stale: {REGENERATE}"
+    assert {n for n, c in nodes.items() if "fired" in c} == {f"rule:{r}" for r in result.fired_ids()}, REGENERATE
