@@ -8,5 +8,6 @@ One job per module:
     legend   the heading and legend, drawn from the style table
     dot      DOT text from a graph (+ overlay, + focus); runs nothing
     render   runs graphviz's `dot`, writes files atomically
+    svg      copies each tooltip into the SVG element's <title>
     cli      the `lumbar-kb graph` subcommand
 """

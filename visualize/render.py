@@ -15,6 +15,7 @@ from pathlib import Path
 from engine.errors import Problem, did_you_mean
 
 from .errors import GraphvizFailedError, GraphvizMissingError, OutputError
+from .svg import titles_from_tooltips
 
 FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", ".gv": "dot"}
 PNG_DPI = 110  # legible at screen size without a huge file
@@ -67,7 +68,7 @@ def run_dot(source: str, fmt: str) -> bytes:
     if done.returncode != 0 or not done.stdout:
         message = done.stderr.decode("utf-8", "replace").strip() or f"exit status {done.returncode}"
         raise GraphvizFailedError(f"graphviz 'dot' failed: {message}")
-    return done.stdout
+    return titles_from_tooltips(done.stdout) if fmt == "svg" else done.stdout
 
 
 def write_atomic(path: Path, data: bytes) -> None:
