@@ -1,0 +1,96 @@
+"""Run graphviz's `dot` on DOT text and write the result safely.
+
+The only module that runs a program or writes a file. The format comes from the output file's extension;
+the picture is made in memory first and then written to a temporary file beside the target and renamed
+over it, so a failure never leaves a half-written or stale-looking file behind.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from engine.errors import Problem, did_you_mean
+
+from .errors import GraphvizFailedError, GraphvizMissingError, OutputError
+from .svg import titles_from_tooltips
+
+FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", ".gv": "dot"}
+PNG_DPI = 110  # legible at screen size without a huge file
+TIMEOUT_S = 120
+
+
+def format_for(path: Path) -> str:
+    """The output format named by a file's extension; OutputError for anything else."""
+    ext = path.suffix.lower()
+    if ext in FORMATS:
+        return FORMATS[ext]
+    allowed = ", ".join(sorted(FORMATS))
+    hint = did_you_mean(ext, FORMATS) if ext else None
+    raise OutputError(Problem(f"cannot tell the format from the extension '{ext or '(none)'}'", file=str(path),
+                              hint=f"{hint} Formats: {allowed}" if hint else f"formats: {allowed}"))
+
+
+def check_output(path: Path) -> str:
+    """Refuse an output path before any work: its format (from the extension) and that its directory
+    exists. Returns the format."""
+    fmt = format_for(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise OutputError(Problem("the output directory does not exist", file=str(directory)))
+    return fmt
+
+
+def find_dot(executable: str = "dot") -> str:
+    """The path of graphviz's `dot`; GraphvizMissingError (with the install command) if it is not on PATH."""
+    found = shutil.which(executable)
+    if found is None:
+        raise GraphvizMissingError(executable)
+    return found
+
+
+def run_dot(source: str, fmt: str) -> bytes:
+    """Lay out and draw DOT text as svg, png or pdf; the bytes of the picture."""
+    if fmt == "dot":
+        return source.encode("utf-8")
+    args = [find_dot(), f"-T{fmt}"]
+    if fmt == "png":
+        args.append(f"-Gdpi={PNG_DPI}")
+    try:
+        done = subprocess.run(args, input=source.encode("utf-8"), capture_output=True, timeout=TIMEOUT_S,
+                              check=False)
+    except FileNotFoundError:  # removed between the lookup and the run
+        raise GraphvizMissingError() from None
+    except subprocess.TimeoutExpired:
+        raise GraphvizFailedError(f"graphviz 'dot' took longer than {TIMEOUT_S} s and was stopped") from None
+    if done.returncode != 0 or not done.stdout:
+        message = done.stderr.decode("utf-8", "replace").strip() or f"exit status {done.returncode}"
+        raise GraphvizFailedError(f"graphviz 'dot' failed: {message}")
+    return titles_from_tooltips(done.stdout) if fmt == "svg" else done.stdout
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same directory and a rename."""
+    check_output(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise OutputError(Problem(f"cannot write the output: {exc.strerror or exc}", file=str(path))) from None
+
+
+def render_to(path: Path, source: str) -> str:
+    """Draw `source` into `path` in the format its extension names; returns that format."""
+    fmt = check_output(path)
+    write_atomic(path, run_dot(source, fmt))
+    return fmt
