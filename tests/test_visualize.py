@@ -242,7 +242,10 @@ def test_a_not_condition_is_a_negated_edge_with_the_complement_values(kb_with_no
 
 def test_value_phrases_for_enum_tests(graph):
     assert graph.edges["fact:primary_cancer", "rule:cancer.known"]["needs"] == "any answer"
-    assert graph.edges["fact:primary_cancer", "rule:cancer.common_primary_site"]["needs"] == "not other"
+    from visualize.text import values_phrase
+    primary = load().facts["primary_cancer"]
+    assert values_phrase(primary, {"breast", "lung", "prostate", "kidney", "colorectal"}) == "not other"
+    assert values_phrase(primary, {"breast", "lung"}) == "breast or lung"
     assert graph.edges["fact:radiograph", "rule:imaging.mri_lumbar.abnormal_radiograph"]["needs"] == "abnormal"
 
 
