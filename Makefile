@@ -18,6 +18,10 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/lumbar-kb validate
 	@for p in $(PATIENTS); do echo "=================== $$p"; $(BIN)/lumbar-kb evaluate "$$p" || exit $$?; done
+	@mkdir -p out
+	$(BIN)/lumbar-kb graph -o out/decision-graph.svg
+	@for p in $(PATIENTS); do n=$$(basename "$${p%.*}"); $(BIN)/lumbar-kb graph --patient "$$p" -o "out/path-$$n.svg" || exit $$?; done
+	@echo "diagrams: out/decision-graph.svg and out/path-*.svg"
 
 test: setup
 	$(BIN)/python -m pytest -q
