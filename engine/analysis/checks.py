@@ -190,7 +190,7 @@ def show_patient(patient: dict | None) -> str:
 def _check_cycles(ctx: _Context) -> Check:
     check = Check("derivation_cycles", "structure", "no derivation cycles")
     for cycle in ctx.structure.cycles:
-        path = " -> ".join(f"{fact} -[{rule}]" for fact, rule in cycle) + f"-> {cycle[0][0]}"
+        path = cycle[0][0] + "".join(f" -[{rule}]-> {nxt}" for (_, rule), (nxt, _) in zip(cycle, cycle[1:] + cycle[:1]))
         rules = [rule for _, rule in cycle]
         file, line = ctx.rule_at(rules[0])
         patient = ctx.witness(z3.Or([ctx.s.fires[r] for r in rules]))
@@ -320,17 +320,18 @@ def _why_never(ctx: _Context, cond: Condition) -> tuple[list[str], dict | None]:
     for name in ctx.sem.inputs:
         fact = kb.facts[name]
         if fact.only_if is not None:
-            background.append((f"{name} may be given only when {_describe_cond(fact.only_if)} is not false "
+            background.append((f"{name} is refused when its only_if ({_describe_cond(fact.only_if)}) is false "
                                f"(facts.yaml:{fact.line})", s.only_if(name)))
+    consistency = []
     for name in ctx.sem.derived:
-        background.append((f"{name} is never derived with two values (the engine would stop)",
-                           z3.Not(s.conflict(name))))
+        consistency.append(f"{name} is never derived with two values (the engine would stop)")
+        background.append((consistency[-1], z3.Not(s.conflict(name))))
     reasons = []
     best: tuple[int, dict] | None = None
     for n, branch in enumerate(branches, 1):
         terms = [(describe_literal(kb, f, v), z3.Or([s.is_(f, x) for x in v]) if v else z3.BoolVal(False))
                  for f, v in branch]
-        core = _minimal_core(s.one_value(), terms + background)
+        core = _minimal_core(s.one_value(), terms + background, {label: 1 for label in consistency})
         needs = [label for label, _ in terms if label in core]
         given = [label for label, _ in background if label in core]
         derived = sorted({f for f, v in branch if kb.facts[f].derived and describe_literal(kb, f, v) in needs})
@@ -356,8 +357,10 @@ def _why_never(ctx: _Context, cond: Condition) -> tuple[list[str], dict | None]:
     return reasons, (best[1] if best else None)
 
 
-def _minimal_core(base, labelled: list[tuple[str, object]]) -> set[str]:
-    """A minimal subset of the labelled constraints that is unsatisfiable together with `base`."""
+def _minimal_core(base, labelled: list[tuple[str, object]], priority: dict | None = None) -> set[str]:
+    """A minimal subset of the labelled constraints that is unsatisfiable together with `base`; labels with
+    a higher `priority` are tried for removal first (so what remains is the more telling reason)."""
+    priority = priority or {}
     solver = z3.Solver()
     solver.add(base)
     flags = {label: z3.Bool(f"core#{i}") for i, (label, _) in enumerate(labelled)}
@@ -365,10 +368,8 @@ def _minimal_core(base, labelled: list[tuple[str, object]]) -> set[str]:
         solver.add(z3.Implies(flags[label], constraint))
     if solver.check(*flags.values()) != z3.unsat:
         return set()
-    core = [str(c) for c in solver.unsat_core()]
-    by_name = {str(flag): label for label, flag in flags.items()}
-    kept = [by_name[c] for c in core]
-    for label in list(kept):  # deletion: drop what is not needed
+    kept = list(flags)
+    for label in sorted(kept, key=lambda k: -priority.get(k, 0)):  # deletion: drop what is not needed
         trial = [flags[k] for k in kept if k != label]
         if solver.check(*trial) == z3.unsat:
             kept.remove(label)
@@ -671,7 +672,7 @@ def _check_escalation(ctx: _Context) -> Check:
             step = sem.state("now+", base=now, fresh=[fact.name])
             constraints += [step.one_value(), step.is_(fact.name, value),  # the variables mean a patient ...
                             z3.Implies(step.ok(), z3.Not(now.escalates_to(step, ctx.imaging)))]  # ... maybe refused
-        model = solve_min(constraints, now.answered())
+        model = solve_min(constraints, now.answered() + later_.answered())
         if model is None:
             continue
         p, q = now.patient(model), later_.patient(model)
