@@ -334,13 +334,16 @@ def _why_never(ctx: _Context, cond: Condition) -> tuple[list[str], dict | None]:
         core = _minimal_core(s.one_value(), terms + background, {label: 1 for label in consistency})
         needs = [label for label, _ in terms if label in core]
         given = [label for label, _ in background if label in core]
-        derived = sorted({f for f, v in branch if kb.facts[f].derived and describe_literal(kb, f, v) in needs})
+        derived = [(f, v) for f, v in branch if kb.facts[f].derived and describe_literal(kb, f, v) in needs]
         text = ("needs " + " and ".join(needs) + (", which no patient has together" if len(needs) > 1 else
                                                    ", which no patient has"))
         if given:
             text += "; because " + "; ".join(given)
-        if derived:
-            text += " (derived: see the rules deriving " + ", ".join(derived) + ")"
+        for fact, values in derived:
+            rules = sorted({r for v in values for r in ctx.structure.derivers[(fact, v)]})
+            shown = "/".join(logic_value(v) for v in kb.facts[fact].values if v in values)
+            text += (f"; {fact} = {shown} is derived only by {', '.join(rules)}" if rules
+                     else f"; no rule derives {fact} = {shown}")
         reasons.append((f"branch {n}: " if len(branches) > 1 else "") + text)
         opt = z3.Optimize()
         opt.add(ctx.ok)
@@ -755,8 +758,8 @@ def render(report: CheckReport) -> str:
 
 def _finding_lines(finding: Finding, indent: str) -> list[str]:
     where = finding.where()
-    head = f"{where}: " if where else ""
-    lines = _wrap(f"{head}{finding.subject}: {finding.message}", indent, indent + "    ")
+    lines = [f"{indent}{where + ': ' if where else ''}{finding.subject}"]  # one line: clickable, greppable
+    lines += _wrap(finding.message, indent + "  ", indent + "    ")
     for detail in finding.details:
         lines += _wrap(detail, indent + "  ", indent + "    ")
     if finding.patient is not None:
