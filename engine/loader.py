@@ -219,7 +219,8 @@ class _Builder:
     def catalog(self, g: dict, pos: Positions) -> dict:
         catalog: dict[str, dict[str, CodeEntry]] = {}
         for key, kind in CATALOG_KINDS.items():
-            catalog[kind] = {code: CodeEntry(kind, code, e["label"], e["text"], e["patient_text"], e.get("rank", 0), i,
+            catalog[kind] = {code: CodeEntry(kind, code, e["label"], e["text"], e["patient_text"],
+                                             e["rank"] if kind == "urgency" else 0, i,
                                              **(_action_flags(e) if kind == "action" else {}))
                              for i, (code, e) in enumerate(g[key].items())}
         ranks: dict[int, str] = {}
