@@ -5,10 +5,11 @@ scenario failed, 2 bad input). The work lives in `engine/analysis/`.
 """
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
-from .cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, add_kb_option, dumps, kb_from
+from .cli import EXIT_FAILED, EXIT_OK, add_kb_option, dumps, kb_from
 from .errors import LumbarKBError
 
 
@@ -19,10 +20,8 @@ def add_commands(sub) -> None:
 
 
 def _need_solver() -> None:
-    try:
-        import z3  # noqa: F401
-    except ModuleNotFoundError:
-        raise LumbarKBError("this command needs the z3 solver: pip install z3-solver") from None
+    if importlib.util.find_spec("z3") is None:
+        raise LumbarKBError("this command needs the z3 solver: pip install z3-solver")
 
 
 # ---- check ---------------------------------------------------------------------------------------------------
@@ -113,4 +112,3 @@ def _run_explain(args) -> int:
     return EXIT_OK
 
 
-__all__ = ["add_commands", "EXIT_BAD_INPUT"]

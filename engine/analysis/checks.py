@@ -31,13 +31,13 @@ from typing import Callable
 import z3
 
 from .. import logic
-from ..model import All, AnyOf, Condition, KnowledgeBase, Not, Recommend, Test, Value
+from ..model import All, Condition, KnowledgeBase, Not, Test
 from ..source import DocumentError, read_document
 from . import encoding
-from .encoding import Semantics, State, solve, solve_min
+from .encoding import Semantics, State, solve_min
 from .escalation import could_escalate
 from .reproduce import Runner, decisions, later, windows
-from .structure import (action_conclusions, analyse, conclusion_codes, conclusion_key, describe_key, hours_words,
+from .structure import (action_conclusions, analyse, conclusion_key, describe_key, hours_words,
                         input_state_count, logic_value, stated_hours)
 
 
@@ -490,7 +490,7 @@ def _check_redundant(ctx: _Context) -> Check:
                           f"({said})", rule.file, rule.line, patient)
         if len(others) > 1:
             finding.details.append("also covered by " + ", ".join(others[1:]))
-        finding.details.append(f"for example this patient fires both")
+        finding.details.append("for example this patient fires both")
         finding.verify = lambda run, p=patient, r=rule_id, o=by: (
             None if {r, o} <= run.fired(p) else "the engine did not fire both rules")
         check.findings.append(finding)

@@ -27,7 +27,7 @@ from typing import Iterable, Mapping
 
 import z3
 
-from ..model import All, AnyOf, Condition, KnowledgeBase, Not, Recommend, SetUrgency, Test, Value
+from ..model import All, Condition, KnowledgeBase, Not, Recommend, SetUrgency, Test, Value
 from .structure import Structure, analyse
 
 _names = itertools.count()

@@ -20,12 +20,12 @@ from typing import Mapping
 
 from .. import logic
 from ..errors import LumbarKBError, Problem, did_you_mean
-from ..model import All, AnyOf, Condition, KnowledgeBase, Not, Recommend, SetUrgency, Test, Value
+from ..model import All, Condition, KnowledgeBase, Not, Recommend, SetUrgency, Test, Value
 from ..reference import ReferenceEvaluator
 from ..report import hours_text
 from ..result import Result, build
 from ..trace import Trace
-from .structure import conclusion_codes, hours_words, logic_value
+from .structure import hours_words, logic_value
 
 KINDS = ("urgency", "action", "warning", "differential")
 MAX_ALTERNATIVES = 5
@@ -411,7 +411,7 @@ def render(ex: Explanation, kb: KnowledgeBase) -> str:
                     out.append("Other changes of the same size:")
                 changes = ", ".join(f"{c.fact}: {_answer(kb, c.fact, c.before)} -> {_answer(kb, c.fact, c.after)}"
                                     for c in option.changes)
-                actions = ", ".join(f"{code} {hours_text(h)}" for code, h in option.outcome["actions"].items())
+                actions = ", ".join(f"{code} ({hours_text(h)})" for code, h in option.outcome["actions"].items())
                 out.extend(textwrap.wrap(changes, 100, initial_indent="  ", subsequent_indent="    "))
                 out.extend(textwrap.wrap(f"then: {kb.catalog['urgency'][option.outcome['urgency']].label}"
                                          f"{'; ' + actions if actions else ''}", 100, initial_indent="      ",
@@ -462,4 +462,3 @@ def _render_node(kb: KnowledgeBase, node: Node, out: list, indent: str) -> None:
         _render_node(kb, gap.condition, out, indent + "        ")
 
 
-__all__ = ["Target", "resolve_target", "explain", "render", "conclusion_codes"]
