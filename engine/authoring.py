@@ -71,7 +71,7 @@ def _run_test(args) -> int:
 
     kb = kb_from(args)
     report = run_scenarios(kb, args.scenarios)
-    written = []
+    written = None
     if args.write_missing is not None:
         _need_solver()
         written = write_missing(kb, report, args.write_missing)
@@ -105,8 +105,7 @@ def _run_explain(args) -> int:
     kb = kb_from(args)
     target = resolve_target(kb, args.why or args.why_not)  # a typo exits 2 before the patient is read
     patient = load_patient(args.patient, kb)
-    if args.why_not is not None:
-        _need_solver()
+    _need_solver()  # why-not, and why for something not reached, search for the smallest change
     explanation = explain(kb, patient, target, want=args.why is not None)
     sys.stdout.write(dumps(explanation.to_dict()) if args.format == "json" else render(explanation, kb))
     return EXIT_OK

@@ -178,6 +178,9 @@ def render(report: TestReport, written: list | None = None) -> str:
     out.append(f"Conclusion coverage: {checked} of {report.checkable} conclusions checked by some scenario's expect")
     if report.unchecked_conclusions:
         out.append("  not checked: " + ", ".join(report.unchecked_conclusions))
+    if written is not None and not written and not report.unfired_rules:
+        out.append("")
+        out.append("Every rule is fired by some scenario: no scenario to write.")
     if written:
         out.append("")
         out.append("Minimal scenarios for the rules no scenario fires (complete them before committing):")

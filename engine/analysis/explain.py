@@ -142,7 +142,7 @@ class Explanation:
     why: list = field(default_factory=list)  # list[Step]
     nearest: list = field(default_factory=list)  # list[Gap]
     other_rules: int = 0  # rules concluding the target not shown among the nearest
-    smallest: list = field(default_factory=list)  # list[Option], the first is the solver's
+    smallest: list = field(default_factory=list)  # list[Option], all of the smallest size, in vocabulary order
     note: str = ""
 
     def cited(self) -> list[int]:
@@ -179,8 +179,11 @@ def explain(kb: KnowledgeBase, patient: Mapping[str, Value], target: Target, wan
             out.note = (f"no rule concluded an urgency; {target.code} is the level of a patient no rule raises. "
                         "Answering the questions listed under could_escalate may change it.")
         return out
-    out.nearest, out.other_rules = _nearest(kb, trace, patient, target)
-    out.smallest = _smallest(kb, patient, target, evaluator)
+    from .encoding import Semantics
+
+    state = Semantics(kb).state("s")
+    out.nearest, out.other_rules = _nearest(kb, trace, patient, target, state)
+    out.smallest = _smallest(kb, patient, target, evaluator, state)
     if target.kind == "urgency" and kb.urgency_rank(result.urgency) > kb.urgency_rank(target.code):
         out.note = (f"the urgency is {result.urgency}, higher than {target.code}: a result takes the highest level any "
                     "fired rule concludes, so reaching it means no rule concluding a higher level may fire")
@@ -277,11 +280,7 @@ def _node(kb: KnowledgeBase, cond: Condition, facts: dict, trace: Trace, depth: 
                 [_node(kb, c, facts, trace, depth, want) for c in cond.items])
 
 
-def _nearest(kb: KnowledgeBase, trace: Trace, patient: dict, target: Target) -> tuple[list[Gap], int]:
-    from . import encoding
-
-    sem = encoding.Semantics(kb)
-    s = sem.state("s")
+def _nearest(kb: KnowledgeBase, trace: Trace, patient: dict, target: Target, s) -> tuple[list[Gap], int]:
     facts = trace.facts()
     gaps = []
     fired = {f.rule for f in trace.firings}
@@ -322,13 +321,10 @@ def _changes(s, patient: dict, model) -> list[Change]:
     return [Change(f, patient.get(f), after.get(f)) for f in s.sem.inputs if patient.get(f) != after.get(f)]
 
 
-def _smallest(kb: KnowledgeBase, patient: dict, target: Target, evaluator: ReferenceEvaluator) -> list[Option]:
+def _smallest(kb: KnowledgeBase, patient: dict, target: Target, evaluator: ReferenceEvaluator, s) -> list[Option]:
     import z3
 
-    from . import encoding
-
-    sem = encoding.Semantics(kb)
-    s = sem.state("s")
+    sem = s.sem
     goal = _goal(s, target)
     found = _min_change(s, patient, goal)
     if found is None:
@@ -345,9 +341,8 @@ def _smallest(kb: KnowledgeBase, patient: dict, target: Target, evaluator: Refer
         options.append(changes)
         solver.add(_block(s, changes))
     order = {name: i for i, name in enumerate(sem.inputs)}
-    rest = sorted(options[1:], key=lambda cs: [(order[c.fact], str(c.after)) for c in cs])
     out = []
-    for changes in [options[0]] + rest:
+    for changes in sorted(options, key=lambda cs: [(order[c.fact], str(c.after)) for c in cs]):
         after = dict(patient)
         for c in changes:
             if c.after is None:
