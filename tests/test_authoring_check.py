@@ -61,7 +61,8 @@ def bundled_report():
 # ---- the bundled knowledge base ------------------------------------------------------------------------------
 def test_bundled_knowledge_base_passes_every_check(bundled_report):
     assert bundled_report.problems == []
-    statuses = {c.id: ("skipped" if c.skipped else "ok" if not c.problems else "failed") for c in bundled_report.checks}
+    statuses = {c.id: c.status for c in bundled_report.checks}
+    assert statuses.pop("windows_never_apply") == "notes"
     assert set(statuses.values()) == {"ok"}, statuses
     assert {"neurological_emergency", "yes_never_lowers_urgency", "yes_never_delays",
             "could_escalate_complete", "unreachable_rules", "redundant_rules"} <= set(statuses)
@@ -101,16 +102,19 @@ def test_json_output_is_deterministic(capsys):
     assert capsys.readouterr().out == first
     data = json.loads(first)
     assert data["problems"] == 0 and data["input_states"] == 2_582_803_260 and data["input_states_exact"]
-    assert all(c["status"] == "ok" for c in data["checks"])
+    assert {c["id"]: c["status"] for c in data["checks"] if c["status"] != "ok"} == {"windows_never_apply": "notes"}
 
 
 def test_the_encoding_agrees_with_the_reference_evaluator_on_random_patients():
-    kb = load()
+    assert_encoding_agrees(load(), seed=4, count=150)
+
+
+def assert_encoding_agrees(kb, seed: int, count: int) -> None:
     s = Semantics(kb).state()
     solver = z3.Solver()
     solver.add(s.ok())
-    rng = random.Random(4)
-    for _ in range(150):
+    rng = random.Random(seed)
+    for _ in range(count):
         patient = random_patient(kb, rng)
         solver.push()
         solver.add(s.is_patient(patient))
@@ -207,6 +211,7 @@ def test_derivation_cycle(tmp_path):
     # the least fixpoint is still encoded exactly: the rules on the cycle are reachable, the rest still pass
     assert findings(report, "unreachable_rules") == []
     assert [c.id for c in report.checks if c.problems] == ["derivation_cycles"]
+    assert_encoding_agrees(kb, seed=9, count=80)
 
 
 def test_monotonicity_violation_a_symptom_lowers_the_urgency(tmp_path):

@@ -84,6 +84,10 @@ class Check:
     def notes(self) -> list[Finding]:
         return [f for f in self.findings if f.severity == "note"]
 
+    @property
+    def status(self) -> str:
+        return "skipped" if self.skipped else "failed" if self.problems else "notes" if self.notes else "ok"
+
 
 @dataclass
 class CheckReport:
@@ -107,7 +111,7 @@ class CheckReport:
                 "input_states_exact": self.exact_count, "solver": self.solver,
                 "problems": len(self.problems), "notes": len(self.notes),
                 "checks": [{"id": c.id, "group": c.group, "claim": c.claim,
-                            "status": "skipped" if c.skipped else "failed" if c.problems else "ok",
+                            "status": c.status,
                             "skipped": c.skipped, "findings": [f.to_dict() for f in c.findings]}
                            for c in self.checks]}
 
@@ -737,8 +741,9 @@ def render(report: CheckReport) -> str:
         out.append("")
         out.append(title)
         for check in (c for c in report.checks if c.group == group):
-            status = "skip" if check.skipped else "FAIL" if check.problems else "ok"
-            out.append(f"  {status:<5} {check.claim}")
+            status = {"skipped": "skip", "failed": "FAIL", "notes": "note", "ok": "ok"}[check.status]
+            exceptions = f" (except {len(check.notes)}: see Notes)" if check.notes and not check.problems else ""
+            out.append(f"  {status:<5} {check.claim}{exceptions}")
             if check.skipped:
                 out.append(f"        ({check.skipped})")
             for finding in check.problems:
