@@ -199,8 +199,8 @@ def _check_cycles(ctx: _Context) -> Check:
         file, line = ctx.rule_at(rules[0])
         patient = ctx.witness(z3.Or([ctx.s.fires[r] for r in rules]))
         finding = Finding(check.id, "problem", f"fact {cycle[0][0]}",
-                          f"derivation cycle: {path}; a derived fact on a cycle can only be derived from outside "
-                          "it, and a rule on it may read its own conclusion", file, line, patient)
+                          f"derivation cycle: {path}: these facts are derived from each other, so only a rule on "
+                          "the cycle that also reads something outside it can start the chain", file, line, patient)
         if patient is None:
             finding.details.append("no patient fires any rule on the cycle")
         else:

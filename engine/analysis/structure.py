@@ -15,6 +15,7 @@ import networkx as nx
 
 from .. import logic
 from ..model import Derive, KnowledgeBase, Recommend, Rule, SetUrgency, condition_facts
+from ..report import hours_text
 
 
 def conclusion_key(conclusion) -> tuple:
@@ -40,11 +41,8 @@ def logic_value(value) -> str:
 
 
 def hours_words(hours: float | None) -> str:
-    if hours is None:
-        return "no fixed window"
-    if hours == 0:
-        return "immediately"
-    return f"within {hours:g} h"
+    """A window figure in words, as the text report writes it ("within 2 weeks", "no fixed window")."""
+    return hours_text(hours)
 
 
 def conclusion_codes(rule: Rule) -> list[str]:
