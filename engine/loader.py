@@ -101,6 +101,11 @@ def _translate(error: jsonschema.ValidationError, path: tuple, pos: Positions, s
     return [pos.problem(path, f"{where}: {error.message}", subject)]
 
 
+def _action_flags(entry: dict) -> dict:
+    """The flags only an action entry of the catalogue has (see guideline.schema.json#/$defs/action)."""
+    return {"imaging": bool(entry.get("imaging", False)), "never_delay": bool(entry.get("never_delay", False))}
+
+
 def _article(type_name: str) -> str:
     names = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
              "number": "a number", "boolean": "true or false", "boolean or string": "true/false or a string",
@@ -222,7 +227,9 @@ class _Builder:
     def catalog(self, g: dict, pos: Positions) -> dict:
         catalog: dict[str, dict[str, CodeEntry]] = {}
         for key, kind in CATALOG_KINDS.items():
-            catalog[kind] = {code: CodeEntry(kind, code, e["label"], e["text"], e["patient_text"], e.get("rank", 0), i)
+            catalog[kind] = {code: CodeEntry(kind, code, e["label"], e["text"], e["patient_text"],
+                                             e["rank"] if kind == "urgency" else 0, i,
+                                             **(_action_flags(e) if kind == "action" else {}))
                              for i, (code, e) in enumerate(g[key].items())}
         ranks: dict[int, str] = {}
         for code, entry in catalog["urgency"].items():
@@ -254,8 +261,12 @@ class _Builder:
             elif f.get("alarm"):
                 self.problems.append(pos.problem(where + ("alarm",), "a derived fact is never asked, so never an alarm",
                                                  subject))
+            neurological = bool(f.get("neurological", False))
+            if neurological and (derived or f["type"] != "bool"):
+                self.problems.append(pos.problem(where + ("neurological",), "only an input yes/no fact can be a "
+                                                 "neurological symptom", subject))
             facts[name] = Fact(name, f["type"], values, f["meaning"], f.get("question"), f.get("patient_question"),
-                               bool(f.get("alarm", False)), derived, i, pos.at(where)[0])
+                               bool(f.get("alarm", False)), derived, i, pos.at(where)[0], neurological=neurological)
         for name, f in data["facts"].items():  # constraints may name facts defined further down
             if "only_if" in f and name in facts:
                 subject = f"fact {name}"

@@ -25,6 +25,7 @@ class Fact:
     order: int = 0  # position in the vocabulary file
     line: int | None = None
     only_if: "Condition | None" = None  # the fact may be given only when this is not false
+    neurological: bool = False  # a neurological symptom (input yes/no facts only): a yes must give the top urgency
 
 
     def label(self, value: Value | None) -> str:
@@ -147,6 +148,8 @@ class CodeEntry:
     patient_text: str
     rank: int = 0  # urgency only
     order: int = 0
+    imaging: bool = False  # actions only: an imaging study (could_escalate reports it brought forward)
+    never_delay: bool = False  # actions only: a yes to any question must never delay or remove it (check proves)
 
 
 @dataclass(frozen=True)

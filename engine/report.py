@@ -1,6 +1,6 @@
 """The text report a clinician reads in ten seconds (or a patient, with `audience="patient"`).
 
-Order: urgency first, unanswered alarm questions next, then actions with their windows, warnings,
+Order: urgency first, the unanswered questions whose answer would escalate (could_escalate) next, then actions with their windows, warnings,
 differential, and why (each fired rule with what it matched and its citations), then the references.
 """
 from __future__ import annotations
@@ -32,18 +32,36 @@ def _cites(numbers) -> str:
     return "[" + ", ".join(str(n) for n in numbers) + "]"
 
 
+def _escalation_text(e, kb: KnowledgeBase, patient: bool) -> str:
+    """What one escalating answer would change, e.g. "if yes: EMERGENCY; MRI of the whole spine within 12 h"."""
+    answer = kb.facts[e.fact].label(e.answer)
+    parts = []
+    if e.would_raise_urgency_to:
+        entry = kb.catalog["urgency"][e.would_raise_urgency_to]
+        parts.append(entry.patient_text.rstrip(".") if patient else entry.label)
+    for b in e.would_bring_forward:
+        when = b.window or ("" if b.within_hours is None else hours_text(b.within_hours))
+        if patient:
+            text = kb.catalog["action"][b.action].patient_text.rstrip(".")
+            parts.append(f"{text[0].lower()}{text[1:]} {when}".rstrip() if parts else f"{text} {when}".rstrip())
+        else:
+            now = (b.was_window or hours_text(b.was_within_hours)) if b.was_required else "not required"
+            parts.append(f"{b.label} {when}".rstrip() + f" (now {now})")
+    return f"if {answer}: " + "; ".join(parts)
+
+
 def render(result: Result, kb: KnowledgeBase) -> str:
     patient = result.audience == "patient"
     out: list[str] = []
     label = kb.catalog["urgency"][result.urgency].label
     out.append(f"{label}: {result.urgency_text}")
     out.append("")
-    alarms = [q for q in result.unanswered if q.alarm]
-    if alarms:
+    if result.could_escalate:
         out.append("Please also answer, it could change what to do:" if patient
-                   else "Unanswered alarm questions (ask now; any yes can raise the urgency):")
-        for q in alarms:
-            out.extend(_wrap(q.question, "      ", "  ? "))
+                   else "Ask now: these answers would raise the urgency or bring imaging forward (most urgent first):")
+        for e in result.could_escalate:
+            out.extend(_wrap(e.question, "      ", "  ? "))
+            out.extend(_wrap(_escalation_text(e, kb, patient), "        ", "      "))
         out.append("")
     if result.actions:
         out.append("What to do:" if patient else "Actions:")
@@ -74,10 +92,12 @@ def render(result: Result, kb: KnowledgeBase) -> str:
             matched = ", ".join(f"{name} = {kb.facts[name].label(value)}" for name, value in f.matched.items())
             out.append(f"  {f.order:>2}. {f.rule} {_cites(f.citations)}")
             out.extend(_wrap(f"{f.title}; because {matched}.", "      "))
-        others = [q for q in result.unanswered if not q.alarm]
+        asked = {e.fact for e in result.could_escalate}
+        others = [q for q in result.unanswered if q.fact not in asked]
         if others:
             out.append("")
-            out.append("Other unanswered questions: " + ", ".join(q.fact for q in others))
+            out.extend(_wrap("Other unanswered questions (no single answer changes the urgency or imaging now): "
+                             + ", ".join(q.fact for q in others), "  "))
         cited = sorted({n for f in result.fired for n in f.citations})
         if cited:
             out.append("")

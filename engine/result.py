@@ -53,7 +53,8 @@ class Result:
     derived: dict
     knowledge_base: dict
     audience: str = "clinician"
-    extra: dict = field(default_factory=dict)  # room for later analyses (e.g. could_escalate)
+    extra: dict = field(default_factory=dict)  # room for later analyses
+    could_escalate: list = field(default_factory=list)  # list[analysis.escalation.Escalation], most urgent first
 
     def fired_ids(self) -> list[str]:
         return [f.rule for f in self.fired]
@@ -69,6 +70,7 @@ class Result:
             "fired": [{"rule": f.rule, "title": f.title, "order": f.order, "matched": f.matched,
                        "citations": f.citations} for f in self.fired],
             "unanswered": [asdict(q) for q in self.unanswered],
+            "could_escalate": [e.to_dict() for e in self.could_escalate],
             "inputs": self.inputs,
             "derived": self.derived,
         }
@@ -86,7 +88,9 @@ def _item_dict(item: Item, with_window: bool) -> dict:
     return d
 
 
-def build(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Result:
+def build(kb: KnowledgeBase, trace: Trace, audience: str = "clinician", *, could_escalate: bool = True) -> Result:
+    """The Result of one evaluation. `could_escalate=False` skips the look-ahead (about one re-evaluation
+    per unanswered question); the look-ahead itself uses it for its re-evaluations."""
     rules = {r.id: r for r in kb.rules}
     text_of = (lambda e: e.patient_text) if audience == "patient" else (lambda e: e.text)
     urgency = kb.lowest_urgency
@@ -123,7 +127,7 @@ def build(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Resul
     unanswered = [f for f in kb.input_facts if f.name not in trace.inputs]
     unanswered.sort(key=lambda f: (not f.alarm, f.order))
     question_of = (lambda f: f.patient_question) if audience == "patient" else (lambda f: f.question)
-    return Result(
+    result = Result(
         urgency=urgency,
         urgency_text=text_of(kb.catalog["urgency"][urgency]),
         actions=ordered("action"),
@@ -137,3 +141,8 @@ def build(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Resul
         knowledge_base=kb.identity(),
         audience=audience,
     )
+    if could_escalate:
+        from .analysis.escalation import could_escalate as look_ahead  # imports this module in turn
+
+        result.could_escalate = look_ahead(kb, trace.inputs, audience, baseline=result)
+    return result

@@ -1,0 +1,257 @@
+"""The knowledge base's semantics as propositional formulas, for the z3 solver.
+
+A `State` is one symbolic patient. Each input fact `f` with domain D gets one Boolean per value,
+`f=v`, at most one of them true; none true means unknown. That is the three-valued fact of the engine
+(`logic`), and every one of the (|D|+1) possibilities per fact is covered, so a satisfiable query ranges
+over every input state at once instead of enumerating them.
+
+A condition is encoded twice, as "is true" and "is false" (Kleene logic: `not` swaps the two, an unknown
+fact makes both false). Neither encoding ever negates a fact variable, so both are monotone in what is
+known, exactly like the engine's evaluation.
+
+A rule fires when its condition is true at the fixpoint. A derived fact has value v when a firing rule
+derives it. With an acyclic derivation graph this is a direct definition, derived facts in topological
+order; with cycles the least fixpoint is unrolled: level 0 knows no derived fact, level k+1 derives what
+level k's firing rules derive, and after as many levels as there are (derived fact, value) pairs nothing
+new can appear. A derived fact may come out with two values (the engine then stops with an error):
+`consistent()` excludes those patients, `conflict()` finds them.
+
+Outcomes follow `result.build`: urgency is the highest rank concluded (the lowest level when none is);
+an action's window is the earliest `within_hours` of the firing rules that recommend it, no figure
+counting as later than any figure.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Iterable, Mapping
+
+import z3
+
+from ..model import All, Condition, KnowledgeBase, Not, Recommend, SetUrgency, Test, Value
+from .structure import Structure, analyse
+
+_names = itertools.count()
+
+
+class Semantics:
+    """What every State of one knowledge base shares: who derives, concludes and recommends what."""
+
+    def __init__(self, kb: KnowledgeBase, structure: Structure | None = None):
+        self.kb = kb
+        self.structure = structure or analyse(kb)
+        self.inputs = [f.name for f in kb.input_facts]
+        self.derived = [f.name for f in kb.derived_facts]
+        ranks = sorted({e.rank for e in kb.catalog["urgency"].values()})
+        self.ranks = ranks
+        self.level_rank = {code: e.rank for code, e in kb.catalog["urgency"].items()}
+        self.action_hours: dict[str, list[float]] = {}
+        for rule in kb.rules:
+            for c in rule.then:
+                if isinstance(c, Recommend) and c.kind == "action" and c.within_hours is not None:
+                    self.action_hours.setdefault(c.code, [])
+                    if float(c.within_hours) not in self.action_hours[c.code]:
+                        self.action_hours[c.code].append(float(c.within_hours))
+        for hours in self.action_hours.values():
+            hours.sort()
+
+    def state(self, name: str = "s", base: "State | None" = None, fresh: Iterable[str] = ()) -> "State":
+        return State(self, name, base, set(fresh))
+
+
+class State:
+    """One symbolic patient. With `base`, it shares base's variables for every input fact not in `fresh`:
+    the two patients then differ at most in the `fresh` facts."""
+
+    def __init__(self, sem: Semantics, name: str, base: "State | None" = None, fresh: set[str] = frozenset()):
+        self.sem = sem
+        self.kb = sem.kb
+        self.name = f"{name}#{next(_names)}"
+        self.var: dict[tuple[str, Value], z3.BoolRef] = {}
+        self.own: list[str] = []  # input facts with variables of this state's own
+        for fact in sem.inputs:
+            if base is not None and fact not in fresh:
+                for v in self.kb.facts[fact].values:
+                    self.var[(fact, v)] = base.var[(fact, v)]
+            else:
+                self.own.append(fact)
+                for v in self.kb.facts[fact].values:
+                    self.var[(fact, v)] = z3.Bool(f"{self.name}.{fact}={v}")
+        self.derived: dict[tuple[str, Value], z3.BoolRef] = {}
+        self._define_derived()
+        self.fires = {rule.id: self.true(rule.when) for rule in self.kb.rules}
+
+    # ---- facts and conditions ----
+    def is_(self, fact: str, value: Value) -> z3.BoolRef:
+        if self.kb.facts[fact].derived:
+            return self.derived[(fact, value)]
+        return self.var[(fact, value)]
+
+    def known(self, fact: str) -> z3.BoolRef:
+        return z3.Or([self.is_(fact, v) for v in self.kb.facts[fact].values])
+
+    def true(self, cond: Condition, lookup=None) -> z3.BoolRef:
+        return self._tf(cond, True, lookup or self.is_)
+
+    def false(self, cond: Condition, lookup=None) -> z3.BoolRef:
+        return self._tf(cond, False, lookup or self.is_)
+
+    def _tf(self, cond: Condition, want: bool, lookup) -> z3.BoolRef:
+        if isinstance(cond, Test):
+            domain = self.kb.facts[cond.fact].values
+            values = [v for v in domain if (v in cond.values) == want]
+            return z3.Or([lookup(cond.fact, v) for v in values]) if values else z3.BoolVal(False)
+        if isinstance(cond, Not):
+            return self._tf(cond.item, not want, lookup)
+        parts = [self._tf(item, want, lookup) for item in cond.items]
+        conjunctive = isinstance(cond, All) == want  # all is true / any is false when every item is
+        return z3.And(parts) if conjunctive else z3.Or(parts)
+
+    def _define_derived(self) -> None:
+        structure = self.sem.structure
+        rules_deriving = {key: [self.kb.rule(r) for r in ids] for key, ids in structure.derivers.items()}
+        if structure.acyclic:
+            for fact in structure.topological_derived():
+                for v in self.kb.facts[fact].values:
+                    self.derived[(fact, v)] = z3.Or([self.true(r.when) for r in rules_deriving[(fact, v)]])
+            return
+        levels = len(rules_deriving) + 1
+        current = {key: z3.BoolVal(False) for key in rules_deriving}
+        for _ in range(levels):
+            at = dict(current)
+            lookup = lambda f, v, at=at: at[(f, v)] if self.kb.facts[f].derived else self.var[(f, v)]  # noqa: E731
+            current = {key: z3.Or([self.true(r.when, lookup) for r in rules]) for key, rules in rules_deriving.items()}
+        self.derived = current
+
+    # ---- well-formed patients ----
+    def one_value(self) -> z3.BoolRef:
+        """At most one value per input fact (of this state's own variables)."""
+        parts = []
+        for fact in self.own:
+            values = [self.var[(fact, v)] for v in self.kb.facts[fact].values]
+            parts += [z3.Not(z3.And(a, b)) for a, b in itertools.combinations(values, 2)]
+        return z3.And(parts)
+
+    def valid(self) -> z3.BoolRef:
+        """A patient file would be accepted: one value per fact, and every `only_if` respected (judged on
+        the inputs alone, as a patient file is)."""
+        parts = [self.only_if(fact) for fact in self.sem.inputs if self.kb.facts[fact].only_if is not None]
+        return z3.And([self.one_value()] + parts)
+
+    def only_if(self, fact: str) -> z3.BoolRef:
+        no_derived = lambda f, v: z3.BoolVal(False) if self.kb.facts[f].derived else self.var[(f, v)]  # noqa: E731
+        return z3.Implies(self.known(fact), z3.Not(self.false(self.kb.facts[fact].only_if, no_derived)))
+
+    def conflict(self, fact: str) -> z3.BoolRef:
+        values = [self.derived[(fact, v)] for v in self.kb.facts[fact].values]
+        return z3.Or([z3.And(a, b) for a, b in itertools.combinations(values, 2)])
+
+    def consistent(self) -> z3.BoolRef:
+        """No derived fact is derived with two values (the engine would stop with an error)."""
+        return z3.And([z3.Not(self.conflict(f)) for f in self.sem.derived])
+
+    def ok(self) -> z3.BoolRef:
+        return z3.And(self.valid(), self.consistent())
+
+    # ---- outcomes ----
+    def concludes(self, key: tuple) -> z3.BoolRef:
+        """Some firing rule concludes this: ("urgency", level), ("action", code), ("warning", code), ..."""
+        rules = [r.id for r in self.kb.rules if any(_matches(c, key) for c in r.then)]
+        return z3.Or([self.fires[r] for r in rules])
+
+    def urgency_at_least(self, rank: int) -> z3.BoolRef:
+        if rank <= self.sem.ranks[0]:
+            return z3.BoolVal(True)
+        levels = [code for code, r in self.sem.level_rank.items() if r >= rank]
+        return z3.Or([self.concludes(("urgency", code)) for code in levels])
+
+    def urgency_is(self, level: str) -> z3.BoolRef:
+        rank = self.sem.level_rank[level]
+        higher = [r for r in self.sem.ranks if r > rank]
+        at_least = self.urgency_at_least(rank)
+        return z3.And(at_least, z3.Not(self.urgency_at_least(higher[0]))) if higher else at_least
+
+    def lower_urgency(self, other: "State") -> z3.BoolRef:
+        """This patient's urgency is lower than `other`'s."""
+        return z3.Or([z3.And(other.urgency_at_least(r), z3.Not(self.urgency_at_least(r))) for r in self.sem.ranks[1:]])
+
+    def action(self, code: str) -> z3.BoolRef:
+        return self.concludes(("action", code))
+
+    def action_by(self, code: str, hours: float) -> z3.BoolRef:
+        """The action is recommended with a window of at most `hours`."""
+        rules = [r.id for r in self.kb.rules for c in r.then
+                 if isinstance(c, Recommend) and c.kind == "action" and c.code == code
+                 and c.within_hours is not None and float(c.within_hours) <= hours]
+        return z3.Or([self.fires[r] for r in rules])
+
+    def later(self, code: str, other: "State") -> z3.BoolRef:
+        """`other` recommends the action later than this patient does, or not at all while this one does."""
+        parts = [z3.And(self.action(code), z3.Not(other.action(code)))]
+        parts += [z3.And(self.action_by(code, h), z3.Not(other.action_by(code, h)))
+                  for h in self.sem.action_hours.get(code, ())]
+        return z3.Or(parts)
+
+    def escalates_to(self, other: "State", imaging: Iterable[str]) -> z3.BoolRef:
+        """`other` has a higher urgency, or requires one of the imaging actions sooner (or newly)."""
+        return z3.Or([self.lower_urgency(other)] + [other.later(code, self) for code in imaging])
+
+    # ---- reading a model back ----
+    def patient(self, model: z3.ModelRef) -> dict[str, Value]:
+        out = {}
+        for fact in self.sem.inputs:
+            for v in self.kb.facts[fact].values:
+                if z3.is_true(model.eval(self.var[(fact, v)], model_completion=True)):
+                    out[fact] = v
+                    break
+        return out
+
+    def answered(self) -> list[z3.BoolRef]:
+        """One term per input fact: the fact is answered (for "fewest answered facts")."""
+        return [self.known(f) for f in self.sem.inputs]
+
+    def equals(self, patient: Mapping[str, Value], fact: str) -> z3.BoolRef:
+        """This state gives `fact` the same answer (or non-answer) as `patient`."""
+        if patient.get(fact) is None:
+            return z3.Not(self.known(fact))
+        return self.var[(fact, patient[fact])]
+
+    def is_patient(self, patient: Mapping[str, Value]) -> z3.BoolRef:
+        return z3.And([self.equals(patient, f) for f in self.sem.inputs])
+
+
+def _matches(conclusion, key: tuple) -> bool:
+    if isinstance(conclusion, SetUrgency):
+        return key == ("urgency", conclusion.level)
+    if isinstance(conclusion, Recommend):
+        return key == (conclusion.kind, conclusion.code)
+    return key == ("derive", conclusion.fact, conclusion.value)
+
+
+# ---- solving ------------------------------------------------------------------------------------------------
+def solve(*constraints) -> z3.ModelRef | None:
+    solver = z3.Solver()
+    solver.add(*constraints)
+    return solver.model() if solver.check() == z3.sat else None
+
+
+def solve_min(constraints, soft: list, limit_ms: int = 20_000) -> z3.ModelRef | None:
+    """A model of `constraints` making as few `soft` terms true as possible (z3's MaxSAT)."""
+    opt = z3.Optimize()
+    opt.set("timeout", limit_ms)
+    opt.add(*constraints)
+    for term in soft:
+        opt.add_soft(z3.Not(term), 1)
+    result = opt.check()
+    if result == z3.unsat:
+        return None
+    if result != z3.sat:  # timed out: any model will do
+        return solve(*constraints)
+    return opt.model()
+
+
+def count_true(model: z3.ModelRef, terms) -> int:
+    return sum(1 for t in terms if z3.is_true(model.eval(t, model_completion=True)))
+
+
+def version() -> str:
+    return z3.get_version_string()

@@ -1,0 +1,203 @@
+"""What can be seen of a knowledge base without a solver.
+
+The derivation graph (derived fact -> derived fact, through the rules that read one and derive the other)
+and its cycles; who reads and who concludes what; the input state count; and the figure that an action's
+window words state ("within 12-24 hours" states 24 hours), to compare with its `within_hours`.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from dataclasses import dataclass
+
+import networkx as nx
+
+from .. import logic
+from ..model import Derive, KnowledgeBase, Recommend, Rule, SetUrgency, condition_facts
+from ..report import hours_text
+
+
+def conclusion_key(conclusion) -> tuple:
+    """What a conclusion decides, for comparing rules: an action with its window figure (not its words)."""
+    if isinstance(conclusion, SetUrgency):
+        return ("urgency", conclusion.level)
+    if isinstance(conclusion, Recommend):
+        return (conclusion.kind, conclusion.code, conclusion.within_hours) if conclusion.kind == "action" \
+            else (conclusion.kind, conclusion.code)
+    return ("derive", conclusion.fact, conclusion.value)
+
+
+def describe_key(key: tuple) -> str:
+    if key[0] == "derive":
+        return f"derive {key[1]} = {logic_value(key[2])}"
+    if key[0] == "action":
+        return f"action {key[1]} ({hours_words(key[2])})"
+    return f"{key[0]} {key[1]}"
+
+
+def logic_value(value) -> str:
+    return "true" if value is True else "false" if value is False else str(value)
+
+
+def hours_words(hours: float | None) -> str:
+    """A window figure in words, as the text report writes it ("within 2 weeks", "no fixed window")."""
+    return hours_text(hours)
+
+
+def conclusion_codes(rule: Rule) -> list[str]:
+    """The catalogue codes a rule concludes, as "kind:code"."""
+    out = []
+    for c in rule.then:
+        if isinstance(c, SetUrgency):
+            out.append(f"urgency:{c.level}")
+        elif isinstance(c, Recommend):
+            out.append(f"{c.kind}:{c.code}")
+    return out
+
+
+@dataclass(frozen=True)
+class Structure:
+    kb: KnowledgeBase
+    readers: dict  # fact -> [rule ids] whose condition reads it
+    derivers: dict  # (fact, value) -> [rule ids] that derive it
+    concluders: dict  # "kind:code" -> [rule ids]
+    graph: nx.DiGraph  # derived fact -> derived fact, edge attribute `rules`
+    cycles: list  # list[list[tuple[str, str]]]: each cycle as (derived fact, rule id) steps
+
+    @property
+    def acyclic(self) -> bool:
+        return not self.cycles
+
+    def topological_derived(self) -> list[str]:
+        """Derived facts, each after every derived fact its deriving rules read (acyclic only)."""
+        order = {name: i for i, name in enumerate(self.kb.facts)}
+        return list(nx.lexicographical_topological_sort(self.graph, key=lambda n: order[n]))
+
+
+def analyse(kb: KnowledgeBase) -> Structure:
+    readers: dict[str, list[str]] = {name: [] for name in kb.facts}
+    derivers: dict[tuple, list[str]] = {(f.name, v): [] for f in kb.derived_facts for v in f.values}
+    concluders: dict[str, list[str]] = {f"{kind}:{code}": [] for kind, codes in kb.catalog.items() for code in codes}
+    graph = nx.DiGraph()
+    graph.add_nodes_from(f.name for f in kb.derived_facts)
+    for rule in kb.rules:
+        for fact in rule.reads:
+            readers[fact].append(rule.id)
+        for code in conclusion_codes(rule):
+            concluders[code].append(rule.id)
+        for derive in rule.derives():
+            derivers[(derive.fact, derive.value)].append(rule.id)
+            for fact in rule.reads:
+                if kb.facts[fact].derived:
+                    if graph.has_edge(fact, derive.fact):
+                        graph[fact][derive.fact]["rules"].append(rule.id)
+                    else:
+                        graph.add_edge(fact, derive.fact, rules=[rule.id])
+    return Structure(kb, readers, derivers, concluders, graph, _cycles(kb, graph))
+
+
+def _cycles(kb: KnowledgeBase, graph: nx.DiGraph) -> list[list[tuple[str, str]]]:
+    """One simple cycle per strongly connected component that has one, deterministic."""
+    order = {name: i for i, name in enumerate(kb.facts)}
+    cycles = []
+    components = [sorted(c, key=order.__getitem__) for c in nx.strongly_connected_components(graph)]
+    for component in sorted(components, key=lambda c: order[c[0]]):
+        start = component[0]
+        if len(component) == 1 and not graph.has_edge(start, start):
+            continue
+        sub = graph.subgraph(component)
+        path = _cycle_from(sub, start, order)
+        cycles.append([(a, graph[a][b]["rules"][0]) for a, b in zip(path, path[1:] + path[:1])])
+    return cycles
+
+
+def _cycle_from(graph: nx.DiGraph, start: str, order: dict) -> list[str]:
+    """The shortest cycle through `start` (breadth first, neighbours in vocabulary order)."""
+    parents = {start: None}
+    queue = [start]
+    while queue:
+        node = queue.pop(0)
+        for nxt in sorted(graph.successors(node), key=order.__getitem__):
+            if nxt == start:
+                path = [node]
+                while parents[path[-1]] is not None:
+                    path.append(parents[path[-1]])
+                return list(reversed(path))
+            if nxt not in parents:
+                parents[nxt] = node
+                queue.append(nxt)
+    raise AssertionError("a strongly connected component has a cycle through each node")
+
+
+# ---- input states ------------------------------------------------------------------------------------------
+def input_state_count(kb: KnowledgeBase, limit: int = 1_000_000) -> tuple[int, bool]:
+    """How many distinct patients there are (each input fact unknown or a value, respecting `only_if`).
+
+    Facts tied together by `only_if` are counted by enumerating their joint assignments (when there are
+    fewer than `limit`); the rest multiply. Returns (count, exact)."""
+    inputs = [f for f in kb.input_facts]
+    parent = {f.name: f.name for f in inputs}
+
+    def find(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for f in inputs:
+        if f.only_if is not None:
+            for other in condition_facts(f.only_if):
+                if other in parent:
+                    parent[find(other)] = find(f.name)
+    clusters: dict[str, list] = {}
+    for f in inputs:
+        clusters.setdefault(find(f.name), []).append(f)
+    total, exact = 1, True
+    for members in clusters.values():
+        size = math.prod(len(f.values) + 1 for f in members)
+        if len(members) == 1 and members[0].only_if is None:
+            total *= size
+            continue
+        if size > limit:
+            total *= size
+            exact = False
+            continue
+        count = 0
+        for combo in itertools.product(*[(None, *f.values) for f in members]):
+            facts = {f.name: v for f, v in zip(members, combo) if v is not None}
+            if all(f.only_if is None or f.name not in facts or logic.evaluate(f.only_if, facts) is not False
+                   for f in members):
+                count += 1
+        total *= count
+    return total, exact
+
+
+# ---- window words ------------------------------------------------------------------------------------------
+_UNIT_HOURS = {"minute": 1 / 60, "min": 1 / 60, "hour": 1, "hr": 1, "h": 1, "day": 24, "week": 168, "month": 730}
+_FIGURE = re.compile(r"(\d+(?:\.\d+)?)(?:\s*(?:-|–|to)\s*(\d+(?:\.\d+)?))?\s*"
+                     r"(minutes?|mins?|hours?|hrs?|h|days?|weeks?|months?)\b", re.IGNORECASE)
+_AT_ONCE = re.compile(r"\b(immediately|at once|right away|now)\b", re.IGNORECASE)
+
+
+def stated_hours(words: str | None) -> float | None:
+    """The deadline window words state, in hours: the upper end of the first figure ("within 12-24 hours"
+    -> 24, "within 2 weeks" -> 336), 0 for "immediately"; None when the words state no figure ("urgently")."""
+    if not words:
+        return None
+    match = _FIGURE.search(words)
+    if match:
+        number = float(match.group(2) or match.group(1))
+        unit = match.group(3).lower().rstrip("s") or "h"
+        return number * _UNIT_HOURS[unit]
+    if _AT_ONCE.search(words):
+        return 0.0
+    return None
+
+
+def action_conclusions(rule: Rule) -> list[Recommend]:
+    return [c for c in rule.then if isinstance(c, Recommend) and c.kind == "action"]
+
+
+def derive_conclusions(rule: Rule) -> list[Derive]:
+    return list(rule.derives())

@@ -1,0 +1,133 @@
+"""could_escalate in every Result: vignettes, its place in the JSON and the report, and a property test
+that each entry is real and no unlisted unanswered question escalates."""
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.api import Evaluator, reference_result
+from engine.analysis.escalation import could_escalate
+from engine.cli import main
+from engine.loader import load
+from engine.logic import evaluate
+from engine.patient import random_patient
+from engine.report import render
+
+
+@pytest.fixture(scope="module")
+def evaluator():
+    return Evaluator.open()
+
+
+def entries(result) -> dict:
+    return {e.fact: e for e in result.could_escalate}
+
+
+def test_nothing_answered_lists_the_alarm_questions_most_urgent_first(evaluator):
+    result = evaluator.evaluate({})
+    order = [e.fact for e in result.could_escalate]
+    # every question that alone gives EMERGENCY comes before those giving PROMPT, before imaging-only ones
+    assert order[:2] == ["suspected_cord_compression", "progressive_neuro_deficit"]  # MRI 12 h, then 24-48 h
+    assert set(order[:10]) == {f.name for f in evaluator.kb.input_facts if f.alarm}
+    assert all(e.would_raise_urgency_to == "emergency" for e in result.could_escalate[:10])
+    assert [e.would_raise_urgency_to for e in result.could_escalate[10:16]] == ["prompt"] * 6
+    assert order[-2:] == ["radiograph", "mass_persists"]
+    compression = entries(result)["suspected_cord_compression"]
+    assert compression.answer is True and compression.question == "Is spinal cord or cauda equina compression suspected?"
+    [mri] = compression.would_bring_forward
+    assert (mri.action, mri.within_hours, mri.was_required) == ("mri_whole_spine", 12, False)
+
+
+def test_emergency_patient_keeps_only_the_questions_that_bring_imaging_forward(evaluator):
+    result = evaluator.evaluate({"leg_weakness": True})
+    assert result.urgency == "emergency"
+    listed = entries(result)
+    assert set(listed) == {"suspected_cord_compression", "cancer_history", "primary_cancer",
+                           "progressive_neuro_deficit", "radiograph", "mass_persists"}
+    assert all(e.would_raise_urgency_to is None for e in listed.values())
+    history = listed["cancer_history"].would_bring_forward[0]
+    assert (history.action, history.within_hours, history.was_within_hours, history.was_window) == \
+        ("mri_whole_spine", 12, None, "urgently")
+    assert "gait_difficulty" not in listed  # another neurological symptom changes nothing now
+
+
+def test_an_enum_answer_names_the_value_that_escalates(evaluator):
+    result = evaluator.evaluate({"leg_weakness": True})
+    assert entries(result)["radiograph"].answer == "abnormal"
+    assert entries(result)["primary_cancer"].answer in evaluator.kb.facts["primary_cancer"].values
+
+
+def test_only_if_is_respected(evaluator):
+    result = evaluator.evaluate({"cancer_history": False})
+    assert "primary_cancer" not in entries(result)  # it may not be given once the history is answered no
+
+
+def test_json_puts_could_escalate_right_after_unanswered(evaluator):
+    data = evaluator.evaluate({"night_pain": True}).to_dict()
+    keys = list(data)
+    assert keys[keys.index("unanswered") + 1] == "could_escalate"
+    first = data["could_escalate"][0]
+    assert set(first) == {"fact", "question", "answer", "would_raise_urgency_to", "would_bring_forward"}
+    assert first["would_bring_forward"][0] == {"action": "mri_whole_spine", "within_hours": 12,
+                                               "window": "within 12 hours", "was_required": False,
+                                               "was_within_hours": None, "was_window": None}
+    json.dumps(data)
+
+
+def test_report_shows_it_right_after_urgency(evaluator, tmp_path, capsys):
+    result = evaluator.evaluate({"leg_weakness": True})
+    lines = render(result, evaluator.kb).splitlines()
+    assert lines[0].startswith("EMERGENCY")
+    assert lines[2].startswith("Ask now: these answers would raise the urgency or bring imaging forward")
+    assert lines[3] == "  ? Is spinal cord or cauda equina compression suspected?"
+    assert lines[4] == "      if yes: MRI of the whole spine within 12 hours (now urgently)"
+    text = "\n".join(lines)
+    assert "Other unanswered questions (no single answer changes the urgency or imaging now):" in text
+    patient_file = tmp_path / "p.yaml"
+    patient_file.write_text("night_pain: true\n")
+    assert main(["evaluate", "--audience", "patient", str(patient_file)]) == 0
+    out = capsys.readouterr().out
+    assert "Please also answer, it could change what to do:" in out
+    assert "if yes: Go to an emergency department now; an MRI scan of your whole spine within 12 hours" in out
+
+
+def test_every_result_has_it_and_the_fully_answered_patient_has_none(evaluator):
+    kb = evaluator.kb
+    everything = {f.name: (False if f.type == "bool" else f.values[0]) for f in kb.input_facts}
+    everything.pop("primary_cancer")  # may not be given with cancer_history = false
+    assert evaluator.evaluate(everything).could_escalate == []
+    assert evaluator.evaluate(everything).to_dict()["could_escalate"] == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_each_entry_is_real_and_nothing_unlisted_escalates(seed):
+    kb = load()
+    patient = random_patient(kb, random.Random(seed))
+    base = reference_result(kb, patient)
+    listed = {e.fact: e for e in could_escalate(kb, patient)}
+    rank = kb.urgency_rank(base.urgency)
+    before = {a.code: a.within_hours for a in base.actions}
+    imaging = {c for c, e in kb.catalog["action"].items() if e.imaging}
+    for fact in kb.input_facts:
+        if fact.name in patient:
+            assert fact.name not in listed
+            continue
+        escalating = []
+        for answer in ((True,) if fact.type == "bool" else fact.values):
+            trial = {**patient, fact.name: answer}
+            if any(kb.facts[n].only_if is not None and evaluate(kb.facts[n].only_if, trial) is False for n in trial):
+                continue  # a patient file could not say this
+            after = reference_result(kb, trial)
+            windows = {a.code: a.within_hours for a in after.actions}
+            sooner = [c for c in imaging & set(windows) if c not in before or
+                      (windows[c] is not None and (before[c] is None or windows[c] < before[c]))]
+            if kb.urgency_rank(after.urgency) > rank or sooner:
+                escalating.append(answer)
+        assert (fact.name in listed) == bool(escalating), (patient, fact.name)
+        if escalating:
+            assert listed[fact.name].answer in escalating

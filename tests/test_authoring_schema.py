@@ -1,0 +1,206 @@
+"""The keys the loader accepts are exactly the keys the JSON Schemas declare, and the schemas are usable by
+an editor (valid Draft 2020-12, every rule and vocabulary file of the bundled knowledge base validates).
+
+"Accepts" is measured, not listed: every mapping the loader reads is wrapped in a dict that records which
+keys the builder looks up (`[]`, `get`, `in`), tagged with the schema object it must follow; after loading
+the bundled knowledge base and its scenarios, the keys read per schema object must equal that object's
+`properties`. A key the builder reads that the schema forbids (dead code), or a schema key the builder
+ignores (silently accepted, never used), fails the test.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+import engine.loader as loader
+import engine.scenarios as scenarios
+from engine.errors import KnowledgeBaseError
+from engine.loader import CONCLUSION_HEADS, CONDITION_HEADS, default_kb_dir, load, load_schema, schema_dir
+from engine.scenarios import compare, checked_conclusions, load_scenarios
+from engine.api import Evaluator
+
+
+class Recording(dict):
+    """A dict that notes, under its schema location, every key looked up."""
+
+    def __init__(self, data: dict, where: str, log: dict):
+        super().__init__(data)
+        self.where, self.log = where, log
+
+    def __getitem__(self, key):
+        self.log[self.where].add(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.log[self.where].add(key)
+        return super().get(key, default)
+
+    def __contains__(self, key):
+        self.log[self.where].add(key)
+        return super().__contains__(key)
+
+
+def resolve(schema_name: str, node: dict, pointer: str) -> tuple[dict, str]:
+    while "$ref" in node:
+        pointer = node["$ref"]
+        node = load_schema(schema_name)
+        for part in pointer.lstrip("#/").split("/"):
+            node = node[part]
+    return node, pointer
+
+
+def wrap(data, schema_name: str, node: dict, pointer: str, log: dict):
+    node, pointer = resolve(schema_name, node, pointer)
+    if isinstance(data, dict):
+        props = node.get("properties", {})
+        extra = node.get("additionalProperties")
+        out = {}
+        for key, value in data.items():
+            if key in props:
+                out[key] = wrap(value, schema_name, props[key], f"{pointer}/properties/{key}", log)
+            elif isinstance(extra, dict):
+                out[key] = wrap(value, schema_name, extra, f"{pointer}/additionalProperties", log)
+            else:
+                out[key] = value
+        return Recording(out, f"{schema_name}:{pointer}", log) if props else out
+    if isinstance(data, list) and isinstance(node.get("items"), dict):
+        return [wrap(item, schema_name, node["items"], f"{pointer}/items", log) for item in data]
+    return data
+
+
+def plain(data):
+    if isinstance(data, dict):
+        return {k: plain(v) for k, v in dict.items(data)}
+    if isinstance(data, list):
+        return [plain(v) for v in data]
+    return data
+
+
+def schema_for(path: Path) -> str:
+    if path.name in ("guideline.yaml", "facts.yaml"):
+        return path.stem
+    return "rules" if path.parent.name == "rules" else "scenario"
+
+
+def declared(schema_name: str) -> dict[str, set]:
+    """Every object of the schema that has `properties`, by location, with its keys."""
+    out = {}
+
+    def walk(node, pointer):
+        if isinstance(node, dict):
+            if "properties" in node and isinstance(node["properties"], dict):
+                out[f"{schema_name}:{pointer}"] = set(node["properties"])
+            for key, value in node.items():
+                if key not in ("$ref",):
+                    walk(value, f"{pointer}/{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{pointer}/{i}")
+
+    walk(load_schema(schema_name), "#")
+    return out
+
+
+def test_the_keys_the_loader_reads_are_the_keys_the_schemas_declare(monkeypatch):
+    log: dict[str, set] = defaultdict(set)
+    real_read, real_schema = loader.read_document, loader.schema_problems
+
+    def read(path, display=None):
+        data, pos = real_read(path, display)
+        name = schema_for(Path(path))
+        return wrap(data, name, load_schema(name), "#", log), pos
+
+    def validate(data, schema_name, pos, subject_of=None):
+        return real_schema(plain(data), schema_name, pos, subject_of)
+
+    for module in (loader, scenarios):
+        monkeypatch.setattr(module, "read_document", read)
+        monkeypatch.setattr(module, "schema_problems", validate)
+    kb = load()
+    found = load_scenarios(kb)
+    evaluator = Evaluator(kb)
+    for scenario in found:
+        compare(scenario, evaluator.evaluate(scenario.patient))
+    checked_conclusions(found)
+
+    expected = {}
+    for name in ("guideline", "facts", "rules", "scenario"):
+        expected.update(declared(name))
+    # objects whose instances the bundled files never contain cannot be read: none may be left out
+    assert set(log) == set(expected), set(expected) ^ set(log)
+    for where, keys in sorted(expected.items()):
+        assert log[where] == keys, f"{where}: read but not declared {sorted(log[where] - keys)}, " \
+                                   f"declared but never read {sorted(keys - log[where])}"
+
+
+def test_condition_and_conclusion_heads_match_the_schema():
+    for name in ("rules", "facts"):
+        condition = load_schema(name)["$defs"]["condition"]["properties"]
+        assert set(CONDITION_HEADS) | {"is", "in"} == set(condition)
+    conclusion = load_schema("rules")["$defs"]["conclusion"]["properties"]
+    assert set(CONCLUSION_HEADS) | {"within_hours", "window", "value"} == set(conclusion)
+
+
+def test_the_schemas_are_valid_and_the_bundled_files_validate():
+    kb_dir = default_kb_dir()
+    import yaml
+    for path in sorted(schema_dir().glob("*.schema.json")):
+        schema = json.loads(path.read_text())
+        jsonschema.Draft202012Validator.check_schema(schema)
+    files = [(kb_dir / "guideline.yaml", "guideline"), (kb_dir / "facts.yaml", "facts")]
+    files += [(p, "rules") for p in sorted((kb_dir / "rules").glob("*.yaml"))]
+    files += [(p, "scenario") for p in sorted((kb_dir / "scenarios").glob("*.yaml"))]
+    for path, name in files:
+        jsonschema.Draft202012Validator(load_schema(name)).validate(yaml.safe_load(path.read_text()))
+
+
+def test_schema_modelines_point_at_existing_files():
+    """docs/authoring.md tells authors to put a modeline relative to the YAML file; the targets must exist."""
+    kb_dir = default_kb_dir()
+    for source, target in (("facts.yaml", "../schema/facts.schema.json"),
+                           ("rules/imaging.yaml", "../../schema/rules.schema.json"),
+                           ("scenarios/nothing_known.yaml", "../../schema/scenario.schema.json")):
+        assert (kb_dir / source).parent.joinpath(target).resolve().is_file()
+
+
+@pytest.mark.parametrize("fact, snippet, message", [
+    ("neuro_symptom", "    derived: true\n", "only an input yes/no fact can be a neurological symptom"),
+    ("radiograph", "    type: enum\n", "only an input yes/no fact can be a neurological symptom"),
+])
+def test_neurological_flag_only_on_input_yes_no_facts(tmp_path, fact, snippet, message):
+    kb_dir = tmp_path / "kb"
+    shutil.copytree(default_kb_dir(), kb_dir)
+    path = kb_dir / "facts.yaml"
+    text = path.read_text()
+    start = text.index(f"  {fact}:\n")
+    at = text.index(snippet, start) + len(snippet)
+    path.write_text(text[:at] + "    neurological: true\n" + text[at:])
+    with pytest.raises(KnowledgeBaseError, match=message):
+        load(kb_dir)
+
+
+def test_action_flags_are_refused_on_warnings(tmp_path):
+    kb_dir = tmp_path / "kb"
+    shutil.copytree(default_kb_dir(), kb_dir)
+    path = kb_dir / "guideline.yaml"
+    text = path.read_text()
+    at = text.index("  do_not_delay_imaging:\n") + len("  do_not_delay_imaging:\n")
+    path.write_text(text[:at] + "    imaging: true\n" + text[at:])
+    with pytest.raises(KnowledgeBaseError, match="unknown key 'imaging'"):
+        load(kb_dir)
+
+
+def test_bundled_flags():
+    kb = load()
+    assert [f.name for f in kb.input_facts if f.neurological] == [
+        "leg_weakness", "gait_difficulty", "radiating_numbness", "unable_to_walk", "bowel_bladder_dysfunction",
+        "saddle_anesthesia", "progressive_neuro_deficit"]
+    assert {c for c, e in kb.catalog["action"].items() if e.imaging} == {"mri_whole_spine", "xray_lumbar", "mri_lumbar"}
+    assert {c for c, e in kb.catalog["action"].items() if e.never_delay} == {"mri_whole_spine"}
+    assert copy.deepcopy(kb.catalog["warning"]["do_not_delay_imaging"]).imaging is False
