@@ -111,8 +111,8 @@ def test_the_keys_the_loader_reads_are_the_keys_the_schemas_declare(monkeypatch)
     log: dict[str, set] = defaultdict(set)
     real_read, real_schema = loader.read_document, loader.schema_problems
 
-    def read(path, display=None):
-        data, pos = real_read(path, display)
+    def read(path):
+        data, pos = real_read(path)
         name = schema_for(Path(path))
         return wrap(data, name, load_schema(name), "#", log), pos
 
