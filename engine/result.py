@@ -89,8 +89,8 @@ def _item_dict(item: Item, with_window: bool) -> dict:
 
 
 def build(kb: KnowledgeBase, trace: Trace, audience: str = "clinician", *, could_escalate: bool = True) -> Result:
-    """The Result of one evaluation. `could_escalate=False` skips the look-ahead (about one re-evaluation
-    per unanswered question); the look-ahead itself uses it for its re-evaluations."""
+    """The Result of one evaluation. `could_escalate=False` skips the look-ahead (a chained re-evaluation
+    per possible answer to each unanswered question, from this trace)."""
     rules = {r.id: r for r in kb.rules}
     text_of = (lambda e: e.patient_text) if audience == "patient" else (lambda e: e.text)
     urgency = kb.lowest_urgency
@@ -144,5 +144,5 @@ def build(kb: KnowledgeBase, trace: Trace, audience: str = "clinician", *, could
     if could_escalate:
         from .analysis.escalation import could_escalate as look_ahead  # imports this module in turn
 
-        result.could_escalate = look_ahead(kb, trace.inputs, audience, baseline=result)
+        result.could_escalate = look_ahead(kb, trace.inputs, audience, baseline=result, trace=trace)
     return result

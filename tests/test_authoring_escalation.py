@@ -131,3 +131,44 @@ def test_each_entry_is_real_and_nothing_unlisted_escalates(seed):
         assert (fact.name in listed) == bool(escalating), (patient, fact.name)
         if escalating:
             assert listed[fact.name].answer in escalating
+
+
+def test_incremental_look_ahead_equals_full_re_evaluation(kb):
+    """could_escalate chains on from the patient's trace; it must find exactly what evaluating the patient
+    again from scratch with each added answer finds."""
+    import random as _random
+
+    from engine.analysis.escalation import _allowed, could_escalate
+    from engine.patient import random_patient
+    from engine.reference import ReferenceEvaluator
+    from engine.result import build
+
+    reference = ReferenceEvaluator(kb)
+    imaging = {code for code, e in kb.catalog["action"].items() if e.imaging}
+    rng = _random.Random(7)
+    checked = 0
+    for _ in range(400):
+        inputs = random_patient(kb, rng)
+        base = build(kb, reference.run(inputs), could_escalate=False)
+        before = {a.code: a.within_hours for a in base.actions}
+        expected = {}
+        for fact in kb.input_facts:
+            if fact.name in inputs:
+                continue
+            for answer in ((True,) if fact.type == "bool" else fact.values):
+                trial = {**inputs, fact.name: answer}
+                if not _allowed(kb, trial):
+                    continue
+                full = build(kb, reference.run(trial), could_escalate=False)
+                raised = kb.urgency_rank(full.urgency) > kb.urgency_rank(base.urgency)
+                sooner = any(a.code in imaging and (a.code not in before or (
+                    a.within_hours is not None and (before[a.code] is None or a.within_hours < before[a.code])))
+                    for a in full.actions)
+                if raised or sooner:
+                    expected.setdefault(fact.name, set()).add(answer)
+        found = {e.fact: e.answer for e in could_escalate(kb, inputs)}
+        assert set(found) == set(expected), inputs
+        for name, answer in found.items():
+            assert answer in expected[name]
+        checked += bool(found)
+    assert checked > 100  # the sample is not vacuous
