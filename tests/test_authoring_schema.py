@@ -161,12 +161,18 @@ def test_the_schemas_are_valid_and_the_bundled_files_validate():
 
 
 def test_schema_modelines_point_at_existing_files():
-    """docs/authoring.md tells authors to put a modeline relative to the YAML file; the targets must exist."""
+    """The bundled files carry yaml-language-server modelines relative to themselves; the targets must exist."""
     kb_dir = default_kb_dir()
     for source, target in (("facts.yaml", "../schema/facts.schema.json"),
                            ("rules/imaging.yaml", "../../schema/rules.schema.json"),
                            ("scenarios/nothing_known.yaml", "../../schema/scenario.schema.json")):
         assert (kb_dir / source).parent.joinpath(target).resolve().is_file()
+    for path in sorted(kb_dir.glob("**/*.yaml")):
+        if path.parent.name == "patients":
+            continue
+        first = path.read_text().splitlines()[0]
+        assert first.startswith("# yaml-language-server: $schema="), path
+        assert path.parent.joinpath(first.split("=", 1)[1]).resolve().is_file(), path
 
 
 @pytest.mark.parametrize("fact, snippet, message", [
