@@ -14,6 +14,7 @@ WIDTH = 100
 
 
 def hours_text(hours: float | None) -> str:
+    """A window figure in words, for where no rule gave the guideline's own words for it."""
     if hours is None:
         return "no fixed window"
     if hours == 0:
@@ -21,7 +22,7 @@ def hours_text(hours: float | None) -> str:
     if hours >= 48 and hours % 24 == 0:
         days = int(hours // 24)
         return f"within {days // 7} weeks" if days % 7 == 0 and days >= 14 else f"within {days} days"
-    return f"within {hours:g} h"
+    return f"within {hours:g} hours"
 
 
 def _wrap(text: str, indent: str, first: str = "") -> list[str]:

@@ -309,7 +309,7 @@ def test_conflicting_windows(tmp_path):
     report = run_checks(kb)
     found = findings(report, "contradictory_windows")
     words = [f for f in found if f.subject == "rule seeded.compression_words"]
-    [figure] = [f for f in words if "say within 24 h but within_hours is 12" in f.message]
+    [figure] = [f for f in words if "say within 24 hours but within_hours is 12" in f.message]
     pair = [f for f in found if "words it" in f.message and "seeded.compression_words" in f.message]
     assert {f.subject for f in pair} == {"rule imaging.mri_window.compression", "rule cancer.mri_12h_neuro"}
     for finding in [figure, *pair]:

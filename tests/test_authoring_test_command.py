@@ -50,7 +50,7 @@ def test_a_failing_scenario_prints_a_diff_and_exits_1(tmp_path, capsys):
         "            + emergency",
         "          actions:",
         "            - emergency_department: 0 (immediately)",
-        "            + emergency_department: 24 (within 24 h)",
+        "            + emergency_department: 24 (within 24 hours)",
         "            - xray_lumbar: null (no fixed window)",
         "            + mri_whole_spine: null (no fixed window)",
         "          warnings:",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import textwrap
 
 from engine.model import All, AnyOf, Condition, Fact, Not, Test, Value
+from engine.report import hours_text
 
 
 def show_value(fact: Fact | None, value: Value | None) -> str:
@@ -51,14 +52,7 @@ def describe_condition(cond: Condition, facts: dict, indent: str = "") -> list[s
 
 def hours_phrase(hours: float | None) -> str:
     """A window in hours as words (the catalogue's own words are preferred when a rule gives them)."""
-    if hours is None:
-        return ""
-    if hours == 0:
-        return "immediately"
-    if hours >= 48 and hours % 24 == 0:
-        days = int(hours // 24)
-        return f"within {days // 7} weeks" if days % 7 == 0 and days >= 14 else f"within {days} days"
-    return f"within {hours:g} hours"
+    return "" if hours is None else hours_text(hours)
 
 
 def wrap(text: str, width: int) -> list[str]:
