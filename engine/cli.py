@@ -140,17 +140,12 @@ COMMANDS: list[Callable] = [_add_evaluate, _add_validate, _add_facts]
 
 
 def _extra_commands() -> list[Callable]:
-    """Subcommands that live beside their own module (visualize, author tools)."""
-    found = []
-    for module, name in (("visualize.cli", "add_graph"), ("engine.authoring", "add_commands")):
-        try:
-            mod = __import__(module, fromlist=[name])
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        found.append(getattr(mod, name))
-    return found
+    """Subcommands that live beside their own modules: the diagrams and the author tools."""
+    from visualize.cli import add_graph
+
+    from .authoring import add_commands
+
+    return [add_graph, add_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,9 +12,6 @@ from pathlib import Path
 from engine.cli import EXIT_OK, add_kb_option
 from engine.loader import load
 
-from .dot import to_dot
-from .graph import build_graph, resolve
-from .overlay import overlay_from_result
 from .render import FORMATS, check_output, render_to
 
 DESCRIPTION = """\
@@ -55,6 +52,11 @@ def add_graph(sub) -> None:
 
 
 def run_graph(args) -> int:
+    # networkx costs ~0.1 s to import: only `graph` pays it, not every lumbar-kb command
+    from .dot import to_dot
+    from .graph import build_graph, resolve
+    from .overlay import overlay_from_result
+
     if args.output is not None:
         check_output(args.output)  # refuse a bad extension or directory before any work
     kb = load(args.kb)
