@@ -46,21 +46,12 @@ def _add_evaluate(sub) -> None:
 
 def _run_evaluate(args) -> int:
     from .api import Evaluator
-    from .patient import load_patient
     from .report import render
     from .result import build
 
     evaluator = Evaluator(kb_from(args))
     kb = evaluator.kb
-    problems: list[Problem] = []
-    inputs = []
-    for path in args.patients:  # validate every file before evaluating any
-        try:
-            inputs.append(load_patient(path, kb))
-        except LumbarKBError as exc:
-            problems.extend(exc.problems)
-    if problems:
-        raise LumbarKBError(problems)
+    inputs = _load_all(args.patients, kb)
     chunks = []
     for path, facts in zip(args.patients, inputs):
         result = build(kb, evaluator.engine.run(facts), args.audience)
@@ -75,6 +66,53 @@ def _run_evaluate(args) -> int:
             chunks.append(header + render(result, kb))
     sys.stdout.write(("\n" if args.format == "text" else "").join(chunks))
     return EXIT_OK
+
+
+# ---- cohort ------------------------------------------------------------------------------------------------
+def _add_cohort(sub) -> None:
+    p = sub.add_parser("cohort", help="evaluate many patients: one row each and a summary",
+                       description="Evaluate patient files (or every *.yaml/*.yml/*.json in the directories named) "
+                                   "and summarise: urgency counts, each action with the windows given, warnings, "
+                                   "differential, how many patients each rule fired for, and the rules no patient "
+                                   "fired. --format csv gives one row per patient for a spreadsheet.")
+    p.add_argument("paths", nargs="+", metavar="PATH", type=Path)
+    p.add_argument("--format", choices=("text", "json", "csv"), default="text")
+    add_kb_option(p)
+    p.set_defaults(run=_run_cohort)
+
+
+def _run_cohort(args) -> int:
+    from .api import Evaluator
+    from .cohort import Cohort, patient_files
+    from .result import build
+
+    evaluator = Evaluator(kb_from(args))
+    files = patient_files(args.paths)
+    if not files:
+        raise LumbarKBError([Problem("no patient files (*.yaml, *.yml, *.json) found", file=str(p))
+                             for p in args.paths])
+    facts = _load_all(files, evaluator.kb)
+    rows = [(path, build(evaluator.kb, evaluator.engine.run(f))) for path, f in zip(files, facts)]
+    cohort = Cohort(evaluator.kb, rows)
+    text = {"json": lambda: dumps(cohort.to_dict()), "csv": cohort.to_csv, "text": cohort.to_text}[args.format]()
+    sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _load_all(paths: list[Path], kb) -> list[dict]:
+    """Every patient file validated before any is evaluated: one bad file means nothing is written."""
+    from .patient import load_patient
+
+    problems: list[Problem] = []
+    inputs = []
+    for path in paths:
+        try:
+            inputs.append(load_patient(path, kb))
+        except LumbarKBError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise LumbarKBError(problems)
+    return inputs
 
 
 # ---- validate ----------------------------------------------------------------------------------------------
@@ -136,7 +174,7 @@ def _run_facts(args) -> int:
 
 
 # ---- the command table: each entry adds one subcommand -----------------------------------------------------
-COMMANDS: list[Callable] = [_add_evaluate, _add_validate, _add_facts]
+COMMANDS: list[Callable] = [_add_evaluate, _add_cohort, _add_validate, _add_facts]
 
 
 def _extra_commands() -> list[Callable]:
