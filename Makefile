@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PATIENTS := $(sort $(wildcard knowledge/lumbar_mass/patients/*))
 
-.PHONY: setup demo test bench validate clean
+.PHONY: setup demo test check bench validate clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,12 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# an author's proof that an edit broke nothing: load, prove, and run every scenario with full coverage
+check: setup
+	$(BIN)/lumbar-kb validate
+	$(BIN)/lumbar-kb check
+	$(BIN)/lumbar-kb test --require-coverage
 
 bench: setup
 	$(BIN)/python benchmarks/bench_engine.py
