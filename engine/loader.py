@@ -184,8 +184,8 @@ class _Builder:
         references = {int(n): Reference(int(n), r["title"], r["source"], r.get("year"), r["kind"])
                       for n, r in g["references"].items()}
         sections = {sid: Section(sid, s["title"]) for sid, s in g["sections"].items()}
-        catalog = self.catalog(g, gpos)
         facts = self.facts(*facts_doc)
+        catalog = self.catalog(g, gpos, facts)
         rules: list[Rule] = []
         seen_ids: dict[str, Problem] = {}
         # Rules are ordered as the guideline orders its sections, then by file name and position in the file.
@@ -224,7 +224,7 @@ class _Builder:
                 h.update(path.read_bytes() + b"\0")
         return h.hexdigest()
 
-    def catalog(self, g: dict, pos: Positions) -> dict:
+    def catalog(self, g: dict, pos: Positions, facts: dict) -> dict:
         catalog: dict[str, dict[str, CodeEntry]] = {}
         for key, kind in CATALOG_KINDS.items():
             catalog[kind] = {code: CodeEntry(kind, code, e["label"], e["text"], e["patient_text"],
@@ -237,6 +237,11 @@ class _Builder:
                 self.problems.append(pos.problem(("urgency", code, "rank"),
                                                  f"urgency rank {entry.rank} is also used by '{ranks[entry.rank]}'"))
             ranks[entry.rank] = code
+        for code, e in g["actions"].items():  # conditions are parsed once the vocabulary is known
+            if "done_when" in e:
+                cond = self.condition(e["done_when"], ("actions", code, "done_when"), pos, f"action {code}", facts)
+                if cond is not None:
+                    catalog["action"][code] = replace(catalog["action"][code], done_when=cond)
         return catalog
 
     def facts(self, data: dict, pos: Positions) -> dict[str, Fact]:

@@ -150,6 +150,7 @@ class CodeEntry:
     order: int = 0
     imaging: bool = False  # actions only: an imaging study (could_escalate reports it brought forward)
     never_delay: bool = False  # actions only: a yes to any question must never delay or remove it (check proves)
+    done_when: "Condition | None" = None  # actions only: the answers show it already done (e.g. radiographs read)
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,8 @@ def render(result: Result, kb: KnowledgeBase) -> str:
         out.append("What to do:" if patient else "Actions:")
         for i, item in enumerate(result.actions, 1):
             window = item.window or hours_text(item.within_hours)
+            if item.done:
+                window = "already done" if patient else "done (the answers give its result)"
             head = f"  {i}. {item.label}, {window}" if not patient else f"  {i}. {window.capitalize()}: "
             if patient:
                 out.extend(_wrap(item.text, "     ", head))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from .logic import evaluate
 from .model import Derive, KnowledgeBase, Recommend, SetUrgency
 from .trace import Trace
 
@@ -21,6 +22,7 @@ class Item:
     within_hours: float | None = None
     window: str | None = None
     label: str = ""
+    done: bool = False  # actions only: the patient's answers show it already done (the catalogue's done_when)
 
 
 @dataclass
@@ -84,6 +86,7 @@ def _item_dict(item: Item, with_window: bool) -> dict:
     if with_window:
         d["within_hours"] = item.within_hours
         d["window"] = item.window
+        d["done"] = item.done
     d.update({"label": item.label, "text": item.text, "because": item.because, "citations": item.citations})
     return d
 
@@ -120,11 +123,18 @@ def build(kb: KnowledgeBase, trace: Trace, audience: str = "clinician", *, could
 
     def ordered(kind: str) -> list[Item]:
         catalog = kb.catalog[kind]
-        key = (lambda i: (i.within_hours is None, i.within_hours or 0, catalog[i.code].order)) if kind == "action" \
+        key = (lambda i: (i.done, i.within_hours is None, i.within_hours or 0, catalog[i.code].order)) \
+            if kind == "action" \
             else (lambda i: catalog[i.code].order)
         return sorted(groups[kind].values(), key=key)
 
-    unanswered = [f for f in kb.input_facts if f.name not in trace.inputs]
+    facts = trace.facts()
+    for item in groups["action"].values():
+        done_when = kb.catalog["action"][item.code].done_when
+        item.done = done_when is not None and evaluate(done_when, facts) is True
+    # a question that cannot be answered for this patient (its only_if is false) is not "unanswered"
+    unanswered = [f for f in kb.input_facts if f.name not in trace.inputs
+                  and (f.only_if is None or evaluate(f.only_if, trace.inputs) is not False)]
     unanswered.sort(key=lambda f: (not f.alarm, f.order))
     question_of = (lambda f: f.patient_question) if audience == "patient" else (lambda f: f.question)
     result = Result(

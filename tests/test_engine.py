@@ -142,3 +142,21 @@ def test_priority_orders_firing_in_both_evaluators(kb_copy):
     oracle = [f.rule for f in ReferenceEvaluator(kb).run(facts).firings]
     assert durable == oracle
     assert durable[0] == "pitfall.do_not_assume_benign"
+
+
+def test_an_action_the_answers_show_done_is_marked_done_and_listed_last(evaluator):
+    no_neuro = {f: False for f in ("leg_weakness", "gait_difficulty", "radiating_numbness", "unable_to_walk",
+                                   "bowel_bladder_dysfunction", "saddle_anesthesia", "progressive_neuro_deficit")}
+    pending = evaluator.evaluate({**no_neuro, "palpable_mass": True})
+    assert [(a.code, a.done) for a in pending.actions] == [("xray_lumbar", False)]
+    read = evaluator.evaluate({**no_neuro, "palpable_mass": True, "radiograph": "abnormal"})
+    assert [(a.code, a.done) for a in read.actions] == [("mri_lumbar", False), ("xray_lumbar", True)]
+    not_done = evaluator.evaluate({**no_neuro, "palpable_mass": True, "radiograph": "not_done"})
+    assert [(a.code, a.done) for a in not_done.actions] == [("xray_lumbar", False)]
+
+
+def test_a_question_that_does_not_apply_is_not_unanswered(evaluator):
+    no_history = evaluator.evaluate({"cancer_history": False})
+    assert "primary_cancer" not in [q.fact for q in no_history.unanswered]
+    unknown_history = evaluator.evaluate({})
+    assert "primary_cancer" in [q.fact for q in unknown_history.unanswered]
