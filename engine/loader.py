@@ -23,11 +23,13 @@ import jsonschema
 from .errors import KnowledgeBaseError, Problem, did_you_mean
 from .model import (All, AnyOf, CodeEntry, Condition, Conclusion, Derive, Fact, KnowledgeBase, Not, Recommend,
                     Reference, Rule, Section, SetUrgency, Test)
+from .patient import META_KEYS
 from .source import DocumentError, Positions, display, read_document
 
 CATALOG_KINDS = {"urgency": "urgency", "actions": "action", "warnings": "warning", "differential": "differential"}
 CONCLUSION_HEADS = ("urgency", "action", "warning", "differential", "derive")
 CONDITION_HEADS = ("fact", "all", "any", "not")
+RESERVED_FACT_NAMES = META_KEYS + ("sid", "t")  # patient-file metadata; keys of the engine's fact messages
 
 
 # ---- locating things -------------------------------------------------------------------------------------
@@ -249,6 +251,10 @@ class _Builder:
         for i, (name, f) in enumerate(data["facts"].items()):
             where = ("facts", name)
             subject = f"fact {name}"
+            if name in RESERVED_FACT_NAMES:
+                self.problems.append(pos.problem(where, f"'{name}' is reserved (patient files use id and note; the "
+                                                 f"engine's fact messages use sid and t)", subject, key=True))
+                continue
             derived = bool(f.get("derived", False))
             if f["type"] == "enum":
                 if "values" not in f:

@@ -148,6 +148,9 @@ KB_CASES = {
     "broken YAML": (
         "rules/pitfalls.yaml", "section: pitfalls", "section: [pitfalls",
         r"rules/pitfalls\.yaml:\d+:\d+: invalid YAML"),
+    "reserved fact name": (
+        "facts.yaml", "  night_pain:\n", "  note:\n",
+        r"facts\.yaml:\d+:\d+: fact note: 'note' is reserved"),
     "unknown section": (
         "rules/pitfalls.yaml", "section: pitfalls", "section: pitfall",
         r"rules/pitfalls\.yaml:\d+:\d+: unknown section 'pitfall' \(did you mean 'pitfalls'\?\)"),
