@@ -105,7 +105,7 @@ def _translate(error: jsonschema.ValidationError, path: tuple, pos: Positions, s
 
 def _action_flags(entry: dict) -> dict:
     """The flags only an action entry of the catalogue has (see guideline.schema.json#/$defs/action)."""
-    return {"imaging": bool(entry.get("imaging", False)), "never_delay": bool(entry.get("never_delay", False))}
+    return {flag: bool(entry.get(flag, False)) for flag in ("imaging", "never_delay", "time_critical")}
 
 
 def _article(type_name: str) -> str:

@@ -150,6 +150,7 @@ class CodeEntry:
     order: int = 0
     imaging: bool = False  # actions only: an imaging study (could_escalate reports it brought forward)
     never_delay: bool = False  # actions only: a yes to any question must never delay or remove it (check proves)
+    time_critical: bool = False  # actions only: like imaging, could_escalate watches it being required sooner
     done_when: "Condition | None" = None  # actions only: the answers show it already done (e.g. radiographs read)
 
 
@@ -215,6 +216,11 @@ class KnowledgeBase:
     @property
     def lowest_urgency(self) -> str:
         return min(self.catalog["urgency"].values(), key=lambda e: e.rank).code
+
+    @property
+    def watched_actions(self) -> list[str]:
+        """The actions could_escalate watches: imaging studies and other time-critical steps."""
+        return [code for code, e in self.catalog["action"].items() if e.imaging or e.time_critical]
 
     def identity(self) -> dict:
         return {"name": self.name, "version": self.version, "sha256": self.sha256}

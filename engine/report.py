@@ -35,11 +35,16 @@ def _cites(numbers) -> str:
 
 def _escalation_text(e, kb: KnowledgeBase, patient: bool) -> str:
     """What one escalating answer would change, e.g. "if yes: EMERGENCY; MRI of the whole spine within 12 h"."""
-    answer = kb.facts[e.fact].label(e.answer)
+    fact = kb.facts[e.fact]
+    answers = e.answers or (e.answer,)
+    if fact.type == "enum" and set(answers) == set(fact.values):
+        answer = "answered"  # every answer escalates alike: naming one would mislead
+    else:
+        answer = " or ".join(fact.label(a) for a in answers)
     parts = []
     if e.would_raise_urgency_to:
         entry = kb.catalog["urgency"][e.would_raise_urgency_to]
-        parts.append(entry.patient_text.rstrip(".") if patient else entry.label)
+        parts.append(entry.patient_text.split(". ")[0].rstrip(".") if patient else entry.label)
     for b in e.would_bring_forward:
         when = b.window or ("" if b.within_hours is None else hours_text(b.within_hours))
         if patient:
@@ -59,7 +64,7 @@ def render(result: Result, kb: KnowledgeBase) -> str:
     out.append("")
     if result.could_escalate:
         out.append("Please also answer, it could change what to do:" if patient
-                   else "Ask now: these answers would raise the urgency or bring imaging forward (most urgent first):")
+                   else "Ask now: these answers would raise the urgency or bring a step forward (most urgent first):")
         for e in result.could_escalate:
             out.extend(_wrap(e.question, "      ", "  ? "))
             out.extend(_wrap(_escalation_text(e, kb, patient), "        ", "      "))
@@ -99,7 +104,7 @@ def render(result: Result, kb: KnowledgeBase) -> str:
         others = [q for q in result.unanswered if q.fact not in asked]
         if others:
             out.append("")
-            out.extend(_wrap("Other unanswered questions (no single answer changes the urgency or imaging now): "
+            out.extend(_wrap("Other unanswered questions (no single answer changes the urgency or a time-critical step now): "
                              + ", ".join(q.fact for q in others), "  "))
         cited = sorted({n for f in result.fired for n in f.citations})
         if cited:

@@ -30,8 +30,11 @@ def entries(result) -> dict:
 def test_nothing_answered_lists_the_alarm_questions_most_urgent_first(evaluator):
     result = evaluator.evaluate({})
     order = [e.fact for e in result.could_escalate]
-    # every question that alone gives EMERGENCY comes before those giving PROMPT, before imaging-only ones
-    assert order[:2] == ["suspected_cord_compression", "progressive_neuro_deficit"]  # MRI 12 h, then 24-48 h
+    # every question that alone gives EMERGENCY comes before those giving PROMPT, before imaging-only ones;
+    # among the emergencies, the earliest step first: the emergency department now, then MRI within 12 h
+    assert order[:7] == ["leg_weakness", "gait_difficulty", "unable_to_walk", "bowel_bladder_dysfunction",
+                         "saddle_anesthesia", "progressive_neuro_deficit", "rapid_progression"]
+    assert order[7] == "suspected_cord_compression"
     assert set(order[:10]) == {f.name for f in evaluator.kb.input_facts if f.alarm}
     assert all(e.would_raise_urgency_to == "emergency" for e in result.could_escalate[:10])
     assert [e.would_raise_urgency_to for e in result.could_escalate[10:16]] == ["prompt"] * 6
@@ -47,7 +50,8 @@ def test_emergency_patient_keeps_only_the_questions_that_bring_imaging_forward(e
     assert result.urgency == "emergency"
     listed = entries(result)
     assert set(listed) == {"suspected_cord_compression", "cancer_history", "primary_cancer",
-                           "progressive_neuro_deficit", "radiograph", "mass_persists"}
+                           "progressive_neuro_deficit", "radiograph", "mass_persists",
+                           "cord_compression_confirmed"}  # treatment within 24 h: a time-critical step
     assert all(e.would_raise_urgency_to is None for e in listed.values())
     history = listed["cancer_history"].would_bring_forward[0]
     assert (history.action, history.within_hours, history.was_within_hours, history.was_window) == \
@@ -61,6 +65,15 @@ def test_an_enum_answer_names_the_value_that_escalates(evaluator):
     assert entries(result)["primary_cancer"].answer in evaluator.kb.facts["primary_cancer"].values
 
 
+def test_an_enum_whose_every_answer_escalates_alike_reads_if_answered(evaluator):
+    result = evaluator.evaluate({"palpable_mass": True})
+    primary = entries(result)["primary_cancer"]
+    assert set(primary.answers) == set(evaluator.kb.facts["primary_cancer"].values)
+    assert "if answered: MRI of the whole spine urgently" in render(result, evaluator.kb)
+    radiograph = entries(result)["radiograph"]
+    assert radiograph.answers == ("abnormal",)
+
+
 def test_only_if_is_respected(evaluator):
     result = evaluator.evaluate({"cancer_history": False})
     assert "primary_cancer" not in entries(result)  # it may not be given once the history is answered no
@@ -70,8 +83,8 @@ def test_json_puts_could_escalate_right_after_unanswered(evaluator):
     data = evaluator.evaluate({"night_pain": True}).to_dict()
     keys = list(data)
     assert keys[keys.index("unanswered") + 1] == "could_escalate"
-    first = data["could_escalate"][0]
-    assert set(first) == {"fact", "question", "answer", "would_raise_urgency_to", "would_bring_forward"}
+    first = next(e for e in data["could_escalate"] if e["fact"] == "suspected_cord_compression")
+    assert set(first) == {"fact", "question", "answer", "answers", "would_raise_urgency_to", "would_bring_forward"}
     assert first["would_bring_forward"][0] == {"action": "mri_whole_spine", "within_hours": 12,
                                                "window": "within 12 hours", "was_required": False,
                                                "was_within_hours": None, "was_window": None}
@@ -82,17 +95,17 @@ def test_report_shows_it_right_after_urgency(evaluator, tmp_path, capsys):
     result = evaluator.evaluate({"leg_weakness": True})
     lines = render(result, evaluator.kb).splitlines()
     assert lines[0].startswith("EMERGENCY")
-    assert lines[2].startswith("Ask now: these answers would raise the urgency or bring imaging forward")
+    assert lines[2].startswith("Ask now: these answers would raise the urgency or bring a step forward")
     assert lines[3] == "  ? Is spinal cord or cauda equina compression suspected?"
     assert lines[4] == "      if yes: MRI of the whole spine within 12 hours (now urgently)"
     text = "\n".join(lines)
-    assert "Other unanswered questions (no single answer changes the urgency or imaging now):" in text
+    assert "Other unanswered questions (no single answer changes the urgency or a time-critical step now):" in text
     patient_file = tmp_path / "p.yaml"
     patient_file.write_text("night_pain: true\n")
     assert main(["evaluate", "--audience", "patient", str(patient_file)]) == 0
     out = capsys.readouterr().out
     assert "Please also answer, it could change what to do:" in out
-    assert "if yes: Go to an emergency department now; an MRI scan of your whole spine within 12 hours" in out
+    assert "if yes: This is an emergency; an MRI scan of your whole spine within 12 hours" in out
 
 
 def test_every_result_has_it_and_the_fully_answered_patient_has_none(evaluator):
@@ -112,7 +125,7 @@ def test_each_entry_is_real_and_nothing_unlisted_escalates(seed):
     listed = {e.fact: e for e in could_escalate(kb, patient)}
     rank = kb.urgency_rank(base.urgency)
     before = {a.code: a.within_hours for a in base.actions}
-    imaging = {c for c, e in kb.catalog["action"].items() if e.imaging}
+    imaging = set(kb.watched_actions)  # imaging studies and other time-critical steps
     for fact in kb.input_facts:
         if fact.name in patient:
             assert fact.name not in listed
@@ -144,7 +157,7 @@ def test_incremental_look_ahead_equals_full_re_evaluation(kb):
     from engine.result import build
 
     reference = ReferenceEvaluator(kb)
-    imaging = {code for code, e in kb.catalog["action"].items() if e.imaging}
+    imaging = set(kb.watched_actions)  # imaging studies and other time-critical steps
     rng = _random.Random(7)
     checked = 0
     for _ in range(400):

@@ -133,7 +133,7 @@ class _Context:
         self.runner = Runner(kb)
         self._positions: dict[str, object] = {}
         self.top = max(kb.catalog["urgency"].values(), key=lambda e: e.rank).code
-        self.imaging = [code for code, e in kb.catalog["action"].items() if e.imaging]
+        self.imaging = kb.watched_actions  # imaging studies and other time-critical steps
 
     def sat(self, *constraints) -> bool:
         self.solver.push()

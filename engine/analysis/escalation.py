@@ -3,8 +3,9 @@
 For every unanswered input fact, each possible answer (yes for a yes/no fact, each value for an enum) is
 added to the patient's facts and the reference evaluator chains on from the patient's own trace
 (`ReferenceEvaluator.extend`: facts only become known, so an added answer can only add firings). An answer
-escalates when one of the rules it adds concludes a higher urgency, or an imaging action (`imaging: true`
-in the catalogue) that is new or has an earlier window. No solver is involved; a static bound skips facts
+escalates when one of the rules it adds concludes a higher urgency, or a watched action (an imaging study or
+another time-critical step: `imaging: true` or `time_critical: true` in the catalogue) that is new or has an
+earlier window. No solver is involved; a static bound skips facts
 that could never escalate, and the look-ahead costs about 80 µs a patient (`make bench`).
 
 One answer at a time cannot see an answer that matters only together with another; `lumbar-kb check`
@@ -46,9 +47,11 @@ class Escalation:
     answer: Value  # the answer that escalates (the most escalating one, for an enum)
     would_raise_urgency_to: str | None
     would_bring_forward: tuple  # tuple[BroughtForward, ...], earliest first
+    answers: tuple = ()  # every answer that escalates as much as `answer` (an enum may have several)
 
     def to_dict(self) -> dict:
         return {"fact": self.fact, "question": self.question, "answer": self.answer,
+                "answers": list(self.answers or (self.answer,)),
                 "would_raise_urgency_to": self.would_raise_urgency_to,
                 "would_bring_forward": [b.to_dict() for b in self.would_bring_forward]}
 
@@ -79,7 +82,7 @@ def _reach(kb: KnowledgeBase) -> dict:
     for rule in kb.rules:
         for name in rule.reads:
             readers.setdefault(name, []).append(rule)
-    imaging = {code for code, e in kb.catalog["action"].items() if e.imaging}
+    imaging = set(kb.watched_actions)
     out = {}
     for fact in kb.input_facts:
         seen_rules, seen_facts, todo = set(), {fact.name}, [fact.name]
@@ -127,7 +130,7 @@ def could_escalate(kb: KnowledgeBase, inputs: Mapping[str, Value], audience: str
     rank = kb.urgency_rank(baseline.urgency)
     before = {a.code: a.within_hours for a in baseline.actions}
     words = {a.code: a.window for a in baseline.actions}
-    imaging = {code for code, e in kb.catalog["action"].items() if e.imaging}
+    imaging = set(kb.watched_actions)
     constrained = [f for f in kb.input_facts if f.only_if is not None]
     added_by = evaluator.extender(trace)
     catalog_order = {code: e.order for code, e in kb.catalog["action"].items()}
@@ -156,9 +159,13 @@ def could_escalate(kb: KnowledgeBase, inputs: Mapping[str, Value], audience: str
             key = _severity(kb, raised, forward)
             if best is None or key < best[0]:
                 best = (key, answer, raised, forward)
+                equal = [answer]
+            elif key == best[0]:
+                equal.append(answer)
         if best is not None:
             question = (fact.patient_question if audience == "patient" else fact.question) or fact.meaning
-            found.append((best[0], fact.order, Escalation(fact.name, question, best[1], best[2], best[3])))
+            found.append((best[0], fact.order, Escalation(fact.name, question, best[1], best[2], best[3],
+                                                                   tuple(equal))))
     found.sort(key=lambda item: (item[0], item[1]))
     return [e for _, _, e in found]
 
