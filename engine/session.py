@@ -23,17 +23,38 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+import weakref
 from typing import Mapping
 
 import durable_rules_engine as _durable
 
 from .compiler import DERIVED, INTAKE, PATIENT, CompiledKB, compile_kb
-from .errors import EngineError
+from .errors import EngineError, KnowledgeBaseError, Problem
 from .logic import support
 from .model import KnowledgeBase, Rule, Value
 from .trace import Firing, Trace
 
 _ASSERTED, _NOT_HANDLED, _OBSERVED, _QUEUED = 0, 1, 2, 3  # durable's assert result codes
+
+
+def _create(name: str, rules: dict, kb: KnowledgeBase) -> int:
+    """Create the C ruleset; if durable refuses it, name the rule it refuses (one rule at a time)."""
+    try:
+        return _durable.create_ruleset(name, json.dumps(rules, ensure_ascii=False))
+    except _durable.error as exc:
+        by_id = {r.id: r for r in kb.rules}
+        problems = []
+        for i, (rule_name, body) in enumerate(rules.items()):
+            try:
+                handle = _durable.create_ruleset(f"{name}_probe_{i}", json.dumps({rule_name: body}))
+            except _durable.error as rule_exc:
+                rule = by_id.get(rule_name)
+                problems.append(Problem(f"durable-rules cannot compile this rule ({rule_exc}); split its condition "
+                                        "into smaller rules", file=rule.file if rule else None,
+                                        line=rule.line if rule else None, subject=f"rule {rule_name}"))
+            else:
+                _durable.delete_ruleset(handle)
+        raise KnowledgeBaseError(problems or [Problem(f"durable-rules cannot compile the rules: {exc}")]) from None
 
 
 class _Session:
@@ -59,9 +80,9 @@ class Engine:
         self.compiled = compiled or compile_kb(kb)
         rules = {name: {k: v for k, v in body.items() if k != "run"}
                  for name, body in self.compiled.definition[self.compiled.ruleset_name].items()}
-        # a process-unique name: the C engine keeps every ruleset it ever created
-        self._handle = _durable.create_ruleset(f"{self.compiled.ruleset_name}_{next(self._names)}",
-                                               json.dumps(rules, ensure_ascii=False))
+        # a process-unique name: the C engine keeps every ruleset until it is deleted
+        self._handle = _create(f"{self.compiled.ruleset_name}_{next(self._names)}", rules, kb)
+        weakref.finalize(self, _durable.delete_ruleset, self._handle)  # free the C ruleset with the Engine
         self._rules: dict[str, tuple[Rule, tuple]] = {r.id: (r, r.derives()) for r in kb.rules}
         self._read_derived = self.compiled.read_derived
         self._lock = threading.Lock()

@@ -160,3 +160,68 @@ def test_a_question_that_does_not_apply_is_not_unanswered(evaluator):
     assert "primary_cancer" not in [q.fact for q in no_history.unanswered]
     unknown_history = evaluator.evaluate({})
     assert "primary_cancer" in [q.fact for q in unknown_history.unanswered]
+
+
+BIG_RULE = """
+  - id: seeded.many_branches
+    title: A rule whose condition has sixteen branches
+    when:
+      all:
+        - any: [{fact: leg_weakness, is: true}, {fact: night_pain, is: true}, {fact: radiating_pain, is: true},
+                {fact: palpable_mass, is: true}]
+        - any: [{fact: severe_back_pain, is: true}, {fact: mass_persists, is: true},
+                {fact: imaging_shows_mass, is: true}, {fact: radiograph, is: abnormal}]
+    then:
+      - warning: do_not_assume_benign
+    cites: [1]
+    rationale: Seeded to exceed what one durable pattern can hold.
+"""
+
+
+def test_a_rule_with_many_branches_compiles_and_agrees_with_the_reference(kb_copy):
+    from engine.reference import ReferenceEvaluator
+
+    path = kb_copy / "rules" / "pitfalls.yaml"
+    path.write_text(path.read_text() + BIG_RULE)
+    kb = load(kb_copy)
+    engine, reference = Engine(kb), ReferenceEvaluator(kb)
+    rng = random.Random(3)
+    fired = 0
+    for _ in range(500):
+        patient = random_patient(kb, rng)
+        assert engine.run(patient).firings == reference.run(patient).firings
+        fired += "seeded.many_branches" in {f.rule for f in engine.run(patient).firings}
+    assert fired > 20
+
+
+def test_a_rule_durable_cannot_compile_is_named(kb_copy, monkeypatch, capsys):
+    import engine.compiler as compiler
+    from engine.cli import main
+
+    monkeypatch.setattr(compiler, "MAX_OR_BRANCHES", 100)  # force the one-pattern form durable refuses
+    path = kb_copy / "rules" / "pitfalls.yaml"
+    path.write_text(path.read_text() + BIG_RULE)
+    code = main(["validate", "--kb", str(kb_copy)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "rule seeded.many_branches: durable-rules cannot compile this rule" in err
+    assert "pitfalls.yaml:" in err and "Traceback" not in err
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS:"))
+
+
+def test_engines_free_their_durable_rulesets(kb):
+    """The C engine keeps a ruleset until deleted (~0.3 MB each); an Engine deletes its own when collected."""
+    import gc
+
+    for _ in range(50):
+        Engine(kb).run({"leg_weakness": True})
+    gc.collect()
+    before = _rss_mb()
+    for _ in range(600):
+        Engine(kb).run({"leg_weakness": True})
+    gc.collect()
+    assert _rss_mb() - before < 60  # ~200 MB if the rulesets leaked
