@@ -702,3 +702,12 @@ def test_the_committed_patient_picture_is_this_patients_path(graph, evaluator):
     nodes, _ = svg_classes((REPO / "docs" / "images" / "patient-path.svg").read_bytes())
     assert set(nodes) == set(graph.nodes), f"docs/images/patient-path.svg is stale: {REGENERATE}"
     assert {n for n, c in nodes.items() if "fired" in c} == {f"rule:{r}" for r in result.fired_ids()}, REGENERATE
+
+
+def test_the_example_patient_points_to_where_its_picture_is_described():
+    first = (REPO / "docs" / "images" / "patient-cancer-leg-weakness.yaml").read_text(encoding="utf-8").splitlines()[0]
+    where = re.search(r'see ([\w./-]+\.md), section "([^"]+)"', first)
+    assert where, f"the first line should say where the picture is described: {first}"
+    doc = REPO / where.group(1)
+    assert doc.is_file(), f"{doc} does not exist"
+    assert f"## {where.group(2)}" in doc.read_text(encoding="utf-8").splitlines()
