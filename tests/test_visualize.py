@@ -29,9 +29,10 @@ from engine.loader import default_kb_dir, load
 from engine.model import Derive, Recommend, SetUrgency, condition_facts
 from engine.model import Test as ConditionTest
 from engine.patient import random_patient
-from visualize import legend, style
+import visualize.cli
+from visualize import legend, render, style
 from visualize.dot import edge_meanings, node_meanings, to_dot
-from visualize.errors import GraphvizFailedError, GraphvizMissingError, UnknownNodeError
+from visualize.errors import GraphvizFailedError, GraphvizMissingError, OutputError, UnknownNodeError
 from visualize.graph import (CONCLUSION_KINDS, build_graph, influence, pathway, resolve, restrict, upstream)
 from visualize.overlay import overlay_from_result
 from visualize.render import FORMATS, format_for, run_dot
@@ -650,6 +651,43 @@ def test_a_failing_dot_leaves_the_previous_file_untouched(tmp_path, capsys, monk
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bin", "g.svg"]
     with pytest.raises(GraphvizFailedError):
         run_dot("digraph {}", "png")
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc, where no file can be created")
+def test_an_unwritable_output_is_one_line_naming_it(capsys):
+    code, stdout, err = run_cli(["graph", "-o", "/proc/x.dot"], capsys)
+    assert (code, stdout) == (2, "")
+    assert err.startswith("error: /proc/x.dot: cannot write the output") and err.count("\n") == 1
+
+
+def test_any_os_error_writing_the_output_is_an_output_error(tmp_path, capsys, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(render.tempfile, "mkstemp", refuse)
+    out = tmp_path / "g.dot"
+    code, stdout, err = run_cli(["graph", "-o", str(out)], capsys)
+    assert (code, stdout) == (2, "")
+    assert err == f"error: {out}: cannot write the output: Permission denied\n"
+    monkeypatch.undo()
+    monkeypatch.setattr(render.os, "replace", refuse)  # the temporary file is written, the rename fails
+    with pytest.raises(OutputError):
+        render.write_atomic(out, b"digraph {}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_output_path_is_checked_once(tmp_path, capsys, monkeypatch):
+    calls = []
+
+    def counting(path):
+        calls.append(path)
+        return render.format_for(path)
+
+    monkeypatch.setattr(render, "check_output", counting)
+    monkeypatch.setattr(visualize.cli, "check_output", counting)
+    out = tmp_path / "g.dot"
+    assert run_cli(["graph", "-o", str(out)], capsys)[0] == 0
+    assert calls == [out] and out.is_file()
 
 
 @pytest.mark.parametrize("args,expect", [
