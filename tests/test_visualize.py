@@ -333,6 +333,12 @@ def test_resolve_names(graph):
     with pytest.raises(UnknownNodeError) as err:
         resolve(graph, "qqqqqqqqqq")
     assert "kind:name" in err.value.problems[0].hint
+    assert resolve(graph, "URGENCY:Emergency") == "urgency:emergency"
+    assert resolve(graph, "Rule:RED_FLAG.leg_weakness") == "rule:red_flag.leg_weakness"
+    assert resolve(graph, "actions:mri_whole_spine") == "action:mri_whole_spine"
+    for empty in ("", " "):
+        with pytest.raises(UnknownNodeError, match="the name is empty"):
+            resolve(graph, empty)
 
 
 def test_resolve_refuses_a_bare_name_two_nodes_share():
@@ -342,6 +348,11 @@ def test_resolve_refuses_a_bare_name_two_nodes_share():
     with pytest.raises(UnknownNodeError) as err:
         resolve(g, "mass")
     assert "fact:mass" in err.value.problems[0].hint and "action:mass" in err.value.problems[0].hint
+    g.add_node("warning:Lump", name="Lump")
+    g.add_node("warning:lump", name="lump")
+    assert resolve(g, "warning:Lump") == "warning:Lump"  # the exact case first
+    with pytest.raises(UnknownNodeError, match="names several"):
+        resolve(g, "warning:LUMP")  # ignoring case only when that leaves one
 
 
 # ---- 3. the DOT text ---------------------------------------------------------------------------------------------
@@ -693,6 +704,7 @@ def test_the_output_path_is_checked_once(tmp_path, capsys, monkeypatch):
 @pytest.mark.parametrize("args,expect", [
     (["--focus", "action:mri_whole_spin"], "did you mean 'action:mri_whole_spine'?"),
     (["--focus", "zzzzzzzz"], "kind:name"),
+    (["--focus", ""], "--focus: the name is empty"),
     (["-o", "out.jpg"], "did you mean '.png'?"),
     (["-o", "out"], "cannot tell the format"),
     (["-o", "no/such/dir/out.svg"], "output directory does not exist"),

@@ -61,7 +61,7 @@ def run_graph(args) -> int:
     fmt = check_output(args.output) if args.output is not None else None
     kb = load(args.kb)
     graph = build_graph(kb)
-    focus = resolve(graph, args.focus) if args.focus else None
+    focus = resolve(graph, args.focus) if args.focus is not None else None  # '' is refused
     overlay = None
     if args.patient is not None:
         from engine.api import Evaluator  # compiling the rules costs time: only when a patient is drawn
