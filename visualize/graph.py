@@ -160,10 +160,6 @@ def restrict(g: nx.DiGraph, nodes: Iterable[str]) -> nx.DiGraph:
     return sub
 
 
-def nodes_of_kind(g: nx.DiGraph, *kinds: str) -> list[str]:
-    return [n for n, k in g.nodes(data="kind") if k in kinds]
-
-
 def resolve(g: nx.DiGraph, name: str) -> str:
     """A node id from what a user typed: a full id (`action:mri_whole_spine`) or a bare name that only one
     node has (`mri_whole_spine`, `red_flag.leg_weakness`), case ignored where unambiguous. The resolver

@@ -25,7 +25,7 @@ from ..reference import ReferenceEvaluator
 from ..report import hours_text
 from ..result import Result, build
 from ..trace import Trace
-from .structure import hours_words, logic_value, resolve_name
+from .structure import logic_value, resolve_name
 
 KINDS = ("urgency", "action", "warning", "differential")
 MAX_ALTERNATIVES = 5
@@ -187,7 +187,7 @@ def _reached(kb: KnowledgeBase, result: Result, trace: Trace, target: Target) ->
     items = {"action": result.actions, "warning": result.warnings, "differential": result.differential}[target.kind]
     for item in items:
         if item.code == target.code:
-            window = f", {item.window or hours_words(item.within_hours)}" if target.kind == "action" else ""
+            window = f", {item.window or hours_text(item.within_hours)}" if target.kind == "action" else ""
             return True, f"{item.label}{window}"
     return False, f"{kb.catalog[target.kind][target.code].label}: not in the result"
 
@@ -205,7 +205,7 @@ def _describe(conclusion) -> str:
         return f"urgency {conclusion.level}"
     if isinstance(conclusion, Recommend):
         if conclusion.kind == "action":
-            return f"action {conclusion.code}, {conclusion.window or hours_words(conclusion.within_hours)}"
+            return f"action {conclusion.code}, {conclusion.window or hours_text(conclusion.within_hours)}"
         return f"{conclusion.kind} {conclusion.code}"
     return f"derive {conclusion.fact} = {logic_value(conclusion.value)}"
 

@@ -17,7 +17,7 @@ import networkx as nx
 
 from .. import logic
 from ..errors import LumbarKBError, Problem
-from ..model import Derive, KnowledgeBase, Recommend, Rule, SetUrgency, condition_facts
+from ..model import KnowledgeBase, Recommend, Rule, SetUrgency, condition_facts
 from ..report import hours_text
 
 
@@ -35,7 +35,7 @@ def describe_key(key: tuple) -> str:
     if key[0] == "derive":
         return f"derive {key[1]} = {logic_value(key[2])}"
     if key[0] == "action":
-        return f"action {key[1]} ({hours_words(key[2])})"
+        return f"action {key[1]} ({hours_text(key[2])})"
     return f"{key[0]} {key[1]}"
 
 
@@ -43,9 +43,9 @@ def logic_value(value) -> str:
     return "true" if value is True else "false" if value is False else str(value)
 
 
-def hours_words(hours: float | None) -> str:
-    """A window figure in words, as the text report writes it ("within 2 weeks", "no fixed window")."""
-    return hours_text(hours)
+# Only for engine/analysis/checks.py, which still imports this name: drop it once checks.py imports
+# engine.report.hours_text itself. Everything else uses hours_text.
+hours_words = hours_text
 
 
 def conclusion_codes(rule: Rule) -> list[str]:
@@ -200,10 +200,6 @@ def stated_hours(words: str | None) -> float | None:
 
 def action_conclusions(rule: Rule) -> list[Recommend]:
     return [c for c in rule.then if isinstance(c, Recommend) and c.kind == "action"]
-
-
-def derive_conclusions(rule: Rule) -> list[Derive]:
-    return list(rule.derives())
 
 
 # ---- names ---------------------------------------------------------------------------------------------------
