@@ -88,7 +88,8 @@ def _add_explain(sub) -> None:
                                    "patient's answers, with citations. For one not reached (--why-not), the nearest "
                                    "rules, which of their conditions were false or unknown, and the smallest change of "
                                    "answers that reaches it (solver). CODE is kind:code (urgency:emergency, "
-                                   "action:mri_whole_spine, warning:..., differential:...), a bare code, or a rule id.")
+                                   "action:mri_whole_spine, warning:..., differential:...), rule:<id>, or a bare code "
+                                   "or rule id; case does not matter where that is unambiguous.")
     p.add_argument("patient", metavar="PATIENT", type=Path)
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--why", metavar="CODE")
@@ -103,7 +104,8 @@ def _run_explain(args) -> int:
     from .patient import load_patient
 
     kb = kb_from(args)
-    target = resolve_target(kb, args.why or args.why_not)  # a typo exits 2 before the patient is read
+    # a typo (or an empty CODE) exits 2 before the patient is read
+    target = resolve_target(kb, args.why if args.why is not None else args.why_not)
     patient = load_patient(args.patient, kb)
     _need_solver()  # why-not, and why for something not reached, search for the smallest change
     explanation = explain(kb, patient, target, want=args.why is not None)

@@ -369,3 +369,15 @@ def test_cli_bad_knowledge_base_is_exit_2(tmp_path, capsys):
                                           ("within 3 days", 72), (None, None)])
 def test_window_words_state_a_figure(words, hours):
     assert stated_hours(words) == hours
+
+
+def test_no_dead_helpers_and_window_words_come_from_the_report():
+    """Helpers nothing calls are gone; window words are engine.report.hours_text itself, not a copy."""
+    from engine.analysis import encoding, explain, structure
+    from engine.report import hours_text
+    from visualize import graph
+
+    assert not hasattr(encoding, "count_true") and not hasattr(graph, "nodes_of_kind")
+    assert not hasattr(structure, "derive_conclusions")
+    assert explain.hours_text is hours_text and not hasattr(explain, "hours_words")
+    assert structure.describe_key(("action", "mri_whole_spine", 336.0)) == "action mri_whole_spine (within 2 weeks)"

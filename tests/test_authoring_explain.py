@@ -100,6 +100,38 @@ def test_resolve_target(kb):
         resolve_target(kb, "action:mri_whole_spin")
 
 
+def test_resolve_target_takes_rule_ids_and_ignores_case_where_unambiguous(kb):
+    assert resolve_target(kb, "rule:neuro.present") == Target("rule", "neuro.present")
+    assert resolve_target(kb, "Rule:Neuro.Present") == Target("rule", "neuro.present")
+    assert resolve_target(kb, "urgency:EMERGENCY") == Target("urgency", "emergency")
+    assert resolve_target(kb, "ACTIONS:mri_whole_spine") == Target("action", "mri_whole_spine")
+    assert resolve_target(kb, "Lipoma") == Target("differential", "lipoma")
+    for empty in ("", "  "):
+        with pytest.raises(LumbarKBError, match="the name is empty"):
+            resolve_target(kb, empty)
+    with pytest.raises(LumbarKBError, match="unknown conclusion or rule 'rule:neuro.presnt'"):
+        resolve_target(kb, "rule:neuro.presnt")
+
+
+def test_explain_and_graph_focus_resolve_names_alike(kb):
+    from visualize.graph import build_graph, resolve
+
+    graph = build_graph(kb)
+    for text in ("rule:neuro.present", "neuro.present", "URGENCY:emergency", "mri_whole_spine", "Lipoma"):
+        assert str(resolve_target(kb, text)).replace("rule ", "rule:") == resolve(graph, text)
+
+
+def test_cli_rule_prefix_and_any_case(tmp_path, capsys):
+    path = write(tmp_path, "leg_weakness: true\n")
+    assert main(["explain", str(path), "--why", "urgency:EMERGENCY"]) == 0
+    assert capsys.readouterr().out.startswith("urgency:emergency is reached for this patient")
+    assert main(["explain", str(path), "--why", "rule:red_flag.leg_weakness"]) == 0
+    assert capsys.readouterr().out.startswith("rule red_flag.leg_weakness is reached for this patient")
+    assert main(["explain", str(path), "--why-not", ""]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: explain: the name is empty") and err.count("\n") == 1
+
+
 def test_cli_why_text(tmp_path, capsys):
     path = write(tmp_path, "radiating_numbness: true\ncancer_history: true\n")
     assert main(["explain", str(path), "--why", "action:mri_whole_spine"]) == 0

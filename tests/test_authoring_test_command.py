@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -113,6 +114,55 @@ def test_write_missing_writes_minimal_scenarios_that_load_and_pass(tmp_path, cap
     assert main(["test", "--kb", str(kb_dir), "--write-missing", str(target)]) == 0
     assert "exists already; left as it is" in capsys.readouterr().out
     assert (target / "cancer_treatment_24h.yaml").read_text() == "edited by the author\n"
+
+
+def kb_missing_two_scenarios(tmp_path: Path) -> Path:
+    kb_dir = copy_kb(tmp_path)
+    for name in ("progressive_deficit.yaml", "cord_compression_confirmed.yaml"):
+        (kb_dir / "scenarios" / name).unlink()
+    return kb_dir
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "proc"])
+def test_write_missing_into_an_unwritable_place_is_one_line_naming_it(tmp_path, capsys, where):
+    kb_dir = kb_missing_two_scenarios(tmp_path)
+    if where == "proc":
+        if not Path("/proc/self").is_dir():
+            pytest.skip("needs Linux /proc, where no directory can be created")
+        target = Path("/proc/lumbar-kb-write-missing")
+    else:
+        (tmp_path / "a_file").write_text("not a directory\n")
+        target = tmp_path / "a_file" / "new"
+    assert main(["test", "--kb", str(kb_dir), "--write-missing", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {target}: cannot write the scenarios") and err.count("\n") == 1
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("exists", [True, False])
+def test_write_missing_writes_all_or_nothing(tmp_path, capsys, monkeypatch, exists):
+    kb_dir = kb_missing_two_scenarios(tmp_path)
+    target = tmp_path / "new" / "scenarios"
+    if exists:
+        target.mkdir(parents=True)
+    replace = os.replace
+    calls = []
+
+    def second_fails(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", second_fails)
+    assert main(["test", "--kb", str(kb_dir), "--write-missing", str(target)]) == 2
+    monkeypatch.undo()
+    assert capsys.readouterr().err == (f"error: {calls[1]}: cannot write the scenarios, none written: "
+                                       "No space left on device\n")
+    if exists:
+        assert list(target.iterdir()) == []  # the first file moved in is gone again, and the staging directory
+    else:
+        assert not (tmp_path / "new").exists()  # the directories it made are gone too
 
 
 def test_json_format(capsys):

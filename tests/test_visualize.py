@@ -29,9 +29,10 @@ from engine.loader import default_kb_dir, load
 from engine.model import Derive, Recommend, SetUrgency, condition_facts
 from engine.model import Test as ConditionTest
 from engine.patient import random_patient
-from visualize import legend, style
+import visualize.cli
+from visualize import legend, render, style
 from visualize.dot import edge_meanings, node_meanings, to_dot
-from visualize.errors import GraphvizFailedError, GraphvizMissingError, UnknownNodeError
+from visualize.errors import GraphvizFailedError, GraphvizMissingError, OutputError, UnknownNodeError
 from visualize.graph import (CONCLUSION_KINDS, build_graph, influence, pathway, resolve, restrict, upstream)
 from visualize.overlay import overlay_from_result
 from visualize.render import FORMATS, format_for, run_dot
@@ -332,6 +333,12 @@ def test_resolve_names(graph):
     with pytest.raises(UnknownNodeError) as err:
         resolve(graph, "qqqqqqqqqq")
     assert "kind:name" in err.value.problems[0].hint
+    assert resolve(graph, "URGENCY:Emergency") == "urgency:emergency"
+    assert resolve(graph, "Rule:RED_FLAG.leg_weakness") == "rule:red_flag.leg_weakness"
+    assert resolve(graph, "actions:mri_whole_spine") == "action:mri_whole_spine"
+    for empty in ("", " "):
+        with pytest.raises(UnknownNodeError, match="the name is empty"):
+            resolve(graph, empty)
 
 
 def test_resolve_refuses_a_bare_name_two_nodes_share():
@@ -341,6 +348,11 @@ def test_resolve_refuses_a_bare_name_two_nodes_share():
     with pytest.raises(UnknownNodeError) as err:
         resolve(g, "mass")
     assert "fact:mass" in err.value.problems[0].hint and "action:mass" in err.value.problems[0].hint
+    g.add_node("warning:Lump", name="Lump")
+    g.add_node("warning:lump", name="lump")
+    assert resolve(g, "warning:Lump") == "warning:Lump"  # the exact case first
+    with pytest.raises(UnknownNodeError, match="names several"):
+        resolve(g, "warning:LUMP")  # ignoring case only when that leaves one
 
 
 # ---- 3. the DOT text ---------------------------------------------------------------------------------------------
@@ -652,9 +664,47 @@ def test_a_failing_dot_leaves_the_previous_file_untouched(tmp_path, capsys, monk
         run_dot("digraph {}", "png")
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc, where no file can be created")
+def test_an_unwritable_output_is_one_line_naming_it(capsys):
+    code, stdout, err = run_cli(["graph", "-o", "/proc/x.dot"], capsys)
+    assert (code, stdout) == (2, "")
+    assert err.startswith("error: /proc/x.dot: cannot write the output") and err.count("\n") == 1
+
+
+def test_any_os_error_writing_the_output_is_an_output_error(tmp_path, capsys, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(render.tempfile, "mkstemp", refuse)
+    out = tmp_path / "g.dot"
+    code, stdout, err = run_cli(["graph", "-o", str(out)], capsys)
+    assert (code, stdout) == (2, "")
+    assert err == f"error: {out}: cannot write the output: Permission denied\n"
+    monkeypatch.undo()
+    monkeypatch.setattr(render.os, "replace", refuse)  # the temporary file is written, the rename fails
+    with pytest.raises(OutputError):
+        render.write_atomic(out, b"digraph {}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_output_path_is_checked_once(tmp_path, capsys, monkeypatch):
+    calls = []
+
+    def counting(path):
+        calls.append(path)
+        return render.format_for(path)
+
+    monkeypatch.setattr(render, "check_output", counting)
+    monkeypatch.setattr(visualize.cli, "check_output", counting)
+    out = tmp_path / "g.dot"
+    assert run_cli(["graph", "-o", str(out)], capsys)[0] == 0
+    assert calls == [out] and out.is_file()
+
+
 @pytest.mark.parametrize("args,expect", [
     (["--focus", "action:mri_whole_spin"], "did you mean 'action:mri_whole_spine'?"),
     (["--focus", "zzzzzzzz"], "kind:name"),
+    (["--focus", ""], "--focus: the name is empty"),
     (["-o", "out.jpg"], "did you mean '.png'?"),
     (["-o", "out"], "cannot tell the format"),
     (["-o", "no/such/dir/out.svg"], "output directory does not exist"),
@@ -702,3 +752,12 @@ def test_the_committed_patient_picture_is_this_patients_path(graph, evaluator):
     nodes, _ = svg_classes((REPO / "docs" / "images" / "patient-path.svg").read_bytes())
     assert set(nodes) == set(graph.nodes), f"docs/images/patient-path.svg is stale: {REGENERATE}"
     assert {n for n, c in nodes.items() if "fired" in c} == {f"rule:{r}" for r in result.fired_ids()}, REGENERATE
+
+
+def test_the_example_patient_points_to_where_its_picture_is_described():
+    first = (REPO / "docs" / "images" / "patient-cancer-leg-weakness.yaml").read_text(encoding="utf-8").splitlines()[0]
+    where = re.search(r'see ([\w./-]+\.md), section "([^"]+)"', first)
+    assert where, f"the first line should say where the picture is described: {first}"
+    doc = REPO / where.group(1)
+    assert doc.is_file(), f"{doc} does not exist"
+    assert f"## {where.group(2)}" in doc.read_text(encoding="utf-8").splitlines()

@@ -57,11 +57,11 @@ def run_graph(args) -> int:
     from .graph import build_graph, resolve
     from .overlay import overlay_from_result
 
-    if args.output is not None:
-        check_output(args.output)  # refuse a bad extension or directory before any work
+    # refuse a bad extension or directory before any work; the only check of the output path
+    fmt = check_output(args.output) if args.output is not None else None
     kb = load(args.kb)
     graph = build_graph(kb)
-    focus = resolve(graph, args.focus) if args.focus else None
+    focus = resolve(graph, args.focus) if args.focus is not None else None  # '' is refused
     overlay = None
     if args.patient is not None:
         from engine.api import Evaluator  # compiling the rules costs time: only when a patient is drawn
@@ -72,5 +72,5 @@ def run_graph(args) -> int:
     if args.output is None:
         sys.stdout.write(source)
     else:
-        render_to(args.output, source)
+        render_to(args.output, source, fmt)
     return EXIT_OK

@@ -23,12 +23,11 @@ guideline order of rules, catalogue order), so everything built from the graph i
 """
 from __future__ import annotations
 
-import difflib
 from typing import Iterable
 
 import networkx as nx
 
-from engine.errors import Problem
+from engine.analysis.structure import resolve_name
 from engine.model import (All, AnyOf, Condition, Derive, KnowledgeBase, Not, Recommend, Rule, SetUrgency, Test)
 
 from .errors import UnknownNodeError
@@ -161,31 +160,10 @@ def restrict(g: nx.DiGraph, nodes: Iterable[str]) -> nx.DiGraph:
     return sub
 
 
-def nodes_of_kind(g: nx.DiGraph, *kinds: str) -> list[str]:
-    return [n for n, k in g.nodes(data="kind") if k in kinds]
-
-
 def resolve(g: nx.DiGraph, name: str) -> str:
     """A node id from what a user typed: a full id (`action:mri_whole_spine`) or a bare name that only one
-    node has (`mri_whole_spine`, `red_flag.leg_weakness`). Raises UnknownNodeError with a suggestion."""
-    if name in g:
-        return name
-    same = [n for n, bare in g.nodes(data="name") if bare == name]
-    if len(same) == 1:
-        return same[0]
-    if same:
-        raise UnknownNodeError(Problem(f"'{name}' names several nodes", subject="--focus",
-                                       hint="use one of: " + ", ".join(same)))
-    raise UnknownNodeError(Problem(f"no node '{name}' in the decision graph", subject="--focus",
-                                   hint=_suggest(g, name)))
-
-
-def _suggest(g: nx.DiGraph, name: str) -> str:
-    by_bare: dict[str, str] = {}
-    for node, bare in g.nodes(data="name"):
-        by_bare.setdefault(bare, node)
-    close = difflib.get_close_matches(name, sorted(set(g.nodes) | set(by_bare)), n=1, cutoff=0.6)
-    if close:
-        return f"did you mean '{close[0] if close[0] in g else by_bare[close[0]]}'?"
-    kinds = sorted({n.split(":", 1)[0] for n in g.nodes})
-    return "a node is written kind:name, kind one of " + ", ".join(kinds)
+    node has (`mri_whole_spine`, `red_flag.leg_weakness`), case ignored where unambiguous. The resolver
+    `explain` uses too (`engine.analysis.structure.resolve_name`). Raises UnknownNodeError with a suggestion,
+    for an empty name too."""
+    return resolve_name(g.nodes, name, subject="--focus", unknown="no node '{}' in the decision graph",
+                        error=UnknownNodeError)

@@ -72,25 +72,26 @@ def run_dot(source: str, fmt: str) -> bytes:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same directory and a rename."""
-    check_output(path)
+    """Write `data` to `path` through a temporary file in the same directory and a rename. Any OSError
+    (no permission, a directory that cannot hold files, a full disk) is an OutputError naming `path`, and
+    leaves neither the temporary file nor a half-written `path` behind."""
     directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
         with os.fdopen(fd, "wb") as out:
             out.write(data)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
         raise OutputError(Problem(f"cannot write the output: {exc.strerror or exc}", file=str(path))) from None
 
 
-def render_to(path: Path, source: str) -> str:
-    """Draw `source` into `path` in the format its extension names; returns that format."""
-    fmt = check_output(path)
+def render_to(path: Path, source: str, fmt: str) -> None:
+    """Draw `source` in `fmt` (what `check_output(path)` returned, checked before any work) into `path`."""
     write_atomic(path, run_dot(source, fmt))
-    return fmt

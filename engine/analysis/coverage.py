@@ -9,6 +9,9 @@ the author to check against the guideline and uncomment, so nothing is confirmed
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,7 +101,11 @@ def _display(path: Path) -> str:
 
 # ---- minimal scenarios ------------------------------------------------------------------------------------
 def write_missing(kb: KnowledgeBase, report: TestReport, directory: Path) -> list[Written]:
-    """Write one minimal scenario per rule no scenario fires; never overwrite a file."""
+    """Write one minimal scenario per rule no scenario fires; never overwrite a file.
+
+    All or nothing: every scenario is found first, then written into a temporary directory inside
+    `directory` and moved into place; if anything cannot be written, what was moved is removed again (and a
+    directory this call created), and the error names the path (a LumbarKBError, exit 2)."""
     from .encoding import Semantics, solve_min
 
     directory = Path(directory)
@@ -109,6 +116,7 @@ def write_missing(kb: KnowledgeBase, report: TestReport, directory: Path) -> lis
     ok = s.ok()
     engine = Engine(kb)
     written = []
+    texts: dict[Path, str] = {}
     for rule in report.unfired_rules:
         model = solve_min([ok, s.fires[rule.id]], s.answered())
         if model is None:
@@ -122,11 +130,47 @@ def write_missing(kb: KnowledgeBase, report: TestReport, directory: Path) -> lis
         result = build(kb, engine.run(patient), could_escalate=False)
         if rule.id not in result.fired_ids():  # the engine must agree with the solver
             raise EngineError(f"the solver's patient for {rule.id} does not fire it in the engine: {patient}")
-        directory.mkdir(parents=True, exist_ok=True)
-        path.write_text(scenario_text(kb, rule, patient, result), encoding="utf-8")
+        texts[path] = scenario_text(kb, rule, patient, result)
         answered = len(patient)
         written.append(Written(rule.id, str(path), f"{answered} answered fact{'s' if answered != 1 else ''}"))
+    if texts:
+        _write_all(directory, texts)
     return written
+
+
+def _write_all(directory: Path, texts: dict[Path, str]) -> None:
+    """Write every file of `texts` (all in `directory`) or none; a LumbarKBError naming the path otherwise."""
+    created = next((d for d in reversed([directory, *directory.parents]) if not d.exists()), None)
+    where = directory
+    moved: list[Path] = []
+    staging = None
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".write-missing.", dir=directory))
+        for path, text in texts.items():
+            where = path
+            (staging / path.name).write_text(text, encoding="utf-8")
+        for path in texts:
+            where = path
+            os.replace(staging / path.name, path)
+            moved.append(path)
+    except OSError as exc:
+        for path in moved:
+            _quietly(path.unlink)
+        if created is not None:
+            _quietly(shutil.rmtree, created)
+        raise LumbarKBError(Problem(f"cannot write the scenarios, none written: {exc.strerror or exc}",
+                                    file=str(where))) from None
+    finally:
+        if staging is not None:
+            _quietly(shutil.rmtree, staging)
+
+
+def _quietly(action, *args) -> None:
+    try:
+        action(*args)
+    except OSError:
+        pass
 
 
 def scenario_text(kb: KnowledgeBase, rule: Rule, patient: dict, result: Result) -> str:

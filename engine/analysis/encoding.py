@@ -249,9 +249,5 @@ def solve_min(constraints, soft: list, limit_ms: int = 20_000) -> z3.ModelRef | 
     return opt.model()
 
 
-def count_true(model: z3.ModelRef, terms) -> int:
-    return sum(1 for t in terms if z3.is_true(model.eval(t, model_completion=True)))
-
-
 def version() -> str:
     return z3.get_version_string()

@@ -8,8 +8,9 @@ fires, by the solver), each condition shown with its value for this patient (tru
 unknown or false derived fact followed to the rules that could derive it; then the smallest change of
 answers that reaches the conclusion, with the other changes of the same size, each re-evaluated.
 
-A target is `kind:code` (urgency, action, warning, differential), a bare code when only one kind has
-it, or a rule id. "Reaching" an urgency level means being the patient's urgency; anything else means
+A target is `kind:code` (urgency, action, warning, differential), `rule:<id>`, or a bare code or rule
+id when only one of them has it; the case of the kind and code does not matter where that is
+unambiguous. "Reaching" an urgency level means being the patient's urgency; anything else means
 appearing in the result (a rule: firing).
 """
 from __future__ import annotations
@@ -19,13 +20,12 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from .. import logic
-from ..errors import LumbarKBError, Problem, did_you_mean
 from ..model import All, Condition, KnowledgeBase, Not, Recommend, SetUrgency, Test, Value
 from ..reference import ReferenceEvaluator
 from ..report import hours_text
 from ..result import Result, build
 from ..trace import Trace
-from .structure import hours_words, logic_value
+from .structure import logic_value, resolve_name
 
 KINDS = ("urgency", "action", "warning", "differential")
 MAX_ALTERNATIVES = 5
@@ -42,25 +42,12 @@ class Target:
 
 
 def resolve_target(kb: KnowledgeBase, text: str) -> Target:
-    """Parse CODE; an unknown one is a LumbarKBError (exit 2) with a "did you mean"."""
-    names = [f"{kind}:{code}" for kind in KINDS for code in kb.catalog[kind]] + [r.id for r in kb.rules]
-    text = text.strip()
-    if ":" in text:
-        kind, code = text.split(":", 1)
-        kind = {"actions": "action", "warnings": "warning", "differentials": "differential"}.get(kind, kind)
-        if kind in KINDS and code in kb.catalog[kind]:
-            return Target(kind, code)
-    else:
-        if any(r.id == text for r in kb.rules):
-            return Target("rule", text)
-        kinds = [kind for kind in KINDS if text in kb.catalog[kind]]
-        if len(kinds) == 1:
-            return Target(kinds[0], text)
-        if len(kinds) > 1:
-            raise LumbarKBError(Problem(f"'{text}' is ambiguous", hint="say " + " or ".join(f"{k}:{text}" for k in kinds)))
-    hint = did_you_mean(text, names) or did_you_mean(text, [n.split(":", 1)[-1] for n in names])
-    raise LumbarKBError(Problem(f"unknown conclusion or rule '{text}'", subject="explain",
-                                hint=hint or "use kind:code, e.g. action:" + next(iter(kb.catalog["action"]))))
+    """Parse CODE with the resolver `graph --focus` uses (`structure.resolve_name`): kind:code, rule:<id>,
+    or a bare code or rule id only one of them has, the case of the kind and code ignored where that is
+    unambiguous. An empty, unknown or ambiguous one is a LumbarKBError (exit 2) with a "did you mean"."""
+    ids = [f"{kind}:{code}" for kind in KINDS for code in kb.catalog[kind]] + [f"rule:{r.id}" for r in kb.rules]
+    kind, code = resolve_name(ids, text, subject="explain", unknown="unknown conclusion or rule '{}'").split(":", 1)
+    return Target(kind, code)
 
 
 # ---- the explanation as data --------------------------------------------------------------------------------
@@ -200,7 +187,7 @@ def _reached(kb: KnowledgeBase, result: Result, trace: Trace, target: Target) ->
     items = {"action": result.actions, "warning": result.warnings, "differential": result.differential}[target.kind]
     for item in items:
         if item.code == target.code:
-            window = f", {item.window or hours_words(item.within_hours)}" if target.kind == "action" else ""
+            window = f", {item.window or hours_text(item.within_hours)}" if target.kind == "action" else ""
             return True, f"{item.label}{window}"
     return False, f"{kb.catalog[target.kind][target.code].label}: not in the result"
 
@@ -218,7 +205,7 @@ def _describe(conclusion) -> str:
         return f"urgency {conclusion.level}"
     if isinstance(conclusion, Recommend):
         if conclusion.kind == "action":
-            return f"action {conclusion.code}, {conclusion.window or hours_words(conclusion.within_hours)}"
+            return f"action {conclusion.code}, {conclusion.window or hours_text(conclusion.within_hours)}"
         return f"{conclusion.kind} {conclusion.code}"
     return f"derive {conclusion.fact} = {logic_value(conclusion.value)}"
 

@@ -6,15 +6,18 @@ window words state ("within 12-24 hours" states 24 hours), to compare with its `
 """
 from __future__ import annotations
 
+import difflib
 import itertools
 import math
 import re
 from dataclasses import dataclass
+from typing import Iterable
 
 import networkx as nx
 
 from .. import logic
-from ..model import Derive, KnowledgeBase, Recommend, Rule, SetUrgency, condition_facts
+from ..errors import LumbarKBError, Problem
+from ..model import KnowledgeBase, Recommend, Rule, SetUrgency, condition_facts
 from ..report import hours_text
 
 
@@ -32,7 +35,7 @@ def describe_key(key: tuple) -> str:
     if key[0] == "derive":
         return f"derive {key[1]} = {logic_value(key[2])}"
     if key[0] == "action":
-        return f"action {key[1]} ({hours_words(key[2])})"
+        return f"action {key[1]} ({hours_text(key[2])})"
     return f"{key[0]} {key[1]}"
 
 
@@ -40,9 +43,9 @@ def logic_value(value) -> str:
     return "true" if value is True else "false" if value is False else str(value)
 
 
-def hours_words(hours: float | None) -> str:
-    """A window figure in words, as the text report writes it ("within 2 weeks", "no fixed window")."""
-    return hours_text(hours)
+# Only for engine/analysis/checks.py, which still imports this name: drop it once checks.py imports
+# engine.report.hours_text itself. Everything else uses hours_text.
+hours_words = hours_text
 
 
 def conclusion_codes(rule: Rule) -> list[str]:
@@ -199,5 +202,49 @@ def action_conclusions(rule: Rule) -> list[Recommend]:
     return [c for c in rule.then if isinstance(c, Recommend) and c.kind == "action"]
 
 
-def derive_conclusions(rule: Rule) -> list[Derive]:
-    return list(rule.derives())
+# ---- names ---------------------------------------------------------------------------------------------------
+PLURAL_KINDS = {"facts": "fact", "rules": "rule", "actions": "action", "warnings": "warning",
+                "differentials": "differential"}
+
+
+def resolve_name(ids: Iterable[str], text: str, *, subject: str, unknown: str,
+                 error: type[LumbarKBError] = LumbarKBError) -> str:
+    """The id (`kind:name`, e.g. `action:mri_whole_spine`, `rule:neuro.present`) a user means by `text`.
+
+    The one resolver of typed names, for `explain`'s CODE and `graph --focus`: a full id, or a bare name
+    only one of `ids` has. The kind may be plural (`actions:`). The kind and the name are compared exactly
+    first, then ignoring case when that leaves one id (`urgency:EMERGENCY`). An empty, unknown or
+    ambiguous name is `error` (exit 2): `unknown` is the message with '{}' for the text, the hint a "did you
+    mean" or the ids to choose from."""
+    ids = list(dict.fromkeys(ids))
+    kinds = list(dict.fromkeys(i.split(":", 1)[0] for i in ids))
+    text = text.strip()
+    if not text:
+        raise error(Problem("the name is empty", subject=subject,
+                            hint="a name is written kind:name, kind one of " + ", ".join(kinds)))
+    if text in ids:
+        return text
+    if ":" in text:  # kind:name, the kind perhaps plural or in capitals
+        kind, name = (part.strip() for part in text.split(":", 1))
+        kind = PLURAL_KINDS.get(kind.lower(), kind.lower())
+        candidates = [(i, i.split(":", 1)[1]) for i in ids if i.split(":", 1)[0].lower() == kind]
+    else:  # a bare name
+        name = text
+        candidates = [(i, i.split(":", 1)[-1]) for i in ids]
+    for fold in (lambda word: word, str.lower):
+        found = [i for i, bare in candidates if fold(bare) == fold(name)]
+        if len(found) == 1:
+            return found[0]
+        if found:
+            raise error(Problem(f"'{text}' names several", subject=subject, hint="use one of: " + ", ".join(found)))
+    raise error(Problem(unknown.format(text), subject=subject, hint=_suggest_name(ids, kinds, text)))
+
+
+def _suggest_name(ids: list[str], kinds: list[str], text: str) -> str:
+    by_bare: dict[str, str] = {}
+    for i in ids:
+        by_bare.setdefault(i.split(":", 1)[-1], i)
+    close = difflib.get_close_matches(text, sorted(set(ids) | set(by_bare)), n=1, cutoff=0.6)
+    if close:
+        return f"did you mean '{close[0] if close[0] in ids else by_bare[close[0]]}'?"
+    return "a name is written kind:name, kind one of " + ", ".join(kinds)
