@@ -32,12 +32,13 @@ import z3
 
 from .. import logic
 from ..model import All, Condition, KnowledgeBase, Not, Test
+from ..report import hours_text
 from ..source import DocumentError, read_document
 from . import encoding
 from .encoding import Semantics, State, solve_min
 from .escalation import could_escalate
 from .reproduce import Runner, decisions, later, windows
-from .structure import (action_conclusions, analyse, conclusion_key, describe_key, hours_words,
+from .structure import (action_conclusions, analyse, conclusion_key, describe_key,
                         input_state_count, logic_value, stated_hours)
 
 
@@ -512,7 +513,7 @@ def _check_windows(ctx: _Context) -> tuple[Check, Check]:
                 figure = "missing" if c.within_hours is None else f"{c.within_hours:g}"
                 patient = ctx.witness(s.fires[rule.id]) if ctx.reachable(rule.id) else None
                 finding = Finding(check.id, "problem", f"rule {rule.id}",
-                                  f"action '{c.code}': the words '{c.window}' say {hours_words(said)} but within_hours "
+                                  f"action '{c.code}': the words '{c.window}' say {hours_text(said)} but within_hours "
                                   f"is {figure}; reports print the words, windows are merged by the figure",
                                   rule.file, rule.line, patient)
                 if patient is not None:
@@ -534,7 +535,7 @@ def _check_windows(ctx: _Context) -> tuple[Check, Check]:
         if patient is None:
             continue
         finding = Finding(check.id, "problem", f"rule {other.id}",
-                          f"action '{c.code}' {hours_words(c.within_hours)}: '{rule.id}' words it '{c.window}', "
+                          f"action '{c.code}' {hours_text(c.within_hours)}: '{rule.id}' words it '{c.window}', "
                           f"'{other.id}' words it '{d.window}', and both fire for one patient (the report shows "
                           "whichever fired first)", other.file, other.line, patient)
         finding.verify = lambda run, p=patient, rs=(rule.id, other.id), a=c.code, ws=(c.window, d.window): (
@@ -556,7 +557,7 @@ def _check_windows(ctx: _Context) -> tuple[Check, Check]:
             by = f"'{always[0]}' gives it earlier" if always else f"one of {', '.join(earlier_rules)} gives it earlier"
             patient = ctx.witness(s.fires[rule.id])
             finding = Finding(notes.id, "note", f"rule {rule.id}",
-                              f"its window for '{c.code}' ({c.window or hours_words(c.within_hours)}) never applies: "
+                              f"its window for '{c.code}' ({c.window or hours_text(c.within_hours)}) never applies: "
                               f"whenever it fires, {by}", rule.file, rule.line, patient)
             finding.verify = lambda run, p=patient, r=rule.id, a=c.code, h=c.within_hours: (
                 None if r in run.fired(p) and _earlier(windows(run.result(p)).get(a), h)

@@ -43,11 +43,6 @@ def logic_value(value) -> str:
     return "true" if value is True else "false" if value is False else str(value)
 
 
-# Only for engine/analysis/checks.py, which still imports this name: drop it once checks.py imports
-# engine.report.hours_text itself. Everything else uses hours_text.
-hours_words = hours_text
-
-
 def conclusion_codes(rule: Rule) -> list[str]:
     """The catalogue codes a rule concludes, as "kind:code"."""
     out = []
