@@ -51,6 +51,15 @@ def load_schema(name: str) -> dict:
     return json.loads((schema_dir() / f"{name}.schema.json").read_text(encoding="utf-8"))
 
 
+def stray_files(directory: Path) -> list[Path]:
+    """Files that look like YAML or JSON but would not be loaded (`*.yml`, `*.YAML`, `*.json`): an author's
+    rule or scenario silently skipped would be worse than an error."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir()
+                  if p.is_file() and p.suffix.lower() in (".yaml", ".yml", ".json") and p.suffix != ".yaml")
+
+
 def kb_files(root: Path) -> list[Path]:
     """The files that define a knowledge base's behaviour (hashed into its sha256)."""
     return [root / "guideline.yaml", root / "facts.yaml", *sorted((root / "rules").glob("*.yaml"))]
@@ -168,11 +177,14 @@ class _Builder:
 
     def build(self) -> KnowledgeBase | None:
         if not self.root.is_dir():
-            self.problems.append(Problem("knowledge base directory not found", file=display(self.root)))
+            what = "is not a directory" if self.root.exists() else "knowledge base directory not found"
+            self.problems.append(Problem(what, file=display(self.root)))
             return None
         guideline = self.read(self.root / "guideline.yaml", "guideline")
         facts_doc = self.read(self.root / "facts.yaml", "facts")
         rule_files = sorted((self.root / "rules").glob("*.yaml"))
+        for stray in stray_files(self.root / "rules"):
+            self.problems.append(Problem("not loaded: rule files end in .yaml", file=display(stray)))
         if not rule_files:
             self.problems.append(Problem("no rule files (rules/*.yaml)", file=display(self.root / "rules")))
         rule_docs = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from .model import All, AnyOf, Condition, Not, Test, Value
+from .model import All, AnyOf, Condition, Fact, Not, Test, Value
 
 Facts = Mapping[str, Value]
 Conjunct = dict  # dict[str, frozenset]: fact -> allowed values, all must hold
@@ -33,6 +33,12 @@ def evaluate(cond: Condition, facts: Facts) -> bool | None:
         return result
     v = evaluate(cond.item, facts)
     return None if v is None else not v
+
+
+def contradicts_only_if(fact: Fact, facts: Facts) -> bool:
+    """`fact` is given in `facts` although its `only_if` is false there (a patient file would be refused).
+    An unknown `only_if` does not contradict: the fact may be given while what it depends on is unanswered."""
+    return fact.only_if is not None and fact.name in facts and evaluate(fact.only_if, facts) is False
 
 
 def support(cond: Condition, facts: Facts) -> dict[str, Value]:

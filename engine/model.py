@@ -167,7 +167,7 @@ class Rule:
     interpretation: str | None = None
     file: str = ""
     line: int | None = None
-    order: int = 0  # global definition order (files sorted by name, rules in file order)
+    order: int = 0  # global definition order (files in guideline section order, then by name; rules in file order)
 
     @property
     def reads(self) -> tuple[str, ...]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import PatientError, Problem, did_you_mean
-from .logic import evaluate
+from .logic import contradicts_only_if
 from .model import KnowledgeBase, Value
 from .source import DocumentError, Positions, read_document
 
@@ -37,7 +37,7 @@ def parse_patient(data: Any, pos: Positions, kb: KnowledgeBase, at: tuple = ()) 
         where = at + (key,)
         if key in META_KEYS:
             if not isinstance(value, (str, int)):
-                problems.append(pos.problem(where, f"'{key}' must be text"))
+                problems.append(pos.problem(where, f"'{key}' must be text or a number"))
             continue
         fact = kb.facts.get(key)
         if fact is None:
@@ -61,7 +61,7 @@ def parse_patient(data: Any, pos: Positions, kb: KnowledgeBase, at: tuple = ()) 
         inputs[key] = value
     for name, value in inputs.items():
         fact = kb.facts[name]
-        if fact.only_if is not None and evaluate(fact.only_if, inputs) is False:
+        if contradicts_only_if(fact, inputs):
             problems.append(pos.problem(at + (name,), f"is given but contradicts its condition "
                                         f"({_describe(fact.only_if)})", f"fact '{name}'"))
     if problems:
@@ -104,6 +104,6 @@ def random_patient(kb: KnowledgeBase, rng: random.Random) -> dict[str, Value]:
         else:
             inputs[fact.name] = rng.choice(fact.values)
     for fact in kb.input_facts:
-        if fact.only_if is not None and fact.name in inputs and evaluate(fact.only_if, inputs) is False:
+        if contradicts_only_if(fact, inputs):
             del inputs[fact.name]
     return inputs

@@ -113,6 +113,9 @@ def render(result: Result, kb: KnowledgeBase) -> str:
             for n in cited:
                 out.extend(_wrap(kb.references[n].cite(), "      ", "  "))
     kbid = result.knowledge_base
+    if kb.disclaimer:
+        out.append("")
+        out.extend(_wrap(kb.disclaimer, ""))
     out.append("")
     out.append(f"{kb.title} (knowledge base {kbid['name']} {kbid['version']}, sha256 {kbid['sha256'][:12]}, "
                f"review status: {kb.review_status.replace('_', ' ')})")

@@ -55,7 +55,6 @@ class Result:
     derived: dict
     knowledge_base: dict
     audience: str = "clinician"
-    extra: dict = field(default_factory=dict)  # room for later analyses
     could_escalate: list = field(default_factory=list)  # list[analysis.escalation.Escalation], most urgent first
 
     def fired_ids(self) -> list[str]:
@@ -76,7 +75,6 @@ class Result:
             "inputs": self.inputs,
             "derived": self.derived,
         }
-        out.update(self.extra)
         out["knowledge_base"] = self.knowledge_base
         return out
 
@@ -89,6 +87,17 @@ def _item_dict(item: Item, with_window: bool) -> dict:
         d["done"] = item.done
     d.update({"label": item.label, "text": item.text, "because": item.because, "citations": item.citations})
     return d
+
+
+def merge_window(current: tuple, conclusion: Recommend) -> tuple:
+    """One action's (within_hours, window words) after one more rule concludes it; start from (None, None).
+    The earliest figure wins; words without a figure (e.g. "urgently") stand only while no rule gave one."""
+    hours, words = current
+    if conclusion.within_hours is not None and (hours is None or conclusion.within_hours < hours):
+        return conclusion.within_hours, conclusion.window
+    if hours is None and words is None:
+        return None, conclusion.window
+    return current
 
 
 def build(kb: KnowledgeBase, trace: Trace, audience: str = "clinician", *, could_escalate: bool = True) -> Result:
@@ -113,11 +122,7 @@ def build(kb: KnowledgeBase, trace: Trace, audience: str = "clinician", *, could
                 if rule.id not in item.because:
                     item.because.append(rule.id)
                 item.citations = sorted(set(item.citations) | set(rule.cites))
-                hours = conclusion.within_hours
-                if hours is not None and (item.within_hours is None or hours < item.within_hours):
-                    item.within_hours, item.window = hours, conclusion.window
-                elif item.within_hours is None and item.window is None:
-                    item.window = conclusion.window  # words without a figure, e.g. "urgently"
+                item.within_hours, item.window = merge_window((item.within_hours, item.window), conclusion)
             elif not isinstance(conclusion, Derive):  # pragma: no cover - the model has no other kind
                 raise TypeError(conclusion)
 

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import KnowledgeBaseError, LumbarKBError, Problem, did_you_mean
-from .loader import schema_problems
+from .loader import schema_problems, stray_files
 from .model import KnowledgeBase, Value
 from .patient import parse_patient
 from .result import Result
-from .source import DocumentError, Positions, read_document
+from .source import DocumentError, Positions, display, read_document
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,7 @@ def load_scenarios(kb: KnowledgeBase, directory: Path | None = None) -> list[Sce
     directory = directory or scenario_dir(kb)
     problems: list[Problem] = []
     scenarios: list[Scenario] = []
+    problems.extend(Problem("not loaded: scenario files end in .yaml", file=display(p)) for p in stray_files(directory))
     for path in sorted(directory.glob("*.yaml")):
         try:
             data, pos = read_document(path)

@@ -2,7 +2,8 @@
 
 durable-rules is a C rete engine (`durable_rules_engine`) under a Python wrapper (`durable.engine`). The
 wrapper costs about 20 µs per action (a Closure, two clock reads, a JSON round trip of the session state),
-more than the rete itself, and brings the sharp edges measured in ../shared/notes/durable-rules.md. This
+more than the rete itself, and brings the sharp edges measured on this project's machines (README, "durable-rules,
+and its sharp edges"). This
 module drives the C engine directly with a lean dispatch loop of its own, and is the only place that knows
 about durable at all:
   * the compiled ruleset is created once per Engine; every patient gets a fresh session id (sid) whose state

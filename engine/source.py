@@ -76,13 +76,46 @@ def _convert(node: yaml.Node, path: PathKey, pos: Positions, loader: yaml.SafeLo
 
 
 def parse_text(text: str, file: str) -> tuple[Any, Positions]:
-    """Parse YAML (or JSON) text into plain data plus positions; raises DocumentError."""
+    """Parse YAML (or JSON) text into plain data plus positions; raises DocumentError.
+
+    A JSON file's data comes from `json` itself (YAML 1.1 would read some JSON differently, and refuses tab
+    indentation); the YAML composer then only supplies line numbers, when it can."""
+    try:
+        if file.endswith(".json"):
+            try:
+                data = json.loads(text, object_pairs_hook=_unique_json_keys)
+            except json.JSONDecodeError as exc:
+                raise DocumentError(Problem(f"invalid JSON: {exc.msg}", file=file, line=exc.lineno,
+                                            column=exc.colno)) from None
+            except _DuplicateKey as dup:
+                _parse_yaml(text, file)  # names the duplicate's line when YAML can read the file
+                raise DocumentError(Problem(f"duplicate key '{dup.key}'", file=file)) from None
+            try:
+                _, pos = _parse_yaml(text, file)
+            except DocumentError:
+                pos = Positions(file)  # valid JSON that YAML cannot compose: no line numbers, same data
+            return data, pos
+        return _parse_yaml(text, file)
+    except RecursionError:
+        raise DocumentError(Problem("nested too deeply to read", file=file)) from None
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str):
+        self.key = key
+
+
+def _unique_json_keys(pairs: list) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _parse_yaml(text: str, file: str) -> tuple[Any, Positions]:
     pos = Positions(file)
-    if file.endswith(".json"):
-        try:
-            json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DocumentError(Problem(f"invalid JSON: {exc.msg}", file=file, line=exc.lineno, column=exc.colno))
     loader = _UniqueKeySafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -115,7 +148,7 @@ def read_document(path: Path | str) -> tuple[Any, Positions]:
     path = Path(path)
     shown = display(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not content
     except FileNotFoundError:
         raise DocumentError(Problem("no such file", file=shown))
     except IsADirectoryError:

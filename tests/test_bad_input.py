@@ -191,3 +191,56 @@ def test_missing_knowledge_base_directory(tmp_path, capsys):
 def test_validate_accepts_the_bundled_knowledge_base(capsys):
     code, out, _ = run_cli(capsys, "validate")
     assert code == 0 and out.startswith("ok: lumbar_mass")
+
+
+def test_a_rule_file_that_would_be_skipped_is_an_error(kb_copy, capsys):
+    (kb_copy / "rules" / "emergency_triggers.yaml").rename(kb_copy / "rules" / "emergency_triggers.yml")
+    code, _, err = run_cli(capsys, "validate", "--kb", kb_copy)
+    assert code == 1 and "emergency_triggers.yml: not loaded: rule files end in .yaml" in err
+
+
+def test_a_scenario_file_that_would_be_skipped_is_an_error(kb_copy, capsys):
+    (kb_copy / "scenarios" / "saddle_anesthesia.yaml").rename(kb_copy / "scenarios" / "saddle_anesthesia.YAML")
+    code, _, err = run_cli(capsys, "test", "--kb", kb_copy)
+    assert code == 2 and "saddle_anesthesia.YAML: not loaded: scenario files end in .yaml" in err
+
+
+@pytest.mark.parametrize("name, text", [
+    ("tabs.json", '{\n\t"leg_weakness": true,\n\t"radiograph": "normal"\n}\n'),
+    ("bom.json", '\ufeff{"leg_weakness": true, "radiograph": "normal"}\n'),
+    ("bom.yaml", '\ufeffleg_weakness: true\nradiograph: normal\n'),
+])
+def test_valid_json_and_yaml_variants_are_read(name, text, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / name).write_text(text, encoding="utf-8")
+    code, out, err = run_cli(capsys, "evaluate", name, "--format", "json")
+    assert (code, err) == (0, "")
+    assert json.loads(out)["inputs"] == {"leg_weakness": True, "radiograph": "normal"}
+
+
+def test_duplicate_json_key_and_deep_nesting_are_one_line_errors(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "dup.json", '{"leg_weakness": true, "leg_weakness": false}\n')
+    write(tmp_path, "deep.json", "[" * 3000 + "]" * 3000 + "\n")
+    code, out, err = run_cli(capsys, "evaluate", "dup.json", "deep.json")
+    assert (code, out) == (2, "")
+    assert err.splitlines() == ["error: dup.json:1:24: duplicate key 'leg_weakness'",
+                                "error: deep.json: nested too deeply to read"]
+
+
+def test_a_failing_standard_output_is_one_line(tmp_path, capsys, monkeypatch):
+    write(tmp_path, "p.yaml", "leg_weakness: true\n")
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sys.stdout, "write", full)
+    code = main(["evaluate", str(tmp_path / "p.yaml")])
+    monkeypatch.undo()
+    assert code == 2 and capsys.readouterr().err == "error: cannot write: No space left on device\n"
+
+
+def test_kb_pointing_at_a_file_says_so(tmp_path, capsys):
+    write(tmp_path, "kb.yaml", "x: 1\n")
+    code, _, err = run_cli(capsys, "validate", "--kb", tmp_path / "kb.yaml")
+    assert code == 1 and "kb.yaml: is not a directory" in err

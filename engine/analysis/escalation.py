@@ -14,13 +14,15 @@ proves, for every alarm question and every patient, that this never happens (`co
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Mapping
 
 from ..errors import EngineError
-from ..logic import evaluate
+from ..logic import contradicts_only_if
 from ..model import Derive, KnowledgeBase, Recommend, SetUrgency, Value
 from ..reference import ReferenceEvaluator
+from ..result import merge_window
 from ..trace import Trace
 
 
@@ -66,14 +68,18 @@ class _Reach:
 _PREPARED: list = []  # (kb, ReferenceEvaluator, {fact: _Reach}) for the last few knowledge bases used
 
 
+_PREPARED_LOCK = threading.Lock()
+
+
 def _prepared(kb: KnowledgeBase) -> tuple:
-    for known, evaluator, reach in _PREPARED:
-        if known is kb:
-            return evaluator, reach
-    evaluator, reach = ReferenceEvaluator(kb), _reach(kb)
-    _PREPARED.insert(0, (kb, evaluator, reach))
-    del _PREPARED[8:]
-    return evaluator, reach
+    with _PREPARED_LOCK:
+        for known, evaluator, reach in _PREPARED:
+            if known is kb:
+                return evaluator, reach
+        evaluator, reach = ReferenceEvaluator(kb), _reach(kb)
+        _PREPARED.insert(0, (kb, evaluator, reach))
+        del _PREPARED[8:]
+        return evaluator, reach
 
 
 def _reach(kb: KnowledgeBase) -> dict:
@@ -181,20 +187,14 @@ def _added_conclusions(kb: KnowledgeBase, rules: list, imaging: set) -> tuple:
                 if raised is None or kb.urgency_rank(c.level) > kb.urgency_rank(raised):
                     raised = c.level
             elif isinstance(c, Recommend) and c.kind == "action" and c.code in imaging:
-                current = windows.get(c.code)
-                if current is None or (c.within_hours is not None and (current[0] is None or
-                                                                       c.within_hours < current[0])):
-                    windows[c.code] = (c.within_hours, c.window)
-                elif current == (None, None):
-                    windows[c.code] = (None, c.window)  # words without a figure, e.g. "urgently"
+                windows[c.code] = merge_window(windows.get(c.code, (None, None)), c)
     return raised, windows
 
 
 def _allowed(kb: KnowledgeBase, facts: dict, constrained=None) -> bool:
     """Every given fact's `only_if` is not false: the answer could be given in a patient file."""
     candidates = constrained if constrained is not None else [kb.facts[name] for name in facts]
-    return all(f.only_if is None or f.name not in facts or evaluate(f.only_if, facts) is not False
-               for f in candidates)
+    return not any(contradicts_only_if(f, facts) for f in candidates)
 
 
 def _sooner(code: str, hours: float | None, before: dict) -> bool:

@@ -164,8 +164,7 @@ def input_state_count(kb: KnowledgeBase, limit: int = 1_000_000) -> tuple[int, b
         count = 0
         for combo in itertools.product(*[(None, *f.values) for f in members]):
             facts = {f.name: v for f, v in zip(members, combo) if v is not None}
-            if all(f.only_if is None or f.name not in facts or logic.evaluate(f.only_if, facts) is not False
-                   for f in members):
+            if not any(logic.contradicts_only_if(f, facts) for f in members):
                 count += 1
         total *= count
     return total, exact
