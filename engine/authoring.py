@@ -76,6 +76,10 @@ def _run_test(args) -> int:
         _need_solver()
         written = write_missing(kb, report, args.write_missing)
     sys.stdout.write(dumps(report.to_dict(written)) if args.format == "json" else render(report, written))
+    if not report.outcomes:
+        print("error: no scenario files (*.yaml) to run: a test run that checks nothing is not a pass",
+              file=sys.stderr)
+        return EXIT_FAILED
     if report.failed or (args.require_coverage and (report.unfired_rules or report.unchecked_conclusions)):
         return EXIT_FAILED
     return EXIT_OK

@@ -39,15 +39,16 @@ class Cohort:
         urgency = Counter(r.urgency for _, r in self.rows)
         actions: dict[str, Counter] = {}
         for _, r in self.rows:
-            for a in r.actions:
-                actions.setdefault(a.code, Counter())[a.within_hours] += 1
+            for a in r.actions:  # a window without a figure is told apart by its words ("urgently")
+                words = a.window if a.within_hours is None else None
+                actions.setdefault(a.code, Counter())[(a.within_hours, words)] += 1
         fired = Counter(rule for _, r in self.rows for rule in r.fired_ids())
         return {
             "patients": len(self.rows),
             "urgency": {level: urgency.get(level, 0) for level in _levels(self.kb)},
             "actions": {code: {"patients": sum(c.values()),
-                               "within_hours": [{"within_hours": h, "patients": n}
-                                                for h, n in sorted(c.items(), key=_window_key)]}
+                               "within_hours": [{"within_hours": h, "window": w, "patients": n}
+                                                for (h, w), n in sorted(c.items(), key=_window_key)]}
                         for code, c in sorted(actions.items(), key=lambda kv: self.kb.catalog["action"][kv[0]].order)},
             "warnings": _count(self.kb, "warning", (w.code for _, r in self.rows for w in r.warnings)),
             "differential": _count(self.kb, "differential", (d.code for _, r in self.rows for d in r.differential)),
@@ -93,7 +94,8 @@ class Cohort:
         if not s["actions"]:
             lines.append("  none")
         for code, a in s["actions"].items():
-            windows = ", ".join(f"{hours_text(w['within_hours'])} x{w['patients']}" for w in a["within_hours"])
+            windows = ", ".join(f"{w['window'] or hours_text(w['within_hours'])} x{w['patients']}"
+                                for w in a["within_hours"])
             lines.append(f"  {kb.catalog['action'][code].label}: {pct(a['patients'])}; {windows}")
         for kind, title in (("warnings", "Warnings"), ("differential", "Differential")):
             if s[kind]:
@@ -124,5 +126,5 @@ def _count(kb: KnowledgeBase, kind: str, codes) -> dict:
 
 
 def _window_key(item) -> tuple:
-    hours, _ = item
-    return (hours is None, hours or 0)
+    (hours, words), _ = item
+    return (hours is None, hours or 0, words or "")

@@ -183,3 +183,11 @@ def test_a_broken_scenario_file_is_exit_2(tmp_path, capsys):
 def test_missing_scenario_directory_is_exit_2(argv, capsys):
     assert main(argv) == 2
     assert "scenario directory not found" in capsys.readouterr().err
+
+
+def test_no_scenarios_is_not_a_pass(tmp_path, capsys):
+    kb_dir = copy_kb(tmp_path)
+    for path in (kb_dir / "scenarios").glob("*.yaml"):
+        path.unlink()
+    assert main(["test", "--kb", str(kb_dir)]) == 1
+    assert "no scenario files" in capsys.readouterr().err

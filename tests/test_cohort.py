@@ -64,3 +64,15 @@ def test_one_bad_file_means_nothing_is_written(tmp_path, capsys):
 def test_an_empty_directory_is_bad_input(tmp_path, capsys):
     code, out, err = cli(capsys, "cohort", tmp_path)
     assert (code, out) == (2, "") and "no patient files" in err
+
+
+def test_windows_without_a_figure_keep_their_words(tmp_path, capsys):
+    (tmp_path / "a.yaml").write_text("leg_weakness: true\n")
+    (tmp_path / "b.yaml").write_text("primary_cancer: lung\n")
+    (tmp_path / "c.yaml").write_text("suspected_cord_compression: true\n")
+    code, out, _ = cli(capsys, "cohort", tmp_path, "--format", "json")
+    mri = json.loads(out)["summary"]["actions"]["mri_whole_spine"]
+    assert mri["within_hours"] == [{"within_hours": 12, "window": None, "patients": 1},
+                                   {"within_hours": None, "window": "urgently", "patients": 2}]
+    code, out, _ = cli(capsys, "cohort", tmp_path)
+    assert "MRI of the whole spine: 3 (100%); within 12 hours x1, urgently x2" in out
