@@ -6,7 +6,7 @@ added to the patient's facts and the reference evaluator chains on from the pati
 escalates when one of the rules it adds concludes a higher urgency, or a watched action (an imaging study or
 another time-critical step: `imaging: true` or `time_critical: true` in the catalogue) that is new or has an
 earlier window. No solver is involved; a static bound skips facts
-that could never escalate, and the look-ahead costs about 80 µs a patient (`make bench`).
+that could never escalate, and the look-ahead costs about 90 µs a patient (`make bench`).
 
 One answer at a time cannot see an answer that matters only together with another; `lumbar-kb check`
 proves, for every alarm question and every patient, that this never happens (`could_escalate_complete`).
