@@ -109,3 +109,14 @@ def test_result_does_not_depend_on_the_order_facts_are_given(evaluator, facts, r
 @pytest.mark.parametrize("symptom", NEURO)
 def test_each_neurological_symptom_alone_is_an_emergency(evaluator, symptom):
     assert run(evaluator, {symptom: True}).urgency == "emergency"
+
+
+@SETTINGS
+@given(patients())
+def test_an_emergency_never_waits_two_weeks_for_imaging(evaluator, facts):
+    """Only a diagnosed cord compression (imaging already done, treatment within 24 h) may be an emergency
+    whose whole-spine MRI keeps the 2-week window of local back pain."""
+    result = run(evaluator, facts)
+    present, hours = mri_window(result)
+    if result.urgency == "emergency" and present and hours is not None and hours > 48:
+        assert facts.get("cord_compression_confirmed") is True, facts
