@@ -29,8 +29,7 @@ PATIENT, DERIVED = "patient", "derived"
 @dataclass(frozen=True)
 class CompiledKB:
     ruleset_name: str
-    definition: dict  # {ruleset_name: {rule_name: {...durable rule..., "run": action name}}}
-    dnf: dict  # rule id -> list[Conjunct]
+    rules: dict  # {rule_name: {...durable rule...}}, a rule named by its knowledge-base id (its action too)
     read_derived: frozenset  # derived facts some rule reads: only these are asserted into durable
     never_true: tuple  # rule ids whose condition can never be true (empty DNF); they compile to no durable rule
 
@@ -38,22 +37,19 @@ class CompiledKB:
 def compile_kb(kb: KnowledgeBase, ruleset_name: str | None = None) -> CompiledKB:
     domains = {name: fact.values for name, fact in kb.facts.items()}
     name = ruleset_name or f"lumbar_kb_{kb.name}_{kb.sha256[:12]}"
-    rules: dict[str, dict] = {INTAKE: {"all": [{"m": {"t": PATIENT}}], "run": INTAKE}}
-    dnf: dict[str, list[Conjunct]] = {}
+    rules: dict[str, dict] = {INTAKE: {"all": [{"m": {"t": PATIENT}}]}}
+    read_derived: set[str] = set()
     never = []
     # durable-rules runs ready actions in the order their rules appear in the definition (measured; its `pri`
     # did not reorder them), so `priority` is compiled into that order: higher first, then definition order.
     for rule in sorted(kb.rules, key=lambda r: (-r.priority, r.order)):
         conjuncts = to_dnf(rule.when, domains)
-        dnf[rule.id] = conjuncts
+        read_derived.update(f for c in conjuncts for f in c if kb.facts[f].derived)
         if not conjuncts:
             never.append(rule.id)
             continue
-        body = _rule_body(conjuncts, kb)
-        body["run"] = rule.id
-        rules[rule.id] = body
-    read_derived = frozenset(f for conjuncts in dnf.values() for c in conjuncts for f in c if kb.facts[f].derived)
-    return CompiledKB(name, {name: rules}, dnf, read_derived, tuple(never))
+        rules[rule.id] = _rule_body(conjuncts, kb)
+    return CompiledKB(name, rules, frozenset(read_derived), tuple(never))
 
 
 MAX_OR_BRANCHES = 8  # durable refuses a pattern with a long $or of $and's (error 113, measured: 15 fail, 12 pass)

@@ -79,10 +79,8 @@ class Engine:
     def __init__(self, kb: KnowledgeBase, compiled: CompiledKB | None = None):
         self.kb = kb
         self.compiled = compiled or compile_kb(kb)
-        rules = {name: {k: v for k, v in body.items() if k != "run"}
-                 for name, body in self.compiled.definition[self.compiled.ruleset_name].items()}
         # a process-unique name: the C engine keeps every ruleset until it is deleted
-        self._handle = _create(f"{self.compiled.ruleset_name}_{next(self._names)}", rules, kb)
+        self._handle = _create(f"{self.compiled.ruleset_name}_{next(self._names)}", self.compiled.rules, kb)
         weakref.finalize(self, _durable.delete_ruleset, self._handle)  # free the C ruleset with the Engine
         self._rules: dict[str, tuple[Rule, tuple]] = {r.id: (r, r.derives()) for r in kb.rules}
         self._read_derived = self.compiled.read_derived
