@@ -15,11 +15,12 @@ import random
 import statistics
 import time
 
-from engine.loader import load
-from engine.patient import random_patient
-from engine.reference import ReferenceEvaluator
-from engine.result import build
-from engine.session import Engine
+from lumbar_kb.engine.loader import load
+from lumbar_kb.engine.patient import random_patient
+from lumbar_kb.engine.reference import ReferenceEvaluator
+from lumbar_kb.engine.analysis.escalation import decide
+from lumbar_kb.engine.result import build
+from lumbar_kb.engine.session import Engine
 
 
 def rss_mb() -> float:
@@ -69,9 +70,9 @@ def main() -> None:
     rows = [
         measure("reference evaluator (trace)", reference.run, patients),
         measure("durable-rules engine (trace)", engine.run, patients),
-        measure("reference + Result", lambda p: build(kb, reference.run(p), could_escalate=False), patients),
-        measure("engine + Result", lambda p: build(kb, engine.run(p), could_escalate=False), patients),
-        measure("engine + Result + could_escalate", lambda p: build(kb, engine.run(p)), patients),
+        measure("reference + Result", lambda p: build(kb, reference.run(p)), patients),
+        measure("engine + Result", lambda p: build(kb, engine.run(p)), patients),
+        measure("engine + Result + could_escalate", lambda p: decide(kb, engine.run(p)), patients),
     ]
     print(f"\n{'evaluation':<34} {'median µs':>10} {'p99 µs':>10} {'patients/s':>12}")
     for r in rows:
@@ -93,7 +94,7 @@ def main() -> None:
     t0 = time.perf_counter()
     for i in range(args.soak):
         trace = engine.run(patients[i % len(patients)])
-        build(kb, trace)  # with the look-ahead, as the CLI does
+        decide(kb, trace)  # with the look-ahead, as the CLI does
         wrong += trace.firings != expected[i % len(patients)]
     elapsed = time.perf_counter() - t0
     gc.collect()

@@ -1,6 +1,6 @@
 """The small public front door: load a knowledge base, evaluate patients, get Results.
 
-    from engine.api import Evaluator
+    from lumbar_kb.engine.api import Evaluator
     ev = Evaluator.open()                   # the bundled knowledge base (or Evaluator.open("path/to/kb"))
     result = ev.evaluate({"leg_weakness": True})
     result.urgency                          # "emergency"
@@ -14,7 +14,8 @@ from .loader import load
 from .model import KnowledgeBase, Value
 from .patient import load_patient, parse_patient
 from .reference import ReferenceEvaluator
-from .result import Result, build
+from .analysis.escalation import decide
+from .result import Result
 from .session import Engine
 from .source import Positions
 
@@ -35,12 +36,12 @@ class Evaluator:
         return parse_patient(dict(facts), Positions("<patient>"), self.kb)
 
     def evaluate(self, facts: Mapping, audience: str = "clinician") -> Result:
-        return build(self.kb, self.engine.run(self.check_inputs(facts)), audience)
+        return decide(self.kb, self.engine.run(self.check_inputs(facts)), audience)
 
     def evaluate_file(self, path: Path | str, audience: str = "clinician") -> Result:
-        return build(self.kb, self.engine.run(load_patient(path, self.kb)), audience)
+        return decide(self.kb, self.engine.run(load_patient(path, self.kb)), audience)
 
 
 def reference_result(kb: KnowledgeBase, facts: Mapping[str, Value], audience: str = "clinician") -> Result:
     """The same Result computed by the plain-Python reference evaluator (the test oracle)."""
-    return build(kb, ReferenceEvaluator(kb).run(facts), audience)
+    return decide(kb, ReferenceEvaluator(kb).run(facts), audience)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .model import KnowledgeBase
-from .report import hours_text
+from .model import hours_text
 from .result import Result
 
 PATIENT_SUFFIXES = (".yaml", ".yml", ".json")

@@ -35,7 +35,7 @@ RESERVED_FACT_NAMES = META_KEYS + ("sid", "t")  # patient-file metadata; keys of
 # ---- locating things -------------------------------------------------------------------------------------
 def knowledge_root() -> Path:
     """The bundled `knowledge/` directory, from a checkout or an installed wheel."""
-    return Path(str(resources.files("knowledge")))
+    return Path(str(resources.files("lumbar_kb.knowledge")))
 
 
 def default_kb_dir() -> Path:

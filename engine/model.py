@@ -118,6 +118,18 @@ class Derive:
 Conclusion = Union[SetUrgency, Recommend, Derive]
 
 
+def hours_text(hours: float | None) -> str:
+    """A window figure in words, for where no rule gave the guideline's own words for it."""
+    if hours is None:
+        return "no fixed window"
+    if hours == 0:
+        return "immediately"
+    if hours >= 48 and hours % 24 == 0:
+        days = int(hours // 24)
+        return f"within {days // 7} weeks" if days % 7 == 0 and days >= 14 else f"within {days} days"
+    return f"within {hours:g} hours"
+
+
 # ---- rules, catalogue, references ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Reference:

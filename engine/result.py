@@ -100,9 +100,9 @@ def merge_window(current: tuple, conclusion: Recommend) -> tuple:
     return current
 
 
-def build(kb: KnowledgeBase, trace: Trace, audience: str = "clinician", *, could_escalate: bool = True) -> Result:
-    """The Result of one evaluation. `could_escalate=False` skips the look-ahead (a chained re-evaluation
-    per possible answer to each unanswered question, from this trace)."""
+def build(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Result:
+    """The Result of one evaluation, without the look-ahead: `analysis.escalation.decide` adds
+    `could_escalate` beside it (a chained re-evaluation per possible answer to each unanswered question)."""
     rules = {r.id: r for r in kb.rules}
     text_of = (lambda e: e.patient_text) if audience == "patient" else (lambda e: e.text)
     urgency = kb.lowest_urgency
@@ -156,8 +156,4 @@ def build(kb: KnowledgeBase, trace: Trace, audience: str = "clinician", *, could
         knowledge_base=kb.identity(),
         audience=audience,
     )
-    if could_escalate:
-        from .analysis.escalation import could_escalate as look_ahead  # imports this module in turn
-
-        result.could_escalate = look_ahead(kb, trace.inputs, audience, baseline=result, trace=trace)
     return result

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.api import Evaluator
-from engine.loader import default_kb_dir, load
-from engine.reference import ReferenceEvaluator
+from lumbar_kb.engine.api import Evaluator
+from lumbar_kb.engine.loader import default_kb_dir, load
+from lumbar_kb.engine.reference import ReferenceEvaluator
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import z3
 
-from engine.api import Evaluator, reference_result
-from engine.cli import main
-from engine.errors import EngineError
-from engine.loader import default_kb_dir, load
-from engine.patient import random_patient
-from engine.analysis.checks import run_checks
-from engine.analysis.encoding import Semantics
-from engine.analysis.structure import stated_hours
+from lumbar_kb.engine.api import Evaluator, reference_result
+from lumbar_kb.main import main
+from lumbar_kb.engine.errors import EngineError
+from lumbar_kb.engine.loader import default_kb_dir, load
+from lumbar_kb.engine.patient import random_patient
+from lumbar_kb.engine.analysis.checks import run_checks
+from lumbar_kb.engine.analysis.encoding import Semantics
+from lumbar_kb.engine.analysis.structure import stated_hours
 
 
 # ---- helpers: a copy of the bundled knowledge base to break ------------------------------------------------------
@@ -373,9 +373,9 @@ def test_window_words_state_a_figure(words, hours):
 
 def test_no_dead_helpers_and_window_words_come_from_the_report():
     """Helpers nothing calls are gone; window words are engine.report.hours_text itself, not a copy."""
-    from engine.analysis import encoding, explain, structure
-    from engine.report import hours_text
-    from visualize import graph
+    from lumbar_kb.engine.analysis import encoding, explain, structure
+    from lumbar_kb.engine.model import hours_text
+    from lumbar_kb.visualize import graph
 
     assert not hasattr(encoding, "count_true") and not hasattr(graph, "nodes_of_kind")
     assert not hasattr(structure, "derive_conclusions")

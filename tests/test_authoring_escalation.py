@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.api import Evaluator, reference_result
-from engine.analysis.escalation import could_escalate
-from engine.cli import main
-from engine.loader import load
-from engine.logic import evaluate
-from engine.patient import random_patient
-from engine.report import render
+from lumbar_kb.engine.api import Evaluator, reference_result
+from lumbar_kb.engine.analysis.escalation import could_escalate
+from lumbar_kb.main import main
+from lumbar_kb.engine.loader import load
+from lumbar_kb.engine.logic import evaluate
+from lumbar_kb.engine.patient import random_patient
+from lumbar_kb.engine.report import render
 
 
 @pytest.fixture(scope="module")
@@ -151,10 +151,10 @@ def test_incremental_look_ahead_equals_full_re_evaluation(kb):
     again from scratch with each added answer finds."""
     import random as _random
 
-    from engine.analysis.escalation import _allowed, could_escalate
-    from engine.patient import random_patient
-    from engine.reference import ReferenceEvaluator
-    from engine.result import build
+    from lumbar_kb.engine.analysis.escalation import _allowed, could_escalate
+    from lumbar_kb.engine.patient import random_patient
+    from lumbar_kb.engine.reference import ReferenceEvaluator
+    from lumbar_kb.engine.result import build
 
     reference = ReferenceEvaluator(kb)
     imaging = set(kb.watched_actions)  # imaging studies and other time-critical steps
@@ -162,7 +162,7 @@ def test_incremental_look_ahead_equals_full_re_evaluation(kb):
     checked = 0
     for _ in range(400):
         inputs = random_patient(kb, rng)
-        base = build(kb, reference.run(inputs), could_escalate=False)
+        base = build(kb, reference.run(inputs))
         before = {a.code: a.within_hours for a in base.actions}
         expected = {}
         for fact in kb.input_facts:
@@ -172,7 +172,7 @@ def test_incremental_look_ahead_equals_full_re_evaluation(kb):
                 trial = {**inputs, fact.name: answer}
                 if not _allowed(kb, trial):
                     continue
-                full = build(kb, reference.run(trial), could_escalate=False)
+                full = build(kb, reference.run(trial))
                 raised = kb.urgency_rank(full.urgency) > kb.urgency_rank(base.urgency)
                 sooner = any(a.code in imaging and (a.code not in before or (
                     a.within_hours is not None and (before[a.code] is None or a.within_hours < before[a.code])))

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from engine.api import Evaluator
-from engine.cli import main
-from engine.errors import LumbarKBError
-from engine.loader import load
-from engine.analysis.explain import Target, explain, resolve_target
+from lumbar_kb.engine.api import Evaluator
+from lumbar_kb.main import main
+from lumbar_kb.engine.errors import LumbarKBError
+from lumbar_kb.engine.loader import load
+from lumbar_kb.engine.analysis.explain import Target, explain, resolve_target
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_resolve_target_takes_rule_ids_and_ignores_case_where_unambiguous(kb):
 
 
 def test_explain_and_graph_focus_resolve_names_alike(kb):
-    from visualize.graph import build_graph, resolve
+    from lumbar_kb.visualize.graph import build_graph, resolve
 
     graph = build_graph(kb)
     for text in ("rule:neuro.present", "neuro.present", "URGENCY:emergency", "mri_whole_spine", "Lipoma"):

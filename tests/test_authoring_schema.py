@@ -18,12 +18,12 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-import engine.loader as loader
-import engine.scenarios as scenarios
-from engine.errors import KnowledgeBaseError
-from engine.loader import CONCLUSION_HEADS, CONDITION_HEADS, default_kb_dir, load, load_schema, schema_dir
-from engine.scenarios import compare, checked_conclusions, load_scenarios
-from engine.api import Evaluator
+import lumbar_kb.engine.loader as loader
+import lumbar_kb.engine.scenarios as scenarios
+from lumbar_kb.engine.errors import KnowledgeBaseError
+from lumbar_kb.engine.loader import CONCLUSION_HEADS, CONDITION_HEADS, default_kb_dir, load, load_schema, schema_dir
+from lumbar_kb.engine.scenarios import compare, checked_conclusions, load_scenarios
+from lumbar_kb.engine.api import Evaluator
 
 
 class Recording(dict):

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import main
-from engine.loader import default_kb_dir, load
-from engine.analysis.coverage import run_scenarios
-from engine.scenarios import load_scenarios
+from lumbar_kb.main import main
+from lumbar_kb.engine.loader import default_kb_dir, load
+from lumbar_kb.engine.analysis.coverage import run_scenarios
+from lumbar_kb.engine.scenarios import load_scenarios
 
 
 def copy_kb(tmp_path: Path) -> Path:

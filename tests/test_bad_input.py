@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from engine.cli import main
-from engine.errors import KnowledgeBaseError
-from engine.loader import load
+from lumbar_kb.main import main
+from lumbar_kb.engine.errors import KnowledgeBaseError
+from lumbar_kb.engine.loader import load
 
 
 def run_cli(capsys, *argv):
@@ -88,7 +88,7 @@ def test_null_means_unknown(tmp_path, capsys, monkeypatch):
 
 def test_bad_input_from_a_real_process_has_no_traceback(tmp_path):
     write(tmp_path, "p.yaml", "leg_weaknes: true\n")
-    proc = subprocess.run([sys.executable, "-m", "engine", "evaluate", "p.yaml"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "lumbar_kb", "evaluate", "p.yaml"], capture_output=True, text=True,
                           cwd=tmp_path)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr == "error: p.yaml:1:1: fact 'leg_weaknes': unknown fact (did you mean 'leg_weakness'?)\n"

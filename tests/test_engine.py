@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from engine.api import Evaluator, reference_result
-from engine.errors import EngineError
-from engine.loader import default_kb_dir, load
-from engine.patient import random_patient
-from engine.result import build
-from engine.scenarios import compare, load_scenarios
-from engine.session import Engine
+from lumbar_kb.engine.api import Evaluator, reference_result
+from lumbar_kb.engine.errors import EngineError
+from lumbar_kb.engine.loader import default_kb_dir, load
+from lumbar_kb.engine.patient import random_patient
+from lumbar_kb.engine.analysis.escalation import decide as build
+from lumbar_kb.engine.scenarios import compare, load_scenarios
+from lumbar_kb.engine.session import Engine
 
 from .conftest import ROOT
 
@@ -68,7 +68,7 @@ def test_result_json_is_byte_identical_across_processes_and_hash_seeds(tmp_path)
     outputs = set()
     for seed in ("0", "1", "12345"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
-        out = subprocess.run([sys.executable, "-m", "engine", "evaluate", str(patient), "--format", "json"],
+        out = subprocess.run([sys.executable, "-m", "lumbar_kb", "evaluate", str(patient), "--format", "json"],
                              capture_output=True, env=env, check=True, cwd=tmp_path).stdout
         outputs.add(out)
     assert len(outputs) == 1
@@ -99,7 +99,7 @@ def test_empty_patient_fires_nothing_and_is_routine(evaluator):
 
 def test_an_exception_inside_an_action_is_not_swallowed(kb, monkeypatch):
     """durable-rules swallows exceptions raised in actions; the engine must surface them."""
-    import engine.session as session
+    import lumbar_kb.engine.session as session
 
     engine = Engine(kb)
 
@@ -136,7 +136,7 @@ def test_priority_orders_firing_in_both_evaluators(kb_copy):
     path.write_text(path.read_text().replace("  - id: pitfall.do_not_assume_benign\n",
                                              "  - id: pitfall.do_not_assume_benign\n    priority: 5\n"))
     kb = load(kb_copy)
-    from engine.reference import ReferenceEvaluator
+    from lumbar_kb.engine.reference import ReferenceEvaluator
     facts = {"palpable_mass": True, "night_pain": True}
     durable = [f.rule for f in Engine(kb).run(facts).firings]
     oracle = [f.rule for f in ReferenceEvaluator(kb).run(facts).firings]
@@ -179,7 +179,7 @@ BIG_RULE = """
 
 
 def test_a_rule_with_many_branches_compiles_and_agrees_with_the_reference(kb_copy):
-    from engine.reference import ReferenceEvaluator
+    from lumbar_kb.engine.reference import ReferenceEvaluator
 
     path = kb_copy / "rules" / "pitfalls.yaml"
     path.write_text(path.read_text() + BIG_RULE)
@@ -195,8 +195,8 @@ def test_a_rule_with_many_branches_compiles_and_agrees_with_the_reference(kb_cop
 
 
 def test_a_rule_durable_cannot_compile_is_named(kb_copy, monkeypatch, capsys):
-    import engine.compiler as compiler
-    from engine.cli import main
+    import lumbar_kb.engine.compiler as compiler
+    from lumbar_kb.main import main
 
     monkeypatch.setattr(compiler, "MAX_OR_BRANCHES", 100)  # force the one-pattern form durable refuses
     path = kb_copy / "rules" / "pitfalls.yaml"

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.loader import load
-from engine.logic import evaluate
-from engine.result import build
+from lumbar_kb.engine.loader import load
+from lumbar_kb.engine.logic import evaluate
+from lumbar_kb.engine.analysis.escalation import decide as build
 
 KB = load()
 BOOL_FACTS = [f.name for f in KB.input_facts if f.type == "bool"]

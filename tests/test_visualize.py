@@ -22,20 +22,20 @@ import yaml
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from engine.api import Evaluator
-from engine.cli import main
-from engine.errors import PatientError
-from engine.loader import default_kb_dir, load
-from engine.model import Derive, Recommend, SetUrgency, condition_facts
-from engine.model import Test as ConditionTest
-from engine.patient import random_patient
-import visualize.cli
-from visualize import legend, render, style
-from visualize.dot import edge_meanings, node_meanings, to_dot
-from visualize.errors import GraphvizFailedError, GraphvizMissingError, OutputError, UnknownNodeError
-from visualize.graph import (CONCLUSION_KINDS, build_graph, influence, pathway, resolve, restrict, upstream)
-from visualize.overlay import overlay_from_result
-from visualize.render import FORMATS, format_for, run_dot
+from lumbar_kb.engine.api import Evaluator
+from lumbar_kb.main import main
+from lumbar_kb.engine.errors import PatientError
+from lumbar_kb.engine.loader import default_kb_dir, load
+from lumbar_kb.engine.model import Derive, Recommend, SetUrgency, condition_facts
+from lumbar_kb.engine.model import Test as ConditionTest
+from lumbar_kb.engine.patient import random_patient
+import lumbar_kb.graph as graph_command
+from lumbar_kb.visualize import legend, render, style
+from lumbar_kb.visualize.dot import edge_meanings, node_meanings, to_dot
+from lumbar_kb.visualize.errors import GraphvizFailedError, GraphvizMissingError, OutputError, UnknownNodeError
+from lumbar_kb.visualize.graph import (CONCLUSION_KINDS, build_graph, influence, pathway, resolve, restrict, upstream)
+from lumbar_kb.visualize.overlay import overlay_from_result
+from lumbar_kb.visualize.render import FORMATS, format_for, run_dot
 
 REPO = Path(__file__).resolve().parents[1]
 HAS_DOT = shutil.which("dot") is not None
@@ -243,7 +243,7 @@ def test_a_not_condition_is_a_negated_edge_with_the_complement_values(kb_with_no
 
 def test_value_phrases_for_enum_tests(graph):
     assert graph.edges["fact:primary_cancer", "rule:cancer.known"]["needs"] == "any answer"
-    from visualize.text import values_phrase
+    from lumbar_kb.visualize.text import values_phrase
     primary = load().facts["primary_cancer"]
     assert values_phrase(primary, {"breast", "lung", "prostate", "kidney", "colorectal"}) == "not other"
     assert values_phrase(primary, {"breast", "lung"}) == "breast or lung"
@@ -457,7 +457,7 @@ def test_dot_is_deterministic_across_processes(tmp_path, patient_file):
     outputs = []
     for seed in ("1", "2", "3"):
         env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(REPO)}
-        done = subprocess.run([sys.executable, "-m", "engine", "graph", "--patient", str(patient)],
+        done = subprocess.run([sys.executable, "-m", "lumbar_kb", "graph", "--patient", str(patient)],
                               capture_output=True, env=env, cwd=tmp_path, check=True)
         outputs.append(done.stdout)
     assert outputs[0] == outputs[1] == outputs[2]
@@ -695,7 +695,7 @@ def test_the_output_path_is_checked_once(tmp_path, capsys, monkeypatch):
         return render.format_for(path)
 
     monkeypatch.setattr(render, "check_output", counting)
-    monkeypatch.setattr(visualize.cli, "check_output", counting)
+    monkeypatch.setattr(graph_command, "check_output", counting)
     out = tmp_path / "g.dot"
     assert run_cli(["graph", "-o", str(out)], capsys)[0] == 0
     assert calls == [out] and out.is_file()

@@ -4,7 +4,7 @@ All are `LumbarKBError`s, so the CLI's single handler prints them like every oth
 """
 from __future__ import annotations
 
-from engine.errors import LumbarKBError, Problem
+from lumbar_kb.engine.errors import LumbarKBError, Problem
 
 INSTALL_HINT = "install it with: apt-get install -y graphviz; on macOS: brew install graphviz"
 

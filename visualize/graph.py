@@ -27,8 +27,8 @@ from typing import Iterable
 
 import networkx as nx
 
-from engine.analysis.structure import resolve_name
-from engine.model import (All, AnyOf, Condition, Derive, KnowledgeBase, Not, Recommend, Rule, SetUrgency, Test)
+from lumbar_kb.engine.analysis.structure import resolve_name
+from lumbar_kb.engine.model import (All, AnyOf, Condition, Derive, KnowledgeBase, Not, Recommend, Rule, SetUrgency, Test)
 
 from .errors import UnknownNodeError
 from .text import describe_condition, values_phrase

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from engine.model import Value
-from engine.result import Result
+from lumbar_kb.engine.model import Value
+from lumbar_kb.engine.result import Result
 
 from .graph import CONCLUSION_KINDS, conclusion_id, fact_id, rule_id
 

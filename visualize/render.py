@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from engine.errors import Problem, did_you_mean
+from lumbar_kb.engine.errors import Problem, did_you_mean
 
 from .errors import GraphvizFailedError, GraphvizMissingError, OutputError
 from .svg import titles_from_tooltips

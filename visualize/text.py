@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import textwrap
 
-from engine.model import All, AnyOf, Condition, Fact, Not, Test, Value
-from engine.report import hours_text
+from lumbar_kb.engine.model import All, AnyOf, Condition, Fact, Not, Test, Value
+from lumbar_kb.engine.model import hours_text
 
 
 def show_value(fact: Fact | None, value: Value | None) -> str:

@@ -32,7 +32,7 @@ import z3
 
 from .. import logic
 from ..model import All, Condition, KnowledgeBase, Not, Test
-from ..report import hours_text
+from ..model import hours_text
 from ..source import DocumentError, read_document
 from . import encoding
 from .encoding import Semantics, State, solve_min

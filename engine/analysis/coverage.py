@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import EngineError, LumbarKBError, Problem
 from ..model import KnowledgeBase, Rule
-from ..report import hours_text
+from ..model import hours_text
 from ..result import Result, build
 from ..scenarios import Mismatch, Scenario, checked_conclusions, compare, load_scenarios, scenario_dir
 from ..session import Engine
@@ -83,7 +83,7 @@ def run_scenarios(kb: KnowledgeBase, directory: Path | None = None) -> TestRepor
         except EngineError as exc:
             outcomes.append(Outcome(scenario, [], str(exc)))
             continue
-        result = build(kb, trace, could_escalate=False)
+        result = build(kb, trace)
         fired.update(result.fired_ids())
         outcomes.append(Outcome(scenario, compare(scenario, result), None, result.fired_ids()))
     checked = checked_conclusions(scenarios)
@@ -127,7 +127,7 @@ def write_missing(kb: KnowledgeBase, report: TestReport, directory: Path) -> lis
         if path.exists():
             written.append(Written(rule.id, str(path), "exists already; left as it is"))
             continue
-        result = build(kb, engine.run(patient), could_escalate=False)
+        result = build(kb, engine.run(patient))
         if rule.id not in result.fired_ids():  # the engine must agree with the solver
             raise EngineError(f"the solver's patient for {rule.id} does not fire it in the engine: {patient}")
         texts[path] = scenario_text(kb, rule, patient, result)

@@ -22,7 +22,7 @@ from ..errors import EngineError
 from ..logic import contradicts_only_if
 from ..model import Derive, KnowledgeBase, Recommend, SetUrgency, Value
 from ..reference import ReferenceEvaluator
-from ..result import merge_window
+from ..result import Result, build, merge_window
 from ..trace import Trace
 
 
@@ -124,7 +124,6 @@ def could_escalate(kb: KnowledgeBase, inputs: Mapping[str, Value], audience: str
     """The escalating unanswered questions for this patient, most urgent first.
 
     `baseline` (the patient's Result) and `trace` (the evaluation behind it) save re-computing them."""
-    from ..result import build  # result imports this module lazily in turn
 
     shared_evaluator, reach = _prepared(kb)
     evaluator = evaluator or shared_evaluator
@@ -132,7 +131,7 @@ def could_escalate(kb: KnowledgeBase, inputs: Mapping[str, Value], audience: str
     if trace is None:
         trace = evaluator.run(inputs)
     if baseline is None:
-        baseline = build(kb, trace, audience, could_escalate=False)
+        baseline = build(kb, trace, audience)
     rank = kb.urgency_rank(baseline.urgency)
     before = {a.code: a.within_hours for a in baseline.actions}
     words = {a.code: a.window for a in baseline.actions}
@@ -208,3 +207,10 @@ def _severity(kb: KnowledgeBase, raised: str | None, forward: tuple) -> tuple:
     """Sort key, most urgent first: the higher urgency, then the earliest imaging window."""
     earliest = min((b.within_hours if b.within_hours is not None else math.inf for b in forward), default=math.inf)
     return (-(kb.urgency_rank(raised) if raised else -1), earliest, not forward)
+
+
+def decide(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Result:
+    """The Result of one evaluation with its `could_escalate` look-ahead: what every user-facing view shows."""
+    result = build(kb, trace, audience)
+    result.could_escalate = could_escalate(kb, trace.inputs, audience, baseline=result, trace=trace)
+    return result

@@ -22,8 +22,9 @@ from typing import Mapping
 from .. import logic
 from ..model import All, Condition, KnowledgeBase, Not, Recommend, SetUrgency, Test, Value
 from ..reference import ReferenceEvaluator
-from ..report import hours_text
+from ..model import hours_text
 from ..result import Result, build
+from .escalation import decide
 from ..trace import Trace
 from .structure import logic_value, resolve_name
 
@@ -157,7 +158,7 @@ def explain(kb: KnowledgeBase, patient: Mapping[str, Value], target: Target, wan
     evaluator = ReferenceEvaluator(kb)
     patient = dict(patient)
     trace = evaluator.run(patient)
-    result = build(kb, trace)
+    result = decide(kb, trace)
     reached, summary = _reached(kb, result, trace, target)
     out = Explanation(target, "why" if want else "why-not", reached, patient, result, summary)
     if reached:
@@ -336,7 +337,7 @@ def _smallest(kb: KnowledgeBase, patient: dict, target: Target, evaluator: Refer
                 after.pop(c.fact, None)
             else:
                 after[c.fact] = c.after
-        result = build(kb, evaluator.run(after), could_escalate=False)
+        result = build(kb, evaluator.run(after))
         out.append(Option(changes, {"urgency": result.urgency,
                                     "actions": {a.code: a.within_hours for a in result.actions}}))
     return out

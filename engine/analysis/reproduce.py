@@ -11,7 +11,8 @@ from typing import Mapping
 from ..errors import EngineError, LumbarKBError
 from ..model import KnowledgeBase, Value
 from ..patient import parse_patient
-from ..result import Result, build
+from ..result import Result
+from .escalation import decide
 from ..session import Engine
 from ..source import Positions
 
@@ -28,7 +29,7 @@ class Runner:
         return parse_patient(dict(patient), Positions("<counterexample>"), self.kb)
 
     def result(self, patient: Mapping[str, Value]) -> Result:
-        return build(self.kb, self.engine.run(self.check_patient(patient)))
+        return decide(self.kb, self.engine.run(self.check_patient(patient)))
 
     def fired(self, patient: Mapping[str, Value]) -> set[str]:
         return {f.rule for f in self.engine.run(self.check_patient(patient)).firings}

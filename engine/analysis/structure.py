@@ -18,7 +18,7 @@ import networkx as nx
 from .. import logic
 from ..errors import LumbarKBError, Problem
 from ..model import KnowledgeBase, Recommend, Rule, SetUrgency, condition_facts
-from ..report import hours_text
+from ..model import hours_text
 
 
 def conclusion_key(conclusion) -> tuple:

@@ -1,35 +1,21 @@
-"""`lumbar-kb`: evaluate patients, validate a knowledge base, list the fact vocabulary, and more.
+"""Commands about patients and the vocabulary: `evaluate`, `cohort`, `validate`, `facts`."""
 
-Exit codes: 0 success; 1 a check found problems (validate, check, test); 2 bad input (a patient file, a
-knowledge base, command-line usage). Bad input is reported one line per problem on stderr, never as a
-traceback, and nothing is written to stdout or to an output file unless everything succeeded.
-"""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Callable
 
-from .errors import KnowledgeBaseError, LumbarKBError, Problem
-from .loader import default_kb_dir, load
+from lumbar_kb.engine.errors import KnowledgeBaseError, LumbarKBError, Problem
+from lumbar_kb.engine.loader import default_kb_dir, load
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
-
-
-def dumps(data) -> str:
-    """The one JSON encoding of every JSON output: deterministic, byte-identical for the same input."""
-    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+from .common import EXIT_FAILED, EXIT_OK, add_kb_option, dumps, kb_from
 
 
-def add_kb_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kb", metavar="DIR", type=Path, default=None,
-                        help="knowledge base directory (default: the bundled lumbar_mass)")
-
-
-def kb_from(args):
-    return load(args.kb)
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    for add in (_add_evaluate, _add_cohort, _add_validate, _add_facts):
+        add(sub)
 
 
 # ---- evaluate ----------------------------------------------------------------------------------------------
@@ -45,16 +31,16 @@ def _add_evaluate(sub) -> None:
 
 
 def _run_evaluate(args) -> int:
-    from .api import Evaluator
-    from .report import render
-    from .result import build
+    from lumbar_kb.engine.api import Evaluator
+    from lumbar_kb.engine.report import render
+    from lumbar_kb.engine.analysis.escalation import decide
 
     evaluator = Evaluator(kb_from(args))
     kb = evaluator.kb
     inputs = _load_all(args.patients, kb)
     chunks = []
     for path, facts in zip(args.patients, inputs):
-        result = build(kb, evaluator.engine.run(facts), args.audience)
+        result = decide(kb, evaluator.engine.run(facts), args.audience)
         if args.format == "json":
             data = result.to_dict()
             if len(args.patients) > 1:
@@ -82,9 +68,9 @@ def _add_cohort(sub) -> None:
 
 
 def _run_cohort(args) -> int:
-    from .api import Evaluator
-    from .cohort import Cohort, patient_files
-    from .result import build
+    from lumbar_kb.engine.api import Evaluator
+    from lumbar_kb.engine.cohort import Cohort, patient_files
+    from lumbar_kb.engine.analysis.escalation import decide
 
     evaluator = Evaluator(kb_from(args))
     files = patient_files(args.paths)
@@ -92,7 +78,7 @@ def _run_cohort(args) -> int:
         raise LumbarKBError([Problem("no patient files (*.yaml, *.yml, *.json) found", file=str(p))
                              for p in args.paths])
     facts = _load_all(files, evaluator.kb)
-    rows = [(path, build(evaluator.kb, evaluator.engine.run(f))) for path, f in zip(files, facts)]
+    rows = [(path, decide(evaluator.kb, evaluator.engine.run(f))) for path, f in zip(files, facts)]
     cohort = Cohort(evaluator.kb, rows)
     text = {"json": lambda: dumps(cohort.to_dict()), "csv": cohort.to_csv, "text": cohort.to_text}[args.format]()
     sys.stdout.write(text)
@@ -101,7 +87,7 @@ def _run_cohort(args) -> int:
 
 def _load_all(paths: list[Path], kb) -> list[dict]:
     """Every patient file validated before any is evaluated: one bad file means nothing is written."""
-    from .patient import load_patient
+    from lumbar_kb.engine.patient import load_patient
 
     problems: list[Problem] = []
     inputs = []
@@ -125,7 +111,7 @@ def _add_validate(sub) -> None:
 
 
 def _run_validate(args) -> int:
-    from .session import Engine
+    from lumbar_kb.engine.session import Engine
 
     where = args.kb or default_kb_dir()
     try:
@@ -173,44 +159,3 @@ def _run_facts(args) -> int:
     return EXIT_OK
 
 
-# ---- the command table: each entry adds one subcommand -----------------------------------------------------
-COMMANDS: list[Callable] = [_add_evaluate, _add_cohort, _add_validate, _add_facts]
-
-
-def _extra_commands() -> list[Callable]:
-    """Subcommands that live beside their own modules: the diagrams and the author tools."""
-    from visualize.cli import add_graph
-
-    from .authoring import add_commands
-
-    return [add_graph, add_commands]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lumbar-kb", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in COMMANDS + _extra_commands():
-        add(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)  # usage errors exit 2 with argparse's message
-    try:
-        return args.run(args)
-    except LumbarKBError as exc:
-        for problem in exc.problems:
-            print(f"error: {problem}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except BrokenPipeError:
-        return EXIT_OK
-    except OSError as exc:  # e.g. standard output on a full disk
-        print(f"error: cannot write: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """`lumbar-kb graph`: draw the decision graph, one pathway, or one patient's path through it.
 
-Discovered by `engine.cli`, which calls `add_graph(subparsers)`. Bad input (a patient file, an unknown
+Found by `main` through `add_commands`. Bad input (a patient file, an unknown
 `--focus` node, an output extension, a missing `dot`) is a LumbarKBError: one line each, exit 2.
 """
 from __future__ import annotations
@@ -9,10 +9,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine.cli import EXIT_OK, add_kb_option
-from engine.loader import load
+from lumbar_kb.engine.loader import load
+from lumbar_kb.visualize.render import FORMATS, check_output, render_to
 
-from .render import FORMATS, check_output, render_to
+from .common import EXIT_OK, add_kb_option
 
 DESCRIPTION = """\
 Draw the guideline's decision graph from the knowledge base the engine runs: the findings asked of the
@@ -36,7 +36,7 @@ a bare name is enough when only one node has it (mri_whole_spine, red_flag.leg_w
 """
 
 
-def add_graph(sub) -> None:
+def add_commands(sub) -> None:
     p = sub.add_parser("graph", help="draw the decision graph (DOT, SVG, PNG, PDF); a patient's path; a pathway",
                        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--patient", metavar="FILE", type=Path,
@@ -53,9 +53,9 @@ def add_graph(sub) -> None:
 
 def run_graph(args) -> int:
     # networkx costs ~0.1 s to import: only `graph` pays it, not every lumbar-kb command
-    from .dot import to_dot
-    from .graph import build_graph, resolve
-    from .overlay import overlay_from_result
+    from lumbar_kb.visualize.dot import to_dot
+    from lumbar_kb.visualize.graph import build_graph, resolve
+    from lumbar_kb.visualize.overlay import overlay_from_result
 
     # refuse a bad extension or directory before any work; the only check of the output path
     fmt = check_output(args.output) if args.output is not None else None
@@ -64,7 +64,7 @@ def run_graph(args) -> int:
     focus = resolve(graph, args.focus) if args.focus is not None else None  # '' is refused
     overlay = None
     if args.patient is not None:
-        from engine.api import Evaluator  # compiling the rules costs time: only when a patient is drawn
+        from lumbar_kb.engine.api import Evaluator  # compiling the rules costs time: only when a patient is drawn
 
         result = Evaluator(kb).evaluate_file(args.patient)
         overlay = overlay_from_result(graph, result, patient=args.patient.name)

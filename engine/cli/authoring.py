@@ -1,7 +1,7 @@
-"""The author toolkit's subcommands: `check`, `test` and `explain` (found by `cli` through `add_commands`).
+"""The author toolkit's subcommands: `check`, `test` and `explain` (found by `main` through `add_commands`).
 
 Glue only: parse arguments, call `engine.analysis`, print, choose the exit code (0 ok, 1 a check or a
-scenario failed, 2 bad input). The work lives in `engine/analysis/`.
+scenario failed, 2 bad input). The work lives in `lumbar_kb.engine.analysis`.
 """
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from .cli import EXIT_FAILED, EXIT_OK, add_kb_option, dumps, kb_from
-from .errors import LumbarKBError
+from lumbar_kb.engine.errors import LumbarKBError
+
+from .common import EXIT_FAILED, EXIT_OK, add_kb_option, dumps, kb_from
 
 
 def add_commands(sub) -> None:
@@ -39,7 +40,7 @@ def _add_check(sub) -> None:
 
 def _run_check(args) -> int:
     _need_solver()
-    from .analysis.checks import render, run_checks
+    from lumbar_kb.engine.analysis.checks import render, run_checks
 
     report = run_checks(kb_from(args))
     sys.stdout.write(dumps(report.to_dict()) if args.format == "json" else render(report))
@@ -67,7 +68,7 @@ def _add_test(sub) -> None:
 
 
 def _run_test(args) -> int:
-    from .analysis.coverage import render, run_scenarios, write_missing
+    from lumbar_kb.engine.analysis.coverage import render, run_scenarios, write_missing
 
     kb = kb_from(args)
     report = run_scenarios(kb, args.scenarios)
@@ -104,8 +105,8 @@ def _add_explain(sub) -> None:
 
 
 def _run_explain(args) -> int:
-    from .analysis.explain import explain, render, resolve_target
-    from .patient import load_patient
+    from lumbar_kb.engine.analysis.explain import explain, render, resolve_target
+    from lumbar_kb.engine.patient import load_patient
 
     kb = kb_from(args)
     # a typo (or an empty CODE) exits 2 before the patient is read
