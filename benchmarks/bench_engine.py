@@ -5,6 +5,7 @@ reference evaluator measured in the same run, RSS growth < 5 MB over 100k evalua
 
     python benchmarks/bench_engine.py [--patients 10000] [--soak 100000] [--seed 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,10 +16,10 @@ import random
 import statistics
 import time
 
+from lumbar_kb.engine.analysis.escalation import decide
 from lumbar_kb.engine.loader import load
 from lumbar_kb.engine.patient import random_patient
 from lumbar_kb.engine.reference import ReferenceEvaluator
-from lumbar_kb.engine.analysis.escalation import decide
 from lumbar_kb.engine.result import build
 from lumbar_kb.engine.session import Engine
 
@@ -44,8 +45,12 @@ def measure(label: str, fn, patients: list) -> dict:
         times.append(clock() - t0)
     total = (clock() - start) / 1e9
     times.sort()
-    return {"label": label, "median_us": statistics.median(times) / 1000, "p99_us": times[int(len(times) * 0.99)] / 1000,
-            "per_s": len(patients) / total}
+    return {
+        "label": label,
+        "median_us": statistics.median(times) / 1000,
+        "p99_us": times[int(len(times) * 0.99)] / 1000,
+        "per_s": len(patients) / total,
+    }
 
 
 def main() -> None:
@@ -64,9 +69,11 @@ def main() -> None:
     patients = [random_patient(kb, rng) for _ in range(args.patients)]
     fired = [len(reference.run(p).firings) for p in patients]
 
-    print(f"lumbar-kb benchmark: {len(kb.rules)} rules, {len(patients):,} random patients (seed {args.seed}), "
-          f"{statistics.mean(fired):.1f} rules fired on average; Python {platform.python_version()}, "
-          f"one core (pid {os.getpid()}); engine build {build_ms:.1f} ms")
+    print(
+        f"lumbar-kb benchmark: {len(kb.rules)} rules, {len(patients):,} random patients (seed {args.seed}), "
+        f"{statistics.mean(fired):.1f} rules fired on average; Python {platform.python_version()}, "
+        f"one core (pid {os.getpid()}); engine build {build_ms:.1f} ms"
+    )
     rows = [
         measure("reference evaluator (trace)", reference.run, patients),
         measure("durable-rules engine (trace)", engine.run, patients),
@@ -79,12 +86,18 @@ def main() -> None:
         print(f"{r['label']:<34} {r['median_us']:>10.1f} {r['p99_us']:>10.1f} {r['per_s']:>12,.0f}")
     ratio_trace = rows[0]["per_s"] / rows[1]["per_s"]
     ratio_result = rows[2]["per_s"] / rows[3]["per_s"]
-    print(f"\nengine vs reference, throughput ratio: {ratio_trace:.2f}x (trace), {ratio_result:.2f}x (with Result)"
-          f"  [goal: within 3x]")
-    print(f"engine with the full trace: {rows[1]['per_s']:,.0f} patients/s, with the Result "
-          f"{rows[3]['per_s']:,.0f}  [goal: >= 8,000]")
-    print(f"the could_escalate look-ahead adds {rows[4]['median_us'] - rows[3]['median_us']:.0f} µs a patient "
-          f"(median), {rows[4]['per_s']:,.0f} patients/s with it")
+    print(
+        f"\nengine vs reference, throughput ratio: {ratio_trace:.2f}x (trace), {ratio_result:.2f}x (with Result)"
+        f"  [goal: within 3x]"
+    )
+    print(
+        f"engine with the full trace: {rows[1]['per_s']:,.0f} patients/s, with the Result "
+        f"{rows[3]['per_s']:,.0f}  [goal: >= 8,000]"
+    )
+    print(
+        f"the could_escalate look-ahead adds {rows[4]['median_us'] - rows[3]['median_us']:.0f} µs a patient "
+        f"(median), {rows[4]['per_s']:,.0f} patients/s with it"
+    )
 
     # the soak also checks every evaluation against the reference's trace for the same patient
     expected = [reference.run(p).firings for p in patients]
@@ -99,8 +112,10 @@ def main() -> None:
     elapsed = time.perf_counter() - t0
     gc.collect()
     after = rss_mb()
-    print(f"\nsoak: {args.soak:,} evaluations in {elapsed:.1f} s, {wrong} disagreeing with the reference; "
-          f"RSS {before:.1f} MB -> {after:.1f} MB (growth {after - before:+.2f} MB)  [goal: < 5 MB]")
+    print(
+        f"\nsoak: {args.soak:,} evaluations in {elapsed:.1f} s, {wrong} disagreeing with the reference; "
+        f"RSS {before:.1f} MB -> {after:.1f} MB (growth {after - before:+.2f} MB)  [goal: < 5 MB]"
+    )
 
 
 if __name__ == "__main__":

@@ -1,20 +1,21 @@
 """The small public front door: load a knowledge base, evaluate patients, get Results.
 
-    from lumbar_kb.engine.api import Evaluator
-    ev = Evaluator.open()                   # the bundled knowledge base (or Evaluator.open("path/to/kb"))
-    result = ev.evaluate({"leg_weakness": True})
-    result.urgency                          # "emergency"
+from lumbar_kb.engine.api import Evaluator
+ev = Evaluator.open()                   # the bundled knowledge base (or Evaluator.open("path/to/kb"))
+result = ev.evaluate({"leg_weakness": True})
+result.urgency                          # "emergency"
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
+from .analysis.escalation import decide
 from .loader import load
 from .model import KnowledgeBase, Value
 from .patient import load_patient, parse_patient
 from .reference import ReferenceEvaluator
-from .analysis.escalation import decide
 from .result import Result
 from .session import Engine
 from .source import Positions
@@ -28,7 +29,7 @@ class Evaluator:
         self.engine = Engine(kb)
 
     @classmethod
-    def open(cls, kb_dir: Path | str | None = None) -> "Evaluator":
+    def open(cls, kb_dir: Path | str | None = None) -> Evaluator:
         return cls(load(kb_dir))
 
     def check_inputs(self, facts: Mapping) -> dict[str, Value]:

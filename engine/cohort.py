@@ -4,6 +4,7 @@ The summary counts, over the cohort, each urgency level, each action with the wi
 warning and differential entry, and how many patients each rule fired for, listing the rules that fired for
 no one (a pathway the cohort never exercised).
 """
+
 from __future__ import annotations
 
 import csv
@@ -12,9 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from .model import KnowledgeBase
-from .model import hours_text
-from .result import Result
+from .model import KnowledgeBase, hours_text
 
 PATIENT_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -46,10 +45,16 @@ class Cohort:
         return {
             "patients": len(self.rows),
             "urgency": {level: urgency.get(level, 0) for level in _levels(self.kb)},
-            "actions": {code: {"patients": sum(c.values()),
-                               "within_hours": [{"within_hours": h, "window": w, "patients": n}
-                                                for (h, w), n in sorted(c.items(), key=_window_key)]}
-                        for code, c in sorted(actions.items(), key=lambda kv: self.kb.catalog["action"][kv[0]].order)},
+            "actions": {
+                code: {
+                    "patients": sum(c.values()),
+                    "within_hours": [
+                        {"within_hours": h, "window": w, "patients": n}
+                        for (h, w), n in sorted(c.items(), key=_window_key)
+                    ],
+                }
+                for code, c in sorted(actions.items(), key=lambda kv: self.kb.catalog["action"][kv[0]].order)
+            },
             "warnings": _count(self.kb, "warning", (w.code for _, r in self.rows for w in r.warnings)),
             "differential": _count(self.kb, "differential", (d.code for _, r in self.rows for d in r.differential)),
             "rules": {rule.id: fired.get(rule.id, 0) for rule in self.kb.rules},
@@ -60,42 +65,55 @@ class Cohort:
         return {
             "knowledge_base": self.kb.identity(),
             "summary": self.summary(),
-            "patients": [{"patient_file": str(path), "urgency": r.urgency,
-                          "actions": {a.code: a.within_hours for a in r.actions},
-                          "warnings": [w.code for w in r.warnings],
-                          "differential": [d.code for d in r.differential],
-                          "fired": r.fired_ids(),
-                          "could_escalate": [e.fact for e in r.could_escalate]} for path, r in self.rows],
+            "patients": [
+                {
+                    "patient_file": str(path),
+                    "urgency": r.urgency,
+                    "actions": {a.code: a.within_hours for a in r.actions},
+                    "warnings": [w.code for w in r.warnings],
+                    "differential": [d.code for d in r.differential],
+                    "fired": r.fired_ids(),
+                    "could_escalate": [e.fact for e in r.could_escalate],
+                }
+                for path, r in self.rows
+            ],
         }
 
     def to_csv(self) -> str:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["patient_file", "urgency", "actions", "warnings", "differential", "fired",
-                         "could_escalate"])
+        writer.writerow(["patient_file", "urgency", "actions", "warnings", "differential", "fired", "could_escalate"])
         for path, r in self.rows:
-            writer.writerow([str(path), r.urgency,
-                             ";".join(f"{a.code}@{'' if a.within_hours is None else f'{a.within_hours:g}'}"
-                                      for a in r.actions),
-                             ";".join(w.code for w in r.warnings), ";".join(d.code for d in r.differential),
-                             ";".join(r.fired_ids()), ";".join(e.fact for e in r.could_escalate)])
+            writer.writerow(
+                [
+                    str(path),
+                    r.urgency,
+                    ";".join(f"{a.code}@{'' if a.within_hours is None else f'{a.within_hours:g}'}" for a in r.actions),
+                    ";".join(w.code for w in r.warnings),
+                    ";".join(d.code for d in r.differential),
+                    ";".join(r.fired_ids()),
+                    ";".join(e.fact for e in r.could_escalate),
+                ]
+            )
         return out.getvalue()
 
     def to_text(self) -> str:
         s = self.summary()
         kb = self.kb
         n = s["patients"]
-        pct = (lambda k: f"{k} ({100 * k / n:.0f}%)") if n else str  # noqa: E731
+        pct = (lambda k: f"{k} ({100 * k / n:.0f}%)") if n else str
         lines = [f"Cohort of {n} patient(s); knowledge base {kb.name} {kb.version} ({kb.sha256[:12]})", ""]
-        lines.append("Urgency: " + ", ".join(f"{kb.catalog['urgency'][lvl].label} {pct(k)}"
-                                            for lvl, k in s["urgency"].items()))
+        lines.append(
+            "Urgency: " + ", ".join(f"{kb.catalog['urgency'][lvl].label} {pct(k)}" for lvl, k in s["urgency"].items())
+        )
         lines.append("")
         lines.append("Actions (patients; windows given):")
         if not s["actions"]:
             lines.append("  none")
         for code, a in s["actions"].items():
-            windows = ", ".join(f"{w['window'] or hours_text(w['within_hours'])} x{w['patients']}"
-                                for w in a["within_hours"])
+            windows = ", ".join(
+                f"{w['window'] or hours_text(w['within_hours'])} x{w['patients']}" for w in a["within_hours"]
+            )
             lines.append(f"  {kb.catalog['action'][code].label}: {pct(a['patients'])}; {windows}")
         for kind, title in (("warnings", "Warnings"), ("differential", "Differential")):
             if s[kind]:

@@ -15,12 +15,13 @@ become `any`. Rules reading only input facts collapse into one `$or` pattern and
 An always-firing `__intake__` rule on the patient message guarantees an action runs in every session, which
 avoids durable's segfault in `delete_state` for a session where no action ran.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from .logic import Conjunct, to_dnf
-from .model import KnowledgeBase, Rule
+from .model import KnowledgeBase
 
 INTAKE = "__intake__"
 PATIENT, DERIVED = "patient", "derived"

@@ -3,11 +3,12 @@
 Every problem names where it is (file, line, column), what it is about (a rule id or a fact name) and,
 where one exists, a "did you mean" hint. The CLI prints one line per problem and exits 2.
 """
+
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 
 @dataclass(frozen=True)

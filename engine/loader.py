@@ -8,12 +8,13 @@ Each file is read safely with positions (`source`), checked against its JSON Sch
 then built into the model with the semantic checks a schema cannot make (unknown names, duplicate ids,
 citations). All problems across all files are reported together, each with file, line and subject.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 from dataclasses import replace
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,23 @@ from typing import Any
 import jsonschema
 
 from .errors import KnowledgeBaseError, Problem, did_you_mean
-from .model import (All, AnyOf, CodeEntry, Condition, Conclusion, Derive, Fact, KnowledgeBase, Not, Recommend,
-                    Reference, Rule, Section, SetUrgency, Test)
+from .model import (
+    All,
+    AnyOf,
+    CodeEntry,
+    Conclusion,
+    Condition,
+    Derive,
+    Fact,
+    KnowledgeBase,
+    Not,
+    Recommend,
+    Reference,
+    Rule,
+    Section,
+    SetUrgency,
+    Test,
+)
 from .patient import META_KEYS
 from .source import DocumentError, Positions, display, read_document
 
@@ -46,7 +62,7 @@ def schema_dir() -> Path:
     return knowledge_root() / "schema"
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema(name: str) -> dict:
     return json.loads((schema_dir() / f"{name}.schema.json").read_text(encoding="utf-8"))
 
@@ -56,8 +72,11 @@ def stray_files(directory: Path) -> list[Path]:
     rule or scenario silently skipped would be worse than an error."""
     if not directory.is_dir():
         return []
-    return sorted(p for p in directory.iterdir()
-                  if p.is_file() and p.suffix.lower() in (".yaml", ".yml", ".json") and p.suffix != ".yaml")
+    return sorted(
+        p
+        for p in directory.iterdir()
+        if p.is_file() and p.suffix.lower() in (".yaml", ".yml", ".json") and p.suffix != ".yaml"
+    )
 
 
 def kb_files(root: Path) -> list[Path]:
@@ -100,13 +119,22 @@ def _translate(error: jsonschema.ValidationError, path: tuple, pos: Positions, s
         return [pos.problem(path, f"{where} must be {_article(expected)}, not {_typename(error.instance)}", subject)]
     if kind == "enum":
         options = [str(v) for v in error.validator_value]
-        return [pos.problem(path, f"{where} must be one of {', '.join(options)}, not '{error.instance}'", subject,
-                            did_you_mean(str(error.instance), options))]
+        return [
+            pos.problem(
+                path,
+                f"{where} must be one of {', '.join(options)}, not '{error.instance}'",
+                subject,
+                did_you_mean(str(error.instance), options),
+            )
+        ]
     if kind in ("minItems", "minProperties"):
         return [pos.problem(path, f"{where} must not be empty", subject)]
     if kind == "pattern":
-        return [pos.problem(path, f"{where} '{error.instance}' is not a valid name (lower case letters, digits, _)",
-                            subject)]
+        return [
+            pos.problem(
+                path, f"{where} '{error.instance}' is not a valid name (lower case letters, digits, _)", subject
+            )
+        ]
     if kind == "propertyNames":
         return [pos.problem(path, f"{where}: {error.message}", subject)]
     return [pos.problem(path, f"{where}: {error.message}", subject)]
@@ -118,17 +146,30 @@ def _action_flags(entry: dict) -> dict:
 
 
 def _article(type_name: str) -> str:
-    names = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
-             "number": "a number", "boolean": "true or false", "boolean or string": "true/false or a string",
-             "number or null": "a number or null"}
+    names = {
+        "object": "a mapping",
+        "array": "a list",
+        "string": "a string",
+        "integer": "an integer",
+        "number": "a number",
+        "boolean": "true or false",
+        "boolean or string": "true/false or a string",
+        "number or null": "a number or null",
+    }
     return names.get(type_name, type_name)
 
 
 def _typename(value: Any) -> str:
     if value is None:
         return "null"
-    return {bool: "true/false", int: "a number", float: "a number", str: f"the string '{value}'",
-            list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+    return {
+        bool: "true/false",
+        int: "a number",
+        float: "a number",
+        str: f"the string '{value}'",
+        list: "a list",
+        dict: "a mapping",
+    }.get(type(value), type(value).__name__)
 
 
 def _subject(data: dict, path: tuple) -> str | None:
@@ -168,8 +209,7 @@ class _Builder:
             self.problems.append(exc.problem)
             return None
         if not isinstance(data, dict):
-            self.problems.append(Problem(f"must be a mapping at the top, not {_typename(data)}", file=pos.file,
-                                         line=1))
+            self.problems.append(Problem(f"must be a mapping at the top, not {_typename(data)}", file=pos.file, line=1))
             return None
         found = schema_problems(data, schema, pos, lambda p: _subject(data, p))
         self.problems.extend(found)
@@ -195,8 +235,10 @@ class _Builder:
         if guideline is None or facts_doc is None or guideline[0] is None or facts_doc[0] is None:
             return None  # nothing more can be checked without the catalogue and vocabulary
         g, gpos = guideline
-        references = {int(n): Reference(int(n), r["title"], r["source"], r.get("year"), r["kind"])
-                      for n, r in g["references"].items()}
+        references = {
+            int(n): Reference(int(n), r["title"], r["source"], r.get("year"), r["kind"])
+            for n, r in g["references"].items()
+        }
         sections = {sid: Section(sid, s["title"]) for sid, s in g["sections"].items()}
         facts = self.facts(*facts_doc)
         catalog = self.catalog(g, gpos, facts)
@@ -210,25 +252,42 @@ class _Builder:
                 continue
             section = data["section"]
             if section not in sections:
-                self.problems.append(pos.problem(("section",), f"unknown section '{section}'", None,
-                                                 did_you_mean(section, sections)))
+                self.problems.append(
+                    pos.problem(("section",), f"unknown section '{section}'", None, did_you_mean(section, sections))
+                )
             for i, raw in enumerate(data["rules"]):
                 rule = self.rule(raw, ("rules", i), pos, section, facts, catalog, references, len(rules))
                 if rule is None:
                     continue
                 if rule.id in seen_ids:
                     first = seen_ids[rule.id]
-                    self.problems.append(pos.problem(("rules", i, "id"),
-                                                     f"duplicate rule id (first defined at {first.file}:{first.line})",
-                                                     f"rule {rule.id}"))
+                    self.problems.append(
+                        pos.problem(
+                            ("rules", i, "id"),
+                            f"duplicate rule id (first defined at {first.file}:{first.line})",
+                            f"rule {rule.id}",
+                        )
+                    )
                     continue
                 seen_ids[rule.id] = pos.problem(("rules", i), "")
                 rules.append(rule)
         return KnowledgeBase(
-            name=g["name"], title=g["title"], version=str(g["version"]), last_updated=str(g["last_updated"]),
-            review_status=g["review_status"], publisher=g.get("publisher", ""), disclaimer=g.get("disclaimer", ""),
-            question=g.get("question", ""), root=str(self.root), sha256=self.digest(),
-            facts=facts, rules=tuple(rules), references=references, sections=sections, catalog=catalog)
+            name=g["name"],
+            title=g["title"],
+            version=str(g["version"]),
+            last_updated=str(g["last_updated"]),
+            review_status=g["review_status"],
+            publisher=g.get("publisher", ""),
+            disclaimer=g.get("disclaimer", ""),
+            question=g.get("question", ""),
+            root=str(self.root),
+            sha256=self.digest(),
+            facts=facts,
+            rules=tuple(rules),
+            references=references,
+            sections=sections,
+            catalog=catalog,
+        )
 
     def digest(self) -> str:
         h = hashlib.sha256()
@@ -241,15 +300,27 @@ class _Builder:
     def catalog(self, g: dict, pos: Positions, facts: dict) -> dict:
         catalog: dict[str, dict[str, CodeEntry]] = {}
         for key, kind in CATALOG_KINDS.items():
-            catalog[kind] = {code: CodeEntry(kind, code, e["label"], e["text"], e["patient_text"],
-                                             e["rank"] if kind == "urgency" else 0, i,
-                                             **(_action_flags(e) if kind == "action" else {}))
-                             for i, (code, e) in enumerate(g[key].items())}
+            catalog[kind] = {
+                code: CodeEntry(
+                    kind,
+                    code,
+                    e["label"],
+                    e["text"],
+                    e["patient_text"],
+                    e["rank"] if kind == "urgency" else 0,
+                    i,
+                    **(_action_flags(e) if kind == "action" else {}),
+                )
+                for i, (code, e) in enumerate(g[key].items())
+            }
         ranks: dict[int, str] = {}
         for code, entry in catalog["urgency"].items():
             if entry.rank in ranks:
-                self.problems.append(pos.problem(("urgency", code, "rank"),
-                                                 f"urgency rank {entry.rank} is also used by '{ranks[entry.rank]}'"))
+                self.problems.append(
+                    pos.problem(
+                        ("urgency", code, "rank"), f"urgency rank {entry.rank} is also used by '{ranks[entry.rank]}'"
+                    )
+                )
             ranks[entry.rank] = code
         for code, e in g["actions"].items():  # conditions are parsed once the vocabulary is known
             if "done_when" in e:
@@ -264,8 +335,15 @@ class _Builder:
             where = ("facts", name)
             subject = f"fact {name}"
             if name in RESERVED_FACT_NAMES:
-                self.problems.append(pos.problem(where, f"'{name}' is reserved (patient files use id and note; the "
-                                                 f"engine's fact messages use sid and t)", subject, key=True))
+                self.problems.append(
+                    pos.problem(
+                        where,
+                        f"'{name}' is reserved (patient files use id and note; the "
+                        f"engine's fact messages use sid and t)",
+                        subject,
+                        key=True,
+                    )
+                )
                 continue
             derived = bool(f.get("derived", False))
             if f["type"] == "enum":
@@ -282,20 +360,36 @@ class _Builder:
                     if key not in f:
                         self.problems.append(pos.problem(where, f"an input fact needs '{key}'", subject))
             elif f.get("alarm"):
-                self.problems.append(pos.problem(where + ("alarm",), "a derived fact is never asked, so never an alarm",
-                                                 subject))
+                self.problems.append(
+                    pos.problem(where + ("alarm",), "a derived fact is never asked, so never an alarm", subject)
+                )
             neurological = bool(f.get("neurological", False))
             if neurological and (derived or f["type"] != "bool"):
-                self.problems.append(pos.problem(where + ("neurological",), "only an input yes/no fact can be a "
-                                                 "neurological symptom", subject))
-            facts[name] = Fact(name, f["type"], values, f["meaning"], f.get("question"), f.get("patient_question"),
-                               bool(f.get("alarm", False)), derived, i, pos.at(where)[0], neurological=neurological)
+                self.problems.append(
+                    pos.problem(
+                        where + ("neurological",), "only an input yes/no fact can be a neurological symptom", subject
+                    )
+                )
+            facts[name] = Fact(
+                name,
+                f["type"],
+                values,
+                f["meaning"],
+                f.get("question"),
+                f.get("patient_question"),
+                bool(f.get("alarm", False)),
+                derived,
+                i,
+                pos.at(where)[0],
+                neurological=neurological,
+            )
         for name, f in data["facts"].items():  # constraints may name facts defined further down
             if "only_if" in f and name in facts:
                 subject = f"fact {name}"
                 if facts[name].derived:
-                    self.problems.append(pos.problem(("facts", name, "only_if"), "a derived fact has no 'only_if'",
-                                                     subject))
+                    self.problems.append(
+                        pos.problem(("facts", name, "only_if"), "a derived fact has no 'only_if'", subject)
+                    )
                     continue
                 cond = self.condition(f["only_if"], ("facts", name, "only_if"), pos, subject, facts)
                 if cond is not None:
@@ -303,28 +397,52 @@ class _Builder:
         return facts
 
     # -- rules --
-    def rule(self, raw: dict, where: tuple, pos: Positions, section: str, facts, catalog, references,
-             order: int) -> Rule | None:
+    def rule(
+        self, raw: dict, where: tuple, pos: Positions, section: str, facts, catalog, references, order: int
+    ) -> Rule | None:
         rule_id = raw["id"]
         subject = f"rule {rule_id}"
         before = len(self.problems)
         when = self.condition(raw["when"], where + ("when",), pos, subject, facts)
-        then = tuple(done for i, item in enumerate(raw["then"])
-                     if (done := self.conclusion(item, where + ("then", i), pos, subject, facts, catalog)) is not None)
+        then = tuple(
+            done
+            for i, item in enumerate(raw["then"])
+            if (done := self.conclusion(item, where + ("then", i), pos, subject, facts, catalog)) is not None
+        )
         for i, n in enumerate(raw["cites"]):
             if n not in references:
-                self.problems.append(pos.problem(where + ("cites", i), f"cites reference {n}, which is not in the "
-                                                 f"reference list (1-{max(references)})", subject))
+                self.problems.append(
+                    pos.problem(
+                        where + ("cites", i),
+                        f"cites reference {n}, which is not in the reference list (1-{max(references)})",
+                        subject,
+                    )
+                )
         if len(self.problems) > before or when is None:
             return None
-        return Rule(rule_id, raw["title"], section, when, then, tuple(raw["cites"]), raw["rationale"],
-                    raw.get("priority", 0), raw.get("interpretation"), pos.file, pos.at(where)[0], order)
+        return Rule(
+            rule_id,
+            raw["title"],
+            section,
+            when,
+            then,
+            tuple(raw["cites"]),
+            raw["rationale"],
+            raw.get("priority", 0),
+            raw.get("interpretation"),
+            pos.file,
+            pos.at(where)[0],
+            order,
+        )
 
     def condition(self, raw: dict, where: tuple, pos: Positions, subject: str, facts) -> Condition | None:
         heads = [k for k in CONDITION_HEADS if k in raw]
         if len(heads) != 1:
-            message = ("a condition needs one of fact/all/any/not" if not heads
-                       else f"a condition has exactly one of fact/all/any/not, not {' and '.join(heads)}")
+            message = (
+                "a condition needs one of fact/all/any/not"
+                if not heads
+                else f"a condition has exactly one of fact/all/any/not, not {' and '.join(heads)}"
+            )
             self.problems.append(pos.problem(where, message, subject))
             return None
         head = heads[0]
@@ -332,8 +450,9 @@ class _Builder:
             return self.test(raw, where, pos, subject, facts)
         extra = [k for k in raw if k != head]
         if extra:
-            self.problems.append(pos.problem(where + (extra[0],), f"'{extra[0]}' does not belong beside '{head}'",
-                                             subject))
+            self.problems.append(
+                pos.problem(where + (extra[0],), f"'{extra[0]}' does not belong beside '{head}'", subject)
+            )
             return None
         if head == "not":
             item = self.condition(raw["not"], where + ("not",), pos, subject, facts)
@@ -346,8 +465,9 @@ class _Builder:
     def test(self, raw: dict, where: tuple, pos: Positions, subject: str, facts) -> Test | None:
         name = raw["fact"]
         if name not in facts:
-            self.problems.append(pos.problem(where + ("fact",), f"unknown fact '{name}'", subject,
-                                             did_you_mean(name, facts)))
+            self.problems.append(
+                pos.problem(where + ("fact",), f"unknown fact '{name}'", subject, did_you_mean(name, facts))
+            )
             return None
         fact = facts[name]
         tests = [k for k in ("is", "in") if k in raw]
@@ -366,35 +486,55 @@ class _Builder:
             self.problems.append(pos.problem(at, f"'{fact.name}' is true or false, not {_typename(value)}", subject))
             return False
         if fact.type == "enum" and value not in fact.values:
-            self.problems.append(pos.problem(at, f"'{value}' is not a value of '{fact.name}' "
-                                             f"({', '.join(map(str, fact.values))})", subject,
-                                             did_you_mean(str(value), [str(v) for v in fact.values])))
+            self.problems.append(
+                pos.problem(
+                    at,
+                    f"'{value}' is not a value of '{fact.name}' ({', '.join(map(str, fact.values))})",
+                    subject,
+                    did_you_mean(str(value), [str(v) for v in fact.values]),
+                )
+            )
             return False
         return True
 
     def conclusion(self, raw: dict, where: tuple, pos: Positions, subject: str, facts, catalog) -> Conclusion | None:
         heads = [k for k in CONCLUSION_HEADS if k in raw]
         if len(heads) != 1:
-            message = (f"a conclusion needs one of {', '.join(CONCLUSION_HEADS)}" if not heads
-                       else f"a conclusion has exactly one of {', '.join(CONCLUSION_HEADS)}, not {' and '.join(heads)}")
+            message = (
+                f"a conclusion needs one of {', '.join(CONCLUSION_HEADS)}"
+                if not heads
+                else f"a conclusion has exactly one of {', '.join(CONCLUSION_HEADS)}, not {' and '.join(heads)}"
+            )
             self.problems.append(pos.problem(where, message, subject))
             return None
         head = heads[0]
         allowed_extra = {"action": {"within_hours", "window"}, "derive": {"value"}}.get(head, set())
         for key in raw:
             if key != head and key not in allowed_extra:
-                self.problems.append(pos.problem(where + (key,), f"'{key}' does not belong in a '{head}' conclusion",
-                                                 subject))
+                self.problems.append(
+                    pos.problem(where + (key,), f"'{key}' does not belong in a '{head}' conclusion", subject)
+                )
                 return None
         code = raw[head]
         if head == "derive":
             if code not in facts:
-                self.problems.append(pos.problem(where + ("derive",), f"unknown fact '{code}'", subject,
-                                                 did_you_mean(code, [f for f in facts if facts[f].derived])))
+                self.problems.append(
+                    pos.problem(
+                        where + ("derive",),
+                        f"unknown fact '{code}'",
+                        subject,
+                        did_you_mean(code, [f for f in facts if facts[f].derived]),
+                    )
+                )
                 return None
             if not facts[code].derived:
-                self.problems.append(pos.problem(where + ("derive",), f"'{code}' is an input fact; only facts marked "
-                                                 "'derived: true' in facts.yaml can be derived", subject))
+                self.problems.append(
+                    pos.problem(
+                        where + ("derive",),
+                        f"'{code}' is an input fact; only facts marked 'derived: true' in facts.yaml can be derived",
+                        subject,
+                    )
+                )
                 return None
             if "value" not in raw:
                 self.problems.append(pos.problem(where, f"derive '{code}' needs a 'value'", subject))
@@ -405,8 +545,9 @@ class _Builder:
         kind = "urgency" if head == "urgency" else head
         known = catalog[kind]
         if code not in known:
-            self.problems.append(pos.problem(where + (head,), f"unknown {head} '{code}'", subject,
-                                             did_you_mean(code, known)))
+            self.problems.append(
+                pos.problem(where + (head,), f"unknown {head} '{code}'", subject, did_you_mean(code, known))
+            )
             return None
         if head == "urgency":
             return SetUrgency(code)

@@ -7,9 +7,10 @@ Also: negation pushed down to the facts as complement sets (so the engine never 
 unreliable `$not`), disjunctive normal form for the compiler, and the support of a true condition (which
 facts made it true) for the trace.
 """
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from .model import All, AnyOf, Condition, Fact, Not, Test, Value
 

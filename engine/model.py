@@ -3,12 +3,12 @@
 Plain frozen dataclasses, built by `loader`, read by `compiler`, `session`, `reference`, `result`,
 `report` and `visualize`. Conditions are data (Test / All / AnyOf / Not), never code.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
-Value = Union[bool, str]
+Value = bool | str
 
 
 # ---- facts -------------------------------------------------------------------------------------------
@@ -24,9 +24,8 @@ class Fact:
     derived: bool = False
     order: int = 0  # position in the vocabulary file
     line: int | None = None
-    only_if: "Condition | None" = None  # the fact may be given only when this is not false
+    only_if: Condition | None = None  # the fact may be given only when this is not false
     neurological: bool = False  # a neurological symptom (input yes/no facts only): a yes must give the top urgency
-
 
     def label(self, value: Value | None) -> str:
         if value is None:
@@ -40,6 +39,7 @@ class Fact:
 @dataclass(frozen=True)
 class Test:
     """`fact` has one of `values`. Unknown when the fact is unknown."""
+
     fact: str
     values: frozenset  # frozenset[Value]
     line: int | None = field(default=None, compare=False)
@@ -53,20 +53,20 @@ class Test:
 
 @dataclass(frozen=True)
 class All:
-    items: tuple["Condition", ...]
+    items: tuple[Condition, ...]
 
 
 @dataclass(frozen=True)
 class AnyOf:
-    items: tuple["Condition", ...]
+    items: tuple[Condition, ...]
 
 
 @dataclass(frozen=True)
 class Not:
-    item: "Condition"
+    item: Condition
 
 
-Condition = Union[Test, All, AnyOf, Not]
+Condition = Test | All | AnyOf | Not
 
 
 def _show(value: Value) -> str:
@@ -103,6 +103,7 @@ class SetUrgency:
 @dataclass(frozen=True)
 class Recommend:
     """An action, warning or differential entry. `kind` is "action", "warning" or "differential"."""
+
     kind: str
     code: str
     within_hours: float | None = None  # actions only; None = no window stated
@@ -115,7 +116,7 @@ class Derive:
     value: Value
 
 
-Conclusion = Union[SetUrgency, Recommend, Derive]
+Conclusion = SetUrgency | Recommend | Derive
 
 
 def hours_text(hours: float | None) -> str:
@@ -153,6 +154,7 @@ class Section:
 @dataclass(frozen=True)
 class CodeEntry:
     """An entry of the conclusion catalogue: an urgency level, action, warning or differential code."""
+
     kind: str  # "urgency" | "action" | "warning" | "differential"
     code: str
     label: str
@@ -163,7 +165,7 @@ class CodeEntry:
     imaging: bool = False  # actions only: an imaging study (could_escalate reports it brought forward)
     never_delay: bool = False  # actions only: a yes to any question must never delay or remove it (check proves)
     time_critical: bool = False  # actions only: like imaging, could_escalate watches it being required sooner
-    done_when: "Condition | None" = None  # actions only: the answers show it already done (e.g. radiographs read)
+    done_when: Condition | None = None  # actions only: the answers show it already done (e.g. radiographs read)
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,12 @@
 A patient file is a YAML or JSON mapping of fact name to value. A fact left out, or given as null, is
 unknown. Two optional keys describe the file rather than the patient: `id` and `note`.
 """
+
 from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import PatientError, Problem, did_you_mean
 from .logic import contradicts_only_if
@@ -44,26 +45,43 @@ def parse_patient(data: Any, pos: Positions, kb: KnowledgeBase, at: tuple = ()) 
             problems.append(pos.problem(where, "unknown fact", f"fact '{key}'", did_you_mean(key, names), key=True))
             continue
         if fact.derived:
-            problems.append(pos.problem(where, "is derived by the rules and cannot be given in a patient file",
-                                        f"fact '{key}'"))
+            problems.append(
+                pos.problem(where, "is derived by the rules and cannot be given in a patient file", f"fact '{key}'")
+            )
             continue
         if value is None:
             continue  # explicitly unknown
         if fact.type == "bool" and not isinstance(value, bool):
-            problems.append(pos.problem(where, f"must be true or false (or null for unknown), not {_shown(value)}",
-                                        f"fact '{key}'", _bool_hint(value)))
+            problems.append(
+                pos.problem(
+                    where,
+                    f"must be true or false (or null for unknown), not {_shown(value)}",
+                    f"fact '{key}'",
+                    _bool_hint(value),
+                )
+            )
             continue
         if fact.type == "enum" and (not isinstance(value, str) or value not in fact.values):
-            problems.append(pos.problem(where, f"must be one of {', '.join(map(str, fact.values))} (or null), "
-                                        f"not {_shown(value)}", f"fact '{key}'",
-                                        did_you_mean(str(value), [str(v) for v in fact.values])))
+            problems.append(
+                pos.problem(
+                    where,
+                    f"must be one of {', '.join(map(str, fact.values))} (or null), not {_shown(value)}",
+                    f"fact '{key}'",
+                    did_you_mean(str(value), [str(v) for v in fact.values]),
+                )
+            )
             continue
         inputs[key] = value
-    for name, value in inputs.items():
+    for name in inputs:
         fact = kb.facts[name]
         if contradicts_only_if(fact, inputs):
-            problems.append(pos.problem(at + (name,), f"is given but contradicts its condition "
-                                        f"({_describe(fact.only_if)})", f"fact '{name}'"))
+            problems.append(
+                pos.problem(
+                    at + (name,),
+                    f"is given but contradicts its condition ({_describe(fact.only_if)})",
+                    f"fact '{name}'",
+                )
+            )
     if problems:
         raise PatientError(problems)
     return {f.name: inputs[f.name] for f in kb.input_facts if f.name in inputs}  # vocabulary order
@@ -74,8 +92,11 @@ def _describe(cond) -> str:
 
 
 def _shown(value: Any) -> str:
-    return f"'{value}'" if isinstance(value, str) else ("a list" if isinstance(value, list) else
-                                                        "a mapping" if isinstance(value, dict) else repr(value))
+    return (
+        f"'{value}'"
+        if isinstance(value, str)
+        else ("a list" if isinstance(value, list) else "a mapping" if isinstance(value, dict) else repr(value))
+    )
 
 
 def _bool_hint(value: Any) -> str | None:

@@ -7,10 +7,11 @@ highest `priority`, then the earliest in definition order; re-check after every 
 Conditions only become true as facts become known, and facts never change once known, so a ready rule
 stays ready: an agenda heap plus re-checking only the rules that read a newly derived fact is exact.
 """
+
 from __future__ import annotations
 
 import heapq
-from typing import Mapping
+from collections.abc import Mapping
 
 from .errors import EngineError
 from .logic import evaluate, support
@@ -50,8 +51,11 @@ class ReferenceEvaluator:
 
         def added(fact: str, value: Value) -> list:
             facts = {**base, fact: value}
-            agenda = [(key, rule.id, rule) for key, rule in readers.get(fact, ())
-                      if rule.id not in fired and evaluate(rule.when, facts) is True]
+            agenda = [
+                (key, rule.id, rule)
+                for key, rule in readers.get(fact, ())
+                if rule.id not in fired and evaluate(rule.when, facts) is True
+            ]
             return self._chain(agenda, facts, set(fired), None) if agenda else []
 
         return added
@@ -72,8 +76,10 @@ class ReferenceEvaluator:
                 known = facts.get(derive.fact)
                 if known is not None:
                     if known != derive.value:
-                        raise EngineError(f"rule {rule_id} derives {derive.fact}={derive.value!r} but it was "
-                                          f"already derived as {known!r}")
+                        raise EngineError(
+                            f"rule {rule_id} derives {derive.fact}={derive.value!r} but it was "
+                            f"already derived as {known!r}"
+                        )
                     continue
                 facts[derive.fact] = derive.value
                 if trace is not None:

@@ -1,14 +1,16 @@
 """The text report a clinician reads in ten seconds (or a patient, with `audience="patient"`).
 
-Order: urgency first, the unanswered questions whose answer would escalate (could_escalate) next, then actions with their windows, warnings,
-differential, and why (each fired rule with what it matched and its citations), then the references.
+Order: urgency first, the unanswered questions whose answer would escalate (could_escalate) next, then actions
+with their windows, warnings, differential, and why (each fired rule with what it matched and its citations),
+then the references.
 """
+
 from __future__ import annotations
 
 import textwrap
 
 from .model import KnowledgeBase, hours_text
-from .result import Item, Result
+from .result import Result
 
 WIDTH = 100
 
@@ -51,8 +53,11 @@ def render(result: Result, kb: KnowledgeBase) -> str:
     out.append(f"{label}: {result.urgency_text}")
     out.append("")
     if result.could_escalate:
-        out.append("Please also answer, it could change what to do:" if patient
-                   else "Ask now: these answers would raise the urgency or bring a step forward (most urgent first):")
+        out.append(
+            "Please also answer, it could change what to do:"
+            if patient
+            else "Ask now: these answers would raise the urgency or bring a step forward (most urgent first):"
+        )
         for e in result.could_escalate:
             out.extend(_wrap(e.question, "      ", "  ? "))
             out.extend(_wrap(_escalation_text(e, kb, patient), "        ", "      "))
@@ -92,8 +97,13 @@ def render(result: Result, kb: KnowledgeBase) -> str:
         others = [q for q in result.unanswered if q.fact not in asked]
         if others:
             out.append("")
-            out.extend(_wrap("Other unanswered questions (no single answer changes the urgency or a time-critical step now): "
-                             + ", ".join(q.fact for q in others), "  "))
+            out.extend(
+                _wrap(
+                    "Other unanswered questions (no single answer changes the urgency or a time-critical step now): "
+                    + ", ".join(q.fact for q in others),
+                    "  ",
+                )
+            )
         cited = sorted({n for f in result.fired for n in f.citations})
         if cited:
             out.append("")
@@ -105,6 +115,8 @@ def render(result: Result, kb: KnowledgeBase) -> str:
         out.append("")
         out.extend(_wrap(kb.disclaimer, ""))
     out.append("")
-    out.append(f"{kb.title} (knowledge base {kbid['name']} {kbid['version']}, sha256 {kbid['sha256'][:12]}, "
-               f"review status: {kb.review_status.replace('_', ' ')})")
+    out.append(
+        f"{kb.title} (knowledge base {kbid['name']} {kbid['version']}, sha256 {kbid['sha256'][:12]}, "
+        f"review status: {kb.review_status.replace('_', ' ')})"
+    )
     return "\n".join(out) + "\n"

@@ -4,6 +4,7 @@ Aggregation only; every decision was made by the rules. Urgency is the highest l
 concluded (the lowest level when none did). Where several rules give one action a window, the earliest
 wins and every rule is listed under `because`. Texts come from the knowledge base's catalogue.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -61,15 +62,17 @@ class Result:
         return [f.rule for f in self.fired]
 
     def to_dict(self) -> dict:
-        items = lambda xs, with_window: [_item_dict(x, with_window) for x in xs]  # noqa: E731
+        items = lambda xs, with_window: [_item_dict(x, with_window) for x in xs]
         out = {
             "urgency": self.urgency,
             "urgency_text": self.urgency_text,
             "actions": items(self.actions, True),
             "warnings": items(self.warnings, False),
             "differential": items(self.differential, False),
-            "fired": [{"rule": f.rule, "title": f.title, "order": f.order, "matched": f.matched,
-                       "citations": f.citations} for f in self.fired],
+            "fired": [
+                {"rule": f.rule, "title": f.title, "order": f.order, "matched": f.matched, "citations": f.citations}
+                for f in self.fired
+            ],
             "unanswered": [asdict(q) for q in self.unanswered],
             "could_escalate": [e.to_dict() for e in self.could_escalate],
             "inputs": self.inputs,
@@ -118,7 +121,8 @@ def build(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Resul
                 item = groups[conclusion.kind].get(conclusion.code)
                 if item is None:
                     item = groups[conclusion.kind][conclusion.code] = Item(
-                        conclusion.code, text_of(entry), [], [], label=entry.label)
+                        conclusion.code, text_of(entry), [], [], label=entry.label
+                    )
                 if rule.id not in item.because:
                     item.because.append(rule.id)
                 item.citations = sorted(set(item.citations) | set(rule.cites))
@@ -128,9 +132,11 @@ def build(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Resul
 
     def ordered(kind: str) -> list[Item]:
         catalog = kb.catalog[kind]
-        key = (lambda i: (i.done, i.within_hours is None, i.within_hours or 0, catalog[i.code].order)) \
-            if kind == "action" \
+        key = (
+            (lambda i: (i.done, i.within_hours is None, i.within_hours or 0, catalog[i.code].order))
+            if kind == "action"
             else (lambda i: catalog[i.code].order)
+        )
         return sorted(groups[kind].values(), key=key)
 
     facts = trace.facts()
@@ -138,8 +144,11 @@ def build(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Resul
         done_when = kb.catalog["action"][item.code].done_when
         item.done = done_when is not None and evaluate(done_when, facts) is True
     # a question that cannot be answered for this patient (its only_if is false) is not "unanswered"
-    unanswered = [f for f in kb.input_facts if f.name not in trace.inputs
-                  and (f.only_if is None or evaluate(f.only_if, trace.inputs) is not False)]
+    unanswered = [
+        f
+        for f in kb.input_facts
+        if f.name not in trace.inputs and (f.only_if is None or evaluate(f.only_if, trace.inputs) is not False)
+    ]
     unanswered.sort(key=lambda f: (not f.alarm, f.order))
     question_of = (lambda f: f.patient_question) if audience == "patient" else (lambda f: f.question)
     result = Result(
@@ -148,8 +157,12 @@ def build(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Resul
         actions=ordered("action"),
         warnings=ordered("warning"),
         differential=ordered("differential"),
-        fired=[FiredRule(f.rule, rules[f.rule].title, f.order, dict(f.matched), list(rules[f.rule].cites),
-                         rules[f.rule].section) for f in trace.firings],
+        fired=[
+            FiredRule(
+                f.rule, rules[f.rule].title, f.order, dict(f.matched), list(rules[f.rule].cites), rules[f.rule].section
+            )
+            for f in trace.firings
+        ],
         unanswered=[Question(f.name, question_of(f) or "", f.alarm) for f in unanswered],
         inputs={f.name: trace.inputs[f.name] for f in kb.input_facts if f.name in trace.inputs},
         derived=dict(trace.derived),

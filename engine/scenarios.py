@@ -14,6 +14,7 @@
 
 Each key of `expect` is optional; what is given is checked exactly as documented above.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from .errors import KnowledgeBaseError, LumbarKBError, Problem, did_you_mean
 from .loader import schema_problems, stray_files
-from .model import KnowledgeBase, Value
+from .model import KnowledgeBase
 from .patient import parse_patient
 from .result import Result
 from .source import DocumentError, Positions, display, read_document
@@ -49,8 +50,14 @@ class Mismatch:
 
 def _show(value) -> str:
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {'null' if v is None else f'{v:g}' if isinstance(v, (int, float)) else v}"
-                               for k, v in value.items()) + "}"
+        return (
+            "{"
+            + ", ".join(
+                f"{k}: {'null' if v is None else f'{v:g}' if isinstance(v, (int, float)) else v}"
+                for k, v in value.items()
+            )
+            + "}"
+        )
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(map(str, value)) + "]"
     return str(value)
@@ -85,8 +92,9 @@ def load_scenarios(kb: KnowledgeBase, directory: Path | None = None) -> list[Sce
             problems.extend(exc.problems)
             continue
         problems.extend(_check_names(data["expect"], pos, kb))
-        scenarios.append(Scenario(data["name"], data.get("description", ""), pos.file, pos.at(())[0], patient,
-                                  data["expect"]))
+        scenarios.append(
+            Scenario(data["name"], data.get("description", ""), pos.file, pos.at(())[0], patient, data["expect"])
+        )
     if problems:
         raise KnowledgeBaseError(problems)
     return scenarios
@@ -95,18 +103,31 @@ def load_scenarios(kb: KnowledgeBase, directory: Path | None = None) -> list[Sce
 def _check_names(expect: dict, pos: Positions, kb: KnowledgeBase) -> list[Problem]:
     """Every code and rule id an expectation names must exist (a typo would otherwise pass silently)."""
     problems = []
-    known = {"actions": kb.catalog["action"], "warnings": kb.catalog["warning"],
-             "differential": kb.catalog["differential"], "fired": {r.id: r for r in kb.rules},
-             "not_fired": {r.id: r for r in kb.rules}}
+    known = {
+        "actions": kb.catalog["action"],
+        "warnings": kb.catalog["warning"],
+        "differential": kb.catalog["differential"],
+        "fired": {r.id: r for r in kb.rules},
+        "not_fired": {r.id: r for r in kb.rules},
+    }
     if "urgency" in expect and expect["urgency"] not in kb.catalog["urgency"]:
-        problems.append(pos.problem(("expect", "urgency"), f"unknown urgency '{expect['urgency']}'", None,
-                                    did_you_mean(expect["urgency"], kb.catalog["urgency"])))
+        problems.append(
+            pos.problem(
+                ("expect", "urgency"),
+                f"unknown urgency '{expect['urgency']}'",
+                None,
+                did_you_mean(expect["urgency"], kb.catalog["urgency"]),
+            )
+        )
     for key, names in known.items():
         for i, name in enumerate(expect.get(key, ())):
             if name not in names:
                 at = ("expect", key, name) if isinstance(expect[key], dict) else ("expect", key, i)
-                problems.append(pos.problem(at, f"unknown {key.rstrip('s').replace('_', ' ')} '{name}'", None,
-                                            did_you_mean(name, names)))
+                problems.append(
+                    pos.problem(
+                        at, f"unknown {key.rstrip('s').replace('_', ' ')} '{name}'", None, did_you_mean(name, names)
+                    )
+                )
     return problems
 
 

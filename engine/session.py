@@ -19,13 +19,14 @@ about durable at all:
   * no `$not`: negation is compiled away (see `compiler`).
 The order in which durable hands out actions is the firing order recorded in the trace.
 """
+
 from __future__ import annotations
 
 import itertools
 import json
 import threading
 import weakref
-from typing import Mapping
+from collections.abc import Mapping
 
 import durable_rules_engine as _durable
 
@@ -50,9 +51,14 @@ def _create(name: str, rules: dict, kb: KnowledgeBase) -> int:
                 handle = _durable.create_ruleset(f"{name}_probe_{i}", json.dumps({rule_name: body}))
             except _durable.error as rule_exc:
                 rule = by_id.get(rule_name)
-                problems.append(Problem(f"durable-rules cannot compile this rule ({rule_exc}); split its condition "
-                                        "into smaller rules", file=rule.file if rule else None,
-                                        line=rule.line if rule else None, subject=f"rule {rule_name}"))
+                problems.append(
+                    Problem(
+                        f"durable-rules cannot compile this rule ({rule_exc}); split its condition into smaller rules",
+                        file=rule.file if rule else None,
+                        line=rule.line if rule else None,
+                        subject=f"rule {rule_name}",
+                    )
+                )
             else:
                 _durable.delete_ruleset(handle)
         raise KnowledgeBaseError(problems or [Problem(f"durable-rules cannot compile the rules: {exc}")]) from None
@@ -98,7 +104,7 @@ class Engine:
                 started = _durable.start_action_for_state(handle, state)
                 message = started[1] if started else None
                 while message:
-                    name = message[2:message.index('"', 2)]  # '{"<rule name>":{...match...}}'
+                    name = message[2 : message.index('"', 2)]  # '{"<rule name>":{...match...}}'
                     if name != INTAKE:
                         try:
                             self._fire(session, name)
@@ -133,11 +139,14 @@ class Engine:
             known = session.facts.get(derive.fact)
             if known is not None:
                 if known != derive.value:
-                    raise EngineError(f"rule {name} derives {derive.fact}={derive.value!r} but it was already "
-                                      f"derived as {known!r}: the knowledge base contradicts itself for this patient")
+                    raise EngineError(
+                        f"rule {name} derives {derive.fact}={derive.value!r} but it was already "
+                        f"derived as {known!r}: the knowledge base contradicts itself for this patient"
+                    )
                 continue
             session.facts[derive.fact] = derive.value
             trace.derived[derive.fact] = derive.value
             if derive.fact in self._read_derived:
-                self._assert({"sid": session.sid, "id": f"d:{derive.fact}", "t": DERIVED, "n": derive.fact,
-                              "v": derive.value})
+                self._assert(
+                    {"sid": session.sid, "id": f"d:{derive.fact}", "t": DERIVED, "n": derive.fact, "v": derive.value}
+                )

@@ -6,6 +6,7 @@ point an author at the exact line. Only the safe YAML constructors are used; JSO
 same YAML composer (JSON is YAML 1.2's subset for our purposes) after a strict `json` parse, so a JSON
 syntax error is reported with json's own line and column.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,9 @@ class Positions:
                 return (None, None)
             path = path[:-1]
 
-    def problem(self, path: PathKey, message: str, subject: str | None = None, hint: str | None = None,
-                key: bool = False) -> Problem:
+    def problem(
+        self, path: PathKey, message: str, subject: str | None = None, hint: str | None = None, key: bool = False
+    ) -> Problem:
         """A Problem located at the value of `path` (or at its key, for problems with the key itself)."""
         line, column = self.keys[tuple(path)] if key and tuple(path) in self.keys else self.at(path)
         return Problem(message, file=self.file, line=line, column=column, subject=subject, hint=hint)
@@ -65,8 +67,9 @@ def _convert(node: yaml.Node, path: PathKey, pos: Positions, loader: yaml.SafeLo
             key = str(key)  # keys are names; YAML's `1:` (a reference number) becomes "1"
             if key in out:
                 line = key_node.start_mark.line + 1
-                raise DocumentError(Problem(f"duplicate key '{key}'", file=pos.file, line=line,
-                                            column=key_node.start_mark.column + 1))
+                raise DocumentError(
+                    Problem(f"duplicate key '{key}'", file=pos.file, line=line, column=key_node.start_mark.column + 1)
+                )
             pos.keys[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             out[key] = _convert(value_node, path + (key,), pos, loader)
         return out
@@ -85,8 +88,9 @@ def parse_text(text: str, file: str) -> tuple[Any, Positions]:
             try:
                 data = json.loads(text, object_pairs_hook=_unique_json_keys)
             except json.JSONDecodeError as exc:
-                raise DocumentError(Problem(f"invalid JSON: {exc.msg}", file=file, line=exc.lineno,
-                                            column=exc.colno)) from None
+                raise DocumentError(
+                    Problem(f"invalid JSON: {exc.msg}", file=file, line=exc.lineno, column=exc.colno)
+                ) from None
             except _DuplicateKey as dup:
                 _parse_yaml(text, file)  # names the duplicate's line when YAML can read the file
                 raise DocumentError(Problem(f"duplicate key '{dup.key}'", file=file)) from None
@@ -127,9 +131,9 @@ def _parse_yaml(text: str, file: str) -> tuple[Any, Positions]:
         line = mark.line + 1 if mark else None
         column = mark.column + 1 if mark else None
         message = " ".join(part for part in (exc.context, exc.problem) if part)
-        raise DocumentError(Problem(f"invalid YAML: {message}", file=file, line=line, column=column))
+        raise DocumentError(Problem(f"invalid YAML: {message}", file=file, line=line, column=column)) from None
     except yaml.YAMLError as exc:
-        raise DocumentError(Problem(f"invalid YAML: {exc}", file=file))
+        raise DocumentError(Problem(f"invalid YAML: {exc}", file=file)) from None
     finally:
         loader.dispose()
 
@@ -150,11 +154,11 @@ def read_document(path: Path | str) -> tuple[Any, Positions]:
     try:
         text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not content
     except FileNotFoundError:
-        raise DocumentError(Problem("no such file", file=shown))
+        raise DocumentError(Problem("no such file", file=shown)) from None
     except IsADirectoryError:
-        raise DocumentError(Problem("is a directory, not a file", file=shown))
+        raise DocumentError(Problem("is a directory, not a file", file=shown)) from None
     except UnicodeDecodeError as exc:
-        raise DocumentError(Problem(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=shown))
+        raise DocumentError(Problem(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=shown)) from None
     except OSError as exc:
-        raise DocumentError(Problem(f"cannot read: {exc.strerror}", file=shown))
+        raise DocumentError(Problem(f"cannot read: {exc.strerror}", file=shown)) from None
     return parse_text(text, shown)

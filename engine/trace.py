@@ -3,6 +3,7 @@
 Both evaluators (the durable-rules `session` and the plain-Python `reference`) produce a `Trace`;
 `result.build` turns a Trace into the user-facing Result, so the two can only differ in the trace itself.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

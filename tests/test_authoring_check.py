@@ -1,5 +1,6 @@
 """`lumbar-kb check`: the bundled knowledge base passes; seeded defects in copies are each found, with a
 counterexample that the durable-rules engine reproduces when the test evaluates it itself."""
+
 from __future__ import annotations
 
 import json
@@ -11,14 +12,14 @@ from pathlib import Path
 import pytest
 import z3
 
-from lumbar_kb.engine.api import Evaluator, reference_result
-from lumbar_kb.main import main
-from lumbar_kb.engine.errors import EngineError
-from lumbar_kb.engine.loader import default_kb_dir, load
-from lumbar_kb.engine.patient import random_patient
 from lumbar_kb.engine.analysis.checks import run_checks
 from lumbar_kb.engine.analysis.encoding import Semantics
 from lumbar_kb.engine.analysis.structure import stated_hours
+from lumbar_kb.engine.api import Evaluator, reference_result
+from lumbar_kb.engine.errors import EngineError
+from lumbar_kb.engine.loader import default_kb_dir, load
+from lumbar_kb.engine.patient import random_patient
+from lumbar_kb.main import main
 
 
 # ---- helpers: a copy of the bundled knowledge base to break ------------------------------------------------------
@@ -41,8 +42,10 @@ def edit(path: Path, old: str, new: str) -> None:
 
 
 def rule(rule_id: str, when: str, then: str) -> str:
-    return (f"  - id: {rule_id}\n    title: seeded for a test\n    when: {when}\n    then:\n{then}"
-            "    cites: [1]\n    rationale: seeded defect.\n")
+    return (
+        f"  - id: {rule_id}\n    title: seeded for a test\n    when: {when}\n    then:\n{then}"
+        "    cites: [1]\n    rationale: seeded defect.\n"
+    )
 
 
 def findings(report, check_id: str):
@@ -64,14 +67,24 @@ def test_bundled_knowledge_base_passes_every_check(bundled_report):
     statuses = {c.id: c.status for c in bundled_report.checks}
     assert statuses.pop("windows_never_apply") == "notes"
     assert set(statuses.values()) == {"ok"}, statuses
-    assert {"neurological_emergency", "yes_never_lowers_urgency", "yes_never_delays",
-            "could_escalate_complete", "unreachable_rules", "redundant_rules"} <= set(statuses)
+    assert {
+        "neurological_emergency",
+        "yes_never_lowers_urgency",
+        "yes_never_delays",
+        "could_escalate_complete",
+        "unreachable_rules",
+        "redundant_rules",
+    } <= set(statuses)
 
 
 def test_bundled_notes_are_the_red_flag_windows_the_emergency_triggers_shadow(bundled_report):
     notes = {f.subject: f for f in bundled_report.notes}
-    assert set(notes) == {"rule red_flag.leg_weakness", "rule red_flag.gait_difficulty", "rule red_flag.unable_to_walk",
-                          "rule red_flag.bowel_bladder"}
+    assert set(notes) == {
+        "rule red_flag.leg_weakness",
+        "rule red_flag.gait_difficulty",
+        "rule red_flag.unable_to_walk",
+        "rule red_flag.bowel_bladder",
+    }
     kb = load()
     for finding in notes.values():
         assert finding.reproduced is True
@@ -130,9 +143,14 @@ def assert_encoding_agrees(kb, seed: int, count: int) -> None:
 # ---- seeded defects ----------------------------------------------------------------------------------------------
 def test_unreachable_rule_blocked_by_only_if(tmp_path):
     kb_dir = copy_kb(tmp_path)
-    add_rules(kb_dir, rule("seeded.no_history_breast",
-                           "{all: [{fact: cancer_history, is: false}, {fact: primary_cancer, is: breast}]}",
-                           "      - urgency: prompt\n"))
+    add_rules(
+        kb_dir,
+        rule(
+            "seeded.no_history_breast",
+            "{all: [{fact: cancer_history, is: false}, {fact: primary_cancer, is: breast}]}",
+            "      - urgency: prompt\n",
+        ),
+    )
     kb = load(kb_dir)
     report = run_checks(kb)
     [finding] = findings(report, "unreachable_rules")
@@ -153,11 +171,24 @@ def test_unreachable_rule_blocked_by_only_if(tmp_path):
 
 def test_unreachable_rule_blocked_by_a_derived_fact(tmp_path):
     kb_dir = copy_kb(tmp_path)
-    neuro = ["leg_weakness", "gait_difficulty", "radiating_numbness", "unable_to_walk", "bowel_bladder_dysfunction",
-             "saddle_anesthesia", "progressive_neuro_deficit"]
+    neuro = [
+        "leg_weakness",
+        "gait_difficulty",
+        "radiating_numbness",
+        "unable_to_walk",
+        "bowel_bladder_dysfunction",
+        "saddle_anesthesia",
+        "progressive_neuro_deficit",
+    ]
     tests = ", ".join(f"{{fact: {f}, is: false}}" for f in neuro)
-    add_rules(kb_dir, rule("seeded.neuro_without_symptoms",
-                           f"{{all: [{{fact: neuro_symptom, is: true}}, {tests}]}}", "      - urgency: prompt\n"))
+    add_rules(
+        kb_dir,
+        rule(
+            "seeded.neuro_without_symptoms",
+            f"{{all: [{{fact: neuro_symptom, is: true}}, {tests}]}}",
+            "      - urgency: prompt\n",
+        ),
+    )
     report = run_checks(load(kb_dir))
     [finding] = findings(report, "unreachable_rules")
     assert "neuro_symptom is true" in finding.details[0]
@@ -169,9 +200,14 @@ def test_unreachable_rule_blocked_by_a_derived_fact(tmp_path):
 
 def test_redundant_rule(tmp_path):
     kb_dir = copy_kb(tmp_path)
-    add_rules(kb_dir, rule("seeded.night_and_severe",
-                           "{all: [{fact: night_pain, is: true}, {fact: severe_back_pain, is: true}]}",
-                           "      - urgency: prompt\n"))
+    add_rules(
+        kb_dir,
+        rule(
+            "seeded.night_and_severe",
+            "{all: [{fact: night_pain, is: true}, {fact: severe_back_pain, is: true}]}",
+            "      - urgency: prompt\n",
+        ),
+    )
     kb = load(kb_dir)
     report = run_checks(kb)
     [finding] = findings(report, "redundant_rules")
@@ -184,8 +220,14 @@ def test_redundant_rule(tmp_path):
 
 def test_a_different_window_is_not_redundancy(tmp_path):
     kb_dir = copy_kb(tmp_path)
-    add_rules(kb_dir, rule("seeded.compression_48h", "{fact: suspected_cord_compression, is: true}",
-                           "      - action: mri_whole_spine\n        within_hours: 48\n        window: within 48 hours\n"))
+    add_rules(
+        kb_dir,
+        rule(
+            "seeded.compression_48h",
+            "{fact: suspected_cord_compression, is: true}",
+            "      - action: mri_whole_spine\n        within_hours: 48\n        window: within 48 hours\n",
+        ),
+    )
     report = run_checks(load(kb_dir))
     assert findings(report, "redundant_rules") == []
     [note] = [n for n in report.notes if n.subject == "rule seeded.compression_48h"]
@@ -194,13 +236,26 @@ def test_a_different_window_is_not_redundancy(tmp_path):
 
 def test_derivation_cycle(tmp_path):
     kb_dir = copy_kb(tmp_path)
-    edit(kb_dir / "facts.yaml", "  neuro_symptom:\n", "  spread_risk:\n    type: bool\n    derived: true\n"
-         "    meaning: seeded\n  spread_seen:\n    type: bool\n    derived: true\n    meaning: seeded\n"
-         "  neuro_symptom:\n")
-    add_rules(kb_dir, rule("seeded.cycle_a", "{any: [{fact: spread_seen, is: true}, {fact: imaging_shows_mass, is: true}]}",
-                           "      - derive: spread_risk\n        value: true\n")
-              + rule("seeded.cycle_b", "{fact: spread_risk, is: true}",
-                     "      - derive: spread_seen\n        value: true\n      - urgency: prompt\n"))
+    edit(
+        kb_dir / "facts.yaml",
+        "  neuro_symptom:\n",
+        "  spread_risk:\n    type: bool\n    derived: true\n"
+        "    meaning: seeded\n  spread_seen:\n    type: bool\n    derived: true\n    meaning: seeded\n"
+        "  neuro_symptom:\n",
+    )
+    add_rules(
+        kb_dir,
+        rule(
+            "seeded.cycle_a",
+            "{any: [{fact: spread_seen, is: true}, {fact: imaging_shows_mass, is: true}]}",
+            "      - derive: spread_risk\n        value: true\n",
+        )
+        + rule(
+            "seeded.cycle_b",
+            "{fact: spread_risk, is: true}",
+            "      - derive: spread_seen\n        value: true\n      - urgency: prompt\n",
+        ),
+    )
     kb = load(kb_dir)
     report = run_checks(kb)
     [finding] = findings(report, "derivation_cycles")
@@ -216,25 +271,36 @@ def test_derivation_cycle(tmp_path):
 
 def test_monotonicity_violation_a_symptom_lowers_the_urgency(tmp_path):
     kb_dir = copy_kb(tmp_path)
-    add_rules(kb_dir, rule("seeded.quiet_mass",
-                           "{all: [{fact: palpable_mass, is: true}, {fact: radiating_pain, is: false}]}",
-                           "      - urgency: emergency\n"))
+    add_rules(
+        kb_dir,
+        rule(
+            "seeded.quiet_mass",
+            "{all: [{fact: palpable_mass, is: true}, {fact: radiating_pain, is: false}]}",
+            "      - urgency: emergency\n",
+        ),
+    )
     kb = load(kb_dir)
     report = run_checks(kb)
     [finding] = findings(report, "yes_never_lowers_urgency")
     assert finding.subject == "fact radiating_pain"
     before, after = finding.patient, finding.then
     assert before["radiating_pain"] is False and after["radiating_pain"] is True
-    assert {k: v for k, v in before.items() if k != "radiating_pain"} == \
-        {k: v for k, v in after.items() if k != "radiating_pain"}
+    assert {k: v for k, v in before.items() if k != "radiating_pain"} == {
+        k: v for k, v in after.items() if k != "radiating_pain"
+    }
     assert rank(kb, after) < rank(kb, before)
 
 
 def test_monotonicity_violation_a_symptom_delays_the_whole_spine_mri(tmp_path):
     kb_dir = copy_kb(tmp_path)
-    add_rules(kb_dir, rule("seeded.mri_without_night_pain",
-                           "{all: [{fact: palpable_mass, is: true}, {fact: night_pain, is: false}]}",
-                           "      - action: mri_whole_spine\n        within_hours: 24\n        window: within 24 hours\n"))
+    add_rules(
+        kb_dir,
+        rule(
+            "seeded.mri_without_night_pain",
+            "{all: [{fact: palpable_mass, is: true}, {fact: night_pain, is: false}]}",
+            "      - action: mri_whole_spine\n        within_hours: 24\n        window: within 24 hours\n",
+        ),
+    )
     kb = load(kb_dir)
     report = run_checks(kb)
     [finding] = findings(report, "yes_never_delays")
@@ -247,9 +313,11 @@ def test_monotonicity_violation_a_symptom_delays_the_whole_spine_mri(tmp_path):
 
 def test_neurological_symptom_without_emergency(tmp_path):
     kb_dir = copy_kb(tmp_path)
-    edit(kb_dir / "rules" / "red_flags.yaml",
-         "    when: {fact: radiating_numbness, is: true}\n    then:\n      - urgency: emergency\n",
-         "    when: {fact: radiating_numbness, is: true}\n    then:\n")
+    edit(
+        kb_dir / "rules" / "red_flags.yaml",
+        "    when: {fact: radiating_numbness, is: true}\n    then:\n      - urgency: emergency\n",
+        "    when: {fact: radiating_numbness, is: true}\n    then:\n",
+    )
     kb = load(kb_dir)
     report = run_checks(kb)
     [finding] = findings(report, "neurological_emergency")
@@ -259,8 +327,12 @@ def test_neurological_symptom_without_emergency(tmp_path):
 
 def test_unused_input_fact(tmp_path):
     kb_dir = copy_kb(tmp_path)
-    edit(kb_dir / "facts.yaml", "  neuro_symptom:\n", "  fever:\n    type: bool\n    meaning: seeded\n"
-         "    question: Is there a fever?\n    patient_question: Do you have a fever?\n  neuro_symptom:\n")
+    edit(
+        kb_dir / "facts.yaml",
+        "  neuro_symptom:\n",
+        "  fever:\n    type: bool\n    meaning: seeded\n"
+        "    question: Is there a fever?\n    patient_question: Do you have a fever?\n  neuro_symptom:\n",
+    )
     kb = load(kb_dir)
     report = run_checks(kb)
     [finding] = findings(report, "unread_facts")
@@ -274,11 +346,20 @@ def test_unused_input_fact(tmp_path):
 
 def test_unused_derived_fact_and_unconcluded_catalogue_entry(tmp_path):
     kb_dir = copy_kb(tmp_path)
-    edit(kb_dir / "facts.yaml", "  neuro_symptom:\n",
-         "  orphan:\n    type: bool\n    derived: true\n    meaning: seeded\n  neuro_symptom:\n")
-    add_rules(kb_dir, rule("seeded.orphan", "{fact: palpable_mass, is: true}", "      - derive: orphan\n        value: true\n"))
-    edit(kb_dir / "guideline.yaml", "  lumbar_hernia:\n",
-         "  ghost:\n    label: Ghost\n    text: seeded\n    patient_text: seeded\n  lumbar_hernia:\n")
+    edit(
+        kb_dir / "facts.yaml",
+        "  neuro_symptom:\n",
+        "  orphan:\n    type: bool\n    derived: true\n    meaning: seeded\n  neuro_symptom:\n",
+    )
+    add_rules(
+        kb_dir,
+        rule("seeded.orphan", "{fact: palpable_mass, is: true}", "      - derive: orphan\n        value: true\n"),
+    )
+    edit(
+        kb_dir / "guideline.yaml",
+        "  lumbar_hernia:\n",
+        "  ghost:\n    label: Ghost\n    text: seeded\n    patient_text: seeded\n  lumbar_hernia:\n",
+    )
     kb = load(kb_dir)
     report = run_checks(kb)
     [orphan] = findings(report, "derived_facts")
@@ -290,8 +371,14 @@ def test_unused_derived_fact_and_unconcluded_catalogue_entry(tmp_path):
 
 def test_contradictory_derivation_stops_the_engine(tmp_path):
     kb_dir = copy_kb(tmp_path)
-    add_rules(kb_dir, rule("seeded.mass_means_no_neuro", "{fact: palpable_mass, is: true}",
-                           "      - derive: neuro_symptom\n        value: false\n"))
+    add_rules(
+        kb_dir,
+        rule(
+            "seeded.mass_means_no_neuro",
+            "{fact: palpable_mass, is: true}",
+            "      - derive: neuro_symptom\n        value: false\n",
+        ),
+    )
     kb = load(kb_dir)
     report = run_checks(kb)
     [finding] = findings(report, "contradictory_derivations")
@@ -303,8 +390,14 @@ def test_contradictory_derivation_stops_the_engine(tmp_path):
 
 def test_conflicting_windows(tmp_path):
     kb_dir = copy_kb(tmp_path)
-    add_rules(kb_dir, rule("seeded.compression_words", "{fact: suspected_cord_compression, is: true}",
-                           "      - action: mri_whole_spine\n        within_hours: 12\n        window: within 24 hours\n"))
+    add_rules(
+        kb_dir,
+        rule(
+            "seeded.compression_words",
+            "{fact: suspected_cord_compression, is: true}",
+            "      - action: mri_whole_spine\n        within_hours: 12\n        window: within 24 hours\n",
+        ),
+    )
     kb = load(kb_dir)
     report = run_checks(kb)
     found = findings(report, "contradictory_windows")
@@ -320,16 +413,28 @@ def test_conflicting_windows(tmp_path):
         assert mri.within_hours == 12
     # the report's words depend on which rule fired first: the two rules disagree for the same patient
     result = Evaluator(kb).evaluate(pair[0].patient)
-    assert next(a for a in result.actions if a.code == "mri_whole_spine").window in ("within 12 hours", "within 24 hours")
+    assert next(a for a in result.actions if a.code == "mri_whole_spine").window in (
+        "within 12 hours",
+        "within 24 hours",
+    )
 
 
 def test_could_escalate_gap_an_alarm_question_that_matters_only_with_another(tmp_path):
     kb_dir = copy_kb(tmp_path)
-    edit(kb_dir / "facts.yaml", "  neuro_symptom:\n", "  fever:\n    type: bool\n    alarm: true\n    meaning: seeded\n"
-         "    question: Is there a fever?\n    patient_question: Do you have a fever?\n  neuro_symptom:\n")
-    add_rules(kb_dir, rule("seeded.fever_with_cancer",
-                           "{all: [{fact: fever, is: true}, {fact: cancer_history, is: true}]}",
-                           "      - urgency: emergency\n"))
+    edit(
+        kb_dir / "facts.yaml",
+        "  neuro_symptom:\n",
+        "  fever:\n    type: bool\n    alarm: true\n    meaning: seeded\n"
+        "    question: Is there a fever?\n    patient_question: Do you have a fever?\n  neuro_symptom:\n",
+    )
+    add_rules(
+        kb_dir,
+        rule(
+            "seeded.fever_with_cancer",
+            "{all: [{fact: fever, is: true}, {fact: cancer_history, is: true}]}",
+            "      - urgency: emergency\n",
+        ),
+    )
     kb = load(kb_dir)
     report = run_checks(kb)
     [finding] = findings(report, "could_escalate_complete")
@@ -343,9 +448,14 @@ def test_could_escalate_gap_an_alarm_question_that_matters_only_with_another(tmp
 
 def test_cli_exit_1_names_file_line_and_patient(tmp_path, capsys):
     kb_dir = copy_kb(tmp_path)
-    add_rules(kb_dir, rule("seeded.quiet_mass",
-                           "{all: [{fact: palpable_mass, is: true}, {fact: radiating_pain, is: false}]}",
-                           "      - urgency: emergency\n"))
+    add_rules(
+        kb_dir,
+        rule(
+            "seeded.quiet_mass",
+            "{all: [{fact: palpable_mass, is: true}, {fact: radiating_pain, is: false}]}",
+            "      - urgency: emergency\n",
+        ),
+    )
     assert main(["check", "--kb", str(kb_dir)]) == 1
     out = capsys.readouterr().out
     assert "FAIL  answering yes never lowers the urgency" in out
@@ -364,9 +474,18 @@ def test_cli_bad_knowledge_base_is_exit_2(tmp_path, capsys):
     assert "unknown fact 'nigth_pain'" in err and "did you mean 'night_pain'?" in err
 
 
-@pytest.mark.parametrize("words, hours", [("within 12-24 hours", 24), ("immediately", 0), ("within 2 weeks", 336),
-                                          ("within 24 hours of diagnosis", 24), ("urgently", None),
-                                          ("within 3 days", 72), (None, None)])
+@pytest.mark.parametrize(
+    "words, hours",
+    [
+        ("within 12-24 hours", 24),
+        ("immediately", 0),
+        ("within 2 weeks", 336),
+        ("within 24 hours of diagnosis", 24),
+        ("urgently", None),
+        ("within 3 days", 72),
+        (None, None),
+    ],
+)
 def test_window_words_state_a_figure(words, hours):
     assert stated_hours(words) == hours
 

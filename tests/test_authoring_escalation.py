@@ -1,5 +1,6 @@
 """could_escalate in every Result: vignettes, its place in the JSON and the report, and a property test
 that each entry is real and no unlisted unanswered question escalates."""
+
 from __future__ import annotations
 
 import json
@@ -9,13 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lumbar_kb.engine.api import Evaluator, reference_result
 from lumbar_kb.engine.analysis.escalation import could_escalate
-from lumbar_kb.main import main
+from lumbar_kb.engine.api import Evaluator, reference_result
 from lumbar_kb.engine.loader import load
 from lumbar_kb.engine.logic import evaluate
 from lumbar_kb.engine.patient import random_patient
 from lumbar_kb.engine.report import render
+from lumbar_kb.main import main
 
 
 @pytest.fixture(scope="module")
@@ -32,15 +33,24 @@ def test_nothing_answered_lists_the_alarm_questions_most_urgent_first(evaluator)
     order = [e.fact for e in result.could_escalate]
     # every question that alone gives EMERGENCY comes before those giving PROMPT, before imaging-only ones;
     # among the emergencies, the earliest step first: the emergency department now, then MRI within 12 h
-    assert order[:7] == ["leg_weakness", "gait_difficulty", "unable_to_walk", "bowel_bladder_dysfunction",
-                         "saddle_anesthesia", "progressive_neuro_deficit", "rapid_progression"]
+    assert order[:7] == [
+        "leg_weakness",
+        "gait_difficulty",
+        "unable_to_walk",
+        "bowel_bladder_dysfunction",
+        "saddle_anesthesia",
+        "progressive_neuro_deficit",
+        "rapid_progression",
+    ]
     assert order[7] == "suspected_cord_compression"
     assert set(order[:10]) == {f.name for f in evaluator.kb.input_facts if f.alarm}
     assert all(e.would_raise_urgency_to == "emergency" for e in result.could_escalate[:10])
     assert [e.would_raise_urgency_to for e in result.could_escalate[10:16]] == ["prompt"] * 6
     assert order[-2:] == ["radiograph", "mass_persists"]
     compression = entries(result)["suspected_cord_compression"]
-    assert compression.answer is True and compression.question == "Is spinal cord or cauda equina compression suspected?"
+    assert (
+        compression.answer is True and compression.question == "Is spinal cord or cauda equina compression suspected?"
+    )
     [mri] = compression.would_bring_forward
     assert (mri.action, mri.within_hours, mri.was_required) == ("mri_whole_spine", 12, False)
 
@@ -49,13 +59,23 @@ def test_emergency_patient_keeps_only_the_questions_that_bring_imaging_forward(e
     result = evaluator.evaluate({"leg_weakness": True})
     assert result.urgency == "emergency"
     listed = entries(result)
-    assert set(listed) == {"suspected_cord_compression", "cancer_history", "primary_cancer",
-                           "progressive_neuro_deficit", "radiograph", "mass_persists",
-                           "cord_compression_confirmed"}  # treatment within 24 h: a time-critical step
+    assert set(listed) == {
+        "suspected_cord_compression",
+        "cancer_history",
+        "primary_cancer",
+        "progressive_neuro_deficit",
+        "radiograph",
+        "mass_persists",
+        "cord_compression_confirmed",
+    }  # treatment within 24 h: a time-critical step
     assert all(e.would_raise_urgency_to is None for e in listed.values())
     history = listed["cancer_history"].would_bring_forward[0]
-    assert (history.action, history.within_hours, history.was_within_hours, history.was_window) == \
-        ("mri_whole_spine", 12, None, "urgently")
+    assert (history.action, history.within_hours, history.was_within_hours, history.was_window) == (
+        "mri_whole_spine",
+        12,
+        None,
+        "urgently",
+    )
     assert "gait_difficulty" not in listed  # another neurological symptom changes nothing now
 
 
@@ -85,9 +105,14 @@ def test_json_puts_could_escalate_right_after_unanswered(evaluator):
     assert keys[keys.index("unanswered") + 1] == "could_escalate"
     first = next(e for e in data["could_escalate"] if e["fact"] == "suspected_cord_compression")
     assert set(first) == {"fact", "question", "answer", "answers", "would_raise_urgency_to", "would_bring_forward"}
-    assert first["would_bring_forward"][0] == {"action": "mri_whole_spine", "within_hours": 12,
-                                               "window": "within 12 hours", "was_required": False,
-                                               "was_within_hours": None, "was_window": None}
+    assert first["would_bring_forward"][0] == {
+        "action": "mri_whole_spine",
+        "within_hours": 12,
+        "window": "within 12 hours",
+        "was_required": False,
+        "was_within_hours": None,
+        "was_window": None,
+    }
     json.dumps(data)
 
 
@@ -131,14 +156,17 @@ def test_each_entry_is_real_and_nothing_unlisted_escalates(seed):
             assert fact.name not in listed
             continue
         escalating = []
-        for answer in ((True,) if fact.type == "bool" else fact.values):
+        for answer in (True,) if fact.type == "bool" else fact.values:
             trial = {**patient, fact.name: answer}
             if any(kb.facts[n].only_if is not None and evaluate(kb.facts[n].only_if, trial) is False for n in trial):
                 continue  # a patient file could not say this
             after = reference_result(kb, trial)
             windows = {a.code: a.within_hours for a in after.actions}
-            sooner = [c for c in imaging & set(windows) if c not in before or
-                      (windows[c] is not None and (before[c] is None or windows[c] < before[c]))]
+            sooner = [
+                c
+                for c in imaging & set(windows)
+                if c not in before or (windows[c] is not None and (before[c] is None or windows[c] < before[c]))
+            ]
             if kb.urgency_rank(after.urgency) > rank or sooner:
                 escalating.append(answer)
         assert (fact.name in listed) == bool(escalating), (patient, fact.name)
@@ -168,15 +196,20 @@ def test_incremental_look_ahead_equals_full_re_evaluation(kb):
         for fact in kb.input_facts:
             if fact.name in inputs:
                 continue
-            for answer in ((True,) if fact.type == "bool" else fact.values):
+            for answer in (True,) if fact.type == "bool" else fact.values:
                 trial = {**inputs, fact.name: answer}
                 if not _allowed(kb, trial):
                     continue
                 full = build(kb, reference.run(trial))
                 raised = kb.urgency_rank(full.urgency) > kb.urgency_rank(base.urgency)
-                sooner = any(a.code in imaging and (a.code not in before or (
-                    a.within_hours is not None and (before[a.code] is None or a.within_hours < before[a.code])))
-                    for a in full.actions)
+                sooner = any(
+                    a.code in imaging
+                    and (
+                        a.code not in before
+                        or (a.within_hours is not None and (before[a.code] is None or a.within_hours < before[a.code]))
+                    )
+                    for a in full.actions
+                )
                 if raised or sooner:
                     expected.setdefault(fact.name, set()).add(answer)
         found = {e.fact: e.answer for e in could_escalate(kb, inputs)}

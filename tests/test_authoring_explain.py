@@ -1,16 +1,17 @@
 """`lumbar-kb explain`: why-chains back to the answers with citations, why-not with the nearest rules, their
 three-valued conditions and the smallest change (re-evaluated), and clear errors for unknown codes."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 
+from lumbar_kb.engine.analysis.explain import Target, explain, resolve_target
 from lumbar_kb.engine.api import Evaluator
-from lumbar_kb.main import main
 from lumbar_kb.engine.errors import LumbarKBError
 from lumbar_kb.engine.loader import load
-from lumbar_kb.engine.analysis.explain import Target, explain, resolve_target
+from lumbar_kb.main import main
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +137,9 @@ def test_cli_why_text(tmp_path, capsys):
     path = write(tmp_path, "radiating_numbness: true\ncancer_history: true\n")
     assert main(["explain", str(path), "--why", "action:mri_whole_spine"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("action:mri_whole_spine is reached for this patient: MRI of the whole spine, within 12 hours.")
+    assert out.startswith(
+        "action:mri_whole_spine is reached for this patient: MRI of the whole spine, within 12 hours."
+    )
     assert "cancer.mri_12h_neuro [1]: action mri_whole_spine, within 12 hours - gives the window" in out
     assert "matched cancer_history = yes (answered)" in out
     assert "References:\n  [1] Guideline Directed Topic Overview" in out

@@ -7,6 +7,7 @@ the bundled knowledge base and its scenarios, the keys read per schema object mu
 `properties`. A key the builder reads that the schema forbids (dead code), or a schema key the builder
 ignores (silently accepted, never used), fails the test.
 """
+
 from __future__ import annotations
 
 import copy
@@ -20,10 +21,10 @@ import pytest
 
 import lumbar_kb.engine.loader as loader
 import lumbar_kb.engine.scenarios as scenarios
+from lumbar_kb.engine.api import Evaluator
 from lumbar_kb.engine.errors import KnowledgeBaseError
 from lumbar_kb.engine.loader import CONCLUSION_HEADS, CONDITION_HEADS, default_kb_dir, load, load_schema, schema_dir
-from lumbar_kb.engine.scenarios import compare, checked_conclusions, load_scenarios
-from lumbar_kb.engine.api import Evaluator
+from lumbar_kb.engine.scenarios import checked_conclusions, compare, load_scenarios
 
 
 class Recording(dict):
@@ -135,8 +136,10 @@ def test_the_keys_the_loader_reads_are_the_keys_the_schemas_declare(monkeypatch)
     # objects whose instances the bundled files never contain cannot be read: none may be left out
     assert set(log) == set(expected), set(expected) ^ set(log)
     for where, keys in sorted(expected.items()):
-        assert log[where] == keys, f"{where}: read but not declared {sorted(log[where] - keys)}, " \
-                                   f"declared but never read {sorted(keys - log[where])}"
+        assert log[where] == keys, (
+            f"{where}: read but not declared {sorted(log[where] - keys)}, "
+            f"declared but never read {sorted(keys - log[where])}"
+        )
 
 
 def test_condition_and_conclusion_heads_match_the_schema():
@@ -150,6 +153,7 @@ def test_condition_and_conclusion_heads_match_the_schema():
 def test_the_schemas_are_valid_and_the_bundled_files_validate():
     kb_dir = default_kb_dir()
     import yaml
+
     for path in sorted(schema_dir().glob("*.schema.json")):
         schema = json.loads(path.read_text())
         jsonschema.Draft202012Validator.check_schema(schema)
@@ -163,9 +167,11 @@ def test_the_schemas_are_valid_and_the_bundled_files_validate():
 def test_schema_modelines_point_at_existing_files():
     """The bundled files carry yaml-language-server modelines relative to themselves; the targets must exist."""
     kb_dir = default_kb_dir()
-    for source, target in (("facts.yaml", "../schema/facts.schema.json"),
-                           ("rules/imaging.yaml", "../../schema/rules.schema.json"),
-                           ("scenarios/nothing_known.yaml", "../../schema/scenario.schema.json")):
+    for source, target in (
+        ("facts.yaml", "../schema/facts.schema.json"),
+        ("rules/imaging.yaml", "../../schema/rules.schema.json"),
+        ("scenarios/nothing_known.yaml", "../../schema/scenario.schema.json"),
+    ):
         assert (kb_dir / source).parent.joinpath(target).resolve().is_file()
     for path in sorted(kb_dir.glob("**/*.yaml")):
         if path.parent.name == "patients":
@@ -175,10 +181,13 @@ def test_schema_modelines_point_at_existing_files():
         assert path.parent.joinpath(first.split("=", 1)[1]).resolve().is_file(), path
 
 
-@pytest.mark.parametrize("fact, snippet, message", [
-    ("neuro_symptom", "    derived: true\n", "only an input yes/no fact can be a neurological symptom"),
-    ("radiograph", "    type: enum\n", "only an input yes/no fact can be a neurological symptom"),
-])
+@pytest.mark.parametrize(
+    "fact, snippet, message",
+    [
+        ("neuro_symptom", "    derived: true\n", "only an input yes/no fact can be a neurological symptom"),
+        ("radiograph", "    type: enum\n", "only an input yes/no fact can be a neurological symptom"),
+    ],
+)
 def test_neurological_flag_only_on_input_yes_no_facts(tmp_path, fact, snippet, message):
     kb_dir = tmp_path / "kb"
     shutil.copytree(default_kb_dir(), kb_dir)
@@ -205,8 +214,14 @@ def test_action_flags_are_refused_on_warnings(tmp_path):
 def test_bundled_flags():
     kb = load()
     assert [f.name for f in kb.input_facts if f.neurological] == [
-        "leg_weakness", "gait_difficulty", "radiating_numbness", "unable_to_walk", "bowel_bladder_dysfunction",
-        "saddle_anesthesia", "progressive_neuro_deficit"]
+        "leg_weakness",
+        "gait_difficulty",
+        "radiating_numbness",
+        "unable_to_walk",
+        "bowel_bladder_dysfunction",
+        "saddle_anesthesia",
+        "progressive_neuro_deficit",
+    ]
     assert {c for c, e in kb.catalog["action"].items() if e.imaging} == {"mri_whole_spine", "xray_lumbar", "mri_lumbar"}
     assert {c for c, e in kb.catalog["action"].items() if e.never_delay} == {"mri_whole_spine"}
     assert copy.deepcopy(kb.catalog["warning"]["do_not_delay_imaging"]).imaging is False

@@ -1,5 +1,6 @@
 """`lumbar-kb test`: pass/fail with diffs, rule and conclusion coverage, exit codes, and the minimal scenarios
 `--write-missing` writes (they load, fire their rule, and confirm nothing else by default)."""
+
 from __future__ import annotations
 
 import json
@@ -9,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from lumbar_kb.main import main
-from lumbar_kb.engine.loader import default_kb_dir, load
 from lumbar_kb.engine.analysis.coverage import run_scenarios
+from lumbar_kb.engine.loader import default_kb_dir, load
 from lumbar_kb.engine.scenarios import load_scenarios
+from lumbar_kb.main import main
 
 
 def copy_kb(tmp_path: Path) -> Path:
@@ -44,11 +45,14 @@ def test_a_failing_scenario_prints_a_diff_and_exits_1(tmp_path, capsys):
         "  actions: {emergency_department: 0, xray_lumbar: null}\n"
         "  warnings: []\n"
         "  fired: [ed.leg_weakness_or_walking]\n"
-        "  not_fired: [neuro.present]\n")
+        "  not_fired: [neuro.present]\n"
+    )
     assert main(["test", "--kb", str(kb_dir)]) == 1
     out = capsys.readouterr().out
-    block = out[out.index("  FAIL"):]
-    assert block.splitlines()[0] == f"  FAIL  {kb_dir / 'scenarios' / 'wrong.yaml'}:1: Radiating numbness wrongly expected"
+    block = out[out.index("  FAIL") :]
+    assert (
+        block.splitlines()[0] == f"  FAIL  {kb_dir / 'scenarios' / 'wrong.yaml'}:1: Radiating numbness wrongly expected"
+    )
     assert block.splitlines()[1:14] == [
         "          urgency:",
         "            - prompt",
@@ -73,8 +77,12 @@ def test_coverage_names_unfired_rules_and_unchecked_conclusions(tmp_path, capsys
     for name in ("progressive_deficit.yaml", "red_flag_bowel_bladder.yaml", "cord_compression_confirmed.yaml"):
         (kb_dir / "scenarios" / name).unlink()
     report = run_scenarios(load(kb_dir))
-    assert [r.id for r in report.unfired_rules] == ["red_flag.bowel_bladder", "imaging.mri_window.progressive",
-                                                    "cancer.treatment_24h", "ed.bowel_bladder"]
+    assert [r.id for r in report.unfired_rules] == [
+        "red_flag.bowel_bladder",
+        "imaging.mri_window.progressive",
+        "cancer.treatment_24h",
+        "ed.bowel_bladder",
+    ]
     assert report.unchecked_conclusions == ["action:start_treatment"]
     assert main(["test", "--kb", str(kb_dir)]) == 0  # coverage gaps alone do not fail ...
     out = capsys.readouterr().out
@@ -101,8 +109,10 @@ def test_write_missing_writes_minimal_scenarios_that_load_and_pass(tmp_path, cap
     assert "  # actions: {emergency_department: 0, mri_whole_spine: 48}\n" in text
     kb = load(kb_dir)
     scenarios = load_scenarios(kb, target)
-    assert [s.expect for s in scenarios] == [{"fired": ["cancer.treatment_24h"]},
-                                            {"fired": ["imaging.mri_window.progressive"]}]
+    assert [s.expect for s in scenarios] == [
+        {"fired": ["cancer.treatment_24h"]},
+        {"fired": ["imaging.mri_window.progressive"]},
+    ]
     # moved into the scenario directory they pass, and the rules are covered again
     for path in target.glob("*.yaml"):
         shutil.copy(path, kb_dir / "scenarios" / path.name)
@@ -157,8 +167,9 @@ def test_write_missing_writes_all_or_nothing(tmp_path, capsys, monkeypatch, exis
     monkeypatch.setattr(os, "replace", second_fails)
     assert main(["test", "--kb", str(kb_dir), "--write-missing", str(target)]) == 2
     monkeypatch.undo()
-    assert capsys.readouterr().err == (f"error: {calls[1]}: cannot write the scenarios, none written: "
-                                       "No space left on device\n")
+    assert capsys.readouterr().err == (
+        f"error: {calls[1]}: cannot write the scenarios, none written: No space left on device\n"
+    )
     if exists:
         assert list(target.iterdir()) == []  # the first file moved in is gone again, and the staging directory
     else:

@@ -1,15 +1,13 @@
 """The CLI as a user meets it: evaluate (text, JSON, patient audience), facts, validate, packaging."""
+
 import json
 import subprocess
 import sys
-import zipfile
 
 import pytest
 
-from lumbar_kb.main import main
 from lumbar_kb.engine.loader import default_kb_dir
-
-from .conftest import ROOT
+from lumbar_kb.main import main
 
 PATIENTS = sorted((default_kb_dir() / "patients").iterdir())
 
@@ -29,8 +27,7 @@ def test_json_result_has_the_documented_shape(patient, capsys):
     code, out, err = cli(capsys, "evaluate", patient, "--format", "json")
     assert code == 0 and err == ""
     data = json.loads(out)
-    assert list(data)[:7] == ["urgency", "urgency_text", "actions", "warnings", "differential", "fired",
-                              "unanswered"]
+    assert list(data)[:7] == ["urgency", "urgency_text", "actions", "warnings", "differential", "fired", "unanswered"]
     assert data["urgency"] in ("emergency", "prompt", "routine")
     for key in ("actions", "warnings", "differential"):
         for item in data[key]:
@@ -55,8 +52,9 @@ def test_cauda_equina_example_report_reads_urgency_first(capsys):
 
 
 def test_patient_audience_uses_plain_language_from_the_knowledge_base(capsys):
-    code, out, _ = cli(capsys, "evaluate", default_kb_dir() / "patients" / "01-cauda-equina.yaml",
-                       "--audience", "patient")
+    code, out, _ = cli(
+        capsys, "evaluate", default_kb_dir() / "patients" / "01-cauda-equina.yaml", "--audience", "patient"
+    )
     assert code == 0
     assert out.startswith("EMERGENCY: This is an emergency. Do the steps below in the time given, starting now.")
     assert "Immediately: Go to an emergency department." in out
@@ -66,8 +64,11 @@ def test_patient_audience_uses_plain_language_from_the_knowledge_base(capsys):
 
 def test_texts_come_from_the_knowledge_base(kb_copy, tmp_path, capsys):
     guideline = kb_copy / "guideline.yaml"
-    guideline.write_text(guideline.read_text().replace("Send to an emergency department for emergency evaluation.",
-                                                       "Transfer to the emergency department now."))
+    guideline.write_text(
+        guideline.read_text().replace(
+            "Send to an emergency department for emergency evaluation.", "Transfer to the emergency department now."
+        )
+    )
     patient = tmp_path / "p.yaml"
     patient.write_text("leg_weakness: true\n")
     code, out, _ = cli(capsys, "evaluate", patient, "--kb", kb_copy, "--format", "json")

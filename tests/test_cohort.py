@@ -1,10 +1,11 @@
 """`lumbar-kb cohort`: many patients at once, for analysts."""
+
 import csv
 import io
 import json
 
-from lumbar_kb.main import main
 from lumbar_kb.engine.loader import default_kb_dir
+from lumbar_kb.main import main
 
 PATIENTS = default_kb_dir() / "patients"
 
@@ -32,7 +33,7 @@ def test_summary_counts_agree_with_evaluating_each_patient(capsys, evaluator):
     mri = summary["actions"]["mri_whole_spine"]
     assert mri["patients"] == sum(any(a.code == "mri_whole_spine" for a in r.actions) for r in results)
     assert sum(w["patients"] for w in mri["within_hours"]) == mri["patients"]
-    for row, result in zip(data["patients"], results):
+    for row, result in zip(data["patients"], results, strict=False):
         assert row["urgency"] == result.urgency and row["fired"] == result.fired_ids()
         assert row["actions"] == {a.code: a.within_hours for a in result.actions}
 
@@ -72,7 +73,9 @@ def test_windows_without_a_figure_keep_their_words(tmp_path, capsys):
     (tmp_path / "c.yaml").write_text("suspected_cord_compression: true\n")
     code, out, _ = cli(capsys, "cohort", tmp_path, "--format", "json")
     mri = json.loads(out)["summary"]["actions"]["mri_whole_spine"]
-    assert mri["within_hours"] == [{"within_hours": 12, "window": None, "patients": 1},
-                                   {"within_hours": None, "window": "urgently", "patients": 2}]
+    assert mri["within_hours"] == [
+        {"within_hours": 12, "window": None, "patients": 1},
+        {"within_hours": None, "window": "urgently", "patients": 2},
+    ]
     code, out, _ = cli(capsys, "cohort", tmp_path)
     assert "MRI of the whole spine: 3 (100%); within 12 hours x1, urgently x2" in out

@@ -1,4 +1,5 @@
 """The engine: authors' scenarios, agreement with the reference evaluator, determinism, durable's edges."""
+
 import json
 import os
 import random
@@ -7,11 +8,11 @@ import sys
 
 import pytest
 
-from lumbar_kb.engine.api import Evaluator, reference_result
+from lumbar_kb.engine.analysis.escalation import decide as build
+from lumbar_kb.engine.api import reference_result
 from lumbar_kb.engine.errors import EngineError
 from lumbar_kb.engine.loader import default_kb_dir, load
 from lumbar_kb.engine.patient import random_patient
-from lumbar_kb.engine.analysis.escalation import decide as build
 from lumbar_kb.engine.scenarios import compare, load_scenarios
 from lumbar_kb.engine.session import Engine
 
@@ -68,8 +69,13 @@ def test_result_json_is_byte_identical_across_processes_and_hash_seeds(tmp_path)
     outputs = set()
     for seed in ("0", "1", "12345"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
-        out = subprocess.run([sys.executable, "-m", "lumbar_kb", "evaluate", str(patient), "--format", "json"],
-                             capture_output=True, env=env, check=True, cwd=tmp_path).stdout
+        out = subprocess.run(
+            [sys.executable, "-m", "lumbar_kb", "evaluate", str(patient), "--format", "json"],
+            capture_output=True,
+            env=env,
+            check=True,
+            cwd=tmp_path,
+        ).stdout
         outputs.add(out)
     assert len(outputs) == 1
     data = json.loads(outputs.pop())
@@ -119,8 +125,15 @@ def test_contradictory_derivation_is_an_engine_error(kb_copy):
     # make neuro.absent fire on a patient whose leg weakness also makes neuro.present fire
     rules.write_text(text.replace("        - {fact: leg_weakness, is: false}\n", "", 1))
     kb = load(kb_copy)
-    patient = {"leg_weakness": True, "gait_difficulty": False, "radiating_numbness": False, "unable_to_walk": False,
-               "bowel_bladder_dysfunction": False, "saddle_anesthesia": False, "progressive_neuro_deficit": False}
+    patient = {
+        "leg_weakness": True,
+        "gait_difficulty": False,
+        "radiating_numbness": False,
+        "unable_to_walk": False,
+        "bowel_bladder_dysfunction": False,
+        "saddle_anesthesia": False,
+        "progressive_neuro_deficit": False,
+    }
     with pytest.raises(EngineError, match="neuro_symptom"):
         Engine(kb).run(patient)
 
@@ -133,10 +146,14 @@ def test_reference_result_helper_matches_engine(kb, evaluator):
 def test_priority_orders_firing_in_both_evaluators(kb_copy):
     """`priority` is the author's tool for firing order; durable and the reference must honour it alike."""
     path = kb_copy / "rules" / "pitfalls.yaml"
-    path.write_text(path.read_text().replace("  - id: pitfall.do_not_assume_benign\n",
-                                             "  - id: pitfall.do_not_assume_benign\n    priority: 5\n"))
+    path.write_text(
+        path.read_text().replace(
+            "  - id: pitfall.do_not_assume_benign\n", "  - id: pitfall.do_not_assume_benign\n    priority: 5\n"
+        )
+    )
     kb = load(kb_copy)
     from lumbar_kb.engine.reference import ReferenceEvaluator
+
     facts = {"palpable_mass": True, "night_pain": True}
     durable = [f.rule for f in Engine(kb).run(facts).firings]
     oracle = [f.rule for f in ReferenceEvaluator(kb).run(facts).firings]
@@ -145,8 +162,18 @@ def test_priority_orders_firing_in_both_evaluators(kb_copy):
 
 
 def test_an_action_the_answers_show_done_is_marked_done_and_listed_last(evaluator):
-    no_neuro = {f: False for f in ("leg_weakness", "gait_difficulty", "radiating_numbness", "unable_to_walk",
-                                   "bowel_bladder_dysfunction", "saddle_anesthesia", "progressive_neuro_deficit")}
+    no_neuro = dict.fromkeys(
+        (
+            "leg_weakness",
+            "gait_difficulty",
+            "radiating_numbness",
+            "unable_to_walk",
+            "bowel_bladder_dysfunction",
+            "saddle_anesthesia",
+            "progressive_neuro_deficit",
+        ),
+        False,
+    )
     pending = evaluator.evaluate({**no_neuro, "palpable_mass": True})
     assert [(a.code, a.done) for a in pending.actions] == [("xray_lumbar", False)]
     read = evaluator.evaluate({**no_neuro, "palpable_mass": True, "radiograph": "abnormal"})

@@ -1,4 +1,5 @@
 """The README's contract tables stay true to the knowledge base."""
+
 from .conftest import ROOT
 
 

@@ -5,18 +5,26 @@
   whole-spine MRI (a window growing, or a number becoming "no fixed window", is a delay);
 * a missing answer is unknown, never false: leaving a fact out never fires a rule that needs it to be false.
 """
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lumbar_kb.engine.analysis.escalation import decide as build
 from lumbar_kb.engine.loader import load
 from lumbar_kb.engine.logic import evaluate
-from lumbar_kb.engine.analysis.escalation import decide as build
 
 KB = load()
 BOOL_FACTS = [f.name for f in KB.input_facts if f.type == "bool"]
-NEURO = ["leg_weakness", "gait_difficulty", "radiating_numbness", "unable_to_walk", "bowel_bladder_dysfunction",
-         "saddle_anesthesia", "progressive_neuro_deficit"]
+NEURO = [
+    "leg_weakness",
+    "gait_difficulty",
+    "radiating_numbness",
+    "unable_to_walk",
+    "bowel_bladder_dysfunction",
+    "saddle_anesthesia",
+    "progressive_neuro_deficit",
+]
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -76,8 +84,10 @@ def test_adding_a_symptom_never_lowers_urgency_or_delays_the_whole_spine_mri(eva
         return
     before = run(evaluator, facts)
     after_facts = {**facts, fact: True}
-    if any(f.only_if is not None and f.name in after_facts and evaluate(f.only_if, after_facts) is False
-           for f in KB.input_facts):
+    if any(
+        f.only_if is not None and f.name in after_facts and evaluate(f.only_if, after_facts) is False
+        for f in KB.input_facts
+    ):
         return  # not a valid patient
     after = run(evaluator, after_facts)
     assert rank(after) >= rank(before), (facts, fact)

@@ -4,6 +4,7 @@ exactly what the engine fired, every format renders, errors are one line and exi
 Expected values are computed from the model (`engine.model`) or from an evaluation, never copied from the
 graph under test. Tests that run graphviz's `dot` are marked `graphviz`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -22,18 +23,18 @@ import yaml
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+import lumbar_kb.graph as graph_command
 from lumbar_kb.engine.api import Evaluator
-from lumbar_kb.main import main
 from lumbar_kb.engine.errors import PatientError
 from lumbar_kb.engine.loader import default_kb_dir, load
 from lumbar_kb.engine.model import Derive, Recommend, SetUrgency, condition_facts
 from lumbar_kb.engine.model import Test as ConditionTest
 from lumbar_kb.engine.patient import random_patient
-import lumbar_kb.graph as graph_command
+from lumbar_kb.main import main
 from lumbar_kb.visualize import legend, render, style
 from lumbar_kb.visualize.dot import edge_meanings, node_meanings, to_dot
 from lumbar_kb.visualize.errors import GraphvizFailedError, GraphvizMissingError, OutputError, UnknownNodeError
-from lumbar_kb.visualize.graph import (CONCLUSION_KINDS, build_graph, influence, pathway, resolve, restrict, upstream)
+from lumbar_kb.visualize.graph import CONCLUSION_KINDS, build_graph, influence, pathway, resolve, restrict, upstream
 from lumbar_kb.visualize.overlay import overlay_from_result
 from lumbar_kb.visualize.render import FORMATS, format_for, run_dot
 
@@ -43,22 +44,42 @@ needs_dot = pytest.mark.skipif(not HAS_DOT, reason="graphviz `dot` is not instal
 
 # Patients that take different paths through the guideline (the values are the patient's, not answers).
 PATIENTS = {
-    "cancer_with_leg_weakness": {"leg_weakness": True, "cancer_history": True, "primary_cancer": "kidney",
-                                 "palpable_mass": True},
-    "lump_without_neuro": {"leg_weakness": False, "gait_difficulty": False, "radiating_numbness": False,
-                           "unable_to_walk": False, "bowel_bladder_dysfunction": False,
-                           "saddle_anesthesia": False, "progressive_neuro_deficit": False,
-                           "cancer_history": False, "palpable_mass": True, "radiograph": "abnormal"},
-    "saddle_suspected_compression": {"saddle_anesthesia": True, "suspected_cord_compression": True,
-                                     "rapid_progression": True, "severe_back_pain": True},
+    "cancer_with_leg_weakness": {
+        "leg_weakness": True,
+        "cancer_history": True,
+        "primary_cancer": "kidney",
+        "palpable_mass": True,
+    },
+    "lump_without_neuro": {
+        "leg_weakness": False,
+        "gait_difficulty": False,
+        "radiating_numbness": False,
+        "unable_to_walk": False,
+        "bowel_bladder_dysfunction": False,
+        "saddle_anesthesia": False,
+        "progressive_neuro_deficit": False,
+        "cancer_history": False,
+        "palpable_mass": True,
+        "radiograph": "abnormal",
+    },
+    "saddle_suspected_compression": {
+        "saddle_anesthesia": True,
+        "suspected_cord_compression": True,
+        "rapid_progression": True,
+        "severe_back_pain": True,
+    },
     "nothing_answered": {},
-    "after_imaging": {"imaging_shows_mass": True, "mass_persists": True, "radiograph": "normal",
-                      "cord_compression_confirmed": True},
+    "after_imaging": {
+        "imaging_shows_mass": True,
+        "mass_persists": True,
+        "radiograph": "normal",
+        "cord_compression_confirmed": True,
+    },
 }
 
 
 # ---- fixtures ----------------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bundled():
     """The bundled knowledge base, its graph and a compiled evaluator (built once)."""
     kb = load()
@@ -86,6 +107,7 @@ def patient_file(tmp_path):
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump({"id": name, **facts}, sort_keys=False), encoding="utf-8")
         return path
+
     return write
 
 
@@ -94,17 +116,30 @@ def kb_with_not(tmp_path):
     """The bundled knowledge base plus one rule whose condition has a `not` (the bundled one has none)."""
     root = tmp_path / "kb"
     shutil.copytree(default_kb_dir(), root)
-    (root / "rules" / "zz_not.yaml").write_text(yaml.safe_dump({
-        "section": "after_imaging",
-        "rules": [{
-            "id": "test.mass_not_abnormal",
-            "title": "A palpable mass with radiographs not abnormal is not yet benign",
-            "when": {"all": [{"fact": "palpable_mass", "is": True},
-                             {"not": {"fact": "radiograph", "is": "abnormal"}}]},
-            "then": [{"warning": "do_not_assume_benign"}],
-            "cites": [1],
-            "rationale": "A test rule with a negated condition.",
-        }]}, sort_keys=False), encoding="utf-8")
+    (root / "rules" / "zz_not.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "section": "after_imaging",
+                "rules": [
+                    {
+                        "id": "test.mass_not_abnormal",
+                        "title": "A palpable mass with radiographs not abnormal is not yet benign",
+                        "when": {
+                            "all": [
+                                {"fact": "palpable_mass", "is": True},
+                                {"not": {"fact": "radiograph", "is": "abnormal"}},
+                            ]
+                        },
+                        "then": [{"warning": "do_not_assume_benign"}],
+                        "cites": [1],
+                        "rationale": "A test rule with a negated condition.",
+                    }
+                ],
+            },
+            sort_keys=False,
+        ),
+        encoding="utf-8",
+    )
     return root
 
 
@@ -134,7 +169,7 @@ def attr(stmt: str, name: str) -> str | None:
     if m is None:
         return None
     value = m.group(1)
-    return value[1:-1].replace("\\\"", "\"") if value.startswith("\"") else value
+    return value[1:-1].replace('\\"', '"') if value.startswith('"') else value
 
 
 def dot_node_ids(dot: str) -> list[str]:
@@ -244,6 +279,7 @@ def test_a_not_condition_is_a_negated_edge_with_the_complement_values(kb_with_no
 def test_value_phrases_for_enum_tests(graph):
     assert graph.edges["fact:primary_cancer", "rule:cancer.known"]["needs"] == "any answer"
     from lumbar_kb.visualize.text import values_phrase
+
     primary = load().facts["primary_cancer"]
     assert values_phrase(primary, {"breast", "lung", "prostate", "kidney", "colorectal"}) == "not other"
     assert values_phrase(primary, {"breast", "lung"}) == "breast or lung"
@@ -253,9 +289,11 @@ def test_value_phrases_for_enum_tests(graph):
 # ---- 2. the questions the graph answers --------------------------------------------------------------------------
 def test_upstream_of_an_action_is_every_rule_recommending_it_and_what_they_read(kb, graph):
     target = "action:mri_whole_spine"
-    recommending = {f"rule:{r.id}" for r in kb.rules
-                    if any(isinstance(c, Recommend) and c.kind == "action" and c.code == "mri_whole_spine"
-                           for c in r.then)}
+    recommending = {
+        f"rule:{r.id}"
+        for r in kb.rules
+        if any(isinstance(c, Recommend) and c.kind == "action" and c.code == "mri_whole_spine" for c in r.then)
+    }
     up = set(upstream(graph, target))
     assert recommending <= up
     for rule in recommending:
@@ -267,8 +305,13 @@ def test_upstream_of_an_action_is_every_rule_recommending_it_and_what_they_read(
 
 def test_influence_of_a_finding_reaches_through_derived_facts(graph):
     reach = set(influence(graph, "fact:leg_weakness"))
-    assert {"fact:neuro_symptom", "urgency:emergency", "action:emergency_department",
-            "action:mri_whole_spine", "warning:imaging_alone_insufficient"} <= reach
+    assert {
+        "fact:neuro_symptom",
+        "urgency:emergency",
+        "action:emergency_department",
+        "action:mri_whole_spine",
+        "warning:imaging_alone_insufficient",
+    } <= reach
     assert "differential:lipoma" not in reach  # only a cancer history decides the differential
     assert not any(graph.nodes[n]["kind"] == "input_fact" for n in reach - {"fact:leg_weakness"})
 
@@ -312,8 +355,13 @@ def test_a_finding_changes_only_what_it_is_upstream_of(seed, which, value_pick):
         out = set()
         for rule_id in evaluator.evaluate(facts).fired_ids():
             for c in kb.rule(rule_id).then:
-                out.add(f"urgency:{c.level}" if isinstance(c, SetUrgency) else
-                        f"{c.kind}:{c.code}" if isinstance(c, Recommend) else f"fact:{c.fact}={c.value}")
+                out.add(
+                    f"urgency:{c.level}"
+                    if isinstance(c, SetUrgency)
+                    else f"{c.kind}:{c.code}"
+                    if isinstance(c, Recommend)
+                    else f"fact:{c.fact}={c.value}"
+                )
         return out
 
     for changed in concluded(before) ^ concluded(after):
@@ -361,13 +409,13 @@ def test_dot_has_a_cluster_per_section_with_its_rules(kb, graph):
     for section in kb.sections.values():
         rules = [r for r in kb.rules if r.section == section.id]
         start = dot.index(f"subgraph cluster_section_{section.id} {{")
-        body = dot[start:dot.index("\n\t}", start)]
+        body = dot[start : dot.index("\n\t}", start)]
         assert f'label="{section.title}"' in body or f"label={section.title}" in body
         for rule in rules:
             assert f'\t"rule:{rule.id}" [' in body
     for kind in CONCLUSION_KINDS:
         start = dot.index(f"subgraph cluster_conclusion_{kind} {{")
-        body = dot[start:dot.index("\n\t\t}", start)]
+        body = dot[start : dot.index("\n\t\t}", start)]
         for code in kb.catalog[kind]:
             assert f'\t"{kind}:{code}" [' in body
 
@@ -437,7 +485,7 @@ def test_the_legend_shows_every_kind_and_uses_the_style_table(graph):
     drawn = {m for node in graph.nodes for m in node_meanings(graph, node, None)}
     in_legend = {m for meanings, _ in legend.NODE_ENTRIES for m in meanings}
     assert drawn <= in_legend
-    for meanings, text in legend.NODE_ENTRIES + legend.EDGE_ENTRIES:
+    for _meanings, text in legend.NODE_ENTRIES + legend.EDGE_ENTRIES:
         assert text.replace("'", "&#x27;") in dot
     for meanings, _ in legend.NODE_ENTRIES:
         assert f'BGCOLOR="{style.node_style(*meanings)["fillcolor"]}"' in dot
@@ -457,8 +505,13 @@ def test_dot_is_deterministic_across_processes(tmp_path, patient_file):
     outputs = []
     for seed in ("1", "2", "3"):
         env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(REPO)}
-        done = subprocess.run([sys.executable, "-m", "lumbar_kb", "graph", "--patient", str(patient)],
-                              capture_output=True, env=env, cwd=tmp_path, check=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "lumbar_kb", "graph", "--patient", str(patient)],
+            capture_output=True,
+            env=env,
+            cwd=tmp_path,
+            check=True,
+        )
         outputs.append(done.stdout)
     assert outputs[0] == outputs[1] == outputs[2]
     assert outputs[0].startswith(b"digraph lumbar_mass {")
@@ -528,11 +581,15 @@ def test_svg_fired_elements_are_exactly_the_fired_rules(graph, evaluator, name):
     nodes, edges = svg_classes(svg)
     assert set(nodes) == set(graph.nodes)
     assert {n for n, c in nodes.items() if "fired" in c} == {f"rule:{r}" for r in result.fired_ids()}
-    assert {n for n, c in nodes.items() if "not-fired" in c} == \
-        {n for n in graph.nodes if graph.nodes[n]["kind"] == "rule"} - {f"rule:{r}" for r in result.fired_ids()}
+    assert {n for n, c in nodes.items() if "not-fired" in c} == {
+        n for n in graph.nodes if graph.nodes[n]["kind"] == "rule"
+    } - {f"rule:{r}" for r in result.fired_ids()}
     known = {**result.inputs, **result.derived}
-    for state, test in (("fact-true", lambda v: v is True), ("fact-false", lambda v: v is False),
-                        ("fact-unknown", lambda v: v is None)):
+    for state, test in (
+        ("fact-true", lambda v: v is True),
+        ("fact-false", lambda v: v is False),
+        ("fact-unknown", lambda v: v is None),
+    ):
         want = {f"fact:{f}" for f in (n[5:] for n in graph.nodes if n.startswith("fact:")) if test(known.get(f))}
         assert {n for n, c in nodes.items() if state in c} == want
     used = {(f"fact:{n}", f"rule:{f.rule}") for f in result.fired for n in f.matched}
@@ -565,8 +622,10 @@ def test_dot_runs_without_warnings(graph, evaluator):
 
 
 # ---- 5. focus views ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("focus", ["action:mri_whole_spine", "fact:cancer_history", "rule:neuro.present",
-                                   "urgency:emergency", "fact:neuro_symptom"])
+@pytest.mark.parametrize(
+    "focus",
+    ["action:mri_whole_spine", "fact:cancer_history", "rule:neuro.present", "urgency:emergency", "fact:neuro_symptom"],
+)
 def test_focus_draws_only_the_pathway(graph, focus):
     dot = to_dot(graph, focus=focus)
     expected = set(pathway(graph, focus))
@@ -613,8 +672,16 @@ def test_format_comes_from_the_extension():
 
 @pytest.mark.graphviz
 @needs_dot
-@pytest.mark.parametrize("ext,magic", [(".svg", b"<?xml"), (".png", b"\x89PNG\r\n\x1a\n"), (".pdf", b"%PDF-"),
-                                       (".dot", b"digraph "), (".gv", b"digraph ")])
+@pytest.mark.parametrize(
+    "ext,magic",
+    [
+        (".svg", b"<?xml"),
+        (".png", b"\x89PNG\r\n\x1a\n"),
+        (".pdf", b"%PDF-"),
+        (".dot", b"digraph "),
+        (".gv", b"digraph "),
+    ],
+)
 def test_every_format_renders(tmp_path, capsys, patient_file, ext, magic):
     out = tmp_path / f"path{ext}"
     patient = patient_file("p", PATIENTS["saddle_suspected_compression"])
@@ -701,14 +768,17 @@ def test_the_output_path_is_checked_once(tmp_path, capsys, monkeypatch):
     assert calls == [out] and out.is_file()
 
 
-@pytest.mark.parametrize("args,expect", [
-    (["--focus", "action:mri_whole_spin"], "did you mean 'action:mri_whole_spine'?"),
-    (["--focus", "zzzzzzzz"], "kind:name"),
-    (["--focus", ""], "--focus: the name is empty"),
-    (["-o", "out.jpg"], "did you mean '.png'?"),
-    (["-o", "out"], "cannot tell the format"),
-    (["-o", "no/such/dir/out.svg"], "output directory does not exist"),
-])
+@pytest.mark.parametrize(
+    "args,expect",
+    [
+        (["--focus", "action:mri_whole_spin"], "did you mean 'action:mri_whole_spine'?"),
+        (["--focus", "zzzzzzzz"], "kind:name"),
+        (["--focus", ""], "--focus: the name is empty"),
+        (["-o", "out.jpg"], "did you mean '.png'?"),
+        (["-o", "out"], "cannot tell the format"),
+        (["-o", "no/such/dir/out.svg"], "output directory does not exist"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, args, expect):
     monkeypatch.chdir(tmp_path)
     code, stdout, err = run_cli(["graph", *args], capsys)
@@ -733,8 +803,12 @@ def test_a_bad_knowledge_base_is_reported_not_drawn(tmp_path, capsys):
 def test_graph_of_another_knowledge_base(kb_with_not, capsys):
     code, out, _ = run_cli(["graph", "--kb", str(kb_with_not), "--focus", "test.mass_not_abnormal"], capsys)
     assert code == 0
-    assert set(dot_node_ids(out)) == {"rule:test.mass_not_abnormal", "fact:palpable_mass", "fact:radiograph",
-                                      "warning:do_not_assume_benign"}
+    assert set(dot_node_ids(out)) == {
+        "rule:test.mass_not_abnormal",
+        "fact:palpable_mass",
+        "fact:radiograph",
+        "warning:do_not_assume_benign",
+    }
 
 
 # ---- 7. the committed pictures are the current knowledge base ---------------------------------------------------

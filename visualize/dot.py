@@ -7,6 +7,7 @@ fact-true, used...). Every node and edge carries a stable SVG `id` (`rule:<id>`,
 `<tail>-><head>`), a `class` listing its meanings, and a tooltip with the rule's text and the full titles of
 its citations. The output depends only on the graph and the overlay: the same input gives the same bytes.
 """
+
 from __future__ import annotations
 
 import graphviz
@@ -18,8 +19,12 @@ from .graph import CONCLUSION_KINDS, pathway, restrict
 from .overlay import Overlay
 from .text import hours_phrase, show_value, wrap
 
-CONCLUSION_TITLES = {"urgency": "Urgency", "action": "Actions", "warning": "Warnings",
-                     "differential": "Differential diagnosis"}
+CONCLUSION_TITLES = {
+    "urgency": "Urgency",
+    "action": "Actions",
+    "warning": "Warnings",
+    "differential": "Differential diagnosis",
+}
 RULE_WIDTH = 34  # characters per line of a rule's title
 FACT_WIDTH = 30  # characters per line of a fact's meaning
 
@@ -31,8 +36,12 @@ def to_dot(g: nx.DiGraph, overlay: Overlay | None = None, focus: str | None = No
     even in a pathway view.
     """
     view = restrict(g, pathway(g, focus)) if focus is not None else g
-    dot = graphviz.Digraph(name=g.graph["name"], graph_attr=dict(style.GRAPH),
-                           node_attr=dict(style.NODE_DEFAULTS), edge_attr=dict(style.EDGE_DEFAULTS))
+    dot = graphviz.Digraph(
+        name=g.graph["name"],
+        graph_attr=dict(style.GRAPH),
+        node_attr=dict(style.NODE_DEFAULTS),
+        edge_attr=dict(style.EDGE_DEFAULTS),
+    )
     dot.attr(label=legend.heading(_title(g, focus), _lines(view, overlay, focus), overlay is not None))
 
     def draw(into: graphviz.Digraph, node: str) -> None:
@@ -51,8 +60,11 @@ def to_dot(g: nx.DiGraph, overlay: Overlay | None = None, focus: str | None = No
             continue
         with dot.subgraph(name=f"cluster_section_{section}") as c:
             top = any(g.nodes[n].get("top") for n in nodes)
-            c.attr(label=title, id=f"section:{section}",
-                   **style.cluster_style(*(("section", "emergency_section") if top else ("section",))))
+            c.attr(
+                label=title,
+                id=f"section:{section}",
+                **style.cluster_style(*(("section", "emergency_section") if top else ("section",))),
+            )
             for node in nodes:
                 draw(c, node)
     for node in placed.get(("section", ""), []):
@@ -63,8 +75,9 @@ def to_dot(g: nx.DiGraph, overlay: Overlay | None = None, focus: str | None = No
             outer.attr(label="Conclusions", id="conclusions", **style.cluster_style("conclusions"))
             for kind in kinds:
                 with outer.subgraph(name=f"cluster_conclusion_{kind}") as c:
-                    c.attr(label=CONCLUSION_TITLES[kind], id=f"conclusions:{kind}",
-                           **style.cluster_style("conclusions"))
+                    c.attr(
+                        label=CONCLUSION_TITLES[kind], id=f"conclusions:{kind}", **style.cluster_style("conclusions")
+                    )
                     for node in placed[("conclusion", kind)]:
                         draw(c, node)
     for tail, head, data in view.edges(data=True):
@@ -74,8 +87,9 @@ def to_dot(g: nx.DiGraph, overlay: Overlay | None = None, focus: str | None = No
         label = edge_label(data)
         if label:
             attrs["label"] = nohtml(label)
-        attrs.update(id=f"{tail}->{head}", tooltip=_escape(_edge_tooltip(g, tail, head, data)),
-                     **{"class": " ".join(meanings)})
+        attrs.update(
+            id=f"{tail}->{head}", tooltip=_escape(_edge_tooltip(g, tail, head, data)), **{"class": " ".join(meanings)}
+        )
         # graphviz's `edge()` reads "a:b" as node a, port b; the ids contain colons, so quote them whole.
         dot.body.append(f"\t{quote(tail)} -> {quote(head)}{attr_list(attributes=attrs)}\n")
     return dot.source
@@ -185,9 +199,13 @@ def tooltip(g: nx.DiGraph, node: str, overlay: Overlay | None = None) -> str:
     kind = data["kind"]
     if kind == "rule":
         then = [_conclusion_phrase(g, head, d) for _, head, d in g.out_edges(node, data=True)]
-        parts = [f"{data['name']}: {data['title']}", f"Section: {data['section_title']}",
-                 "When:\n" + data["condition"], "Then:\n" + "\n".join(f"  {t}" for t in then),
-                 "Why: " + data["rationale"]]
+        parts = [
+            f"{data['name']}: {data['title']}",
+            f"Section: {data['section_title']}",
+            "When:\n" + data["condition"],
+            "Then:\n" + "\n".join(f"  {t}" for t in then),
+            "Why: " + data["rationale"],
+        ]
         if data.get("interpretation"):
             parts.append("Interpretation: " + data["interpretation"])
         parts.append("Cites:\n" + "\n".join(f"  {ref}" for ref in data["references"]))
@@ -232,16 +250,26 @@ def _title(g: nx.DiGraph, focus: str | None) -> str:
 
 def _lines(view: nx.DiGraph, overlay: Overlay | None, focus: str | None) -> list[str]:
     kinds = [k for _, k in view.nodes(data="kind")]
-    counts = ", ".join(_count(n, word) for n, word in (
-        (kinds.count("rule"), "rule"), (kinds.count("input_fact"), "finding"),
-        (kinds.count("derived_fact"), "derived fact"), (sum(kinds.count(k) for k in CONCLUSION_KINDS), "conclusion")))
+    counts = ", ".join(
+        _count(n, word)
+        for n, word in (
+            (kinds.count("rule"), "rule"),
+            (kinds.count("input_fact"), "finding"),
+            (kinds.count("derived_fact"), "derived fact"),
+            (sum(kinds.count(k) for k in CONCLUSION_KINDS), "conclusion"),
+        )
+    )
     what = "only what leads to it and what it leads to: " if focus is not None else ""
-    lines = [f"Knowledge base {view.graph['name']} {view.graph['version']} (review status: "
-             f"{view.graph['review_status'].replace('_', ' ')}); {what}{counts}. Drawn from the rules the engine runs."]
+    lines = [
+        f"Knowledge base {view.graph['name']} {view.graph['version']} (review status: "
+        f"{view.graph['review_status'].replace('_', ' ')}); {what}{counts}. Drawn from the rules the engine runs."
+    ]
     if overlay is not None:
         who = f"Patient {overlay.patient}" if overlay.patient else "Patient"
-        lines.append(f"{who}: urgency {overlay.urgency.upper()}; {_count(len(overlay.fired), 'rule')} fired, "
-                     "numbered in firing order; what this patient's answers did not use is greyed out.")
+        lines.append(
+            f"{who}: urgency {overlay.urgency.upper()}; {_count(len(overlay.fired), 'rule')} fired, "
+            "numbered in firing order; what this patient's answers did not use is greyed out."
+        )
     cited = sorted({n for _, d in view.nodes(data=True) if d["kind"] == "rule" for n in d["citations"]})
     lines += [f"Reference {view.graph['references'][n]}" for n in cited]
     return lines

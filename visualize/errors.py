@@ -2,6 +2,7 @@
 
 All are `LumbarKBError`s, so the CLI's single handler prints them like every other bad input.
 """
+
 from __future__ import annotations
 
 from lumbar_kb.engine.errors import LumbarKBError, Problem
@@ -13,8 +14,13 @@ class GraphvizMissingError(LumbarKBError):
     """The graphviz `dot` binary is not on PATH (needed for SVG, PNG and PDF; not for DOT)."""
 
     def __init__(self, executable: str = "dot"):
-        super().__init__(Problem(f"the graphviz '{executable}' program was not found on PATH; it is needed to "
-                                 "draw SVG, PNG or PDF (DOT output works without it)", hint=INSTALL_HINT))
+        super().__init__(
+            Problem(
+                f"the graphviz '{executable}' program was not found on PATH; it is needed to "
+                "draw SVG, PNG or PDF (DOT output works without it)",
+                hint=INSTALL_HINT,
+            )
+        )
 
 
 class GraphvizFailedError(LumbarKBError):

@@ -21,14 +21,15 @@ Every attribute here is a *meaning* (kind, label, section, citations, texts); ho
 decided elsewhere (`style`, `dot`). Node and edge order follows the knowledge base (vocabulary order,
 guideline order of rules, catalogue order), so everything built from the graph is deterministic.
 """
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import networkx as nx
 
 from lumbar_kb.engine.analysis.structure import resolve_name
-from lumbar_kb.engine.model import (All, AnyOf, Condition, Derive, KnowledgeBase, Not, Recommend, Rule, SetUrgency, Test)
+from lumbar_kb.engine.model import All, AnyOf, Condition, Derive, KnowledgeBase, Not, Recommend, Rule, SetUrgency, Test
 
 from .errors import UnknownNodeError
 from .text import describe_condition, values_phrase
@@ -55,22 +56,33 @@ def build_graph(kb: KnowledgeBase) -> nx.DiGraph:
     """Every fact, rule and catalogue entry a node; every fact a condition tests, and every conclusion, an edge."""
     top = max(kb.catalog["urgency"].values(), key=lambda e: e.rank).code
     g = nx.DiGraph(
-        name=kb.name, title=kb.title, version=kb.version, review_status=kb.review_status,
+        name=kb.name,
+        title=kb.title,
+        version=kb.version,
+        review_status=kb.review_status,
         sections=tuple((s.id, s.title) for s in kb.sections.values()),
         references={n: r.cite() for n, r in sorted(kb.references.items())},
         top_urgency=top,
     )
     for fact in kb.facts.values():
-        g.add_node(fact_id(fact.name), kind="derived_fact" if fact.derived else "input_fact", name=fact.name,
-                   label=fact.meaning, question=fact.question, type=fact.type, values=tuple(fact.values),
-                   alarm=fact.alarm)
+        g.add_node(
+            fact_id(fact.name),
+            kind="derived_fact" if fact.derived else "input_fact",
+            name=fact.name,
+            label=fact.meaning,
+            question=fact.question,
+            type=fact.type,
+            values=tuple(fact.values),
+            alarm=fact.alarm,
+        )
     for rule in kb.rules:
         g.add_node(rule_id(rule.id), **_rule_meaning(rule, kb, top))
     for kind in CONCLUSION_KINDS:
         for entry in sorted(kb.catalog[kind].values(), key=lambda e: (-e.rank, e.order)):
             extra = {"rank": entry.rank, "top": entry.code == top} if kind == "urgency" else {}
-            g.add_node(conclusion_id(kind, entry.code), kind=kind, name=entry.code, label=entry.label,
-                       text=entry.text, **extra)
+            g.add_node(
+                conclusion_id(kind, entry.code), kind=kind, name=entry.code, label=entry.label, text=entry.text, **extra
+            )
     for rule in kb.rules:
         r = rule_id(rule.id)
         for name, tests in _tests_by_fact(rule.when).items():
@@ -80,12 +92,18 @@ def build_graph(kb: KnowledgeBase) -> nx.DiGraph:
                 required |= (set(fact.values) - set(test.values)) if negated else set(test.values)
             negated = any(n for _, n in tests)
             values = tuple(v for v in fact.values if v in required)
-            g.add_edge(fact_id(name), r, relation="reads", values=values, needs=values_phrase(fact, values),
-                       negated=negated, negative=negated or values == (False,))
+            g.add_edge(
+                fact_id(name),
+                r,
+                relation="reads",
+                values=values,
+                needs=values_phrase(fact, values),
+                negated=negated,
+                negative=negated or values == (False,),
+            )
         for c in rule.then:
             if isinstance(c, SetUrgency):
-                g.add_edge(r, conclusion_id("urgency", c.level), relation="urgency",
-                           top=c.level == top)
+                g.add_edge(r, conclusion_id("urgency", c.level), relation="urgency", top=c.level == top)
             elif isinstance(c, Recommend):
                 attrs = {"within_hours": c.within_hours, "window": c.window} if c.kind == "action" else {}
                 g.add_edge(r, conclusion_id(c.kind, c.code), relation=c.kind, **attrs)
@@ -99,12 +117,21 @@ def build_graph(kb: KnowledgeBase) -> nx.DiGraph:
 def _rule_meaning(rule: Rule, kb: KnowledgeBase, top: str) -> dict:
     levels = [c.level for c in rule.then if isinstance(c, SetUrgency)]
     urgency = max(levels, key=kb.urgency_rank) if levels else None
-    return dict(kind="rule", name=rule.id, label=rule.title, title=rule.title, section=rule.section,
-                section_title=kb.sections[rule.section].title, citations=tuple(sorted(rule.cites)),
-                references=tuple(kb.references[n].cite() for n in sorted(rule.cites)),
-                rationale=rule.rationale, interpretation=rule.interpretation,
-                condition="\n".join(describe_condition(rule.when, kb.facts)),
-                urgency=urgency, top=urgency == top)
+    return {
+        "kind": "rule",
+        "name": rule.id,
+        "label": rule.title,
+        "title": rule.title,
+        "section": rule.section,
+        "section_title": kb.sections[rule.section].title,
+        "citations": tuple(sorted(rule.cites)),
+        "references": tuple(kb.references[n].cite() for n in sorted(rule.cites)),
+        "rationale": rule.rationale,
+        "interpretation": rule.interpretation,
+        "condition": "\n".join(describe_condition(rule.when, kb.facts)),
+        "urgency": urgency,
+        "top": urgency == top,
+    }
 
 
 def _tests_by_fact(cond: Condition) -> dict[str, list[tuple[Test, bool]]]:
@@ -165,5 +192,6 @@ def resolve(g: nx.DiGraph, name: str) -> str:
     node has (`mri_whole_spine`, `red_flag.leg_weakness`), case ignored where unambiguous. The resolver
     `explain` uses too (`engine.analysis.structure.resolve_name`). Raises UnknownNodeError with a suggestion,
     for an empty name too."""
-    return resolve_name(g.nodes, name, subject="--focus", unknown="no node '{}' in the decision graph",
-                        error=UnknownNodeError)
+    return resolve_name(
+        g.nodes, name, subject="--focus", unknown="no node '{}' in the decision graph", error=UnknownNodeError
+    )

@@ -3,6 +3,7 @@
 Each legend entry names the meanings it stands for, and its swatch is composed by the same `style` lookup
 the nodes and edges use, so the legend cannot disagree with the picture.
 """
+
 from __future__ import annotations
 
 from html import escape
@@ -63,18 +64,22 @@ def legend_table(with_patient: bool) -> str:
         cells += [_edge_cell(m, text) for m, text in PATIENT_EDGE_ENTRIES]
     rows = []
     for start in range(0, len(cells), COLUMNS):
-        row = cells[start:start + COLUMNS]
-        row += ['<TD></TD><TD></TD>'] * (COLUMNS - len(row))
+        row = cells[start : start + COLUMNS]
+        row += ["<TD></TD><TD></TD>"] * (COLUMNS - len(row))
         rows.append("<TR>" + "".join(row) + "</TR>")
-    return ('<TABLE BORDER="1" COLOR="#c9cdd2" CELLBORDER="0" CELLSPACING="3" CELLPADDING="3" BGCOLOR="#ffffff">'
-            f'<TR><TD COLSPAN="{2 * COLUMNS}" ALIGN="LEFT"><B>Legend</B></TD></TR>' + "".join(rows) + "</TABLE>")
+    return (
+        '<TABLE BORDER="1" COLOR="#c9cdd2" CELLBORDER="0" CELLSPACING="3" CELLPADDING="3" BGCOLOR="#ffffff">'
+        f'<TR><TD COLSPAN="{2 * COLUMNS}" ALIGN="LEFT"><B>Legend</B></TD></TR>' + "".join(rows) + "</TABLE>"
+    )
 
 
 def _node_cell(meanings: tuple, text: str) -> str:
     s = style.node_style(*meanings)
     dashed = ' STYLE="dashed"' if "dashed" in s.get("style", "") else ""
-    swatch = (f'<TD BGCOLOR="{s["fillcolor"]}" COLOR="{s["color"]}" BORDER="2"{dashed} WIDTH="40" HEIGHT="20">'
-              f'<FONT POINT-SIZE="9" COLOR="{s["fontcolor"]}">Aa</FONT></TD>')
+    swatch = (
+        f'<TD BGCOLOR="{s["fillcolor"]}" COLOR="{s["color"]}" BORDER="2"{dashed} WIDTH="40" HEIGHT="20">'
+        f'<FONT POINT-SIZE="9" COLOR="{s["fontcolor"]}">Aa</FONT></TD>'
+    )
     return swatch + f'<TD ALIGN="LEFT"><FONT POINT-SIZE="11">{escape(text)}</FONT></TD>'
 
 

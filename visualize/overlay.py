@@ -8,6 +8,7 @@ the engine did. States are meanings, looked up in the style table when drawing:
     conclusions  concluded | not-concluded   (the result's urgency counts as concluded, even the default)
     edges        used | unused               (a fired rule's matched facts in, all its conclusions out)
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -78,5 +79,11 @@ def overlay_from_result(g: nx.DiGraph, result: Result, patient: str = "") -> Ove
                 concluded.add(head)
     known = {**result.inputs, **result.derived}
     values = {n: known.get(g.nodes[n]["name"]) for n, k in g.nodes(data="kind") if k in ("input_fact", "derived_fact")}
-    return Overlay(urgency=result.urgency, fired=fired, values=values, used=frozenset(used),
-                   concluded=frozenset(concluded), patient=patient)
+    return Overlay(
+        urgency=result.urgency,
+        fired=fired,
+        values=values,
+        used=frozenset(used),
+        concluded=frozenset(concluded),
+        patient=patient,
+    )

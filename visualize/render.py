@@ -4,6 +4,7 @@ The only module that runs a program or writes a file. The format comes from the 
 the picture is made in memory first and then written to a temporary file beside the target and renamed
 over it, so a failure never leaves a half-written or stale-looking file behind.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,8 +30,13 @@ def format_for(path: Path) -> str:
         return FORMATS[ext]
     allowed = ", ".join(sorted(FORMATS))
     hint = did_you_mean(ext, FORMATS) if ext else None
-    raise OutputError(Problem(f"cannot tell the format from the extension '{ext or '(none)'}'", file=str(path),
-                              hint=f"{hint} Formats: {allowed}" if hint else f"formats: {allowed}"))
+    raise OutputError(
+        Problem(
+            f"cannot tell the format from the extension '{ext or '(none)'}'",
+            file=str(path),
+            hint=f"{hint} Formats: {allowed}" if hint else f"formats: {allowed}",
+        )
+    )
 
 
 def check_output(path: Path) -> str:
@@ -59,8 +65,7 @@ def run_dot(source: str, fmt: str) -> bytes:
     if fmt == "png":
         args.append(f"-Gdpi={PNG_DPI}")
     try:
-        done = subprocess.run(args, input=source.encode("utf-8"), capture_output=True, timeout=TIMEOUT_S,
-                              check=False)
+        done = subprocess.run(args, input=source.encode("utf-8"), capture_output=True, timeout=TIMEOUT_S, check=False)
     except FileNotFoundError:  # removed between the lookup and the run
         raise GraphvizMissingError() from None
     except subprocess.TimeoutExpired:

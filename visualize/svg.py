@@ -6,12 +6,14 @@ graphviz writes the DOT node name into each element's `<title>` and puts the `to
 rationale and full citations) is copied into the `<title>`. The stable ids stay in the `id` attributes.
 A pure text transform of graphviz's own output: the same SVG in gives the same SVG out.
 """
+
 from __future__ import annotations
 
 import re
 
 _ELEMENT = re.compile(
-    r'(<g id="[^"]*" class="(?:node|edge)\b[^"]*">\n<title>)[^<]*(</title>\n<g id="a_[^"]*"><a xlink:title="([^"]*)">)')
+    r'(<g id="[^"]*" class="(?:node|edge)\b[^"]*">\n<title>)[^<]*(</title>\n<g id="a_[^"]*"><a xlink:title="([^"]*)">)'
+)
 
 
 def titles_from_tooltips(svg: bytes) -> bytes:

@@ -3,12 +3,12 @@
 Pure functions of the model; no drawing here. Used for node meaning attributes (a rule's condition text)
 and for labels and tooltips.
 """
+
 from __future__ import annotations
 
 import textwrap
 
-from lumbar_kb.engine.model import All, AnyOf, Condition, Fact, Not, Test, Value
-from lumbar_kb.engine.model import hours_text
+from lumbar_kb.engine.model import All, AnyOf, Condition, Fact, Not, Test, Value, hours_text
 
 
 def show_value(fact: Fact | None, value: Value | None) -> str:

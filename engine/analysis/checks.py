@@ -20,26 +20,33 @@ Definitions (also in the README, "For guideline authors"):
     questions are answered, answering it alone already does so now, so `could_escalate` (which tries one
     answer at a time) names it.
 """
+
 from __future__ import annotations
 
 import textwrap
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import z3
 
 from .. import logic
-from ..model import All, Condition, KnowledgeBase, Not, Test
-from ..model import hours_text
+from ..model import All, Condition, KnowledgeBase, Not, Test, hours_text
 from ..source import DocumentError, read_document
 from . import encoding
 from .encoding import Semantics, State, solve_min
 from .escalation import could_escalate
 from .reproduce import Runner, decisions, later, windows
-from .structure import (action_conclusions, analyse, conclusion_key, describe_key,
-                        input_state_count, logic_value, stated_hours)
+from .structure import (
+    action_conclusions,
+    analyse,
+    conclusion_key,
+    describe_key,
+    input_state_count,
+    logic_value,
+    stated_hours,
+)
 
 
 @dataclass
@@ -63,10 +70,20 @@ class Finding:
         return f"{self.file}:{self.line}" if self.line else self.file
 
     def to_dict(self) -> dict:
-        return {"check": self.check, "severity": self.severity, "subject": self.subject, "message": self.message,
-                "file": self.file, "line": self.line, "patient": self.patient, "then": self.then,
-                "patient_label": self.labels[0], "then_label": self.labels[1],
-                "details": list(self.details), "reproduced": self.reproduced}
+        return {
+            "check": self.check,
+            "severity": self.severity,
+            "subject": self.subject,
+            "message": self.message,
+            "file": self.file,
+            "line": self.line,
+            "patient": self.patient,
+            "then": self.then,
+            "patient_label": self.labels[0],
+            "then_label": self.labels[1],
+            "details": list(self.details),
+            "reproduced": self.reproduced,
+        }
 
 
 @dataclass
@@ -108,13 +125,25 @@ class CheckReport:
         return [f for c in self.checks for f in c.notes]
 
     def to_dict(self) -> dict:
-        return {"knowledge_base": self.kb.identity(), "input_states": self.input_states,
-                "input_states_exact": self.exact_count, "solver": self.solver,
-                "problems": len(self.problems), "notes": len(self.notes),
-                "checks": [{"id": c.id, "group": c.group, "claim": c.claim,
-                            "status": c.status,
-                            "skipped": c.skipped, "findings": [f.to_dict() for f in c.findings]}
-                           for c in self.checks]}
+        return {
+            "knowledge_base": self.kb.identity(),
+            "input_states": self.input_states,
+            "input_states_exact": self.exact_count,
+            "solver": self.solver,
+            "problems": len(self.problems),
+            "notes": len(self.notes),
+            "checks": [
+                {
+                    "id": c.id,
+                    "group": c.group,
+                    "claim": c.claim,
+                    "status": c.status,
+                    "skipped": c.skipped,
+                    "findings": [f.to_dict() for f in c.findings],
+                }
+                for c in self.checks
+            ],
+        }
 
 
 GROUPS = (("structure", "Structure"), ("reach", "Reachability"), ("safety", "Safety invariants (every input state)"))
@@ -195,19 +224,29 @@ def show_patient(patient: dict | None) -> str:
 def _check_cycles(ctx: _Context) -> Check:
     check = Check("derivation_cycles", "structure", "no derivation cycles")
     for cycle in ctx.structure.cycles:
-        path = cycle[0][0] + "".join(f" -[{rule}]-> {nxt}" for (_, rule), (nxt, _) in zip(cycle, cycle[1:] + cycle[:1]))
+        path = cycle[0][0] + "".join(
+            f" -[{rule}]-> {nxt}" for (_, rule), (nxt, _) in zip(cycle, cycle[1:] + cycle[:1], strict=False)
+        )
         rules = [rule for _, rule in cycle]
         file, line = ctx.rule_at(rules[0])
         patient = ctx.witness(z3.Or([ctx.s.fires[r] for r in rules]))
-        finding = Finding(check.id, "problem", f"fact {cycle[0][0]}",
-                          f"derivation cycle: {path}: these facts are derived from each other, so only a rule on "
-                          "the cycle that also reads something outside it can start the chain", file, line, patient)
+        finding = Finding(
+            check.id,
+            "problem",
+            f"fact {cycle[0][0]}",
+            f"derivation cycle: {path}: these facts are derived from each other, so only a rule on "
+            "the cycle that also reads something outside it can start the chain",
+            file,
+            line,
+            patient,
+        )
         if patient is None:
             finding.details.append("no patient fires any rule on the cycle")
         else:
             finding.details.append("this patient fires a rule on the cycle")
             finding.verify = lambda run, p=patient, rs=rules: (
-                None if run.fired(p) & set(rs) else "the engine fires no rule on the cycle")
+                None if run.fired(p) & set(rs) else "the engine fires no rule on the cycle"
+            )
         check.findings.append(finding)
     return check
 
@@ -220,13 +259,22 @@ def _check_unread_facts(ctx: _Context) -> Check:
         base = ctx.witness(ctx.s.known(fact.name))
         without = {k: v for k, v in (base or {}).items() if k != fact.name}
         file, line = ctx.fact_at(fact.name)
-        finding = Finding(check.id, "problem", f"fact {fact.name}",
-                          "no rule reads it: its answer never changes a result", file, line,
-                          without, base, labels=("unanswered", "answered"))
+        finding = Finding(
+            check.id,
+            "problem",
+            f"fact {fact.name}",
+            "no rule reads it: its answer never changes a result",
+            file,
+            line,
+            without,
+            base,
+            labels=("unanswered", "answered"),
+        )
         if base is not None:
             finding.details.append(f"answering {fact.name} = {logic_value(base[fact.name])} changes nothing")
             finding.verify = lambda run, a=without, b=base: (
-                None if decisions(run.result(a)) == decisions(run.result(b)) else "the answer changed the result")
+                None if decisions(run.result(a)) == decisions(run.result(b)) else "the answer changed the result"
+            )
         check.findings.append(finding)
     return check
 
@@ -237,17 +285,27 @@ def _check_derived(ctx: _Context) -> Check:
         file, line = ctx.fact_at(fact.name)
         derivers = [r for v in fact.values for r in ctx.structure.derivers[(fact.name, v)]]
         if not derivers:
-            check.findings.append(Finding(check.id, "problem", f"fact {fact.name}",
-                                          "no rule derives it: it is always unknown", file, line))
+            check.findings.append(
+                Finding(
+                    check.id, "problem", f"fact {fact.name}", "no rule derives it: it is always unknown", file, line
+                )
+            )
         if not ctx.structure.readers[fact.name]:
             patient = ctx.witness(ctx.s.known(fact.name)) if derivers else None
-            finding = Finding(check.id, "problem", f"fact {fact.name}",
-                              f"no rule reads it (derived by {', '.join(derivers) or 'no rule'})",
-                              file, line, patient)
+            finding = Finding(
+                check.id,
+                "problem",
+                f"fact {fact.name}",
+                f"no rule reads it (derived by {', '.join(derivers) or 'no rule'})",
+                file,
+                line,
+                patient,
+            )
             if patient is not None:
                 finding.details.append(f"this patient derives {fact.name}, and nothing uses it")
                 finding.verify = lambda run, p=patient, f=fact.name: (
-                    None if f in run.engine.run(run.check_patient(p)).derived else "the engine did not derive it")
+                    None if f in run.engine.run(run.check_patient(p)).derived else "the engine did not derive it"
+                )
             check.findings.append(finding)
     return check
 
@@ -261,8 +319,9 @@ def _check_unconcluded(ctx: _Context) -> Check:
                 continue  # the level of a patient no rule raises
             if not ctx.structure.concluders[f"{kind}:{code}"]:
                 file, line = ctx.code_at(kind, code)
-                check.findings.append(Finding(check.id, "problem", f"{kind}:{code}",
-                                              "no rule concludes it", file, line))
+                check.findings.append(
+                    Finding(check.id, "problem", f"{kind}:{code}", "no rule concludes it", file, line)
+                )
     return check
 
 
@@ -273,8 +332,9 @@ def _check_unreachable_rules(ctx: _Context) -> Check:
         if ctx.reachable(rule.id):
             continue
         reasons, closest = _why_never(ctx, rule.when)
-        finding = Finding(check.id, "problem", f"rule {rule.id}", "can never fire",
-                          rule.file, rule.line, closest, details=reasons)
+        finding = Finding(
+            check.id, "problem", f"rule {rule.id}", "can never fire", rule.file, rule.line, closest, details=reasons
+        )
         if closest is not None:
             finding.details.append("the patient shown comes closest: the engine does not fire the rule for it")
             finding.verify = lambda run, p=closest, r=rule.id: None if r not in run.fired(p) else "the rule fired"
@@ -325,8 +385,13 @@ def _why_never(ctx: _Context, cond: Condition) -> tuple[list[str], dict | None]:
     for name in ctx.sem.inputs:
         fact = kb.facts[name]
         if fact.only_if is not None:
-            background.append((f"{name} is refused when its only_if ({_describe_cond(fact.only_if)}) is false "
-                               f"(facts.yaml:{fact.line})", s.only_if(name)))
+            background.append(
+                (
+                    f"{name} is refused when its only_if ({_describe_cond(fact.only_if)}) is false "
+                    f"(facts.yaml:{fact.line})",
+                    s.only_if(name),
+                )
+            )
     consistency = []
     for name in ctx.sem.derived:
         consistency.append(f"{name} is never derived with two values (the engine would stop)")
@@ -334,21 +399,28 @@ def _why_never(ctx: _Context, cond: Condition) -> tuple[list[str], dict | None]:
     reasons = []
     best: tuple[int, dict] | None = None
     for n, branch in enumerate(branches, 1):
-        terms = [(describe_literal(kb, f, v), z3.Or([s.is_(f, x) for x in v]) if v else z3.BoolVal(False))
-                 for f, v in branch]
-        core = _minimal_core(s.one_value(), terms + background, {label: 1 for label in consistency})
+        terms = [
+            (describe_literal(kb, f, v), z3.Or([s.is_(f, x) for x in v]) if v else z3.BoolVal(False)) for f, v in branch
+        ]
+        core = _minimal_core(s.one_value(), terms + background, dict.fromkeys(consistency, 1))
         needs = [label for label, _ in terms if label in core]
         given = [label for label, _ in background if label in core]
         derived = [(f, v) for f, v in branch if kb.facts[f].derived and describe_literal(kb, f, v) in needs]
-        text = ("needs " + " and ".join(needs) + (", which no patient has together" if len(needs) > 1 else
-                                                   ", which no patient has"))
+        text = (
+            "needs "
+            + " and ".join(needs)
+            + (", which no patient has together" if len(needs) > 1 else ", which no patient has")
+        )
         if given:
             text += "; because " + "; ".join(given)
         for fact, values in derived:
             rules = sorted({r for v in values for r in ctx.structure.derivers[(fact, v)]})
             shown = "/".join(logic_value(v) for v in kb.facts[fact].values if v in values)
-            text += (f"; {fact} = {shown} is derived only by {', '.join(rules)}" if rules
-                     else f"; no rule derives {fact} = {shown}")
+            text += (
+                f"; {fact} = {shown} is derived only by {', '.join(rules)}"
+                if rules
+                else f"; no rule derives {fact} = {shown}"
+            )
         reasons.append((f"branch {n}: " if len(branches) > 1 else "") + text)
         opt = z3.Optimize()
         opt.add(ctx.ok)
@@ -413,11 +485,18 @@ def _check_derived_reach(ctx: _Context) -> Check:
                 continue
             derivers = ctx.structure.derivers[(fact.name, value)]
             file, line = ctx.fact_at(fact.name)
-            why = (f"the rules deriving it ({', '.join(derivers)}) can never fire" if derivers
-                   else "no rule derives it")
-            check.findings.append(Finding(check.id, "problem", f"fact {fact.name}",
-                                          f"nothing reaches {fact.name} = {logic_value(value)}: {why}; "
-                                          f"rules testing it: {', '.join(readers)}", file, line))
+            why = f"the rules deriving it ({', '.join(derivers)}) can never fire" if derivers else "no rule derives it"
+            check.findings.append(
+                Finding(
+                    check.id,
+                    "problem",
+                    f"fact {fact.name}",
+                    f"nothing reaches {fact.name} = {logic_value(value)}: {why}; "
+                    f"rules testing it: {', '.join(readers)}",
+                    file,
+                    line,
+                )
+            )
     return check
 
 
@@ -430,14 +509,28 @@ def _check_codes_reach(ctx: _Context) -> Check:
                 continue  # reported by the catalogue check
             file, line = ctx.code_at(kind, code)
             if not any(ctx.reachable(r) for r in rules):
-                check.findings.append(Finding(check.id, "problem", f"{kind}:{code}",
-                                              f"nothing reaches it: every rule concluding it "
-                                              f"({', '.join(rules)}) can never fire", file, line))
+                check.findings.append(
+                    Finding(
+                        check.id,
+                        "problem",
+                        f"{kind}:{code}",
+                        f"nothing reaches it: every rule concluding it ({', '.join(rules)}) can never fire",
+                        file,
+                        line,
+                    )
+                )
             elif kind == "urgency" and not ctx.sat(ctx.s.urgency_is(code)):
                 higher = [c for c, e in ctx.kb.catalog["urgency"].items() if e.rank > ctx.sem.level_rank[code]]
-                check.findings.append(Finding(check.id, "problem", f"urgency:{code}",
-                                              f"never the outcome: whenever a rule concludes it, "
-                                              f"another concludes {' or '.join(higher)}", file, line))
+                check.findings.append(
+                    Finding(
+                        check.id,
+                        "problem",
+                        f"urgency:{code}",
+                        f"never the outcome: whenever a rule concludes it, another concludes {' or '.join(higher)}",
+                        file,
+                        line,
+                    )
+                )
     return check
 
 
@@ -451,18 +544,31 @@ def _check_contradictions(ctx: _Context) -> Check:
         patient = s.patient(model)
         by_value = {}
         for v in fact.values:
-            rules = [r for r in ctx.structure.derivers[(fact.name, v)]
-                     if z3.is_true(model.eval(s.fires[r], model_completion=True))]
+            rules = [
+                r
+                for r in ctx.structure.derivers[(fact.name, v)]
+                if z3.is_true(model.eval(s.fires[r], model_completion=True))
+            ]
             if rules:
                 by_value[v] = rules
         file, line = ctx.fact_at(fact.name)
-        sides = "; ".join(f"{', '.join(rules)} derive{'s' if len(rules) == 1 else ''} {logic_value(v)}"
-                          for v, rules in by_value.items())
-        finding = Finding(check.id, "problem", f"fact {fact.name}",
-                          f"derived with two values for one patient: {sides}", file, line, patient)
+        sides = "; ".join(
+            f"{', '.join(rules)} derive{'s' if len(rules) == 1 else ''} {logic_value(v)}"
+            for v, rules in by_value.items()
+        )
+        finding = Finding(
+            check.id,
+            "problem",
+            f"fact {fact.name}",
+            f"derived with two values for one patient: {sides}",
+            file,
+            line,
+            patient,
+        )
         finding.details.append("the engine stops with an error for this patient")
         finding.verify = lambda run, p=patient, f=fact.name: (
-            None if (err := run.error(p)) and f in err else "the engine did not stop with a contradiction")
+            None if (err := run.error(p)) and f in err else "the engine did not stop with a contradiction"
+        )
         check.findings.append(finding)
     return check
 
@@ -490,14 +596,21 @@ def _check_redundant(ctx: _Context) -> Check:
         rule = kb.rule(rule_id)
         patient = ctx.witness(ctx.s.fires[rule_id])
         said = ", ".join(describe_key(k) for k in sorted(keys[rule_id], key=str))
-        finding = Finding(check.id, "problem", f"rule {rule_id}",
-                          f"redundant: whenever it fires, '{by}' fires too and concludes everything it does "
-                          f"({said})", rule.file, rule.line, patient)
+        finding = Finding(
+            check.id,
+            "problem",
+            f"rule {rule_id}",
+            f"redundant: whenever it fires, '{by}' fires too and concludes everything it does ({said})",
+            rule.file,
+            rule.line,
+            patient,
+        )
         if len(others) > 1:
             finding.details.append("also covered by " + ", ".join(others[1:]))
         finding.details.append("for example this patient fires both")
         finding.verify = lambda run, p=patient, r=rule_id, o=by: (
-            None if {r, o} <= run.fired(p) else "the engine did not fire both rules")
+            None if {r, o} <= run.fired(p) else "the engine did not fire both rules"
+        )
         check.findings.append(finding)
     return check
 
@@ -512,21 +625,33 @@ def _check_windows(ctx: _Context) -> tuple[Check, Check]:
             if said is not None and (c.within_hours is None or abs(said - float(c.within_hours)) > 1e-9):
                 figure = "missing" if c.within_hours is None else f"{c.within_hours:g}"
                 patient = ctx.witness(s.fires[rule.id]) if ctx.reachable(rule.id) else None
-                finding = Finding(check.id, "problem", f"rule {rule.id}",
-                                  f"action '{c.code}': the words '{c.window}' say {hours_text(said)} but within_hours "
-                                  f"is {figure}; reports print the words, windows are merged by the figure",
-                                  rule.file, rule.line, patient)
+                finding = Finding(
+                    check.id,
+                    "problem",
+                    f"rule {rule.id}",
+                    f"action '{c.code}': the words '{c.window}' say {hours_text(said)} but within_hours "
+                    f"is {figure}; reports print the words, windows are merged by the figure",
+                    rule.file,
+                    rule.line,
+                    patient,
+                )
                 if patient is not None:
                     finding.verify = lambda run, p=patient, r=rule.id, a=c.code: (
-                        None if r in run.fired(p) and a in windows(run.result(p)) else "the rule did not fire")
+                        None if r in run.fired(p) and a in windows(run.result(p)) else "the rule did not fire"
+                    )
                 check.findings.append(finding)
     pairs = []
     for i, rule in enumerate(kb.rules):
         for c in action_conclusions(rule):
-            for other in kb.rules[i + 1:]:
+            for other in kb.rules[i + 1 :]:
                 for d in action_conclusions(other):
-                    if (c.code == d.code and c.within_hours == d.within_hours and c.window and d.window
-                            and c.window != d.window):
+                    if (
+                        c.code == d.code
+                        and c.within_hours == d.within_hours
+                        and c.window
+                        and d.window
+                        and c.window != d.window
+                    ):
                         pairs.append((rule, c, other, d))
     for rule, c, other, d in pairs:
         if not (ctx.reachable(rule.id) and ctx.reachable(other.id)):
@@ -534,20 +659,34 @@ def _check_windows(ctx: _Context) -> tuple[Check, Check]:
         patient = ctx.witness(s.fires[rule.id], s.fires[other.id])
         if patient is None:
             continue
-        finding = Finding(check.id, "problem", f"rule {other.id}",
-                          f"action '{c.code}' {hours_text(c.within_hours)}: '{rule.id}' words it '{c.window}', "
-                          f"'{other.id}' words it '{d.window}', and both fire for one patient (the report shows "
-                          "whichever fired first)", other.file, other.line, patient)
+        finding = Finding(
+            check.id,
+            "problem",
+            f"rule {other.id}",
+            f"action '{c.code}' {hours_text(c.within_hours)}: '{rule.id}' words it '{c.window}', "
+            f"'{other.id}' words it '{d.window}', and both fire for one patient (the report shows "
+            "whichever fired first)",
+            other.file,
+            other.line,
+            patient,
+        )
         finding.verify = lambda run, p=patient, rs=(rule.id, other.id), a=c.code, ws=(c.window, d.window): (
-            None if set(rs) <= run.fired(p) and _window_words(run.result(p), a) in ws else "not reproduced")
+            None if set(rs) <= run.fired(p) and _window_words(run.result(p), a) in ws else "not reproduced"
+        )
         check.findings.append(finding)
     for rule in kb.rules:
         if not ctx.reachable(rule.id):
             continue
         for c in action_conclusions(rule):
-            earlier_rules = [r.id for r in kb.rules if r.id != rule.id for d in action_conclusions(r)
-                             if d.code == c.code and d.within_hours is not None
-                             and (c.within_hours is None or d.within_hours < c.within_hours)]
+            earlier_rules = [
+                r.id
+                for r in kb.rules
+                if r.id != rule.id
+                for d in action_conclusions(r)
+                if d.code == c.code
+                and d.within_hours is not None
+                and (c.within_hours is None or d.within_hours < c.within_hours)
+            ]
             if not earlier_rules:
                 continue
             earlier = z3.Or([s.fires[r] for r in earlier_rules])
@@ -556,12 +695,21 @@ def _check_windows(ctx: _Context) -> tuple[Check, Check]:
             always = [r for r in earlier_rules if not ctx.sat(s.fires[rule.id], z3.Not(s.fires[r]))]
             by = f"'{always[0]}' gives it earlier" if always else f"one of {', '.join(earlier_rules)} gives it earlier"
             patient = ctx.witness(s.fires[rule.id])
-            finding = Finding(notes.id, "note", f"rule {rule.id}",
-                              f"its window for '{c.code}' ({c.window or hours_text(c.within_hours)}) never applies: "
-                              f"whenever it fires, {by}", rule.file, rule.line, patient)
+            finding = Finding(
+                notes.id,
+                "note",
+                f"rule {rule.id}",
+                f"its window for '{c.code}' ({c.window or hours_text(c.within_hours)}) never applies: "
+                f"whenever it fires, {by}",
+                rule.file,
+                rule.line,
+                patient,
+            )
             finding.verify = lambda run, p=patient, r=rule.id, a=c.code, h=c.within_hours: (
-                None if r in run.fired(p) and _earlier(windows(run.result(p)).get(a), h)
-                else "the rule's own window applied")
+                None
+                if r in run.fired(p) and _earlier(windows(run.result(p)).get(a), h)
+                else "the rule's own window applied"
+            )
             notes.findings.append(finding)
     return check, notes
 
@@ -592,10 +740,12 @@ def _check_neurological(ctx: _Context) -> Check:
         if patient is None:
             continue
         file, line = ctx.fact_at(fact.name)
-        finding = Finding(check.id, "problem", f"fact {fact.name}",
-                          f"a yes does not always give {ctx.top}", file, line, patient)
+        finding = Finding(
+            check.id, "problem", f"fact {fact.name}", f"a yes does not always give {ctx.top}", file, line, patient
+        )
         finding.verify = lambda run, p=patient: (
-            None if run.result(p).urgency != ctx.top else f"the engine gave {ctx.top}")
+            None if run.result(p).urgency != ctx.top else f"the engine gave {ctx.top}"
+        )
         finding.details.append(f"for this patient the urgency is not {ctx.top}")
         check.findings.append(finding)
     return check
@@ -631,22 +781,32 @@ def _monotone(ctx: _Context) -> tuple[Check, Check]:
         model = solve_min(constraints + [b.lower_urgency(a)], a.answered())
         if model is not None:
             p, q = a.patient(model), b.patient(model)
-            finding = Finding(urgency.id, "problem", f"fact {fact.name}",
-                              f"{change} lowers the urgency", file, line, p, q)
+            finding = Finding(
+                urgency.id, "problem", f"fact {fact.name}", f"{change} lowers the urgency", file, line, p, q
+            )
             finding.verify = lambda run, p=p, q=q: (
-                None if ctx.sem.level_rank[run.result(q).urgency] < ctx.sem.level_rank[run.result(p).urgency]
-                else "the urgency did not drop")
+                None
+                if ctx.sem.level_rank[run.result(q).urgency] < ctx.sem.level_rank[run.result(p).urgency]
+                else "the urgency did not drop"
+            )
             urgency.findings.append(finding)
         for code in protected:
             model = solve_min(constraints + [a.later(code, b)], a.answered())
             if model is None:
                 continue
             p, q = a.patient(model), b.patient(model)
-            finding = Finding(delay.id, "problem", f"fact {fact.name}",
-                              f"{change} delays or removes '{code}'", file, line, p, q)
+            finding = Finding(
+                delay.id, "problem", f"fact {fact.name}", f"{change} delays or removes '{code}'", file, line, p, q
+            )
             finding.verify = lambda run, p=p, q=q, code=code: (
-                None if code in windows(run.result(p)) and (code not in windows(run.result(q)) or later(
-                    windows(run.result(p))[code], windows(run.result(q))[code])) else "no delay")
+                None
+                if code in windows(run.result(p))
+                and (
+                    code not in windows(run.result(q))
+                    or later(windows(run.result(p))[code], windows(run.result(q))[code])
+                )
+                else "no delay"
+            )
             delay.findings.append(finding)
     for check in (urgency, delay):
         for f in check.findings:
@@ -655,9 +815,12 @@ def _monotone(ctx: _Context) -> tuple[Check, Check]:
 
 
 def _check_escalation(ctx: _Context) -> Check:
-    check = Check("could_escalate_complete", "safety",
-                  "could_escalate names every unanswered alarm question whose answer could raise the urgency "
-                  "or bring imaging forward")
+    check = Check(
+        "could_escalate_complete",
+        "safety",
+        "could_escalate names every unanswered alarm question whose answer could raise the urgency "
+        "or bring imaging forward",
+    )
     alarms = [f for f in ctx.kb.input_facts if f.alarm]
     if not alarms:
         check.skipped = "no fact is marked 'alarm: true' in facts.yaml"
@@ -678,22 +841,34 @@ def _check_escalation(ctx: _Context) -> Check:
         constraints.append(z3.Or(pivots))
         for value in answers:  # ... while one answer at a time, now, shows nothing
             step = sem.state("now+", base=now, fresh=[fact.name])
-            constraints += [step.one_value(), step.is_(fact.name, value),  # the variables mean a patient ...
-                            z3.Implies(step.ok(), z3.Not(now.escalates_to(step, ctx.imaging)))]  # ... maybe refused
+            constraints += [
+                step.one_value(),
+                step.is_(fact.name, value),  # the variables mean a patient ...
+                z3.Implies(step.ok(), z3.Not(now.escalates_to(step, ctx.imaging))),
+            ]  # ... maybe refused
         model = solve_min(constraints, now.answered() + later_.answered())
         if model is None:
             continue
         p, q = now.patient(model), later_.patient(model)
         file, line = ctx.fact_at(fact.name)
-        finding = Finding(check.id, "problem", f"fact {fact.name}",
-                          "could_escalate misses it: answering it alone changes nothing now, but once other "
-                          "questions are answered it raises the urgency or brings imaging forward",
-                          file, line, p, q)
+        finding = Finding(
+            check.id,
+            "problem",
+            f"fact {fact.name}",
+            "could_escalate misses it: answering it alone changes nothing now, but once other "
+            "questions are answered it raises the urgency or brings imaging forward",
+            file,
+            line,
+            p,
+            q,
+        )
         finding.labels = ("now", "later")
         finding.details.append(f"now, could_escalate does not name {fact.name}; later, with more answers, it does")
         finding.verify = lambda run, p=p, q=q, f=fact.name: (
-            None if f not in {e.fact for e in could_escalate(kb, p)}
-            and f in {e.fact for e in could_escalate(kb, q)} else "not reproduced")
+            None
+            if f not in {e.fact for e in could_escalate(kb, p)} and f in {e.fact for e in could_escalate(kb, q)}
+            else "not reproduced"
+        )
         check.findings.append(finding)
     return check
 
@@ -702,9 +877,17 @@ def _check_escalation(ctx: _Context) -> Check:
 def run_checks(kb: KnowledgeBase) -> CheckReport:
     started = time.perf_counter()
     ctx = _Context(kb)
-    checks = [_check_cycles(ctx), _check_unread_facts(ctx), _check_derived(ctx), _check_unconcluded(ctx),
-              _check_unreachable_rules(ctx), _check_derived_reach(ctx), _check_codes_reach(ctx),
-              _check_contradictions(ctx), _check_redundant(ctx)]
+    checks = [
+        _check_cycles(ctx),
+        _check_unread_facts(ctx),
+        _check_derived(ctx),
+        _check_unconcluded(ctx),
+        _check_unreachable_rules(ctx),
+        _check_derived_reach(ctx),
+        _check_codes_reach(ctx),
+        _check_contradictions(ctx),
+        _check_redundant(ctx),
+    ]
     checks += _check_windows(ctx)
     checks.append(_check_neurological(ctx))
     checks += _monotone(ctx)
@@ -727,17 +910,21 @@ def _reproduce(ctx: _Context, finding: Finding) -> None:
         why_not = f"{type(exc).__name__}: {exc}"
     finding.reproduced = why_not is None
     if why_not is not None:
-        finding.details.append(f"INTERNAL: the engine does not reproduce this ({why_not}); the solver encoding and "
-                               "the engine disagree, please report it")
+        finding.details.append(
+            f"INTERNAL: the engine does not reproduce this ({why_not}); the solver encoding and "
+            "the engine disagree, please report it"
+        )
 
 
 # ---- text ----------------------------------------------------------------------------------------------------
 def render(report: CheckReport) -> str:
     kb = report.kb
-    out = [f"lumbar-kb check: {kb.name} {kb.version}: {len(kb.rules)} rules, {len(kb.input_facts)} input facts, "
-           f"{len(kb.derived_facts)} derived facts",
-           f"over every input state: {'' if report.exact_count else 'at most '}{report.input_states:,} patients "
-           f"(each input fact unknown or one of its values), solved with {report.solver}"]
+    out = [
+        f"lumbar-kb check: {kb.name} {kb.version}: {len(kb.rules)} rules, {len(kb.input_facts)} input facts, "
+        f"{len(kb.derived_facts)} derived facts",
+        f"over every input state: {'' if report.exact_count else 'at most '}{report.input_states:,} patients "
+        f"(each input fact unknown or one of its values), solved with {report.solver}",
+    ]
     for group, title in GROUPS:
         out.append("")
         out.append(title)
@@ -757,8 +944,9 @@ def render(report: CheckReport) -> str:
     out.append("")
     problems, notes = len(report.problems), len(report.notes)
     note_text = f", {notes} note{'s' if notes != 1 else ''}" if notes else ""
-    out.append(f"{problems} problem{'s' if problems != 1 else ''}{note_text}" if problems
-               else f"ok: no problems{note_text}")
+    out.append(
+        f"{problems} problem{'s' if problems != 1 else ''}{note_text}" if problems else f"ok: no problems{note_text}"
+    )
     return "\n".join(out) + "\n"
 
 
@@ -776,5 +964,6 @@ def _finding_lines(finding: Finding, indent: str) -> list[str]:
 
 
 def _wrap(text: str, first: str, rest: str) -> list[str]:
-    return textwrap.wrap(text, 110, initial_indent=first, subsequent_indent=rest, break_on_hyphens=False,
-                         break_long_words=False)
+    return textwrap.wrap(
+        text, 110, initial_indent=first, subsequent_indent=rest, break_on_hyphens=False, break_long_words=False
+    )

@@ -6,6 +6,7 @@ actions, warnings, differential entries) no scenario's `expect` checks. For each
 expecting only that the rule fires; what the rules conclude today is written beside it as comments for
 the author to check against the guideline and uncomment, so nothing is confirmed by default.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import EngineError, LumbarKBError, Problem
-from ..model import KnowledgeBase, Rule
-from ..model import hours_text
+from ..model import KnowledgeBase, Rule, hours_text
 from ..result import Result, build
 from ..scenarios import Mismatch, Scenario, checked_conclusions, compare, load_scenarios, scenario_dir
 from ..session import Engine
@@ -59,10 +59,18 @@ class TestReport:
     def to_dict(self, written: list | None = None) -> dict:
         return {
             "knowledge_base": self.kb.identity(),
-            "scenarios": [{"file": o.scenario.file, "name": o.scenario.name, "passed": o.passed, "error": o.error,
-                           "mismatches": [{"key": m.key, "expected": m.expected, "actual": m.actual}
-                                          for m in o.mismatches]} for o in self.outcomes],
-            "passed": len(self.outcomes) - len(self.failed), "failed": len(self.failed),
+            "scenarios": [
+                {
+                    "file": o.scenario.file,
+                    "name": o.scenario.name,
+                    "passed": o.passed,
+                    "error": o.error,
+                    "mismatches": [{"key": m.key, "expected": m.expected, "actual": m.actual} for m in o.mismatches],
+                }
+                for o in self.outcomes
+            ],
+            "passed": len(self.outcomes) - len(self.failed),
+            "failed": len(self.failed),
             "rules_not_fired": [r.id for r in self.unfired_rules],
             "conclusions_not_checked": list(self.unchecked_conclusions),
             "written": [{"rule": w.rule, "path": w.path, "note": w.note} for w in written or ()],
@@ -88,8 +96,14 @@ def run_scenarios(kb: KnowledgeBase, directory: Path | None = None) -> TestRepor
         outcomes.append(Outcome(scenario, compare(scenario, result), None, result.fired_ids()))
     checked = checked_conclusions(scenarios)
     every = [f"{kind}:{code}" for kind in ("urgency", "action", "warning", "differential") for code in kb.catalog[kind]]
-    return TestReport(kb, _display(directory), outcomes, [r for r in kb.rules if r.id not in fired],
-                      [c for c in every if c not in checked], len(every))
+    return TestReport(
+        kb,
+        _display(directory),
+        outcomes,
+        [r for r in kb.rules if r.id not in fired],
+        [c for c in every if c not in checked],
+        len(every),
+    )
 
 
 def _display(path: Path) -> str:
@@ -159,8 +173,9 @@ def _write_all(directory: Path, texts: dict[Path, str]) -> None:
             _quietly(path.unlink)
         if created is not None:
             _quietly(shutil.rmtree, created)
-        raise LumbarKBError(Problem(f"cannot write the scenarios, none written: {exc.strerror or exc}",
-                                    file=str(where))) from None
+        raise LumbarKBError(
+            Problem(f"cannot write the scenarios, none written: {exc.strerror or exc}", file=str(where))
+        ) from None
     finally:
         if staging is not None:
             _quietly(shutil.rmtree, staging)
@@ -174,8 +189,9 @@ def _quietly(action, *args) -> None:
 
 
 def scenario_text(kb: KnowledgeBase, rule: Rule, patient: dict, result: Result) -> str:
-    actions = ", ".join(f"{a.code}: {'null' if a.within_hours is None else f'{a.within_hours:g}'}"
-                        for a in result.actions)
+    actions = ", ".join(
+        f"{a.code}: {'null' if a.within_hours is None else f'{a.within_hours:g}'}" for a in result.actions
+    )
     lines = [
         f"# Written by `lumbar-kb test --write-missing` for rule {rule.id} ({rule.file}:{rule.line}):",
         "# the patient with the fewest answered facts that fires it. To complete it: name the scenario after",

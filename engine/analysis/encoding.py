@@ -20,10 +20,11 @@ Outcomes follow `result.build`: urgency is the highest rank concluded (the lowes
 an action's window is the earliest `within_hours` of the firing rules that recommend it, no figure
 counting as later than any figure.
 """
+
 from __future__ import annotations
 
 import itertools
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import z3
 
@@ -54,7 +55,7 @@ class Semantics:
         for hours in self.action_hours.values():
             hours.sort()
 
-    def state(self, name: str = "s", base: "State | None" = None, fresh: Iterable[str] = ()) -> "State":
+    def state(self, name: str = "s", base: State | None = None, fresh: Iterable[str] = ()) -> State:
         return State(self, name, base, set(fresh))
 
 
@@ -62,7 +63,7 @@ class State:
     """One symbolic patient. With `base`, it shares base's variables for every input fact not in `fresh`:
     the two patients then differ at most in the `fresh` facts."""
 
-    def __init__(self, sem: Semantics, name: str, base: "State | None" = None, fresh: set[str] = frozenset()):
+    def __init__(self, sem: Semantics, name: str, base: State | None = None, fresh: set[str] = frozenset()):
         self.sem = sem
         self.kb = sem.kb
         self.name = f"{name}#{next(_names)}"
@@ -118,7 +119,7 @@ class State:
         current = {key: z3.BoolVal(False) for key in rules_deriving}
         for _ in range(levels):
             at = dict(current)
-            lookup = lambda f, v, at=at: at[(f, v)] if self.kb.facts[f].derived else self.var[(f, v)]  # noqa: E731
+            lookup = lambda f, v, at=at: at[(f, v)] if self.kb.facts[f].derived else self.var[(f, v)]
             current = {key: z3.Or([self.true(r.when, lookup) for r in rules]) for key, rules in rules_deriving.items()}
         self.derived = current
 
@@ -138,7 +139,7 @@ class State:
         return z3.And([self.one_value()] + parts)
 
     def only_if(self, fact: str) -> z3.BoolRef:
-        no_derived = lambda f, v: z3.BoolVal(False) if self.kb.facts[f].derived else self.var[(f, v)]  # noqa: E731
+        no_derived = lambda f, v: z3.BoolVal(False) if self.kb.facts[f].derived else self.var[(f, v)]
         return z3.Implies(self.known(fact), z3.Not(self.false(self.kb.facts[fact].only_if, no_derived)))
 
     def conflict(self, fact: str) -> z3.BoolRef:
@@ -170,7 +171,7 @@ class State:
         at_least = self.urgency_at_least(rank)
         return z3.And(at_least, z3.Not(self.urgency_at_least(higher[0]))) if higher else at_least
 
-    def lower_urgency(self, other: "State") -> z3.BoolRef:
+    def lower_urgency(self, other: State) -> z3.BoolRef:
         """This patient's urgency is lower than `other`'s."""
         return z3.Or([z3.And(other.urgency_at_least(r), z3.Not(self.urgency_at_least(r))) for r in self.sem.ranks[1:]])
 
@@ -179,19 +180,28 @@ class State:
 
     def action_by(self, code: str, hours: float) -> z3.BoolRef:
         """The action is recommended with a window of at most `hours`."""
-        rules = [r.id for r in self.kb.rules for c in r.then
-                 if isinstance(c, Recommend) and c.kind == "action" and c.code == code
-                 and c.within_hours is not None and float(c.within_hours) <= hours]
+        rules = [
+            r.id
+            for r in self.kb.rules
+            for c in r.then
+            if isinstance(c, Recommend)
+            and c.kind == "action"
+            and c.code == code
+            and c.within_hours is not None
+            and float(c.within_hours) <= hours
+        ]
         return z3.Or([self.fires[r] for r in rules])
 
-    def later(self, code: str, other: "State") -> z3.BoolRef:
+    def later(self, code: str, other: State) -> z3.BoolRef:
         """`other` recommends the action later than this patient does, or not at all while this one does."""
         parts = [z3.And(self.action(code), z3.Not(other.action(code)))]
-        parts += [z3.And(self.action_by(code, h), z3.Not(other.action_by(code, h)))
-                  for h in self.sem.action_hours.get(code, ())]
+        parts += [
+            z3.And(self.action_by(code, h), z3.Not(other.action_by(code, h)))
+            for h in self.sem.action_hours.get(code, ())
+        ]
         return z3.Or(parts)
 
-    def escalates_to(self, other: "State", imaging: Iterable[str]) -> z3.BoolRef:
+    def escalates_to(self, other: State, imaging: Iterable[str]) -> z3.BoolRef:
         """`other` has a higher urgency, or requires one of the imaging actions sooner (or newly)."""
         return z3.Or([self.lower_urgency(other)] + [other.later(code, self) for code in imaging])
 

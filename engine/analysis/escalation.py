@@ -11,12 +11,13 @@ that could never escalate, and the look-ahead costs about 90 µs a patient (`mak
 One answer at a time cannot see an answer that matters only together with another; `lumbar-kb check`
 proves, for every alarm question and every patient, that this never happens (`could_escalate_complete`).
 """
+
 from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from ..errors import EngineError
 from ..logic import contradicts_only_if
@@ -37,9 +38,14 @@ class BroughtForward:
     was_window: str | None
 
     def to_dict(self) -> dict:
-        return {"action": self.action, "within_hours": self.within_hours, "window": self.window,
-                "was_required": self.was_required, "was_within_hours": self.was_within_hours,
-                "was_window": self.was_window}
+        return {
+            "action": self.action,
+            "within_hours": self.within_hours,
+            "window": self.window,
+            "was_required": self.was_required,
+            "was_within_hours": self.was_within_hours,
+            "was_window": self.was_window,
+        }
 
 
 @dataclass(frozen=True)
@@ -52,15 +58,20 @@ class Escalation:
     answers: tuple = ()  # every answer that escalates as much as `answer` (an enum may have several)
 
     def to_dict(self) -> dict:
-        return {"fact": self.fact, "question": self.question, "answer": self.answer,
-                "answers": list(self.answers or (self.answer,)),
-                "would_raise_urgency_to": self.would_raise_urgency_to,
-                "would_bring_forward": [b.to_dict() for b in self.would_bring_forward]}
+        return {
+            "fact": self.fact,
+            "question": self.question,
+            "answer": self.answer,
+            "answers": list(self.answers or (self.answer,)),
+            "would_raise_urgency_to": self.would_raise_urgency_to,
+            "would_bring_forward": [b.to_dict() for b in self.would_bring_forward],
+        }
 
 
 @dataclass(frozen=True)
 class _Reach:
     """The most an answer to one fact could ever change, over every patient (a static upper bound)."""
+
     max_rank: int  # the highest urgency rank of any rule downstream of the fact (-1: none)
     earliest: dict  # imaging action code -> the earliest window downstream (None: only unfixed windows)
 
@@ -114,13 +125,19 @@ def _reach(kb: KnowledgeBase) -> dict:
 
 def _cannot_escalate(reach: _Reach, rank: int, before: dict) -> bool:
     """True when no answer to the fact could raise the urgency or bring any imaging forward."""
-    return reach.max_rank <= rank and all(code in before and not _sooner(code, hours, before)
-                                          for code, hours in reach.earliest.items())
+    return reach.max_rank <= rank and all(
+        code in before and not _sooner(code, hours, before) for code, hours in reach.earliest.items()
+    )
 
 
-def could_escalate(kb: KnowledgeBase, inputs: Mapping[str, Value], audience: str = "clinician",
-                   baseline=None, evaluator: ReferenceEvaluator | None = None,
-                   trace: Trace | None = None) -> list[Escalation]:
+def could_escalate(
+    kb: KnowledgeBase,
+    inputs: Mapping[str, Value],
+    audience: str = "clinician",
+    baseline=None,
+    evaluator: ReferenceEvaluator | None = None,
+    trace: Trace | None = None,
+) -> list[Escalation]:
     """The escalating unanswered questions for this patient, most urgent first.
 
     `baseline` (the patient's Result) and `trace` (the evaluation behind it) save re-computing them."""
@@ -144,7 +161,7 @@ def could_escalate(kb: KnowledgeBase, inputs: Mapping[str, Value], audience: str
         if fact.name in inputs or _cannot_escalate(reach[fact.name], rank, before):
             continue
         best = None
-        for answer in ((True,) if fact.type == "bool" else fact.values):
+        for answer in (True,) if fact.type == "bool" else fact.values:
             if constrained and not _allowed(kb, {**inputs, fact.name: answer}, constrained):
                 continue
             try:
@@ -154,11 +171,20 @@ def could_escalate(kb: KnowledgeBase, inputs: Mapping[str, Value], audience: str
             raised, windows = _added_conclusions(kb, added, imaging)
             raised = raised if raised is not None and kb.urgency_rank(raised) > rank else None
             forward = tuple(
-                BroughtForward(code, kb.catalog["action"][code].label, hours, window, code in before,
-                               before.get(code), words.get(code))
-                for code, (hours, window) in sorted(windows.items(), key=lambda kv: (
-                    kv[1][0] is None, kv[1][0] or 0, catalog_order[kv[0]]))
-                if _sooner(code, hours, before))
+                BroughtForward(
+                    code,
+                    kb.catalog["action"][code].label,
+                    hours,
+                    window,
+                    code in before,
+                    before.get(code),
+                    words.get(code),
+                )
+                for code, (hours, window) in sorted(
+                    windows.items(), key=lambda kv: (kv[1][0] is None, kv[1][0] or 0, catalog_order[kv[0]])
+                )
+                if _sooner(code, hours, before)
+            )
             if raised is None and not forward:
                 continue
             key = _severity(kb, raised, forward)
@@ -169,8 +195,9 @@ def could_escalate(kb: KnowledgeBase, inputs: Mapping[str, Value], audience: str
                 equal.append(answer)
         if best is not None:
             question = (fact.patient_question if audience == "patient" else fact.question) or fact.meaning
-            found.append((best[0], fact.order, Escalation(fact.name, question, best[1], best[2], best[3],
-                                                                   tuple(equal))))
+            found.append(
+                (best[0], fact.order, Escalation(fact.name, question, best[1], best[2], best[3], tuple(equal)))
+            )
     found.sort(key=lambda item: (item[0], item[1]))
     return [e for _, _, e in found]
 

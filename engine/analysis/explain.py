@@ -13,19 +13,19 @@ id when only one of them has it; the case of the kind and code does not matter w
 unambiguous. "Reaching" an urgency level means being the patient's urgency; anything else means
 appearing in the result (a rule: firing).
 """
+
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from .. import logic
-from ..model import All, Condition, KnowledgeBase, Not, Recommend, SetUrgency, Test, Value
+from ..model import All, Condition, KnowledgeBase, Not, Recommend, SetUrgency, Test, Value, hours_text
 from ..reference import ReferenceEvaluator
-from ..model import hours_text
 from ..result import Result, build
-from .escalation import decide
 from ..trace import Trace
+from .escalation import decide
 from .structure import logic_value, resolve_name
 
 KINDS = ("urgency", "action", "warning", "differential")
@@ -55,6 +55,7 @@ def resolve_target(kb: KnowledgeBase, text: str) -> Target:
 @dataclass
 class Step:
     """One fired rule in a why-chain: what it concluded about the target, what it matched."""
+
     rule: str
     title: str
     file: str
@@ -65,28 +66,43 @@ class Step:
     note: str = ""
 
     def to_dict(self) -> dict:
-        return {"rule": self.rule, "title": self.title, "file": self.file, "line": self.line, "cites": self.cites,
-                "concluded": self.concluded, "note": self.note,
-                "matched": [{"fact": f, "value": v, "answered": steps is None,
-                             "derived_by": [s.to_dict() for s in steps or ()]} for f, v, steps in self.matched]}
+        return {
+            "rule": self.rule,
+            "title": self.title,
+            "file": self.file,
+            "line": self.line,
+            "cites": self.cites,
+            "concluded": self.concluded,
+            "note": self.note,
+            "matched": [
+                {"fact": f, "value": v, "answered": steps is None, "derived_by": [s.to_dict() for s in steps or ()]}
+                for f, v, steps in self.matched
+            ],
+        }
 
 
 @dataclass
 class Node:
     """A condition (or one of its parts) with its value for this patient."""
+
     text: str
     value: bool | None
     children: list = field(default_factory=list)  # list[Node]
     derivations: list = field(default_factory=list)  # list[Gap]: for a derived fact not yet as needed
 
     def to_dict(self) -> dict:
-        return {"condition": self.text, "value": self.value, "parts": [c.to_dict() for c in self.children],
-                "derived_by": [g.to_dict() for g in self.derivations]}
+        return {
+            "condition": self.text,
+            "value": self.value,
+            "parts": [c.to_dict() for c in self.children],
+            "derived_by": [g.to_dict() for g in self.derivations],
+        }
 
 
 @dataclass
 class Gap:
     """A rule that did not fire: its condition tree, and how many answers must change before it fires."""
+
     rule: str
     title: str
     file: str
@@ -96,8 +112,15 @@ class Gap:
     changes_needed: int | None = None  # None: no change of answers makes it fire
 
     def to_dict(self) -> dict:
-        return {"rule": self.rule, "title": self.title, "file": self.file, "line": self.line, "cites": self.cites,
-                "changes_needed": self.changes_needed, "condition": self.condition.to_dict()}
+        return {
+            "rule": self.rule,
+            "title": self.title,
+            "file": self.file,
+            "line": self.line,
+            "cites": self.cites,
+            "changes_needed": self.changes_needed,
+            "condition": self.condition.to_dict(),
+        }
 
 
 @dataclass
@@ -141,16 +164,26 @@ class Explanation:
                 numbers.update(s.cites)
                 for _, _, sub in s.matched:
                     walk(sub or ())
+
         walk(self.why)
         for gap in self.nearest:
             numbers.update(gap.cites)
         return sorted(numbers)
 
     def to_dict(self) -> dict:
-        return {"target": str(self.target), "asked": self.asked, "reached": self.reached, "patient": self.patient,
-                "summary": self.summary, "note": self.note, "why": [s.to_dict() for s in self.why],
-                "nearest": [g.to_dict() for g in self.nearest], "other_rules": self.other_rules,
-                "smallest_change": [o.to_dict() for o in self.smallest], "citations": self.cited()}
+        return {
+            "target": str(self.target),
+            "asked": self.asked,
+            "reached": self.reached,
+            "patient": self.patient,
+            "summary": self.summary,
+            "note": self.note,
+            "why": [s.to_dict() for s in self.why],
+            "nearest": [g.to_dict() for g in self.nearest],
+            "other_rules": self.other_rules,
+            "smallest_change": [o.to_dict() for o in self.smallest],
+            "citations": self.cited(),
+        }
 
 
 # ---- building it ----------------------------------------------------------------------------------------------
@@ -164,8 +197,10 @@ def explain(kb: KnowledgeBase, patient: Mapping[str, Value], target: Target, wan
     if reached:
         out.why = _why(kb, trace, result, target)
         if not out.why and target.kind == "urgency":
-            out.note = (f"no rule concluded an urgency; {target.code} is the level of a patient no rule raises. "
-                        "Answering the questions listed under could_escalate may change it.")
+            out.note = (
+                f"no rule concluded an urgency; {target.code} is the level of a patient no rule raises. "
+                "Answering the questions listed under could_escalate may change it."
+            )
         return out
     from .encoding import Semantics
 
@@ -173,8 +208,10 @@ def explain(kb: KnowledgeBase, patient: Mapping[str, Value], target: Target, wan
     out.nearest, out.other_rules = _nearest(kb, trace, patient, target, state)
     out.smallest = _smallest(kb, patient, target, evaluator, state)
     if target.kind == "urgency" and kb.urgency_rank(result.urgency) > kb.urgency_rank(target.code):
-        out.note = (f"the urgency is {result.urgency}, higher than {target.code}: a result takes the highest level any "
-                    "fired rule concludes, so reaching it means no rule concluding a higher level may fire")
+        out.note = (
+            f"the urgency is {result.urgency}, higher than {target.code}: a result takes the highest level any "
+            "fired rule concludes, so reaching it means no rule concluding a higher level may fire"
+        )
     return out
 
 
@@ -242,8 +279,9 @@ def _step(kb, trace: Trace, firing_of: dict, rule_id: str, concluded: str, seen:
         for other in trace.firings:  # the rules that derived it, in firing order
             r = kb.rule(other.rule)
             if other.rule not in seen and any(d.fact == fact and d.value == value for d in r.derives()):
-                sub.append(_step(kb, trace, firing_of, other.rule, f"derive {fact} = {logic_value(value)}",
-                                 seen | {rule_id}))
+                sub.append(
+                    _step(kb, trace, firing_of, other.rule, f"derive {fact} = {logic_value(value)}", seen | {rule_id})
+                )
         matched.append((fact, value, sub))
     return Step(rule.id, rule.title, rule.file, rule.line, list(rule.cites), concluded, matched)
 
@@ -258,14 +296,25 @@ def _node(kb: KnowledgeBase, cond: Condition, facts: dict, trace: Trace, depth: 
             for rule in kb.rules:
                 if any(d.fact == cond.fact and d.value in needed for d in rule.derives()):
                     if rule.id not in {f.rule for f in trace.firings}:
-                        node.derivations.append(Gap(rule.id, rule.title, rule.file, rule.line, list(rule.cites),
-                                                    _node(kb, rule.when, facts, trace, depth - 1)))
+                        node.derivations.append(
+                            Gap(
+                                rule.id,
+                                rule.title,
+                                rule.file,
+                                rule.line,
+                                list(rule.cites),
+                                _node(kb, rule.when, facts, trace, depth - 1),
+                            )
+                        )
         return node
     if isinstance(cond, Not):
         inner = _node(kb, cond.item, facts, trace, depth, not want)
         return Node("not", value, [inner])
-    return Node("all of" if isinstance(cond, All) else "any of", value,
-                [_node(kb, c, facts, trace, depth, want) for c in cond.items])
+    return Node(
+        "all of" if isinstance(cond, All) else "any of",
+        value,
+        [_node(kb, c, facts, trace, depth, want) for c in cond.items],
+    )
 
 
 def _nearest(kb: KnowledgeBase, trace: Trace, patient: dict, target: Target, s) -> tuple[list[Gap], int]:
@@ -338,8 +387,9 @@ def _smallest(kb: KnowledgeBase, patient: dict, target: Target, evaluator: Refer
             else:
                 after[c.fact] = c.after
         result = build(kb, evaluator.run(after))
-        out.append(Option(changes, {"urgency": result.urgency,
-                                    "actions": {a.code: a.within_hours for a in result.actions}}))
+        out.append(
+            Option(changes, {"urgency": result.urgency, "actions": {a.code: a.within_hours for a in result.actions}})
+        )
     return out
 
 
@@ -381,8 +431,11 @@ def render(ex: Explanation, kb: KnowledgeBase) -> str:
             if ex.other_rules:
                 out.append(f"  ... and {ex.other_rules} more rule{'s' if ex.other_rules > 1 else ''} that conclude it")
         else:
-            out.append("No rule that concludes it is left to fire" if ex.target.kind != "urgency" else
-                       "No rule that did not fire concludes it")
+            out.append(
+                "No rule that concludes it is left to fire"
+                if ex.target.kind != "urgency"
+                else "No rule that did not fire concludes it"
+            )
         out.append("")
         if not ex.smallest:
             out.append("No change of answers reaches it: no valid patient does (see `lumbar-kb check`).")
@@ -392,13 +445,21 @@ def render(ex: Explanation, kb: KnowledgeBase) -> str:
             for i, option in enumerate(ex.smallest):
                 if i == 1:
                     out.append("Other changes of the same size:")
-                changes = ", ".join(f"{c.fact}: {_answer(kb, c.fact, c.before)} -> {_answer(kb, c.fact, c.after)}"
-                                    for c in option.changes)
+                changes = ", ".join(
+                    f"{c.fact}: {_answer(kb, c.fact, c.before)} -> {_answer(kb, c.fact, c.after)}"
+                    for c in option.changes
+                )
                 actions = ", ".join(f"{code} ({hours_text(h)})" for code, h in option.outcome["actions"].items())
                 out.extend(textwrap.wrap(changes, 100, initial_indent="  ", subsequent_indent="    "))
-                out.extend(textwrap.wrap(f"then: {kb.catalog['urgency'][option.outcome['urgency']].label}"
-                                         f"{'; ' + actions if actions else ''}", 100, initial_indent="      ",
-                                         subsequent_indent="        "))
+                out.extend(
+                    textwrap.wrap(
+                        f"then: {kb.catalog['urgency'][option.outcome['urgency']].label}"
+                        f"{'; ' + actions if actions else ''}",
+                        100,
+                        initial_indent="      ",
+                        subsequent_indent="        ",
+                    )
+                )
     cited = ex.cited()
     if cited:
         out.append("")
@@ -429,8 +490,11 @@ _MARK = {True: "true   ", False: "FALSE  ", None: "unknown"}
 
 
 def _render_gap(kb: KnowledgeBase, gap: Gap, out: list, indent: str) -> None:
-    need = ("no change of answers makes it fire" if gap.changes_needed is None
-            else f"fires with {gap.changes_needed} changed answer{'s' if gap.changes_needed != 1 else ''}")
+    need = (
+        "no change of answers makes it fire"
+        if gap.changes_needed is None
+        else f"fires with {gap.changes_needed} changed answer{'s' if gap.changes_needed != 1 else ''}"
+    )
     out.append(f"{indent}{gap.rule} {_cites(gap.cites)}: {need}")
     out.append(f"{indent}    {gap.title} ({gap.file}:{gap.line})")
     _render_node(kb, gap.condition, out, indent + "    ")
@@ -443,5 +507,3 @@ def _render_node(kb: KnowledgeBase, node: Node, out: list, indent: str) -> None:
     for gap in node.derivations:
         out.append(f"{indent}    derived by {gap.rule} {_cites(gap.cites)}, which did not fire:")
         _render_node(kb, gap.condition, out, indent + "        ")
-
-

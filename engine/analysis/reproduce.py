@@ -4,17 +4,18 @@ Every counterexample `lumbar-kb check` prints is first validated as a patient fi
 through the durable-rules engine (`session.Engine`) and `result.build`; each finding says what must be
 observed, and a finding whose patient does not show it is reported as an internal disagreement.
 """
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from ..errors import EngineError, LumbarKBError
 from ..model import KnowledgeBase, Value
 from ..patient import parse_patient
 from ..result import Result
-from .escalation import decide
 from ..session import Engine
 from ..source import Positions
+from .escalation import decide
 
 
 class Runner:
@@ -51,9 +52,12 @@ def windows(result: Result) -> dict[str, float | None]:
 
 def decisions(result: Result) -> dict:
     """What a result decides, without the bookkeeping (inputs, questions, rule list)."""
-    return {"urgency": result.urgency, "actions": windows(result),
-            "warnings": sorted(w.code for w in result.warnings),
-            "differential": sorted(d.code for d in result.differential)}
+    return {
+        "urgency": result.urgency,
+        "actions": windows(result),
+        "warnings": sorted(w.code for w in result.warnings),
+        "differential": sorted(d.code for d in result.differential),
+    }
 
 
 def later(before: float | None, after: float | None) -> bool:

@@ -4,21 +4,21 @@ The derivation graph (derived fact -> derived fact, through the rules that read 
 and its cycles; who reads and who concludes what; the input state count; and the figure that an action's
 window words state ("within 12-24 hours" states 24 hours), to compare with its `within_hours`.
 """
+
 from __future__ import annotations
 
 import difflib
 import itertools
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import networkx as nx
 
 from .. import logic
 from ..errors import LumbarKBError, Problem
-from ..model import KnowledgeBase, Recommend, Rule, SetUrgency, condition_facts
-from ..model import hours_text
+from ..model import KnowledgeBase, Recommend, Rule, SetUrgency, condition_facts, hours_text
 
 
 def conclusion_key(conclusion) -> tuple:
@@ -26,8 +26,11 @@ def conclusion_key(conclusion) -> tuple:
     if isinstance(conclusion, SetUrgency):
         return ("urgency", conclusion.level)
     if isinstance(conclusion, Recommend):
-        return (conclusion.kind, conclusion.code, conclusion.within_hours) if conclusion.kind == "action" \
+        return (
+            (conclusion.kind, conclusion.code, conclusion.within_hours)
+            if conclusion.kind == "action"
             else (conclusion.kind, conclusion.code)
+        )
     return ("derive", conclusion.fact, conclusion.value)
 
 
@@ -106,7 +109,7 @@ def _cycles(kb: KnowledgeBase, graph: nx.DiGraph) -> list[list[tuple[str, str]]]
             continue
         sub = graph.subgraph(component)
         path = _cycle_from(sub, start, order)
-        cycles.append([(a, graph[a][b]["rules"][0]) for a, b in zip(path, path[1:] + path[:1])])
+        cycles.append([(a, graph[a][b]["rules"][0]) for a, b in zip(path, path[1:] + path[:1], strict=False)])
     return cycles
 
 
@@ -134,7 +137,7 @@ def input_state_count(kb: KnowledgeBase, limit: int = 1_000_000) -> tuple[int, b
 
     Facts tied together by `only_if` are counted by enumerating their joint assignments (when there are
     fewer than `limit`); the rest multiply. Returns (count, exact)."""
-    inputs = [f for f in kb.input_facts]
+    inputs = list(kb.input_facts)
     parent = {f.name: f.name for f in inputs}
 
     def find(x):
@@ -163,7 +166,7 @@ def input_state_count(kb: KnowledgeBase, limit: int = 1_000_000) -> tuple[int, b
             continue
         count = 0
         for combo in itertools.product(*[(None, *f.values) for f in members]):
-            facts = {f.name: v for f, v in zip(members, combo) if v is not None}
+            facts = {f.name: v for f, v in zip(members, combo, strict=False) if v is not None}
             if not any(logic.contradicts_only_if(f, facts) for f in members):
                 count += 1
         total *= count
@@ -172,8 +175,11 @@ def input_state_count(kb: KnowledgeBase, limit: int = 1_000_000) -> tuple[int, b
 
 # ---- window words ------------------------------------------------------------------------------------------
 _UNIT_HOURS = {"minute": 1 / 60, "min": 1 / 60, "hour": 1, "hr": 1, "h": 1, "day": 24, "week": 168, "month": 730}
-_FIGURE = re.compile(r"(\d+(?:\.\d+)?)(?:\s*(?:-|–|to)\s*(\d+(?:\.\d+)?))?\s*"
-                     r"(minutes?|mins?|hours?|hrs?|h|days?|weeks?|months?)\b", re.IGNORECASE)
+_FIGURE = re.compile(
+    r"(\d+(?:\.\d+)?)(?:\s*(?:-|–|to)\s*(\d+(?:\.\d+)?))?\s*"
+    r"(minutes?|mins?|hours?|hrs?|h|days?|weeks?|months?)\b",
+    re.IGNORECASE,
+)
 _AT_ONCE = re.compile(r"\b(immediately|at once|right away|now)\b", re.IGNORECASE)
 
 
@@ -197,12 +203,18 @@ def action_conclusions(rule: Rule) -> list[Recommend]:
 
 
 # ---- names ---------------------------------------------------------------------------------------------------
-PLURAL_KINDS = {"facts": "fact", "rules": "rule", "actions": "action", "warnings": "warning",
-                "differentials": "differential"}
+PLURAL_KINDS = {
+    "facts": "fact",
+    "rules": "rule",
+    "actions": "action",
+    "warnings": "warning",
+    "differentials": "differential",
+}
 
 
-def resolve_name(ids: Iterable[str], text: str, *, subject: str, unknown: str,
-                 error: type[LumbarKBError] = LumbarKBError) -> str:
+def resolve_name(
+    ids: Iterable[str], text: str, *, subject: str, unknown: str, error: type[LumbarKBError] = LumbarKBError
+) -> str:
     """The id (`kind:name`, e.g. `action:mri_whole_spine`, `rule:neuro.present`) a user means by `text`.
 
     The one resolver of typed names, for `explain`'s CODE and `graph --focus`: a full id, or a bare name
@@ -214,8 +226,13 @@ def resolve_name(ids: Iterable[str], text: str, *, subject: str, unknown: str,
     kinds = list(dict.fromkeys(i.split(":", 1)[0] for i in ids))
     text = text.strip()
     if not text:
-        raise error(Problem("the name is empty", subject=subject,
-                            hint="a name is written kind:name, kind one of " + ", ".join(kinds)))
+        raise error(
+            Problem(
+                "the name is empty",
+                subject=subject,
+                hint="a name is written kind:name, kind one of " + ", ".join(kinds),
+            )
+        )
     if text in ids:
         return text
     if ":" in text:  # kind:name, the kind perhaps plural or in capitals

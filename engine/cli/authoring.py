@@ -3,6 +3,7 @@
 Glue only: parse arguments, call `engine.analysis`, print, choose the exit code (0 ok, 1 a check or a
 scenario failed, 2 bad input). The work lives in `lumbar_kb.engine.analysis`.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -27,12 +28,15 @@ def _need_solver() -> None:
 
 # ---- check ---------------------------------------------------------------------------------------------------
 def _add_check(sub) -> None:
-    p = sub.add_parser("check", help="prove the rules safe over every input state (z3), with counterexamples",
-                       description="Static analysis over every input state (each input fact unknown or one of its "
-                                   "values): rules that never fire or are redundant, unused or unreachable facts and "
-                                   "conclusions, derivation cycles and contradictions, contradictory windows, and the "
-                                   "safety invariants. Every finding comes with a patient the engine reproduces it "
-                                   "on. Exits 1 on any problem; notes do not fail. The time taken goes to stderr.")
+    p = sub.add_parser(
+        "check",
+        help="prove the rules safe over every input state (z3), with counterexamples",
+        description="Static analysis over every input state (each input fact unknown or one of its "
+        "values): rules that never fire or are redundant, unused or unreachable facts and "
+        "conclusions, derivation cycles and contradictions, contradictory windows, and the "
+        "safety invariants. Every finding comes with a patient the engine reproduces it "
+        "on. Exits 1 on any problem; notes do not fail. The time taken goes to stderr.",
+    )
     p.add_argument("--format", choices=("text", "json"), default="text")
     add_kb_option(p)
     p.set_defaults(run=_run_check)
@@ -50,18 +54,34 @@ def _run_check(args) -> int:
 
 # ---- test ----------------------------------------------------------------------------------------------------
 def _add_test(sub) -> None:
-    p = sub.add_parser("test", help="run the scenario files; report failures with a diff, and rule coverage",
-                       description="Run every scenario (scenarios/*.yaml of the knowledge base, or --scenarios DIR) "
-                                   "through the engine, print pass/fail with expected-vs-actual diffs, then the rules "
-                                   "no scenario fires and the conclusions no scenario checks. Exits 1 if any scenario "
-                                   "fails (or, with --require-coverage, if anything is uncovered).")
-    p.add_argument("--scenarios", metavar="DIR", type=Path, default=None,
-                   help="scenario directory (default: the knowledge base's scenarios/)")
-    p.add_argument("--write-missing", metavar="DIR", type=Path, default=None,
-                   help="for each rule no scenario fires, write a minimal scenario that fires it (fewest answered "
-                        "facts, found by the solver) into DIR, for the author to complete")
-    p.add_argument("--require-coverage", action="store_true",
-                   help="also exit 1 when a rule is fired by no scenario or a conclusion checked by none")
+    p = sub.add_parser(
+        "test",
+        help="run the scenario files; report failures with a diff, and rule coverage",
+        description="Run every scenario (scenarios/*.yaml of the knowledge base, or --scenarios DIR) "
+        "through the engine, print pass/fail with expected-vs-actual diffs, then the rules "
+        "no scenario fires and the conclusions no scenario checks. Exits 1 if any scenario "
+        "fails (or, with --require-coverage, if anything is uncovered).",
+    )
+    p.add_argument(
+        "--scenarios",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help="scenario directory (default: the knowledge base's scenarios/)",
+    )
+    p.add_argument(
+        "--write-missing",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help="for each rule no scenario fires, write a minimal scenario that fires it (fewest answered "
+        "facts, found by the solver) into DIR, for the author to complete",
+    )
+    p.add_argument(
+        "--require-coverage",
+        action="store_true",
+        help="also exit 1 when a rule is fired by no scenario or a conclusion checked by none",
+    )
     p.add_argument("--format", choices=("text", "json"), default="text")
     add_kb_option(p)
     p.set_defaults(run=_run_test)
@@ -78,8 +98,7 @@ def _run_test(args) -> int:
         written = write_missing(kb, report, args.write_missing)
     sys.stdout.write(dumps(report.to_dict(written)) if args.format == "json" else render(report, written))
     if not report.outcomes:
-        print("error: no scenario files (*.yaml) to run: a test run that checks nothing is not a pass",
-              file=sys.stderr)
+        print("error: no scenario files (*.yaml) to run: a test run that checks nothing is not a pass", file=sys.stderr)
         return EXIT_FAILED
     if report.failed or (args.require_coverage and (report.unfired_rules or report.unchecked_conclusions)):
         return EXIT_FAILED
@@ -88,13 +107,16 @@ def _run_test(args) -> int:
 
 # ---- explain -------------------------------------------------------------------------------------------------
 def _add_explain(sub) -> None:
-    p = sub.add_parser("explain", help="why a conclusion was reached for a patient, or why not",
-                       description="For a conclusion reached (--why), the chain of rules and matched facts back to the "
-                                   "patient's answers, with citations. For one not reached (--why-not), the nearest "
-                                   "rules, which of their conditions were false or unknown, and the smallest change of "
-                                   "answers that reaches it (solver). CODE is kind:code (urgency:emergency, "
-                                   "action:mri_whole_spine, warning:..., differential:...), rule:<id>, or a bare code "
-                                   "or rule id; case does not matter where that is unambiguous.")
+    p = sub.add_parser(
+        "explain",
+        help="why a conclusion was reached for a patient, or why not",
+        description="For a conclusion reached (--why), the chain of rules and matched facts back to the "
+        "patient's answers, with citations. For one not reached (--why-not), the nearest "
+        "rules, which of their conditions were false or unknown, and the smallest change of "
+        "answers that reaches it (solver). CODE is kind:code (urgency:emergency, "
+        "action:mri_whole_spine, warning:..., differential:...), rule:<id>, or a bare code "
+        "or rule id; case does not matter where that is unambiguous.",
+    )
     p.add_argument("patient", metavar="PATIENT", type=Path)
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--why", metavar="CODE")
@@ -116,5 +138,3 @@ def _run_explain(args) -> int:
     explanation = explain(kb, patient, target, want=args.why is not None)
     sys.stdout.write(dumps(explanation.to_dict()) if args.format == "json" else render(explanation, kb))
     return EXIT_OK
-
-

@@ -3,6 +3,7 @@
 Found by `main` through `add_commands`. Bad input (a patient file, an unknown
 `--focus` node, an output extension, a missing `dot`) is a LumbarKBError: one line each, exit 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,16 +38,31 @@ a bare name is enough when only one node has it (mri_whole_spine, red_flag.leg_w
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("graph", help="draw the decision graph (DOT, SVG, PNG, PDF); a patient's path; a pathway",
-                       description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--patient", metavar="FILE", type=Path,
-                   help="highlight this patient's path: the rules that fired in order, the edges they used, "
-                        "facts coloured by value; the rest greyed out")
-    p.add_argument("--focus", metavar="NODE",
-                   help="draw only what leads to NODE and what it leads to, e.g. action:mri_whole_spine")
-    p.add_argument("-o", "--output", metavar="FILE", type=Path,
-                   help=f"write the picture here, format from the extension ({', '.join(sorted(FORMATS))}); "
-                        "default: print DOT to standard output")
+    p = sub.add_parser(
+        "graph",
+        help="draw the decision graph (DOT, SVG, PNG, PDF); a patient's path; a pathway",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--patient",
+        metavar="FILE",
+        type=Path,
+        help="highlight this patient's path: the rules that fired in order, the edges they used, "
+        "facts coloured by value; the rest greyed out",
+    )
+    p.add_argument(
+        "--focus", metavar="NODE", help="draw only what leads to NODE and what it leads to, e.g. action:mri_whole_spine"
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        type=Path,
+        help=f"write the picture here, format from the extension ({', '.join(sorted(FORMATS))}); "
+        "default: print DOT to standard output",
+    )
     add_kb_option(p)
     p.set_defaults(run=run_graph)
 

@@ -20,9 +20,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 # ---- evaluate ----------------------------------------------------------------------------------------------
 def _add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="evaluate patient files against the guideline",
-                       description="Evaluate one or more patient files (YAML or JSON mapping of fact: value). "
-                                   "One file gives one JSON object; several give one JSON object per line.")
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate patient files against the guideline",
+        description="Evaluate one or more patient files (YAML or JSON mapping of fact: value). "
+        "One file gives one JSON object; several give one JSON object per line.",
+    )
     p.add_argument("patients", nargs="+", metavar="PATIENT", type=Path)
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.add_argument("--audience", choices=("clinician", "patient"), default="clinician")
@@ -31,15 +34,15 @@ def _add_evaluate(sub) -> None:
 
 
 def _run_evaluate(args) -> int:
+    from lumbar_kb.engine.analysis.escalation import decide
     from lumbar_kb.engine.api import Evaluator
     from lumbar_kb.engine.report import render
-    from lumbar_kb.engine.analysis.escalation import decide
 
     evaluator = Evaluator(kb_from(args))
     kb = evaluator.kb
     inputs = _load_all(args.patients, kb)
     chunks = []
-    for path, facts in zip(args.patients, inputs):
+    for path, facts in zip(args.patients, inputs, strict=False):
         result = decide(kb, evaluator.engine.run(facts), args.audience)
         if args.format == "json":
             data = result.to_dict()
@@ -56,11 +59,14 @@ def _run_evaluate(args) -> int:
 
 # ---- cohort ------------------------------------------------------------------------------------------------
 def _add_cohort(sub) -> None:
-    p = sub.add_parser("cohort", help="evaluate many patients: one row each and a summary",
-                       description="Evaluate patient files (or every *.yaml/*.yml/*.json in the directories named) "
-                                   "and summarise: urgency counts, each action with the windows given, warnings, "
-                                   "differential, how many patients each rule fired for, and the rules no patient "
-                                   "fired. --format csv gives one row per patient for a spreadsheet.")
+    p = sub.add_parser(
+        "cohort",
+        help="evaluate many patients: one row each and a summary",
+        description="Evaluate patient files (or every *.yaml/*.yml/*.json in the directories named) "
+        "and summarise: urgency counts, each action with the windows given, warnings, "
+        "differential, how many patients each rule fired for, and the rules no patient "
+        "fired. --format csv gives one row per patient for a spreadsheet.",
+    )
     p.add_argument("paths", nargs="+", metavar="PATH", type=Path)
     p.add_argument("--format", choices=("text", "json", "csv"), default="text")
     add_kb_option(p)
@@ -68,17 +74,18 @@ def _add_cohort(sub) -> None:
 
 
 def _run_cohort(args) -> int:
+    from lumbar_kb.engine.analysis.escalation import decide
     from lumbar_kb.engine.api import Evaluator
     from lumbar_kb.engine.cohort import Cohort, patient_files
-    from lumbar_kb.engine.analysis.escalation import decide
 
     evaluator = Evaluator(kb_from(args))
     files = patient_files(args.paths)
     if not files:
-        raise LumbarKBError([Problem("no patient files (*.yaml, *.yml, *.json) found", file=str(p))
-                             for p in args.paths])
+        raise LumbarKBError(
+            [Problem("no patient files (*.yaml, *.yml, *.json) found", file=str(p)) for p in args.paths]
+        )
     facts = _load_all(files, evaluator.kb)
-    rows = [(path, decide(evaluator.kb, evaluator.engine.run(f))) for path, f in zip(files, facts)]
+    rows = [(path, decide(evaluator.kb, evaluator.engine.run(f))) for path, f in zip(files, facts, strict=False)]
     cohort = Cohort(evaluator.kb, rows)
     text = {"json": lambda: dumps(cohort.to_dict()), "csv": cohort.to_csv, "text": cohort.to_text}[args.format]()
     sys.stdout.write(text)
@@ -103,9 +110,12 @@ def _load_all(paths: list[Path], kb) -> list[dict]:
 
 # ---- validate ----------------------------------------------------------------------------------------------
 def _add_validate(sub) -> None:
-    p = sub.add_parser("validate", help="load and compile a knowledge base, report every problem",
-                       description="Load, check and compile a knowledge base into durable-rules. Prints every "
-                                   "problem (file:line: subject: message) and exits 1 if there is any.")
+    p = sub.add_parser(
+        "validate",
+        help="load and compile a knowledge base, report every problem",
+        description="Load, check and compile a knowledge base into durable-rules. Prints every "
+        "problem (file:line: subject: message) and exits 1 if there is any.",
+    )
     add_kb_option(p)
     p.set_defaults(run=_run_validate)
 
@@ -124,8 +134,10 @@ def _run_validate(args) -> int:
         print(f"{len(exc.problems)} problem(s) in {where}", file=sys.stderr)
         return EXIT_FAILED
     inputs = len(kb.input_facts)
-    print(f"ok: {kb.name} {kb.version}: {len(kb.rules)} rules, {inputs} input facts, {len(kb.derived_facts)} derived "
-          f"facts, {len(kb.references)} references; compiled to durable-rules ({kb.sha256[:12]})")
+    print(
+        f"ok: {kb.name} {kb.version}: {len(kb.rules)} rules, {inputs} input facts, {len(kb.derived_facts)} derived "
+        f"facts, {len(kb.references)} references; compiled to durable-rules ({kb.sha256[:12]})"
+    )
     if engine.compiled.never_true:
         print("note: these rules' conditions can never be true: " + ", ".join(engine.compiled.never_true))
     return EXIT_OK
@@ -145,9 +157,23 @@ def _run_facts(args) -> int:
     kb = kb_from(args)
     facts = [f for f in kb.facts.values() if args.derived or not f.derived]
     if args.format == "json":
-        sys.stdout.write(dumps([{"name": f.name, "type": f.type, "values": list(f.values), "alarm": f.alarm,
-                                 "derived": f.derived, "meaning": f.meaning, "question": f.question,
-                                 "patient_question": f.patient_question} for f in facts]))
+        sys.stdout.write(
+            dumps(
+                [
+                    {
+                        "name": f.name,
+                        "type": f.type,
+                        "values": list(f.values),
+                        "alarm": f.alarm,
+                        "derived": f.derived,
+                        "meaning": f.meaning,
+                        "question": f.question,
+                        "patient_question": f.patient_question,
+                    }
+                    for f in facts
+                ]
+            )
+        )
         return EXIT_OK
     width = max(len(f.name) for f in facts)
     for f in facts:
@@ -157,5 +183,3 @@ def _run_facts(args) -> int:
         print(f"{f.name:<{width}}  {flag}{kind}")
         print(f"{'':<{width}}  {ask or f.meaning}")
     return EXIT_OK
-
-
