@@ -101,11 +101,12 @@ def _translate(error: jsonschema.ValidationError, path: tuple, pos: Positions, s
     inside = path[2:] if subject and subject.startswith("rule") else path  # the rule is named as the subject
     where = "/".join(str(p) for p in inside) or ("the rule" if inside is not path else "the file")
     kind = error.validator
+    schema: dict = error.schema if isinstance(error.schema, dict) else {}
     if kind == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = sorted(error.schema.get("properties", {}))
+        allowed = sorted(schema.get("properties", {}))
         out = []
         for key in error.instance:
-            if key not in error.schema.get("properties", {}):
+            if key not in schema.get("properties", {}):
                 hint = did_you_mean(key, allowed)
                 hint = f"{hint} allowed: {', '.join(allowed)}" if hint else f"allowed: {', '.join(allowed)}"
                 out.append(pos.problem(path + (key,), f"unknown key '{key}'", subject, hint, key=True))
@@ -114,11 +115,11 @@ def _translate(error: jsonschema.ValidationError, path: tuple, pos: Positions, s
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         return [pos.problem(path, f"missing required key '{missing}' in {where}", subject)]
     if kind == "type":
-        expected = error.validator_value
-        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        value = error.validator_value
+        expected = " or ".join(value) if isinstance(value, list) else str(value)
         return [pos.problem(path, f"{where} must be {_article(expected)}, not {_typename(error.instance)}", subject)]
     if kind == "enum":
-        options = [str(v) for v in error.validator_value]
+        options = [str(v) for v in error.validator_value]  # type: ignore[union-attr]  # an enum's list
         return [
             pos.problem(
                 path,
@@ -457,10 +458,11 @@ class _Builder:
         if head == "not":
             item = self.condition(raw["not"], where + ("not",), pos, subject, facts)
             return None if item is None else Not(item)
-        items = [self.condition(c, where + (head, i), pos, subject, facts) for i, c in enumerate(raw[head])]
-        if any(i is None for i in items):
+        parsed = [self.condition(c, where + (head, i), pos, subject, facts) for i, c in enumerate(raw[head])]
+        items = tuple(i for i in parsed if i is not None)
+        if len(items) != len(parsed):
             return None
-        return All(tuple(items)) if head == "all" else AnyOf(tuple(items))
+        return All(items) if head == "all" else AnyOf(items)
 
     def test(self, raw: dict, where: tuple, pos: Positions, subject: str, facts) -> Test | None:
         name = raw["fact"]

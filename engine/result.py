@@ -83,7 +83,7 @@ class Result:
 
 
 def _item_dict(item: Item, with_window: bool) -> dict:
-    d = {"code": item.code}
+    d: dict[str, object] = {"code": item.code}
     if with_window:
         d["within_hours"] = item.within_hours
         d["window"] = item.window

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import KnowledgeBaseError, LumbarKBError, Problem, did_you_mean
 from .loader import schema_problems, stray_files
@@ -41,8 +42,8 @@ class Scenario:
 @dataclass(frozen=True)
 class Mismatch:
     key: str
-    expected: object
-    actual: object
+    expected: Any  # the expectation's own shape: a level, {code: hours}, or a list of codes
+    actual: Any
 
     def __str__(self) -> str:
         return f"{self.key}: expected {_show(self.expected)}, got {_show(self.actual)}"

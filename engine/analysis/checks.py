@@ -33,7 +33,7 @@ import z3
 
 from .. import logic
 from ..model import All, Condition, KnowledgeBase, Not, Test, hours_text
-from ..source import DocumentError, read_document
+from ..source import DocumentError, Positions, read_document
 from . import encoding
 from .encoding import Semantics, State, solve_min
 from .escalation import could_escalate
@@ -161,7 +161,7 @@ class _Context:
         self.solver.add(self.ok)
         self._reachable: dict[str, bool] = {}
         self.runner = Runner(kb)
-        self._positions: dict[str, object] = {}
+        self._positions: dict[str, Positions | None] = {}
         self.top = max(kb.catalog["urgency"].values(), key=lambda e: e.rank).code
         self.imaging = kb.watched_actions  # imaging studies and other time-critical steps
 
@@ -342,7 +342,7 @@ def _check_unreachable_rules(ctx: _Context) -> Check:
     return check
 
 
-def literal_dnf(cond: Condition, domains: dict, want: bool = True, cap: int = 64) -> list[list[tuple]]:
+def literal_dnf(cond: Condition, domains: dict, want: bool = True, cap: int = 64) -> list[list[tuple]] | None:
     """Disjunctive normal form of "cond is true", each literal (fact, allowed values), not merged (so that a
     contradiction stays visible as two literals). None when it would exceed `cap` conjuncts."""
     if isinstance(cond, Test):
@@ -350,13 +350,14 @@ def literal_dnf(cond: Condition, domains: dict, want: bool = True, cap: int = 64
         return [[(cond.fact, values)]]
     if isinstance(cond, Not):
         return literal_dnf(cond.item, domains, not want, cap)
-    parts = [literal_dnf(item, domains, want, cap) for item in cond.items]
-    if any(p is None for p in parts):
+    found = [literal_dnf(item, domains, want, cap) for item in cond.items]
+    parts = [p for p in found if p is not None]
+    if len(parts) != len(found):
         return None
     if (isinstance(cond, All)) != want:
         out = [c for p in parts for c in p]
         return out if len(out) <= cap else None
-    product = [[]]
+    product: list[list[tuple]] = [[]]
     for part in parts:
         product = [left + right for left in product for right in part]
         if len(product) > cap:

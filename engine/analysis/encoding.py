@@ -24,7 +24,7 @@ counting as later than any figure.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 
 import z3
 
@@ -63,7 +63,7 @@ class State:
     """One symbolic patient. With `base`, it shares base's variables for every input fact not in `fresh`:
     the two patients then differ at most in the `fresh` facts."""
 
-    def __init__(self, sem: Semantics, name: str, base: State | None = None, fresh: set[str] = frozenset()):
+    def __init__(self, sem: Semantics, name: str, base: State | None = None, fresh: Set[str] = frozenset()):
         self.sem = sem
         self.kb = sem.kb
         self.name = f"{name}#{next(_names)}"

@@ -103,7 +103,8 @@ def _reach(kb: KnowledgeBase) -> dict:
     out = {}
     for fact in kb.input_facts:
         seen_rules, seen_facts, todo = set(), {fact.name}, [fact.name]
-        max_rank, earliest = -1, {}
+        max_rank = -1
+        earliest: dict[str, float] = {}
         while todo:
             for rule in readers.get(todo.pop(), ()):
                 if rule.id in seen_rules:

@@ -270,7 +270,7 @@ def _why(kb: KnowledgeBase, trace: Trace, result: Result, target: Target) -> lis
 
 def _step(kb, trace: Trace, firing_of: dict, rule_id: str, concluded: str, seen: set) -> Step:
     rule = kb.rule(rule_id)
-    matched = []
+    matched: list[tuple[str, Value, list[Step] | None]] = []
     for fact, value in firing_of[rule_id].matched.items():
         if not kb.facts[fact].derived:
             matched.append((fact, value, None))

@@ -115,15 +115,15 @@ def _cycles(kb: KnowledgeBase, graph: nx.DiGraph) -> list[list[tuple[str, str]]]
 
 def _cycle_from(graph: nx.DiGraph, start: str, order: dict) -> list[str]:
     """The shortest cycle through `start` (breadth first, neighbours in vocabulary order)."""
-    parents = {start: None}
+    parents: dict[str, str | None] = {start: None}
     queue = [start]
     while queue:
         node = queue.pop(0)
         for nxt in sorted(graph.successors(node), key=order.__getitem__):
             if nxt == start:
-                path = [node]
-                while parents[path[-1]] is not None:
-                    path.append(parents[path[-1]])
+                path: list[str] = [node]
+                while (parent := parents[path[-1]]) is not None:
+                    path.append(parent)
                 return list(reversed(path))
             if nxt not in parents:
                 parents[nxt] = node

@@ -88,5 +88,6 @@ def run_graph(args) -> int:
     if args.output is None:
         sys.stdout.write(source)
     else:
+        assert fmt is not None  # checked with the output path, before any work
         render_to(args.output, source, fmt)
     return EXIT_OK
