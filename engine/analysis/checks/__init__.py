@@ -1,0 +1,90 @@
+"""`lumbar-kb check`: static analysis of a knowledge base over every input state, with the z3 solver.
+
+Every check is a claim about all patients at once (each input fact unknown or one of its values,
+`only_if` respected). A claim that fails comes back as a Finding with a concrete patient (two for
+the monotonicity invariants) that the engine is then made to evaluate (`reproduce`), so what is printed
+is what the engine does. Patients are minimised: as few answered facts as the finding allows.
+
+Definitions (also in the README, "For guideline authors"):
+  * unreachable rule: no patient makes its condition true at the fixpoint;
+  * redundant rule R: another rule S fires for every patient R fires for, and S's conclusions include
+    every conclusion of R (an action only with the same `within_hours`, a derivation with the same value);
+  * contradictory derivation: a patient for whom a derived fact is derived with two values;
+  * contradictory windows: an action's window words stating a figure other than its `within_hours`, or
+    two rules that fire together giving one action the same figure in different words (the report then
+    prints whichever fired first). Different figures for one action are not a contradiction: the earliest
+    wins, and meeting it meets every later one. A window that can never be the earliest is a note;
+  * the safety invariants: a neurological symptom gives the most urgent level; a yes (from unknown or no)
+    never lowers the urgency and never delays or removes a `never_delay` action; and for every unanswered
+    alarm question whose answer could raise the urgency or bring an imaging action forward once other
+    questions are answered, answering it alone already does so now, so `could_escalate` (which tries one
+    answer at a time) names it.
+
+One module per kind of check: `structural`, `reach`, `windows`, `safety`; `context` is what they share,
+`report` the findings and their text. This module runs them all.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ...model import KnowledgeBase
+from .. import encoding
+from ..structure import input_state_count
+from .context import Context
+from .reach import (
+    check_codes_reach,
+    check_contradictions,
+    check_derived_reach,
+    check_redundant,
+    check_unreachable_rules,
+)
+from .report import CheckReport, Finding, render
+from .safety import check_escalation, check_monotone, check_neurological
+from .structural import check_cycles, check_derived, check_unconcluded, check_unread_facts
+from .windows import check_windows
+
+__all__ = ["CheckReport", "render", "run_checks"]
+
+
+# ---- the front door ------------------------------------------------------------------------------------------
+def run_checks(kb: KnowledgeBase) -> CheckReport:
+    started = time.perf_counter()
+    ctx = Context(kb)
+    checks = [
+        check_cycles(ctx),
+        check_unread_facts(ctx),
+        check_derived(ctx),
+        check_unconcluded(ctx),
+        check_unreachable_rules(ctx),
+        check_derived_reach(ctx),
+        check_codes_reach(ctx),
+        check_contradictions(ctx),
+        check_redundant(ctx),
+    ]
+    checks += check_windows(ctx)
+    checks.append(check_neurological(ctx))
+    checks += check_monotone(ctx)
+    checks.append(check_escalation(ctx))
+    for check in checks:
+        for finding in check.findings:
+            _reproduce(ctx, finding)
+    count, exact = input_state_count(kb)
+    report = CheckReport(kb, checks, count, exact, f"z3 {encoding.version()}")
+    report.elapsed = time.perf_counter() - started
+    return report
+
+
+def _reproduce(ctx: Context, finding: Finding) -> None:
+    if finding.verify is None:
+        return
+    try:
+        why_not = finding.verify(ctx.runner)
+    except Exception as exc:  # a counterexample the engine refuses is a disagreement too
+        why_not = f"{type(exc).__name__}: {exc}"
+    finding.reproduced = why_not is None
+    if why_not is not None:
+        finding.details.append(
+            f"INTERNAL: the engine does not reproduce this ({why_not}); the solver encoding and "
+            "the engine disagree, please report it"
+        )

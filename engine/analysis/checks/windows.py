@@ -1,0 +1,124 @@
+"""Windows: words that contradict their figure, and two rules giving one action a figure in different words."""
+
+from __future__ import annotations
+
+import z3
+
+from ...model import hours_text
+from ..reproduce import windows
+from ..structure import (
+    action_conclusions,
+    stated_hours,
+)
+from .context import Context
+from .report import Check, Finding
+
+
+def check_windows(ctx: Context) -> tuple[Check, Check]:
+    check = Check("contradictory_windows", "reach", "no action is given contradictory windows")
+    notes = Check("windows_never_apply", "reach", "every action window applies to some patient")
+    kb, s = ctx.kb, ctx.s
+    for rule in kb.rules:
+        for c in action_conclusions(rule):
+            said = stated_hours(c.window)
+            if said is not None and (c.within_hours is None or abs(said - float(c.within_hours)) > 1e-9):
+                figure = "missing" if c.within_hours is None else f"{c.within_hours:g}"
+                patient = ctx.witness(s.fires[rule.id]) if ctx.reachable(rule.id) else None
+                finding = Finding(
+                    check.id,
+                    "problem",
+                    f"rule {rule.id}",
+                    f"action '{c.code}': the words '{c.window}' say {hours_text(said)} but within_hours "
+                    f"is {figure}; reports print the words, windows are merged by the figure",
+                    rule.file,
+                    rule.line,
+                    patient,
+                )
+                if patient is not None:
+                    finding.verify = lambda run, p=patient, r=rule.id, a=c.code: (
+                        None if r in run.fired(p) and a in windows(run.result(p)) else "the rule did not fire"
+                    )
+                check.findings.append(finding)
+    pairs = []
+    for i, rule in enumerate(kb.rules):
+        for c in action_conclusions(rule):
+            for other in kb.rules[i + 1 :]:
+                for d in action_conclusions(other):
+                    if (
+                        c.code == d.code
+                        and c.within_hours == d.within_hours
+                        and c.window
+                        and d.window
+                        and c.window != d.window
+                    ):
+                        pairs.append((rule, c, other, d))
+    for rule, c, other, d in pairs:
+        if not (ctx.reachable(rule.id) and ctx.reachable(other.id)):
+            continue
+        patient = ctx.witness(s.fires[rule.id], s.fires[other.id])
+        if patient is None:
+            continue
+        finding = Finding(
+            check.id,
+            "problem",
+            f"rule {other.id}",
+            f"action '{c.code}' {hours_text(c.within_hours)}: '{rule.id}' words it '{c.window}', "
+            f"'{other.id}' words it '{d.window}', and both fire for one patient (the report shows "
+            "whichever fired first)",
+            other.file,
+            other.line,
+            patient,
+        )
+        finding.verify = lambda run, p=patient, rs=(rule.id, other.id), a=c.code, ws=(c.window, d.window): (
+            None if set(rs) <= run.fired(p) and _window_words(run.result(p), a) in ws else "not reproduced"
+        )
+        check.findings.append(finding)
+    for rule in kb.rules:
+        if not ctx.reachable(rule.id):
+            continue
+        for c in action_conclusions(rule):
+            earlier_rules = [
+                r.id
+                for r in kb.rules
+                if r.id != rule.id
+                for d in action_conclusions(r)
+                if d.code == c.code
+                and d.within_hours is not None
+                and (c.within_hours is None or d.within_hours < c.within_hours)
+            ]
+            if not earlier_rules:
+                continue
+            earlier = z3.Or([s.fires[r] for r in earlier_rules])
+            if ctx.sat(s.fires[rule.id], z3.Not(earlier)):
+                continue
+            always = [r for r in earlier_rules if not ctx.sat(s.fires[rule.id], z3.Not(s.fires[r]))]
+            by = f"'{always[0]}' gives it earlier" if always else f"one of {', '.join(earlier_rules)} gives it earlier"
+            patient = ctx.witness(s.fires[rule.id])
+            finding = Finding(
+                notes.id,
+                "note",
+                f"rule {rule.id}",
+                f"its window for '{c.code}' ({c.window or hours_text(c.within_hours)}) never applies: "
+                f"whenever it fires, {by}",
+                rule.file,
+                rule.line,
+                patient,
+            )
+            finding.verify = lambda run, p=patient, r=rule.id, a=c.code, h=c.within_hours: (
+                None
+                if r in run.fired(p) and _earlier(windows(run.result(p)).get(a), h)
+                else "the rule's own window applied"
+            )
+            notes.findings.append(finding)
+    return check, notes
+
+
+def _earlier(hours: float | None, than: float | None) -> bool:
+    return hours is not None and (than is None or hours < than)
+
+
+def _window_words(result, code: str) -> str | None:
+    for a in result.actions:
+        if a.code == code:
+            return a.window
+    return None
