@@ -100,12 +100,27 @@ def _load_all(paths: list[Path], kb) -> list[dict]:
     inputs = []
     for path in paths:
         try:
-            inputs.append(load_patient(path, kb))
+            inputs.append(_load_fhir(path, kb) if path.suffix.lower() == ".json" and _is_fhir(path) else load_patient(path, kb))
         except LumbarKBError as exc:
             problems.extend(exc.problems)
     if problems:
         raise LumbarKBError(problems)
     return inputs
+
+
+def _is_fhir(path: Path) -> bool:
+    """A JSON file holding a FHIR resource (a Bundle or QuestionnaireResponse) rather than a fact mapping."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return '"resourceType"' in handle.read(4096)
+    except OSError:
+        return False
+
+
+def _load_fhir(path: Path, kb) -> dict:
+    from lumbar_kb.engine.fhir.inbound import load_fhir_patient
+
+    return load_fhir_patient(path, kb)
 
 
 # ---- validate ----------------------------------------------------------------------------------------------

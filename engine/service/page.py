@@ -1,0 +1,84 @@
+"""The questionnaire page at `/` and its JSON API: alarm questions first, then only the questions whose answer
+could still change the result (the Result's could_escalate), and the result as the answers come in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, JSONResponse
+
+from ..errors import PatientError
+from ..model import hours_text
+from . import cards as cardmod
+from .problems import PROBLEM_RESPONSES, ProblemError
+from .schemas import EvaluateRequest, PageResult
+from .state import state
+
+STATIC = Path(__file__).resolve().parent / "static"
+router = APIRouter(tags=["questionnaire page"])
+
+
+@router.get("/", include_in_schema=False)
+def index() -> FileResponse:
+    return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
+
+
+@router.post("/api/evaluate", response_model=PageResult, responses=PROBLEM_RESPONSES)
+def evaluate(body: EvaluateRequest, request: Request) -> JSONResponse:
+    st = state(request)
+    kb = st.kb
+    answers = {k: v for k, v in body.answers.items() if v is not None}
+    try:
+        result = st.evaluator.evaluate(answers, body.audience)
+    except PatientError as exc:
+        first = exc.problems[0]
+        fact = (first.subject or "").removeprefix("fact ").strip("'")
+        field = f"answers.{fact}" if fact else "answers"
+        raise ProblemError(400, f"{field}: {first.message}" + (f" ({first.hint})" if first.hint else ""), field) from None
+    patient = body.audience == "patient"
+
+    def question(fact, why=None) -> dict:
+        return {
+            "fact": fact.name,
+            "question": (fact.patient_question if patient else fact.question) or fact.meaning,
+            "type": fact.type,
+            "values": [str(v) for v in fact.values] if fact.type == "enum" else [],
+            "alarm": fact.alarm,
+            "answer": answers.get(fact.name),
+            "why": why,
+        }
+
+    escalating = {e.fact: e for e in result.could_escalate}
+    unanswered = {q.fact for q in result.unanswered}
+    shown, more = [], []
+    for fact in sorted(kb.input_facts, key=lambda f: (not f.alarm, f.order)):
+        e = escalating.get(fact.name)
+        why = None
+        if e is not None:
+            parts = [kb.catalog["urgency"][e.would_raise_urgency_to].label] if e.would_raise_urgency_to else []
+            parts += [f"{b.label} {b.window or hours_text(b.within_hours)}" for b in e.would_bring_forward]
+            answer = " or ".join(fact.label(a) for a in (e.answers or (e.answer,)))
+            why = f"if {answer}: " + "; ".join(parts)
+        if fact.alarm and (fact.name in unanswered or fact.name in answers):
+            shown.append(question(fact, why))
+        elif e is not None or fact.name in answers:
+            shown.append(question(fact, why))
+        elif fact.name in unanswered:
+            more.append(question(fact))
+    data = {
+        "urgency": result.urgency,
+        "headline": cardmod.headline(kb, result),
+        "urgency_text": result.urgency_text,
+        "indicator": cardmod.indicator(kb, result),
+        "complete": not cardmod.unanswered_alarm(result),
+        "actions": [
+            {"label": a.label, "window": cardmod.window(a), "text": a.text, "done": a.done} for a in result.actions
+        ],
+        "warnings": [{"label": w.label, "text": w.text} for w in result.warnings],
+        "why": [f.title for f in result.fired],
+        "questions": shown,
+        "more_questions": more,
+        "disclaimer": kb.disclaimer,
+    }
+    return JSONResponse(data)

@@ -1,0 +1,140 @@
+"""The service's one SQLite file (stdlib sqlite3): cards issued, clinicians' feedback on them, used JWT ids.
+
+Cards are recorded when issued (uuid, the rules behind them, the knowledge-base hash) so feedback, which names
+only the card's uuid, joins back to the rules: `override_rates(path)` gives, per rule, how often its cards were
+accepted or overridden and why, for the review pack and the cohort report. One connection per call: safe
+across threads and across worker processes sharing the file.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS cards (
+    uuid TEXT PRIMARY KEY, service TEXT NOT NULL, hook_instance TEXT NOT NULL, rules TEXT NOT NULL,
+    kb_sha256 TEXT NOT NULL, urgency TEXT NOT NULL, issued_at REAL NOT NULL, explanation TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, card TEXT NOT NULL, service TEXT NOT NULL, outcome TEXT NOT NULL,
+    reason_code TEXT, reason_display TEXT, user_comment TEXT, accepted_suggestions TEXT NOT NULL,
+    outcome_timestamp TEXT, received_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS used_tokens (
+    iss TEXT NOT NULL, jti TEXT NOT NULL, exp REAL NOT NULL, PRIMARY KEY (iss, jti)
+);
+"""
+
+
+class Store:
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=10)
+        try:
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    # -- cards ------------------------------------------------------------------------------------------
+    def record_card(
+        self, uuid: str, service: str, hook_instance: str, rules: list, kb_sha256: str, urgency: str, text: str
+    ) -> None:
+        with self._connect() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO cards VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (uuid, service, hook_instance, json.dumps(rules), kb_sha256, urgency, time.time(), text),
+            )
+
+    def card(self, uuid: str) -> dict | None:
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT uuid, service, hook_instance, rules, kb_sha256, urgency, explanation FROM cards WHERE uuid = ?",
+                (uuid,),
+            ).fetchone()
+        if row is None:
+            return None
+        keys = ("uuid", "service", "hook_instance", "rules", "kb_sha256", "urgency", "explanation")
+        out = dict(zip(keys, row, strict=True))
+        out["rules"] = json.loads(out["rules"])
+        return out
+
+    # -- feedback ---------------------------------------------------------------------------------------
+    def record_feedback(self, service: str, items: list[dict]) -> None:
+        with self._connect() as db:
+            db.executemany(
+                "INSERT INTO feedback (card, service, outcome, reason_code, reason_display, user_comment, "
+                "accepted_suggestions, outcome_timestamp, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        i["card"],
+                        service,
+                        i["outcome"],
+                        i.get("reason_code"),
+                        i.get("reason_display"),
+                        i.get("user_comment"),
+                        json.dumps(i.get("accepted_suggestions", [])),
+                        i.get("outcome_timestamp"),
+                        time.time(),
+                    )
+                    for i in items
+                ],
+            )
+
+    # -- JWT replay -------------------------------------------------------------------------------------
+    def use_token(self, iss: str, jti: str, exp: float) -> bool:
+        """Record a token id; False when it was used before (a replay)."""
+        now = time.time()
+        with self._connect() as db:
+            db.execute("DELETE FROM used_tokens WHERE exp < ?", (now - 600,))
+            try:
+                db.execute("INSERT INTO used_tokens VALUES (?, ?, ?)", (iss, jti, exp))
+            except sqlite3.IntegrityError:
+                return False
+        return True
+
+
+def override_rates(path: Path | str) -> dict[str, dict]:
+    """Per rule: cards issued, feedback received, accepted, overridden, the override rate and the reasons.
+
+    A card stands for every rule behind it, so one override counts for each of them. The rate is
+    overridden / (accepted + overridden), None while there is no feedback."""
+    db = sqlite3.connect(Path(path), timeout=10)
+    try:
+        cards = {uuid: json.loads(rules) for uuid, rules in db.execute("SELECT uuid, rules FROM cards")}
+        feedback = db.execute("SELECT card, outcome, reason_code, reason_display FROM feedback").fetchall()
+    finally:
+        db.close()
+    out: dict[str, dict] = {}
+
+    def entry(rule: str) -> dict:
+        return out.setdefault(rule, {"cards": 0, "accepted": 0, "overridden": 0, "override_rate": None, "reasons": {}})
+
+    for rules in cards.values():
+        for rule in rules:
+            entry(rule)["cards"] += 1
+    for card, outcome, code, display in feedback:
+        for rule in cards.get(card, ()):
+            e = entry(rule)
+            if outcome == "accepted":
+                e["accepted"] += 1
+            elif outcome == "overridden":
+                e["overridden"] += 1
+                reason = display or code or "no reason given"
+                e["reasons"][reason] = e["reasons"].get(reason, 0) + 1
+    for e in out.values():
+        answered = e["accepted"] + e["overridden"]
+        e["override_rate"] = e["overridden"] / answered if answered else None
+    return dict(sorted(out.items()))
