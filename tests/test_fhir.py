@@ -11,7 +11,6 @@ import copy
 import importlib
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -249,8 +248,8 @@ def test_a_fhir_file_of_the_wrong_kind_is_bad_input(tmp_path, capsys):
     assert main(["evaluate", str(path)]) == 2
     err = capsys.readouterr().err
     assert "p.json" in err and "Bundle or a QuestionnaireResponse" in err
-    path.write_text(json.dumps({"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Condition", "code": 5}}]}))
+    path.write_text(
+        json.dumps({"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Condition", "code": 5}}]})
+    )
     assert main(["evaluate", str(path)]) == 2
     assert "entry[0].resource.code" in capsys.readouterr().err
-
-

@@ -67,7 +67,11 @@ def _run_serve(args) -> int:
 
         os.environ["LUMBAR_KB_SERVICE"] = settings_to_env(settings)
         uvicorn.run(
-            "lumbar_kb.engine.service.app:app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers
+            "lumbar_kb.engine.service.app:app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
         )
     else:
         uvicorn.run(app, host=args.host, port=args.port)

@@ -100,7 +100,9 @@ def _load_all(paths: list[Path], kb) -> list[dict]:
     inputs = []
     for path in paths:
         try:
-            inputs.append(_load_fhir(path, kb) if path.suffix.lower() == ".json" and _is_fhir(path) else load_patient(path, kb))
+            inputs.append(
+                _load_fhir(path, kb) if path.suffix.lower() == ".json" and _is_fhir(path) else load_patient(path, kb)
+            )
         except LumbarKBError as exc:
             problems.extend(exc.problems)
     if problems:

@@ -163,19 +163,27 @@ def load_codes(kb: KnowledgeBase, path: Path | str | None = None) -> Codes:
             what = "unknown fact" if fact is None else "a derived fact cannot be bound"
             problems.append(
                 pos.problem(
-                    at + ("fact",), what, f"fact '{raw['fact']}'", did_you_mean(raw["fact"], [f.name for f in kb.input_facts])
+                    at + ("fact",),
+                    what,
+                    f"fact '{raw['fact']}'",
+                    did_you_mean(raw["fact"], [f.name for f in kb.input_facts]),
                 )
             )
             continue
         value = raw.get("value")
         if value is not None and value not in fact.values:
-            problems.append(pos.problem(at + ("value",), f"'{value}' is not a value of the fact", f"fact '{fact.name}'"))
+            problems.append(
+                pos.problem(at + ("value",), f"'{value}' is not a value of the fact", f"fact '{fact.name}'")
+            )
         if fact.type == "enum" and value is None:
             problems.append(pos.problem(at, "an enum fact's binding must name its value", f"fact '{fact.name}'"))
         if raw["profile"] not in profiles:
             problems.append(
                 pos.problem(
-                    at + ("profile",), f"unknown profile '{raw['profile']}'", None, did_you_mean(raw["profile"], profiles)
+                    at + ("profile",),
+                    f"unknown profile '{raw['profile']}'",
+                    None,
+                    did_you_mean(raw["profile"], profiles),
                 )
             )
         bindings.append(Binding(fact.name, value, raw["profile"], codings(raw["codes"], at + ("codes",))))
@@ -185,7 +193,7 @@ def load_codes(kb: KnowledgeBase, path: Path | str | None = None) -> Codes:
         if fact is None or fact.type != "enum":
             problems.append(pos.problem(("values", name), "not an enum fact of the vocabulary", f"fact '{name}'"))
             continue
-        for value, raw in by_value.items():
+        for value in by_value:
             if value not in fact.values:
                 problems.append(pos.problem(("values", name, value), f"'{value}' is not a value of the fact"))
         values[name] = {v: codings(raw, ("values", name, v)) for v, raw in by_value.items()}

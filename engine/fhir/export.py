@@ -93,8 +93,7 @@ def _enable_when(cond: Condition, codes: Codes) -> tuple[list, str] | None:
 
     def one(test: Test) -> list[dict]:
         return [
-            {"question": test.fact, "operator": "=", **_answer(value, codes)}
-            for value in sorted(test.values, key=str)
+            {"question": test.fact, "operator": "=", **_answer(value, codes)} for value in sorted(test.values, key=str)
         ]
 
     if isinstance(cond, Test):
@@ -267,7 +266,10 @@ def plan_definition(kb: KnowledgeBase, codes: Codes) -> dict:
                             "title": f"{c.fact} = {str(c.value).lower()}",
                             "description": kb.facts[c.fact].meaning,
                             "dynamicValue": [
-                                {"path": c.fact, "expression": {"language": "text/fhirpath", "expression": _lit(c.value)}}
+                                {
+                                    "path": c.fact,
+                                    "expression": {"language": "text/fhirpath", "expression": _lit(c.value)},
+                                }
                             ],
                         }
                     )

@@ -114,7 +114,7 @@ def map_fhir(data: Any, kb: KnowledgeBase, codes: Codes, patient_id: str | None 
     for fact in kb.input_facts:  # a value its condition contradicts (a primary site with "no cancer history")
         if fact.name in facts and contradicts_only_if(fact, facts):
             conflicts[fact.name] = [f"{fact.label(facts.pop(fact.name))} ({', '.join(evidence.pop(fact.name))})"] + [
-                f"contradicts: {fact.only_if.describe() if hasattr(fact.only_if, 'describe') else 'its condition'}"
+                f"contradicts: {getattr(fact.only_if, 'describe', lambda: 'its condition')()}"
             ]
     return Mapped(facts, evidence, conflicts, skipped, patient)
 
@@ -131,7 +131,7 @@ def _observation(res: dict, at: str, kb: KnowledgeBase, codes: Codes, skipped: l
     out = []
     for system, code in _codings(res.get("code"), _join(at, "code")):
         targets: list[tuple[str, Value | None]] = [(b.fact, b.value) for b in codes.bindings_for(system, code)]
-        if system == codes.kb_system and code in kb.facts and not kb.facts[code].derived:
+        if system == codes.kb_system and code is not None and code in kb.facts and not kb.facts[code].derived:
             targets.append((code, None))
         for fact_name, fixed in targets:
             value = _observed_value(res, at, kb, codes, fact_name, fixed)
@@ -171,10 +171,12 @@ def _condition(res: dict, at: str, kb: KnowledgeBase, codes: Codes, skipped: lis
     out = []
     for system, code in _codings(res.get("code"), _join(at, "code")):
         bindings: list[Binding] = codes.bindings_for(system, code)
-        if system == codes.kb_system and code in kb.facts and kb.facts[code].type == "bool":
+        if system == codes.kb_system and code is not None and code in kb.facts and kb.facts[code].type == "bool":
             bindings.append(Binding(code, None, "current", ()))
         for binding in bindings:
-            profile = codes.profiles[binding.profile] if binding.profile in codes.profiles else codes.profiles["current"]
+            profile = (
+                codes.profiles[binding.profile] if binding.profile in codes.profiles else codes.profiles["current"]
+            )
             rule = profile["verification"].get(verification, "unknown")
             if rule == "ignore":
                 skipped.append(f"{label}: verificationStatus {verification}")

@@ -121,10 +121,13 @@ def detail(kb: KnowledgeBase, result: Result, mapped: Mapped | None) -> str:
             lines.append(f"- {question} Records say: {'; '.join(votes)}")
         lines.append("")
     if mapped is not None and mapped.evidence:
-        lines.append("**From the record:** " + "; ".join(
-            f"{fact} = {kb.facts[fact].label(mapped.facts[fact])} ({', '.join(src)})"
-            for fact, src in mapped.evidence.items()
-        ))
+        lines.append(
+            "**From the record:** "
+            + "; ".join(
+                f"{fact} = {kb.facts[fact].label(mapped.facts[fact])} ({', '.join(src)})"
+                for fact, src in mapped.evidence.items()
+            )
+        )
         lines.append("")
     if result.fired:
         lines.append("**Why:** " + "; ".join(f"{f.title} {_cites(f.citations)}" for f in result.fired))
@@ -169,9 +172,11 @@ def service_request(kb: KnowledgeBase, codes: Codes, result: Result, item: Item,
 def _suggestion(
     kb: KnowledgeBase, codes: Codes, result: Result, item: Item, ctx: Context, card: str, replaces: str | None = None
 ) -> dict:
-    actions = []
+    actions: list[dict] = []
     if replaces:
-        actions.append({"type": "delete", "description": f"Remove the draft order {replaces}", "resourceId": [replaces]})
+        actions.append(
+            {"type": "delete", "description": f"Remove the draft order {replaces}", "resourceId": [replaces]}
+        )
     actions.append(
         {
             "type": "create",
@@ -202,16 +207,36 @@ def _card(kb, codes, result, ctx, rules, summary_text, indicator_text, detail_te
         card["selectionBehavior"] = "any"
     card["overrideReasons"] = [dict(r) for r in OVERRIDE_REASONS]
     card["links"] = [
-        {"label": "Why: the full explanation", "url": f"{ctx.base_url.rstrip('/')}/explanations/{uid}", "type": "absolute"}
+        {
+            "label": "Why: the full explanation",
+            "url": f"{ctx.base_url.rstrip('/')}/explanations/{uid}",
+            "type": "absolute",
+        }
     ]
     return card
 
 
 OVERRIDE_REASONS = (
-    {"system": "http://lumbar-kb.example.org/fhir/CodeSystem/override-reasons", "code": "already-done", "display": "Already done or ordered"},
-    {"system": "http://lumbar-kb.example.org/fhir/CodeSystem/override-reasons", "code": "data-wrong", "display": "The record's data is wrong"},
-    {"system": "http://lumbar-kb.example.org/fhir/CodeSystem/override-reasons", "code": "clinical-judgement", "display": "Clinical judgement differs"},
-    {"system": "http://lumbar-kb.example.org/fhir/CodeSystem/override-reasons", "code": "patient-declined", "display": "Patient declined"},
+    {
+        "system": "http://lumbar-kb.example.org/fhir/CodeSystem/override-reasons",
+        "code": "already-done",
+        "display": "Already done or ordered",
+    },
+    {
+        "system": "http://lumbar-kb.example.org/fhir/CodeSystem/override-reasons",
+        "code": "data-wrong",
+        "display": "The record's data is wrong",
+    },
+    {
+        "system": "http://lumbar-kb.example.org/fhir/CodeSystem/override-reasons",
+        "code": "clinical-judgement",
+        "display": "Clinical judgement differs",
+    },
+    {
+        "system": "http://lumbar-kb.example.org/fhir/CodeSystem/override-reasons",
+        "code": "patient-declined",
+        "display": "Patient declined",
+    },
 )
 
 
@@ -228,7 +253,17 @@ def patient_view(kb: KnowledgeBase, codes: Codes, result: Result, mapped: Mapped
         (lambda card, a=a: _suggestion(kb, codes, result, a, ctx, card)) for a in result.actions if not a.done
     ]
     return [
-        _card(kb, codes, result, ctx, rules, summary(kb, result), indicator(kb, result), detail(kb, result, mapped), suggestions)
+        _card(
+            kb,
+            codes,
+            result,
+            ctx,
+            rules,
+            summary(kb, result),
+            indicator(kb, result),
+            detail(kb, result, mapped),
+            suggestions,
+        )
     ]
 
 
@@ -288,8 +323,13 @@ def order_cards(
                         result,
                         ctx,
                         rules,
-                        f"Before this {kind.display.lower()}: {len(result.could_escalate)} question(s) could change the imaging",
-                        "critical" if indicator(kb, result) == "critical" else "warning" if unanswered_alarm(result) else "info",
+                        f"Before this {kind.display.lower()}: "
+                        f"{len(result.could_escalate)} question(s) could change the imaging",
+                        "critical"
+                        if indicator(kb, result) == "critical"
+                        else "warning"
+                        if unanswered_alarm(result)
+                        else "info",
                         detail(kb, result, mapped),
                         [],
                         part=f"{ref}|ask",
@@ -313,7 +353,11 @@ def order_cards(
                     indicator(kb, result),
                     "\n".join(body),
                     [
-                        (lambda card, a=a, r=ref, i=i: _suggestion(kb, codes, result, a, ctx, card, replaces=r if i == 0 else None))
+                        (
+                            lambda card, a=a, r=ref, i=i: _suggestion(
+                                kb, codes, result, a, ctx, card, replaces=r if i == 0 else None
+                            )
+                        )
                         for i, a in enumerate(imaging)
                     ],
                     part=f"{ref}|replace",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -54,8 +54,11 @@ def authenticated(request: Request) -> dict:
         raise ProblemError(401, exc.detail, "Authorization", headers={"WWW-Authenticate": "Bearer"}) from None
 
 
+Claims = Annotated[dict, Depends(authenticated)]
+
+
 @router.get("/cds-services", response_model=Discovery, responses=PROBLEMS)
-def discovery(request: Request, _claims: dict = Depends(authenticated)) -> JSONResponse:
+def discovery(request: Request, _claims: Claims) -> JSONResponse:
     kb = state(request).kb
     what = {
         "patient-view": "the urgency, the actions with their windows, the warnings and the questions still to ask",
@@ -82,7 +85,7 @@ def discovery(request: Request, _claims: dict = Depends(authenticated)) -> JSONR
     responses=PROBLEMS,
     summary="Call a CDS service with a hook",
 )
-def call(service_id: str, body: HookRequest, request: Request, _claims: dict = Depends(authenticated)) -> JSONResponse:
+def call(service_id: str, body: HookRequest, request: Request, _claims: Claims) -> JSONResponse:
     st = state(request)
     hook = SERVICES.get(service_id)
     if hook is None:
@@ -177,7 +180,7 @@ def _provenance(mapped: Mapped) -> str:
 
 
 @router.post("/cds-services/{service_id}/feedback", responses=PROBLEMS, summary="Feedback on cards")
-def feedback(service_id: str, body: Feedback, request: Request, _claims: dict = Depends(authenticated)) -> Response:
+def feedback(service_id: str, body: Feedback, request: Request, _claims: Claims) -> Response:
     st = state(request)
     if service_id not in SERVICES:
         raise ProblemError(404, f"no CDS service '{service_id}'", "service_id")

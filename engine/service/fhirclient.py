@@ -32,22 +32,34 @@ def fetch(fhir_server: str, token: str | None, query: str, key: str, timeout: fl
                 response = client.get(url, headers=headers)
                 if response.status_code != 200:
                     raise ProblemError(
-                        412, f"prefetch '{key}' is missing and fhirServer answered {response.status_code}", f"prefetch.{key}"
+                        412,
+                        f"prefetch '{key}' is missing and fhirServer answered {response.status_code}",
+                        f"prefetch.{key}",
                     )
                 data = response.json()
                 if not isinstance(data, dict):
-                    raise ProblemError(412, f"prefetch '{key}': fhirServer did not answer a FHIR resource", f"prefetch.{key}")
+                    raise ProblemError(
+                        412, f"prefetch '{key}': fhirServer did not answer a FHIR resource", f"prefetch.{key}"
+                    )
                 if merged is None:
                     merged = data
                 elif data.get("resourceType") == "Bundle":
                     merged.setdefault("entry", []).extend(data.get("entry") or [])
                 url = next(
-                    (link.get("url") for link in data.get("link") or [] if isinstance(link, dict) and link.get("relation") == "next"),
+                    (
+                        link.get("url")
+                        for link in data.get("link") or []
+                        if isinstance(link, dict) and link.get("relation") == "next"
+                    ),
                     None,
                 )
                 if data.get("resourceType") != "Bundle":
                     break
     except (httpx.HTTPError, ValueError) as exc:
-        raise ProblemError(412, f"prefetch '{key}' is missing and fhirServer could not be read ({type(exc).__name__})", f"prefetch.{key}") from None
+        raise ProblemError(
+            412,
+            f"prefetch '{key}' is missing and fhirServer could not be read ({type(exc).__name__})",
+            f"prefetch.{key}",
+        ) from None
     assert merged is not None
     return merged

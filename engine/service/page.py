@@ -33,19 +33,21 @@ def evaluate(body: EvaluateRequest, request: Request) -> JSONResponse:
         result = st.evaluator.evaluate(answers, body.audience)
     except PatientError as exc:
         first = exc.problems[0]
-        fact = (first.subject or "").removeprefix("fact ").strip("'")
-        field = f"answers.{fact}" if fact else "answers"
-        raise ProblemError(400, f"{field}: {first.message}" + (f" ({first.hint})" if first.hint else ""), field) from None
+        name = (first.subject or "").removeprefix("fact ").strip("'")
+        field = f"answers.{name}" if name else "answers"
+        raise ProblemError(
+            400, f"{field}: {first.message}" + (f" ({first.hint})" if first.hint else ""), field
+        ) from None
     patient = body.audience == "patient"
 
-    def question(fact, why=None) -> dict:
+    def question(f, why=None) -> dict:
         return {
-            "fact": fact.name,
-            "question": (fact.patient_question if patient else fact.question) or fact.meaning,
-            "type": fact.type,
-            "values": [str(v) for v in fact.values] if fact.type == "enum" else [],
-            "alarm": fact.alarm,
-            "answer": answers.get(fact.name),
+            "fact": f.name,
+            "question": (f.patient_question if patient else f.question) or f.meaning,
+            "type": f.type,
+            "values": [str(v) for v in f.values] if f.type == "enum" else [],
+            "alarm": f.alarm,
+            "answer": answers.get(f.name),
             "why": why,
         }
 

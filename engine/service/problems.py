@@ -132,4 +132,8 @@ class BodyLimit:
 
     async def _refuse(self, scope, send):
         response = problem(413, f"the request body is larger than {self.limit} bytes", "body")
-        await response(scope, None, send)
+
+        async def nothing() -> dict:
+            return {"type": "http.disconnect"}
+
+        await response(scope, nothing, send)

@@ -45,7 +45,7 @@ def load_trust(path: Path | str) -> dict[str, Issuer]:
         raise LumbarKBError(Problem(f"cannot read the trust file: {exc}", file=str(path))) from None
     issuers = data.get("issuers") if isinstance(data, dict) else None
     if not isinstance(issuers, dict) or not issuers:
-        raise LumbarKBError(Problem("must hold {\"issuers\": {ISS: {\"jwks\": ...}}}", file=str(path)))
+        raise LumbarKBError(Problem('must hold {"issuers": {ISS: {"jwks": ...}}}', file=str(path)))
     out = {}
     for iss, entry in issuers.items():
         try:
@@ -110,7 +110,7 @@ class Verifier:
             raise AuthError(f"the token lacks the required claim {exc.claim!r}") from None
         except jwt.PyJWTError as exc:
             raise AuthError(f"the token is invalid: {exc}") from None
-        if not self.store.use_token(iss, str(claims["jti"]), float(claims["exp"])):
+        if not self.store.use_token(issuer.iss, str(claims["jti"]), float(claims["exp"])):
             raise AuthError("the token was used before (jti replay)")
         return claims
 
