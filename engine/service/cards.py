@@ -60,12 +60,15 @@ def window(item: Item) -> str:
     return item.window or hours_text(item.within_hours)
 
 
-def headline(kb: KnowledgeBase, result: Result) -> str:
+def headline(kb: KnowledgeBase, result: Result, patient: bool = False) -> str:
     """The urgency's label; at the lowest level with alarm questions unanswered, that the answers are incomplete."""
     label = kb.catalog["urgency"][result.urgency].label
     missing = unanswered_alarm(result)
     if missing and kb.urgency_rank(result.urgency) == min(e.rank for e in kb.catalog["urgency"].values()):
-        return f"INCOMPLETE ({len(missing)} alarm question{'s' if len(missing) != 1 else ''} unanswered; not {label})"
+        n = len(missing)
+        if patient:
+            return f"Not finished: {n} important question{'s' if n != 1 else ''} still to answer"
+        return f"INCOMPLETE ({n} alarm question{'s' if n != 1 else ''} unanswered; not {label})"
     return label
 
 

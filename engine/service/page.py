@@ -70,10 +70,13 @@ def evaluate(body: EvaluateRequest, request: Request) -> JSONResponse:
             more.append(question(fact))
     data = {
         "urgency": result.urgency,
-        "headline": cardmod.headline(kb, result),
+        "title": kb.title,
+        "question": kb.question,
+        "headline": cardmod.headline(kb, result, patient),
         "urgency_text": result.urgency_text,
         "indicator": cardmod.indicator(kb, result),
         "complete": not cardmod.unanswered_alarm(result),
+        "alarm_unanswered": len(cardmod.unanswered_alarm(result)),
         "actions": [
             {"label": a.label, "window": cardmod.window(a), "text": a.text, "done": a.done} for a in result.actions
         ],

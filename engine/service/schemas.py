@@ -155,11 +155,14 @@ class PageItem(_Strict):
 
 
 class PageResult(_Strict):
+    title: str
+    question: str
     urgency: str
     headline: str
     urgency_text: str
     indicator: Literal["info", "warning", "critical"]
     complete: bool
+    alarm_unanswered: int
     actions: list[PageItem]
     warnings: list[PageItem]
     why: list[str]

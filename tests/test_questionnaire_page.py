@@ -1,0 +1,166 @@
+"""The questionnaire page in headless Chromium (Debian's /usr/bin/chromium through Playwright), against a real
+`lumbar-kb serve` on a free loopback port started and stopped here.
+
+From the guideline: a red flag (leg weakness) is an emergency, shown at once; while alarm questions are
+unanswered the page never says the lowest urgency as if settled; the alarm questions come first.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lumbar_kb.engine.loader import load
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parent.parent
+KB = load()
+ALARM = [f for f in KB.input_facts if f.alarm]
+LOWEST = min(KB.catalog["urgency"].values(), key=lambda e: e.rank)
+TOP = max(KB.catalog["urgency"].values(), key=lambda e: e.rank)
+
+
+def test_chromium_is_installed():
+    assert os.path.exists(CHROMIUM), "install Debian's chromium (.ci/ensure-chromium, run by make setup)"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    db = tmp_path_factory.mktemp("page") / "s.sqlite3"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lumbar_kb", "serve", "--port", str(port), "--db", str(db), "--insecure-dev"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        else:
+            pytest.fail("the server did not start")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--disable-sync",
+            ],
+            viewport={"width": 1000, "height": 1300},
+        )
+        yield context
+        context.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    page = browser.new_page()
+    requests = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(server + "/")
+    page.wait_for_function("document.getElementById('result').dataset.urgency !== undefined")
+    yield page
+    assert all(url.startswith(server) for url in requests), "every asset is local"
+    page.close()
+
+
+def _headline(page) -> str:
+    return page.inner_text("#headline")
+
+
+def test_alarm_questions_first_and_no_settled_lowest_urgency_while_they_are_unanswered(page):
+    facts = page.eval_on_selector_all("#questions fieldset", "els => els.map(e => e.dataset.fact)")
+    assert facts[: len(ALARM)] == [f.name for f in ALARM]
+    assert page.get_attribute("#result", "data-complete") == "false"
+    assert _headline(page) != LOWEST.label
+    assert "info" not in page.get_attribute("#result", "class")
+    page.check("#q-palpable_mass-true")
+    page.wait_for_function("document.querySelector('#q-palpable_mass-true').checked")
+    page.wait_for_timeout(300)
+    assert _headline(page) != LOWEST.label and page.get_attribute("#result", "data-complete") == "false"
+    assert page.is_visible("#incomplete") and str(len(ALARM)) in page.inner_text("#incomplete")
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(ROOT / "docs" / "images" / "questionnaire-incomplete.png"))
+
+
+def test_a_red_flag_shows_the_emergency_at_once(page):
+    page.check("#q-leg_weakness-true")
+    page.wait_for_function(f"document.getElementById('result').dataset.urgency === '{TOP.code}'")
+    assert _headline(page) == TOP.label
+    assert "critical" in page.get_attribute("#result", "class")
+    assert KB.catalog["action"]["emergency_department"].label in page.inner_text("#actions")
+
+
+def test_the_keyboard_answers_and_focus_stays_on_the_question(page):
+    page.focus("#q-leg_weakness-true")
+    page.keyboard.press("ArrowDown")  # radio groups move with the arrow keys: now "No"
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'q-leg_weakness-false'")
+    page.wait_for_function("document.getElementById('q-leg_weakness-false').checked")
+    assert page.evaluate("document.activeElement.id") == "q-leg_weakness-false"
+
+
+def test_all_alarm_questions_answered_no_completes_the_result_and_shrinks_the_questions(page, server):
+    for fact in ALARM:
+        page.check(f"#q-{fact.name}-false")
+        page.wait_for_timeout(50)
+    page.wait_for_function("document.getElementById('result').dataset.complete === 'true'")
+    assert not _headline(page).startswith("INCOMPLETE")
+    shown = page.eval_on_selector_all("#questions fieldset", "els => els.map(e => e.dataset.fact)")
+    hidden = page.eval_on_selector_all("#more fieldset", "els => els.map(e => e.dataset.fact)")
+    assert set(shown) | set(hidden) == {f.name for f in KB.input_facts}
+    assert hidden, "questions that cannot change the result are tucked away"
+
+
+def test_patient_wording_and_a_screenshot(page):
+    page.check("input[name=audience][value=patient]")
+    first = ALARM[0]
+    page.wait_for_function(
+        f"document.querySelector('#q-{first.name}-legend').textContent === {first.patient_question!r}"
+    )
+    page.check("input[name=audience][value=clinician]")
+    page.wait_for_function(f"document.querySelector('#q-{first.name}-legend').textContent === {first.question!r}")
+    page.check("#q-palpable_mass-true")
+    page.check("#q-bowel_bladder_dysfunction-true")
+    page.wait_for_function(f"document.getElementById('result').dataset.urgency === '{TOP.code}'")
+    out = ROOT / "docs" / "images"
+    out.mkdir(parents=True, exist_ok=True)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(out / "questionnaire-page.png"), full_page=False)
+
+
+def test_every_input_has_a_label(page):
+    unlabeled = page.evaluate(
+        "[...document.querySelectorAll('input')].filter(i => !document.querySelector(`label[for=\"${i.id}\"]`)"
+        " && !i.closest('label')).length"
+    )
+    assert unlabeled == 0
