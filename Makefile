@@ -45,6 +45,7 @@ check: lint
 
 bench: setup
 	$(BIN)/python benchmarks/bench_engine.py
+	$(BIN)/python benchmarks/bench_service.py
 
 validate: setup
 	$(BIN)/lumbar-kb validate $(KB_OPT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -106,7 +107,8 @@ def call(service_id: str, body: HookRequest, request: Request, _claims: Claims) 
         cards = cardmod.patient_view(st.kb, st.codes, result, mapped, context)
     else:
         cards = cardmod.order_cards(st.kb, st.codes, result, mapped, context, orders)
-    explanation = render(result, st.kb) + _provenance(mapped)
+    # the explanation is rendered when asked for (the card's link), from the facts and the same knowledge base
+    explanation = json.dumps({"facts": mapped.facts, "provenance": _provenance(mapped)})
     for card in cards:
         st.store.record_card(
             card["uuid"], service_id, body.hookInstance, result.fired_ids(), st.kb.sha256, result.urgency, explanation
@@ -207,7 +209,12 @@ def feedback(service_id: str, body: Feedback, request: Request, _claims: Claims)
 @router.get("/explanations/{card_uuid}", response_class=PlainTextResponse, responses=PROBLEMS, tags=["explanations"])
 def explanation(card_uuid: str, request: Request) -> PlainTextResponse:
     """The full report behind a card (the card's link); the uuid is known only to whoever received the card."""
-    card = state(request).store.card(card_uuid)
+    st = state(request)
+    card = st.store.card(card_uuid)
     if card is None:
         raise ProblemError(404, f"no card '{card_uuid}'", "card_uuid")
-    return PlainTextResponse(card["explanation"])
+    if card["kb_sha256"] != st.kb.sha256:
+        raise ProblemError(409, "the knowledge base has changed since this card was issued", "card_uuid")
+    saved = json.loads(card["explanation"])
+    result = st.evaluator.evaluate(saved["facts"])
+    return PlainTextResponse(render(result, st.kb) + saved["provenance"])

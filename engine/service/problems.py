@@ -20,6 +20,7 @@ TITLES = {
     400: "Bad Request",
     401: "Unauthorized",
     404: "Not Found",
+    409: "Conflict",
     405: "Method Not Allowed",
     412: "Precondition Failed",
     413: "Content Too Large",

@@ -1,0 +1,186 @@
+"""Benchmark: the CDS Hooks service under loopback load. Prints figures; never fails on speed.
+
+Starts `lumbar-kb serve` (one uvicorn worker, --insecure-dev so the figure is the service's own work; the JWT
+check is timed apart below) on a free 127.0.0.1 port, sends patient-view calls at a fixed concurrency, and
+reports requests/s, latency percentiles and the server's resident memory every 2,500 requests (flat memory
+over 10k requests is the goal). Patients are random valid fact sets sent as QuestionnaireResponses.
+
+    python benchmarks/bench_service.py [--requests 10000] [--concurrency 16] [--seed 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from lumbar_kb.engine.fhir.codes import load_codes
+from lumbar_kb.engine.fhir.export import questionnaire_response
+from lumbar_kb.engine.loader import load
+from lumbar_kb.engine.patient import random_patient
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """The process's user + system CPU time: the server's own cost, whatever else the machine is doing."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bodies(n: int, seed: int) -> list[bytes]:
+    kb = load()
+    codes = load_codes(kb)
+    rng = random.Random(seed)
+    out = []
+    empty = {"resourceType": "Bundle", "type": "searchset", "entry": []}
+    for i in range(min(n, 500)):
+        qr = questionnaire_response(kb, codes, random_patient(kb, rng), "Patient/p1", f"q{i}")
+        body = {
+            "hook": "patient-view",
+            "hookInstance": "",
+            "context": {"userId": "Practitioner/u1", "patientId": "p1"},
+            "prefetch": {
+                "conditions": empty,
+                "observations": empty,
+                "questionnaireResponses": {"resourceType": "Bundle", "entry": [{"resource": qr}]},
+            },
+        }
+        out.append(json.dumps(body))
+    return [
+        (out[i % len(out)].replace('"hookInstance": ""', f'"hookInstance": "{uuid.uuid4()}"')).encode()
+        for i in range(n)
+    ]
+
+
+async def load_test(url: str, payloads: list[bytes], concurrency: int, pid: int) -> tuple[list[float], list, float]:
+    latencies: list[float] = []
+    memory: list[tuple[int, float]] = []
+    queue = iter(enumerate(payloads))
+    errors = 0
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal errors
+        for i, payload in queue:
+            t0 = time.perf_counter()
+            response = await client.post(url, content=payload, headers={"content-type": "application/json"})
+            latencies.append(time.perf_counter() - t0)
+            if response.status_code != 200:
+                errors += 1
+            if i % 2500 == 0:
+                memory.append((i, rss_mb(pid)))
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    memory.append((len(payloads), rss_mb(pid)))
+    if errors:
+        print(f"!! {errors} responses were not 200")
+    return latencies, memory, elapsed
+
+
+def jwt_check_cost(n: int = 2000) -> float:
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from lumbar_kb.engine.service.security import Issuer, Verifier
+    from lumbar_kb.engine.service.store import Store
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    with tempfile.TemporaryDirectory() as tmp:
+        verifier = Verifier({"iss": Issuer("iss", jwt.PyJWKSet.from_dict({"keys": [jwk]}))}, Store(Path(tmp) / "s.db"))
+        now = int(time.time())
+        tokens = [
+            jwt.encode({"iss": "iss", "aud": "a", "exp": now + 600, "iat": now, "jti": str(i)}, key, algorithm="RS256")
+            for i in range(n)
+        ]
+        t0 = time.perf_counter()
+        for t in tokens:
+            verifier.verify(f"Bearer {t}", ["a"])
+        return (time.perf_counter() - t0) / n * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=10000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "lumbar_kb",
+                "serve",
+                "--port",
+                str(port),
+                "--db",
+                f"{tmp}/s.sqlite3",
+                "--insecure-dev",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            for _ in range(400):
+                try:
+                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.05)
+            url = f"{base}/cds-services/lumbar-mass-patient-view"
+            asyncio.run(load_test(url, bodies(300, args.seed + 1), args.concurrency, proc.pid))  # warm-up
+            payloads = bodies(args.requests, args.seed)
+            cpu0 = cpu_seconds(proc.pid)
+            latencies, memory, elapsed = asyncio.run(load_test(url, payloads, args.concurrency, proc.pid))
+            cpu = cpu_seconds(proc.pid) - cpu0
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+    ms = sorted(x * 1000 for x in latencies)
+    p = lambda q: ms[min(len(ms) - 1, int(q * len(ms)))]
+    print(f"patient-view over loopback, 1 uvicorn worker, concurrency {args.concurrency}, {len(ms)} requests")
+    print(f"  machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (the client shares them)")
+    print(f"  throughput: {len(ms) / elapsed:,.0f} requests/s")
+    print(
+        f"  server CPU: {cpu / len(ms) * 1000:.2f} ms per request (a bound of {len(ms) / cpu:,.0f} requests/s per core)"
+    )
+    print(
+        f"  latency ms: p50 {p(0.50):.1f}  p90 {p(0.90):.1f}  p99 {p(0.99):.1f}  max {ms[-1]:.1f}  "
+        f"mean {statistics.mean(ms):.1f}"
+    )
+    print("  server RSS (MB) by request: " + ", ".join(f"{i}: {mb:.1f}" for i, mb in memory))
+    print(f"  RSS growth after warm-up: {memory[-1][1] - memory[0][1]:+.1f} MB")
+    print(f"JWT check (RS256 signature, claims, jti in SQLite): {jwt_check_cost():.0f} µs per call")
+
+
+if __name__ == "__main__":
+    main()
