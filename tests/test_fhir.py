@@ -253,3 +253,18 @@ def test_a_fhir_file_of_the_wrong_kind_is_bad_input(tmp_path, capsys):
     )
     assert main(["evaluate", str(path)]) == 2
     assert "entry[0].resource.code" in capsys.readouterr().err
+
+
+def test_every_canonical_the_plan_and_the_cards_point_at_is_exported():
+    files = export_all(KB, CODES)
+    urls = {r["url"] for r in files.values()}
+    plan = next(r for r in files.values() if r["resourceType"] == "PlanDefinition")
+    pointed = {
+        s["definitionCanonical"]
+        for section in plan["action"]
+        for rule in section["action"]
+        for s in rule["action"]
+        if "definitionCanonical" in s
+    }
+    assert pointed and pointed <= urls
+    assert {CODES.url("ActivityDefinition", code) for code in KB.catalog["action"]} <= urls

@@ -610,3 +610,17 @@ def test_lumbar_kb_serve_runs_a_real_uvicorn_on_loopback(tmp_path):
 def test_serve_without_a_trust_file_refuses_to_start(capsys):
     assert main(["serve", "--port", "1"]) == 2
     assert "--insecure-dev" in capsys.readouterr().err
+
+
+def test_a_browser_based_client_must_be_allowed_by_origin(tmp_path):
+    sandbox = "https://sandbox.cds-hooks.org"
+    client = TestClient(create_app(Settings(db=tmp_path / "s.sqlite3", insecure_dev=True, cors_origins=[sandbox])))
+    preflight = {
+        "Origin": sandbox,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization",
+    }
+    allowed = client.options(SERVICE, headers=preflight)
+    assert allowed.headers.get("access-control-allow-origin") == sandbox
+    other = client.options(SERVICE, headers={**preflight, "Origin": "https://evil.invalid"})
+    assert other.headers.get("access-control-allow-origin") is None

@@ -26,6 +26,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", type=Path, default=Path("lumbar-kb-service.sqlite3"), help="SQLite file: cards, feedback")
     p.add_argument("--codes", type=Path, help="terminology bindings (default: codes.yaml of the knowledge base)")
     p.add_argument("--max-body", type=int, default=1_000_000, help="largest request body in bytes")
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a browser-based CDS client allowed to call (e.g. https://sandbox.cds-hooks.org); repeatable",
+    )
     p.add_argument("--insecure-dev", action="store_true", help="do NOT check tokens (local trials only; loud)")
     p.set_defaults(run=_run_serve)
 
@@ -57,6 +64,7 @@ def _run_serve(args) -> int:
         public_url=args.public_url,
         insecure_dev=args.insecure_dev,
         max_body=args.max_body,
+        cors_origins=args.cors_origin,
     )
     if args.insecure_dev:
         bar = "!" * 100

@@ -53,6 +53,15 @@ def create_app(settings: Settings) -> FastAPI:
             response.headers["X-Insecure-Dev"] = "tokens are not checked"
             return response
 
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     app.add_middleware(problems.BodyLimit, limit=settings.max_body)
     return app
 

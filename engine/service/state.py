@@ -25,6 +25,7 @@ class Settings:
     insecure_dev: bool = False
     max_body: int = 1_000_000
     leeway: float = 30.0
+    cors_origins: list = field(default_factory=list)  # browser-based CDS clients allowed to call (e.g. a sandbox)
     extra: dict = field(default_factory=dict)
 
 
