@@ -237,6 +237,15 @@ def test_conflicting_records_are_listed_as_questions(dev):
             "prefetch.conditions.entry",
         ),
         (lambda b: b.update(fhirServer="ftp://x"), "fhirServer"),
+        (
+            lambda b: b["prefetch"].update(
+                observations={
+                    "resourceType": "Bundle",
+                    "entry": [{"resource": {"resourceType": "Observation", "code": "x"}}],
+                }
+            ),
+            "prefetch.observations.entry[0].resource.code",
+        ),
     ],
 )
 def test_bad_requests_are_400_problems_naming_the_field(dev, mutate, field):
@@ -514,6 +523,14 @@ def test_responses_match_the_served_openapi_schema(dev):
         )
     problem = _schema(client, "/cds-services/{service_id}", "post", "400")
     jsonschema.validate(client.post(SERVICE, json={}).json(), problem)
+    page = _schema(client, "/api/evaluate", "post", "200")
+    for facts in ({}, RED_FLAG, {"cancer_history": True}):
+        for audience in ("clinician", "patient"):
+            jsonschema.validate(
+                client.post("/api/evaluate", json={"answers": facts, "audience": audience}).json(), page
+            )
+    bad = client.post("/api/evaluate", json={"answers": {"leg_weakness": "yes"}})
+    jsonschema.validate(problem_ok(bad, 400, "answers.leg_weakness"), problem)
 
 
 def test_the_contract_rejects_a_seeded_defect(dev):
@@ -530,10 +547,25 @@ def test_the_contract_rejects_a_seeded_defect(dev):
 FACT_VALUES = st.one_of(
     st.none(), st.booleans(), st.sampled_from(["breast", "normal", "abnormal", "yes", ""]), st.integers()
 )
-JSONISH = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8)),
-    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
-    max_leaves=10,
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8))
+JSONISH = st.one_of(
+    SCALARS,
+    st.lists(SCALARS, max_size=3),
+    st.dictionaries(st.text(max_size=8), st.one_of(SCALARS, st.lists(SCALARS, max_size=2)), max_size=3),
+    st.lists(
+        st.dictionaries(st.sampled_from(["resourceType", "entry", "resource", "code", "status"]), SCALARS), max_size=2
+    ),
+    st.fixed_dictionaries(
+        {"resourceType": st.sampled_from(["Bundle", "Condition", "Observation", "QuestionnaireResponse", "Patient"])},
+        optional={
+            "entry": st.one_of(SCALARS, st.lists(st.one_of(SCALARS, st.fixed_dictionaries({"resource": SCALARS})))),
+            "code": st.one_of(SCALARS, st.fixed_dictionaries({"coding": st.one_of(SCALARS, st.lists(SCALARS))})),
+            "item": st.one_of(
+                SCALARS, st.lists(st.dictionaries(st.sampled_from(["linkId", "answer", "item"]), SCALARS))
+            ),
+            "status": SCALARS,
+        },
+    ),
 )
 
 
@@ -560,6 +592,12 @@ def test_hostile_input_is_never_a_500(dev, answers, prefetch, context):
         jsonschema.validate(response.json(), cards)
     else:
         assert response.json()["detail"]
+    body = order_body(RED_FLAG, order("72100"))
+    body["context"]["draftOrders"] = {"resourceType": "Bundle", "entry": [{"resource": context}]}
+    if isinstance(context, dict) and "entry" in context:
+        body["context"]["draftOrders"] = {**context, "resourceType": "Bundle"}
+    response = client.post("/cds-services/lumbar-mass-order-select", json=body)
+    assert response.status_code in (200, 400), response.text
 
 
 # ---- a real server ---------------------------------------------------------------------------------------------

@@ -74,10 +74,17 @@ def resources(data: Any, where: str = "") -> Iterator[tuple[str, dict]]:
 
 def map_fhir(data: Any, kb: KnowledgeBase, codes: Codes, patient_id: str | None = None, where: str = "") -> Mapped:
     """The facts FHIR data gives for one patient (see the module's docstring for the rules)."""
+    return map_parts([(where, data)], kb, codes, patient_id)
+
+
+def map_parts(parts: list, kb: KnowledgeBase, codes: Codes, patient_id: str | None = None) -> Mapped:
+    """`map_fhir` over several pieces of data at once, each with the field path it came from (e.g. the
+    prefetch keys): a conflict between pieces is seen, and an error names the piece's own field."""
     votes: dict[str, dict[Value, list[str]]] = {}
     skipped: list[str] = []
     patient = None
-    for at, res in resources(data, where):
+    found = [item for where, data in parts for item in resources(data, where)]
+    for at, res in found:
         kind = res["resourceType"]
         label = f"{kind}/{res['id']}" if isinstance(res.get("id"), str) else (at or kind)
         if kind == "Patient":

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from ..fhir.inbound import FhirInputError, Mapped, map_fhir, resources
+from ..fhir.inbound import FhirInputError, Mapped, map_parts, resources
 from ..report import render
 from . import cards as cardmod
 from .fhirclient import fetch, fill_template
@@ -151,7 +151,7 @@ def _draft_orders(st: State, ctx: dict, hook: str) -> list:
 
 def _mapped(st: State, body: HookRequest, patient_id: str) -> Mapped:
     prefetch = body.prefetch or {}
-    data = []
+    data: list[tuple[str, Any]] = []
     for key in NEEDED:
         value = prefetch.get(key)
         if value is None:
@@ -161,12 +161,11 @@ def _mapped(st: State, body: HookRequest, patient_id: str) -> Mapped:
                 )
             token = body.fhirAuthorization.access_token if body.fhirAuthorization else None
             value = fetch(body.fhirServer, token, fill_template(PREFETCH[key], body.context), key)
-        try:
-            list(resources(value, f"prefetch.{key}"))
-        except FhirInputError as exc:
-            raise ProblemError(400, f"{exc.field}: {exc.message}", exc.field) from None
-        data.append(value)
-    return map_fhir(data, st.kb, st.codes, patient_id)
+        data.append((f"prefetch.{key}", value))
+    try:
+        return map_parts(data, st.kb, st.codes, patient_id)
+    except FhirInputError as exc:
+        raise ProblemError(400, f"{exc.field}: {exc.message}", exc.field) from None
 
 
 def _provenance(mapped: Mapped) -> str:
