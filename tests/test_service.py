@@ -241,7 +241,7 @@ def test_conflicting_records_are_listed_as_questions(dev):
             lambda b: b["prefetch"].update(
                 observations={
                     "resourceType": "Bundle",
-                    "entry": [{"resource": {"resourceType": "Observation", "code": "x"}}],
+                    "entry": [{"resource": {"resourceType": "Observation", "status": "final", "code": "x"}}],
                 }
             ),
             "prefetch.observations.entry[0].resource.code",

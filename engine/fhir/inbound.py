@@ -83,8 +83,8 @@ def map_parts(parts: list, kb: KnowledgeBase, codes: Codes, patient_id: str | No
     votes: dict[str, dict[Value, list[str]]] = {}
     skipped: list[str] = []
     patient = None
-    found = [item for where, data in parts for item in resources(data, where)]
-    for at, res in found:
+    every = [item for where, data in parts for item in resources(data, where)]
+    for at, res in every:
         kind = res["resourceType"]
         label = f"{kind}/{res['id']}" if isinstance(res.get("id"), str) else (at or kind)
         if kind == "Patient":
