@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PatientError, Problem, did_you_mean
-from .logic import contradicts_only_if
-from .model import KnowledgeBase, Value
+from .logic import breaks, contradicts_only_if
+from .model import KnowledgeBase, Relation, Value, condition_facts
 from .source import DocumentError, Positions, read_document
 
 META_KEYS = ("id", "note")
@@ -82,9 +82,32 @@ def parse_patient(data: Any, pos: Positions, kb: KnowledgeBase, at: tuple = ()) 
                     f"fact '{name}'",
                 )
             )
+    for relation in kb.relations:
+        if not problems and breaks(relation, inputs):
+            problems.append(_contradiction(relation, inputs, pos, at))
     if problems:
         raise PatientError(problems)
     return {f.name: inputs[f.name] for f in kb.input_facts if f.name in inputs}  # vocabulary order
+
+
+def _contradiction(relation: Relation, inputs: dict[str, Value], pos: Positions, at: tuple) -> Problem:
+    """One problem naming both answers that contradict each other, at the later one's line."""
+    other = relation.implies if relation.implies is not None else relation.excludes
+    assert other is not None
+    named = [f for f in (*condition_facts(relation.when), *condition_facts(other)) if f in inputs]
+    named = list(dict.fromkeys(named))
+    lines = {f: pos.at(at + (f,))[0] for f in named}
+    answers = " and ".join(
+        f"{f}: {_answer(inputs[f])}" + (f" (line {lines[f]})" if lines[f] is not None else "") for f in named
+    )
+    last = max(named, key=lambda f: lines[f] or 0)
+    return pos.problem(
+        at + (last,), f"contradictory answers: {answers} ({relation.because})", f"relation {relation.id}"
+    )
+
+
+def _answer(value: Value) -> str:
+    return "true" if value is True else "false" if value is False else str(value)
 
 
 def _describe(cond) -> str:
@@ -127,4 +150,7 @@ def random_patient(kb: KnowledgeBase, rng: random.Random) -> dict[str, Value]:
     for fact in kb.input_facts:
         if contradicts_only_if(fact, inputs):
             del inputs[fact.name]
+    for relation in kb.relations:  # a contradictory pair loses the answer the relation is about
+        while breaks(relation, inputs):
+            del inputs[next(f for f in reversed(condition_facts(relation.when)) if f in inputs)]
     return inputs
