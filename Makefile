@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PATIENTS := $(sort $(wildcard knowledge/lumbar_mass/patients/*))
 
-.PHONY: setup demo test lint check bench validate clean
+.PHONY: setup demo test lint check bench validate docs clean
 
 KB ?=
 KB_OPT := $(if $(KB),--kb $(KB))
@@ -44,6 +44,10 @@ check: lint
 
 bench: setup
 	$(BIN)/python benchmarks/bench_engine.py
+
+# documents generated from the knowledge base (a test fails when they are stale)
+docs: setup
+	$(BIN)/lumbar-kb hazards > docs/hazard-log.md
 
 validate: setup
 	$(BIN)/lumbar-kb validate $(KB_OPT)

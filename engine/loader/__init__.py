@@ -25,6 +25,7 @@ from .catalog import CATALOG_KINDS, build_catalog
 from .conditions import CONDITION_HEADS
 from .facts import RESERVED_FACT_NAMES, build_facts
 from .files import default_kb_dir, kb_files, knowledge_root, schema_dir, stray_files
+from .governance import build_hazards, build_inconsistencies, build_relations
 from .rules import CONCLUSION_HEADS, build_rule
 from .schema import load_schema, schema_problems, subject_of, typename
 
@@ -96,6 +97,7 @@ def _build(root: Path, problems: list[Problem]) -> KnowledgeBase | None:
     }
     sections = {sid: Section(sid, s["title"]) for sid, s in g["sections"].items()}
     facts = build_facts(*facts_doc, problems)
+    relations = build_relations(facts_doc[0], facts_doc[1], facts, problems)
     catalog = build_catalog(g, gpos, facts, problems)
     rules: list[Rule] = []
     seen_ids: dict[str, Problem] = {}
@@ -126,6 +128,21 @@ def _build(root: Path, problems: list[Problem]) -> KnowledgeBase | None:
                 continue
             seen_ids[rule.id] = pos.problem(("rules", i), "")
             rules.append(rule)
+    # rules are named by every id the rule files declare, built or not, so one broken rule is one problem
+    declared = {str(r.get("id")) for data, _ in rule_docs if data for r in data["rules"]}
+    inconsistencies: tuple = ()
+    hazards: tuple = ()
+    for name in ("inconsistencies", "hazards"):
+        path = root / f"{name}.yaml"
+        if not path.exists():
+            continue  # optional: a knowledge base without them loads (`check` says they are missing)
+        doc = _read(problems, path, name)
+        if doc is None or doc[0] is None:
+            continue
+        if name == "inconsistencies":
+            inconsistencies = build_inconsistencies(doc[0], doc[1], declared, problems)
+        else:
+            hazards = build_hazards(doc[0], doc[1], declared, relations, problems)
     return KnowledgeBase(
         name=g["name"],
         title=g["title"],
@@ -142,6 +159,9 @@ def _build(root: Path, problems: list[Problem]) -> KnowledgeBase | None:
         references=references,
         sections=sections,
         catalog=catalog,
+        relations=relations,
+        inconsistencies=inconsistencies,
+        hazards=hazards,
     )
 
 
