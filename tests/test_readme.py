@@ -108,7 +108,10 @@ def test_every_sh_and_python_block_runs_in_a_fresh_clone(tmp_path):
     if proc.returncode != 0 or f"{MARK}end" not in out:
         assert last is not None, out
         lang, body, line = to_run[last]
-        printed = out.rsplit(f"{MARK}{last}\n", 1)[1]
+        printed = out.rsplit(f"{MARK}{last}\n", 1)[1].splitlines()
+        if len(printed) > 60:  # the failure is at the end
+            printed = [f"[... {len(printed) - 60} lines cut ...]"] + printed[-60:]
+        printed = "\n".join(printed)
         pytest.fail(
             f"README.md line {line}: this ```{lang} block failed (exit status {proc.returncode}):\n{body}\n"
             f"--- its output ---\n{printed}"
