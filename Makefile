@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PATIENTS := $(sort $(wildcard knowledge/lumbar_mass/patients/*))
 
-.PHONY: setup demo test lint check bench validate clean
+.PHONY: setup demo test lint check bench validate clean architecture
 
 KB ?=
 KB_OPT := $(if $(KB),--kb $(KB))
@@ -44,6 +44,10 @@ check: lint
 
 bench: setup
 	$(BIN)/python benchmarks/bench_engine.py
+
+# docs/architecture.md's picture and module table, drawn from the real imports (a test fails while they are stale)
+architecture: setup
+	$(BIN)/python tools/architecture.py
 
 validate: setup
 	$(BIN)/lumbar-kb validate $(KB_OPT)
