@@ -147,3 +147,11 @@ def test_a_missing_kb_folder_is_bad_input_for_every_command(tmp_path, capsys, mo
     code, out, err = run(capsys, command, *needed, "--kb", "nokb")
     assert (code, out) == (2, "")
     assert err == "error: nokb: knowledge base directory not found\n"
+
+
+def test_the_help_speaks_to_a_user_and_lists_the_exit_codes(capsys):
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    assert "evaluate patients" in out and "COMMAND --help" in out
+    assert "Exit codes: 0 success; 1 a check found problems" in out
+    assert "argument parser" not in out  # the module's docstring is for developers, not for the help
