@@ -106,7 +106,15 @@ def build_conclusion(
     kind = "urgency" if head == "urgency" else head
     known = catalog[kind]
     if code not in known:
-        problems.append(pos.problem(where + (head,), f"unknown {head} '{code}'", subject, did_you_mean(code, known)))
+        section = {"urgency": "urgency", "action": "actions", "warning": "warnings", "differential": "differential"}[
+            head
+        ]
+        declare = (
+            f"a new {head} code is declared in guideline.yaml under '{section}:' with its label, text and patient_text"
+        )
+        close = did_you_mean(code, known)
+        hint = f"{close} {declare}" if close else declare
+        problems.append(pos.problem(where + (head,), f"unknown {head} '{code}'", subject, hint))
         return None
     if head == "urgency":
         return SetUrgency(code)
