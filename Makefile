@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PATIENTS := $(sort $(wildcard knowledge/lumbar_mass/patients/*))
 
-.PHONY: setup demo test lint check bench validate clean
+.PHONY: setup demo test lint check bench validate docs clean architecture
 
 KB ?=
 KB_OPT := $(if $(KB),--kb $(KB))
@@ -46,6 +46,14 @@ check: lint
 bench: setup
 	$(BIN)/python benchmarks/bench_engine.py
 	$(BIN)/python benchmarks/bench_service.py
+
+# documents generated from the knowledge base (a test fails when they are stale)
+docs: setup
+	$(BIN)/lumbar-kb hazards > docs/hazard-log.md
+
+# docs/architecture.md's picture and module table, drawn from the real imports (a test fails while they are stale)
+architecture: setup
+	$(BIN)/python docs/tools/architecture.py
 
 validate: setup
 	$(BIN)/lumbar-kb validate $(KB_OPT)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .model import All, AnyOf, Condition, Fact, Not, Test, Value
+from .model import All, AnyOf, Condition, Fact, Not, Relation, Test, Value
 
 Facts = Mapping[str, Value]
 Conjunct = dict  # dict[str, frozenset]: fact -> allowed values, all must hold
@@ -40,6 +40,16 @@ def contradicts_only_if(fact: Fact, facts: Facts) -> bool:
     """`fact` is given in `facts` although its `only_if` is false there (a patient file would be refused).
     An unknown `only_if` does not contradict: the fact may be given while what it depends on is unanswered."""
     return fact.only_if is not None and fact.name in facts and evaluate(fact.only_if, facts) is False
+
+
+def breaks(relation: Relation, facts: Facts) -> bool:
+    """The answers in `facts` contradict `relation`: its `when` is true and what it implies is false, or what it
+    excludes is true. Unknown answers never break a relation."""
+    if evaluate(relation.when, facts) is not True:
+        return False
+    if relation.implies is not None and evaluate(relation.implies, facts) is False:
+        return True
+    return relation.excludes is not None and evaluate(relation.excludes, facts) is True
 
 
 def support(cond: Condition, facts: Facts) -> dict[str, Value]:

@@ -192,6 +192,81 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class Relation:
+    """A relation between answers, declared in the vocabulary: when `when` is true, `implies` may not be false
+    and `excludes` may not be true. A patient breaking one is contradictory and is refused; `check` never
+    reasons about such a patient. Unknown never breaks a relation (nothing is inferred from it)."""
+
+    id: str
+    when: Condition
+    implies: Condition | None
+    excludes: Condition | None
+    because: str
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class Inconsistency:
+    """A place where the guideline contradicts itself, the choice the encoding made, and why."""
+
+    id: str
+    title: str
+    sentences: tuple[str, ...]  # quoted verbatim from the guideline
+    choice: str
+    why: str
+    rules: tuple[str, ...]  # the rules that carry the choice
+    board: str  # what the medical board must decide
+    line: int | None = None
+
+
+SEVERITIES = ("minor", "significant", "considerable", "major", "catastrophic")  # DCB0129, 1-5
+LIKELIHOODS = ("very_low", "low", "medium", "high", "very_high")  # DCB0129, 1-5
+# DCB0129's risk matrix: RISK_MATRIX[likelihood][severity] is the risk rating, 1 (lowest) to 5
+RISK_MATRIX = (
+    (1, 1, 2, 2, 3),  # very low
+    (1, 2, 2, 3, 4),  # low
+    (2, 2, 3, 3, 4),  # medium
+    (2, 3, 3, 4, 5),  # high
+    (3, 4, 4, 5, 5),  # very high
+)
+
+
+def risk_rating(severity: str, likelihood: str) -> int:
+    return RISK_MATRIX[LIKELIHOODS.index(likelihood)][SEVERITIES.index(severity)]
+
+
+@dataclass(frozen=True)
+class Control:
+    """What keeps a hazard in check, named so a test can prove it exists and runs."""
+
+    kind: str  # "rule" | "check" | "test" | "relation" | "knowledge"
+    ref: str  # a rule id, a `lumbar-kb check` check id, a test (tests/file.py::name), a relation id, a file
+    what: str
+
+
+@dataclass(frozen=True)
+class Hazard:
+    id: str
+    title: str
+    cause: str
+    effect: str
+    severity: str
+    likelihood: str  # before the controls
+    controls: tuple[Control, ...]
+    residual_severity: str
+    residual_likelihood: str
+    line: int | None = None
+
+    @property
+    def initial_risk(self) -> int:
+        return risk_rating(self.severity, self.likelihood)
+
+    @property
+    def residual_risk(self) -> int:
+        return risk_rating(self.residual_severity, self.residual_likelihood)
+
+
+@dataclass(frozen=True)
 class KnowledgeBase:
     name: str
     title: str
@@ -208,6 +283,9 @@ class KnowledgeBase:
     references: dict  # dict[int, Reference]
     sections: dict  # dict[str, Section]
     catalog: dict  # dict[str, dict[str, CodeEntry]] keyed by kind then code
+    relations: tuple[Relation, ...] = ()  # facts.yaml `relations:`: answers that contradict each other
+    inconsistencies: tuple[Inconsistency, ...] = ()  # inconsistencies.yaml: the guideline against itself
+    hazards: tuple[Hazard, ...] = ()  # hazards.yaml: the clinical safety hazard log (DCB0129 style)
 
     # -- convenience views --
     @property

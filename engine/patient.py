@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PatientError, Problem, did_you_mean
-from .logic import contradicts_only_if
-from .model import KnowledgeBase, Value
-from .source import DocumentError, Positions, read_document
+from .logic import breaks, contradicts_only_if
+from .model import Fact, KnowledgeBase, Relation, Test, Value, condition_facts
+from .source import DocumentError, Positions, glued_colon_hint, read_document
 
 META_KEYS = ("id", "note")
 
@@ -30,7 +30,8 @@ def parse_patient(data: Any, pos: Positions, kb: KnowledgeBase, at: tuple = ()) 
     """Validate one patient mapping; raise PatientError listing every problem, return the known inputs."""
     if not isinstance(data, dict):
         kind = "empty" if data is None else f"a {type(data).__name__}"
-        raise PatientError(pos.problem(at, f"a patient must be a mapping of fact: value, not {kind}"))
+        hint = glued_colon_hint(data) if isinstance(data, str) else None
+        raise PatientError(pos.problem(at, f"a patient must be a mapping of fact: value, not {kind}", hint=hint))
     problems: list[Problem] = []
     inputs: dict[str, Value] = {}
     names = [f.name for f in kb.input_facts]
@@ -42,7 +43,8 @@ def parse_patient(data: Any, pos: Positions, kb: KnowledgeBase, at: tuple = ()) 
             continue
         fact = kb.facts.get(key)
         if fact is None:
-            problems.append(pos.problem(where, "unknown fact", f"fact '{key}'", did_you_mean(key, names), key=True))
+            hint = glued_colon_hint(key) if ":" in key else did_you_mean(key, names)
+            problems.append(pos.problem(where, "unknown fact", f"fact '{key}'", hint, key=True))
             continue
         if fact.derived:
             problems.append(
@@ -75,20 +77,45 @@ def parse_patient(data: Any, pos: Positions, kb: KnowledgeBase, at: tuple = ()) 
     for name in inputs:
         fact = kb.facts[name]
         if contradicts_only_if(fact, inputs):
-            problems.append(
-                pos.problem(
-                    at + (name,),
-                    f"is given but contradicts its condition ({_describe(fact.only_if)})",
-                    f"fact '{name}'",
-                )
-            )
+            problems.append(pos.problem(at + (name,), _refused_by_only_if(fact, inputs), f"fact '{name}'"))
+    for relation in kb.relations:
+        if not problems and breaks(relation, inputs):
+            problems.append(_contradiction(relation, inputs, pos, at))
     if problems:
         raise PatientError(problems)
     return {f.name: inputs[f.name] for f in kb.input_facts if f.name in inputs}  # vocabulary order
 
 
-def _describe(cond) -> str:
-    return cond.describe() if hasattr(cond, "describe") else "a condition on other facts"
+def _contradiction(relation: Relation, inputs: dict[str, Value], pos: Positions, at: tuple) -> Problem:
+    """One problem naming both answers that contradict each other, at the later one's line."""
+    other = relation.implies if relation.implies is not None else relation.excludes
+    assert other is not None
+    named = [f for f in (*condition_facts(relation.when), *condition_facts(other)) if f in inputs]
+    named = list(dict.fromkeys(named))
+    lines = {f: pos.at(at + (f,))[0] for f in named}
+    answers = " and ".join(
+        f"{f}: {_label(inputs[f])}" + (f" (line {lines[f]})" if lines[f] is not None else "") for f in named
+    )
+    last = max(named, key=lambda f: lines[f] or 0)
+    return pos.problem(
+        at + (last,), f"contradictory answers: {answers} ({relation.because})", f"relation {relation.id}"
+    )
+
+
+def _refused_by_only_if(fact: Fact, inputs: dict[str, Value]) -> str:
+    """What was given that refuses the fact, and what would allow it (an unanswered condition allows it too)."""
+    assert fact.only_if is not None
+    given = [f"{name} is {_label(inputs[name])}" for name in condition_facts(fact.only_if) if name in inputs]
+    allowed = fact.only_if.describe() if isinstance(fact.only_if, Test) else "its only_if condition holds"
+    return (
+        f"cannot be given here, because this file says {' and '.join(given)}; {fact.name} may be given only "
+        f"when {allowed}, or while that is unanswered (leave {fact.name} out, or correct "
+        f"{' and '.join(name for name in condition_facts(fact.only_if) if name in inputs)})"
+    )
+
+
+def _label(value: Value) -> str:
+    return "true" if value is True else "false" if value is False else str(value)
 
 
 def _shown(value: Any) -> str:
@@ -127,4 +154,7 @@ def random_patient(kb: KnowledgeBase, rng: random.Random) -> dict[str, Value]:
     for fact in kb.input_facts:
         if contradicts_only_if(fact, inputs):
             del inputs[fact.name]
+    for relation in kb.relations:  # a contradictory pair loses the answer the relation is about
+        while breaks(relation, inputs):
+            del inputs[next(f for f in reversed(condition_facts(relation.when)) if f in inputs)]
     return inputs

@@ -104,6 +104,13 @@ def render(result: Result, kb: KnowledgeBase) -> str:
                     "  ",
                 )
             )
+        fired = set(result.fired_ids())
+        touched = [i for i in kb.inconsistencies if fired & set(i.rules)]
+        if touched:
+            out.append("")
+            out.append("Where the guideline disagrees with itself (the encoding's choice, pending the board):")
+            for item in touched:
+                out.extend(_wrap(f"{item.title} {item.choice}", "      ", "  ~ "))
         cited = sorted({n for f in result.fired for n in f.citations})
         if cited:
             out.append("")

@@ -10,6 +10,7 @@ syntax error is reported with json's own line and column.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,11 +132,34 @@ def _parse_yaml(text: str, file: str) -> tuple[Any, Positions]:
         line = mark.line + 1 if mark else None
         column = mark.column + 1 if mark else None
         message = " ".join(part for part in (exc.context, exc.problem) if part)
-        raise DocumentError(Problem(f"invalid YAML: {message}", file=file, line=line, column=column)) from None
+        hint = glued_colon_hint(text, lines=True)
+        raise DocumentError(
+            Problem(f"invalid YAML: {message}", file=file, line=line, column=column, hint=hint)
+        ) from None
     except yaml.YAMLError as exc:
         raise DocumentError(Problem(f"invalid YAML: {exc}", file=file)) from None
     finally:
         loader.dispose()
+
+
+# `name:value` at the start of a line (or of a list item, or anywhere in a scalar): a key glued to its value
+_GLUED = re.compile(r"(?:^|(?<=\s))(?:-\s+)?([A-Za-z_][\w.-]*):(?=[^\s:/])([^\s,}\]]+)")
+
+
+def glued_colon_hint(text: str, lines: bool = False) -> str | None:
+    """The hint for `leg_weakness:true`: YAML reads a colon not followed by a space as part of one piece of
+    text, so the file is not the mapping its author meant. With `lines`, only a line that starts with such
+    a key is considered (the line is named, since the parser's error usually points at a later line)."""
+    for number, line in enumerate(text.splitlines() if lines else [text], 1):
+        found = _GLUED.match(line.strip()) if lines else _GLUED.search(line)
+        if found:
+            key, value = found.groups()
+            where = f"line {number}: " if lines else ""
+            return (
+                f"{where}a space is missing after the colon: write '{key}: {value}'; "
+                f"YAML reads '{key}:{value}' as one piece of text"
+            )
+    return None
 
 
 def display(path: Path | str) -> str:

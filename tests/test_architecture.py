@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("engine.result", "engine.scenarios"),  # a trace made into the user's Result; expectations about Results
     ("engine.analysis",),  # look-ahead, proofs, explanations, coverage
     ("engine.api",),  # the small front door: load, evaluate
-    ("engine.report", "engine.cohort", "visualize", "engine.fhir", "engine.service"),  # views: of the model and Results
+    ("engine.report", "engine.cohort", "engine.hazards", "visualize", "engine.fhir", "engine.service"),  # views
     ("",),  # the command line: the root package lumbar_kb itself (engine/cli/)
 ]
 

@@ -84,7 +84,7 @@ def plain(data):
 
 
 def schema_for(path: Path) -> str:
-    if path.name in ("guideline.yaml", "facts.yaml"):
+    if path.name in ("guideline.yaml", "facts.yaml", "hazards.yaml", "inconsistencies.yaml"):
         return path.stem
     return "rules" if path.parent.name == "rules" else "scenario"
 
@@ -131,7 +131,7 @@ def test_the_keys_the_loader_reads_are_the_keys_the_schemas_declare(monkeypatch)
     checked_conclusions(found)
 
     expected = {}
-    for name in ("guideline", "facts", "rules", "scenario"):
+    for name in ("guideline", "facts", "rules", "scenario", "hazards", "inconsistencies"):
         expected.update(declared(name))
     # objects whose instances the bundled files never contain cannot be read: none may be left out
     assert set(log) == set(expected), set(expected) ^ set(log)

@@ -136,7 +136,17 @@ class State:
         """A patient file would be accepted: one value per fact, and every `only_if` respected (judged on
         the inputs alone, as a patient file is)."""
         parts = [self.only_if(fact) for fact in self.sem.inputs if self.kb.facts[fact].only_if is not None]
+        parts += [self.keeps(relation) for relation in self.kb.relations]
         return z3.And([self.one_value()] + parts)
+
+    def keeps(self, relation) -> z3.BoolRef:
+        """The answers keep a relation (facts.yaml `relations:`), judged three-valued as a patient file is."""
+        broken = [self.true(relation.when)]
+        if relation.implies is not None:
+            broken.append(self.false(relation.implies))
+        else:
+            broken.append(self.true(relation.excludes))
+        return z3.Not(z3.And(broken))
 
     def only_if(self, fact: str) -> z3.BoolRef:
         no_derived = lambda f, v: z3.BoolVal(False) if self.kb.facts[f].derived else self.var[(f, v)]

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..errors import EngineError
-from ..logic import contradicts_only_if
+from ..logic import breaks, contradicts_only_if
 from ..model import Derive, KnowledgeBase, Recommend, SetUrgency, Value
 from ..reference import ReferenceEvaluator
 from ..result import Result, build, merge_window
@@ -155,6 +155,7 @@ def could_escalate(
     words = {a.code: a.window for a in baseline.actions}
     imaging = set(kb.watched_actions)
     constrained = [f for f in kb.input_facts if f.only_if is not None]
+    judged = bool(constrained or kb.relations)  # some answers could not be given: judge each trial answer
     added_by = evaluator.extender(trace)
     catalog_order = {code: e.order for code, e in kb.catalog["action"].items()}
     found = []
@@ -163,7 +164,7 @@ def could_escalate(
             continue
         best = None
         for answer in (True,) if fact.type == "bool" else fact.values:
-            if constrained and not _allowed(kb, {**inputs, fact.name: answer}, constrained):
+            if judged and not _allowed(kb, {**inputs, fact.name: answer}, constrained):
                 continue
             try:
                 added = added_by(fact.name, answer)
@@ -221,7 +222,9 @@ def _added_conclusions(kb: KnowledgeBase, rules: list, imaging: set) -> tuple:
 def _allowed(kb: KnowledgeBase, facts: dict, constrained=None) -> bool:
     """Every given fact's `only_if` is not false: the answer could be given in a patient file."""
     candidates = constrained if constrained is not None else [kb.facts[name] for name in facts]
-    return not any(contradicts_only_if(f, facts) for f in candidates)
+    return not any(contradicts_only_if(f, facts) for f in candidates) and not any(
+        breaks(r, facts) for r in kb.relations
+    )
 
 
 def _sooner(code: str, hours: float | None, before: dict) -> bool:

@@ -133,9 +133,10 @@ def _cycle_from(graph: nx.DiGraph, start: str, order: dict) -> list[str]:
 
 # ---- input states ------------------------------------------------------------------------------------------
 def input_state_count(kb: KnowledgeBase, limit: int = 1_000_000) -> tuple[int, bool]:
-    """How many distinct patients there are (each input fact unknown or a value, respecting `only_if`).
+    """How many distinct patients there are (each input fact unknown or a value, respecting `only_if` and the
+    vocabulary's relations).
 
-    Facts tied together by `only_if` are counted by enumerating their joint assignments (when there are
+    Facts tied together by `only_if` or a relation are counted by enumerating their joint assignments (when there are
     fewer than `limit`); the rest multiply. Returns (count, exact)."""
     inputs = list(kb.input_facts)
     parent = {f.name: f.name for f in inputs}
@@ -151,13 +152,18 @@ def input_state_count(kb: KnowledgeBase, limit: int = 1_000_000) -> tuple[int, b
             for other in condition_facts(f.only_if):
                 if other in parent:
                     parent[find(other)] = find(f.name)
+    for relation in kb.relations:
+        tied = [n for c in (relation.when, relation.implies, relation.excludes) if c for n in condition_facts(c)]
+        for other in tied[1:]:
+            parent[find(other)] = find(tied[0])
+    related = {n for r in kb.relations for c in (r.when, r.implies, r.excludes) if c for n in condition_facts(c)}
     clusters: dict[str, list] = {}
     for f in inputs:
         clusters.setdefault(find(f.name), []).append(f)
     total, exact = 1, True
     for members in clusters.values():
         size = math.prod(len(f.values) + 1 for f in members)
-        if len(members) == 1 and members[0].only_if is None:
+        if len(members) == 1 and members[0].only_if is None and members[0].name not in related:
             total *= size
             continue
         if size > limit:
@@ -167,7 +173,9 @@ def input_state_count(kb: KnowledgeBase, limit: int = 1_000_000) -> tuple[int, b
         count = 0
         for combo in itertools.product(*[(None, *f.values) for f in members]):
             facts = {f.name: v for f, v in zip(members, combo, strict=False) if v is not None}
-            if not any(logic.contradicts_only_if(f, facts) for f in members):
+            if not any(logic.contradicts_only_if(f, facts) for f in members) and not any(
+                logic.breaks(r, facts) for r in kb.relations
+            ):
                 count += 1
         total *= count
     return total, exact

@@ -12,15 +12,26 @@ import sys
 
 from lumbar_kb.engine.errors import LumbarKBError
 
-from . import authoring, clinic, graph, patients
-from .common import EXIT_BAD_INPUT, EXIT_OK
+from . import authoring, clinic, graph, patients, safety
+from .common import EXIT_BAD_INPUT, EXIT_OK, Parser
 
 # each command family adds its subcommands, in the order `lumbar-kb --help` lists them
-COMMAND_FAMILIES = (patients.add_commands, graph.add_commands, authoring.add_commands, clinic.add_commands)
+COMMAND_FAMILIES = (
+    patients.add_commands,
+    graph.add_commands,
+    authoring.add_commands,
+    safety.add_commands,
+    clinic.add_commands,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lumbar-kb", description=(__doc__ or "").split("\n\n")[0])
+    parser = Parser(
+        prog="lumbar-kb",
+        description="The lumbar region mass guideline as rules: evaluate patients, check and test the rules, "
+        "explain a conclusion, draw the decision graph. `lumbar-kb COMMAND --help` describes each command.",
+        epilog="Exit codes: 0 success; 1 a check found problems (validate, check, test); 2 bad input.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMAND_FAMILIES:
         add(sub)

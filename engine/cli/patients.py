@@ -141,6 +141,8 @@ def _run_validate(args) -> int:
     from lumbar_kb.engine.session import Engine
 
     where = args.kb or default_kb_dir()
+    if not where.is_dir():
+        kb_from(args)  # a missing folder is bad input (error:, exit 2) as for every command, not a finding
     try:
         kb = load(args.kb)
         engine = Engine(kb)

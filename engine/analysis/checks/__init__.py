@@ -32,6 +32,7 @@ from ...model import KnowledgeBase
 from .. import encoding
 from ..structure import input_state_count
 from .context import Context
+from .guideline import check_inconsistencies
 from .reach import (
     check_codes_reach,
     check_contradictions,
@@ -61,6 +62,7 @@ def run_checks(kb: KnowledgeBase) -> CheckReport:
         check_codes_reach(ctx),
         check_contradictions(ctx),
         check_redundant(ctx),
+        check_inconsistencies(ctx),
     ]
     checks += check_windows(ctx)
     checks.append(check_neurological(ctx))

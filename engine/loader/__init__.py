@@ -1,0 +1,175 @@
+"""Load a knowledge base directory into the typed model, collecting every problem.
+
+    knowledge/<kb>/guideline.yaml   metadata, references, sections, conclusion catalogue
+    knowledge/<kb>/facts.yaml       fact vocabulary
+    knowledge/<kb>/rules/*.yaml     rules, one section per file
+
+Each file is read safely with positions (`source`), checked against its JSON Schema (`knowledge/schema/`),
+then built into the model with the semantic checks a schema cannot make (unknown names, duplicate ids,
+citations). All problems across all files are reported together, each with file, line and subject.
+
+One module per thing built: `files` (where things are), `schema` (JSON Schema, errors with positions),
+`conditions`, `facts`, `catalog`, `rules`; this module reads the files and assembles the KnowledgeBase.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from ..errors import KnowledgeBaseError, Problem, did_you_mean
+from ..model import KnowledgeBase, Reference, Rule, Section
+from ..source import DocumentError, Positions, display, read_document
+from .catalog import CATALOG_KINDS, build_catalog
+from .conditions import CONDITION_HEADS
+from .facts import RESERVED_FACT_NAMES, build_facts
+from .files import default_kb_dir, kb_files, knowledge_root, schema_dir, stray_files
+from .governance import build_hazards, build_inconsistencies, build_relations
+from .rules import CONCLUSION_HEADS, build_rule
+from .schema import load_schema, schema_problems, subject_of, typename
+
+__all__ = [
+    "CATALOG_KINDS",
+    "CONCLUSION_HEADS",
+    "CONDITION_HEADS",
+    "RESERVED_FACT_NAMES",
+    "default_kb_dir",
+    "digest",
+    "kb_files",
+    "knowledge_root",
+    "load",
+    "load_schema",
+    "schema_dir",
+    "schema_problems",
+    "stray_files",
+]
+
+
+def load(kb_dir: Path | str | None = None) -> KnowledgeBase:
+    """Load and check a knowledge base; raise KnowledgeBaseError listing every problem found."""
+    root = Path(kb_dir) if kb_dir is not None else default_kb_dir()
+    problems: list[Problem] = []
+    kb = _build(root, problems)
+    if problems:
+        raise KnowledgeBaseError(problems)
+    assert kb is not None
+    return kb
+
+
+def _read(problems: list[Problem], path: Path, schema: str) -> tuple[Any, Positions] | None:
+    """One document, safely read with positions and checked against its schema (None when unreadable)."""
+    try:
+        data, pos = read_document(path)
+    except DocumentError as exc:
+        problems.append(exc.problem)
+        return None
+    if not isinstance(data, dict):
+        problems.append(Problem(f"must be a mapping at the top, not {typename(data)}", file=pos.file, line=1))
+        return None
+    found = schema_problems(data, schema, pos, lambda p: subject_of(data, p))
+    problems.extend(found)
+    return (None if found else data), pos
+
+
+def _build(root: Path, problems: list[Problem]) -> KnowledgeBase | None:
+    if not root.is_dir():
+        what = "is not a directory" if root.exists() else "knowledge base directory not found"
+        problems.append(Problem(what, file=display(root)))
+        return None
+    guideline = _read(problems, root / "guideline.yaml", "guideline")
+    facts_doc = _read(problems, root / "facts.yaml", "facts")
+    rule_files = sorted((root / "rules").glob("*.yaml"))
+    for stray in stray_files(root / "rules"):
+        problems.append(Problem("not loaded: rule files end in .yaml", file=display(stray)))
+    if not rule_files:
+        problems.append(Problem("no rule files (rules/*.yaml)", file=display(root / "rules")))
+    rule_docs = []
+    for path in rule_files:
+        doc = _read(problems, path, "rules")
+        if doc is not None:
+            rule_docs.append(doc)
+    if guideline is None or facts_doc is None or guideline[0] is None or facts_doc[0] is None:
+        return None  # nothing more can be checked without the catalogue and vocabulary
+    g, gpos = guideline
+    references = {
+        int(n): Reference(int(n), r["title"], r["source"], r.get("year"), r["kind"]) for n, r in g["references"].items()
+    }
+    sections = {sid: Section(sid, s["title"]) for sid, s in g["sections"].items()}
+    facts = build_facts(*facts_doc, problems)
+    relations = build_relations(facts_doc[0], facts_doc[1], facts, problems)
+    catalog = build_catalog(g, gpos, facts, problems)
+    rules: list[Rule] = []
+    seen_ids: dict[str, Problem] = {}
+    # Rules are ordered as the guideline orders its sections, then by file name and position in the file.
+    section_index = {sid: i for i, sid in enumerate(sections)}
+    rule_docs.sort(key=lambda doc: section_index.get((doc[0] or {}).get("section"), len(section_index)))
+    for data, pos in rule_docs:
+        if data is None:
+            continue
+        section = data["section"]
+        if section not in sections:
+            problems.append(
+                pos.problem(("section",), f"unknown section '{section}'", None, did_you_mean(section, sections))
+            )
+        for i, raw in enumerate(data["rules"]):
+            rule = build_rule(raw, ("rules", i), pos, section, facts, catalog, references, len(rules), problems)
+            if rule is None:
+                continue
+            if rule.id in seen_ids:
+                first = seen_ids[rule.id]
+                problems.append(
+                    pos.problem(
+                        ("rules", i, "id"),
+                        f"duplicate rule id (first defined at {first.file}:{first.line})",
+                        f"rule {rule.id}",
+                    )
+                )
+                continue
+            seen_ids[rule.id] = pos.problem(("rules", i), "")
+            rules.append(rule)
+    # rules are named by every id the rule files declare, built or not, so one broken rule is one problem
+    declared = {str(r.get("id")) for data, _ in rule_docs if data for r in data["rules"]}
+    inconsistencies: tuple = ()
+    hazards: tuple = ()
+    for name in ("inconsistencies", "hazards"):
+        path = root / f"{name}.yaml"
+        if not path.exists():
+            continue  # optional: a knowledge base without them loads (`check` says they are missing)
+        doc = _read(problems, path, name)
+        if doc is None or doc[0] is None:
+            continue
+        if name == "inconsistencies":
+            inconsistencies = build_inconsistencies(doc[0], doc[1], declared, problems)
+        else:
+            hazards = build_hazards(doc[0], doc[1], declared, relations, problems)
+    return KnowledgeBase(
+        name=g["name"],
+        title=g["title"],
+        version=str(g["version"]),
+        last_updated=str(g["last_updated"]),
+        review_status=g["review_status"],
+        publisher=g.get("publisher", ""),
+        disclaimer=g.get("disclaimer", ""),
+        question=g.get("question", ""),
+        root=str(root),
+        sha256=digest(root),
+        facts=facts,
+        rules=tuple(rules),
+        references=references,
+        sections=sections,
+        catalog=catalog,
+        relations=relations,
+        inconsistencies=inconsistencies,
+        hazards=hazards,
+    )
+
+
+def digest(root: Path) -> str:
+    """The knowledge base's identity: sha256 over every file that defines its behaviour."""
+    h = hashlib.sha256()
+    for path in kb_files(root):
+        if path.exists():
+            h.update(path.relative_to(root).as_posix().encode() + b"\0")
+            h.update(path.read_bytes() + b"\0")
+    return h.hexdigest()

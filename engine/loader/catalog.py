@@ -1,0 +1,53 @@
+"""The catalogue of everything a rule can conclude, with its clinician and patient texts."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..errors import Problem
+from ..model import CodeEntry
+from ..source import Positions
+from .conditions import Conditions
+
+CATALOG_KINDS = {"urgency": "urgency", "actions": "action", "warnings": "warning", "differential": "differential"}
+
+
+def build_catalog(g: dict, pos: Positions, facts: dict, problems: list[Problem]) -> dict:
+    """The conclusion catalogue (urgency levels, actions, warnings, differential) from guideline.yaml."""
+    catalog: dict[str, dict[str, CodeEntry]] = {}
+    for key, kind in CATALOG_KINDS.items():
+        catalog[kind] = {
+            code: CodeEntry(
+                kind,
+                code,
+                e["label"],
+                e["text"],
+                e["patient_text"],
+                e["rank"] if kind == "urgency" else 0,
+                i,
+                **(_action_flags(e) if kind == "action" else {}),
+            )
+            for i, (code, e) in enumerate(g[key].items())
+        }
+    ranks: dict[int, str] = {}
+    for code, entry in catalog["urgency"].items():
+        if entry.rank in ranks:
+            problems.append(
+                pos.problem(
+                    ("urgency", code, "rank"), f"urgency rank {entry.rank} is also used by '{ranks[entry.rank]}'"
+                )
+            )
+        ranks[entry.rank] = code
+    for code, e in g["actions"].items():  # conditions are parsed once the vocabulary is known
+        if "done_when" in e:
+            cond = Conditions(facts, problems).condition(
+                e["done_when"], ("actions", code, "done_when"), pos, f"action {code}"
+            )
+            if cond is not None:
+                catalog["action"][code] = replace(catalog["action"][code], done_when=cond)
+    return catalog
+
+
+def _action_flags(entry: dict) -> dict:
+    """The flags only an action entry of the catalogue has (see guideline.schema.json#/$defs/action)."""
+    return {flag: bool(entry.get(flag, False)) for flag in ("imaging", "never_delay", "time_critical")}
