@@ -145,10 +145,16 @@ def test_patient_wording_and_a_screenshot(page):
     page.check("input[name=audience][value=patient]")
     first = ALARM[0]
     page.wait_for_function(
-        f"document.querySelector('#q-{first.name}-legend').textContent === {first.patient_question!r}"
+        f"document.querySelector('#q-{first.name}-legend').textContent.endsWith({first.patient_question!r})"
     )
+    page.check("#q-palpable_mass-true")
+    page.wait_for_function("document.querySelector('#q-palpable_mass-true').checked")
+    page.wait_for_timeout(300)
+    assert page.is_visible("#incomplete") and not page.is_visible("#why-block")
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(ROOT / "docs" / "images" / "questionnaire-patient.png"))
     page.check("input[name=audience][value=clinician]")
-    page.wait_for_function(f"document.querySelector('#q-{first.name}-legend').textContent === {first.question!r}")
+    page.wait_for_function(f"document.querySelector('#q-{first.name}-legend').textContent.endsWith({first.question!r})")
     page.check("#q-palpable_mass-true")
     page.check("#q-bowel_bladder_dysfunction-true")
     page.wait_for_function(f"document.getElementById('result').dataset.urgency === '{TOP.code}'")

@@ -58,8 +58,14 @@ def evaluate(body: EvaluateRequest, request: Request) -> JSONResponse:
         e = escalating.get(fact.name)
         why = None
         if e is not None:
-            parts = [kb.catalog["urgency"][e.would_raise_urgency_to].label] if e.would_raise_urgency_to else []
-            parts += [f"{b.label} {b.window or hours_text(b.within_hours)}" for b in e.would_bring_forward]
+            parts = []
+            if e.would_raise_urgency_to:
+                level = kb.catalog["urgency"][e.would_raise_urgency_to]
+                parts.append(level.patient_text.split(". ")[0].rstrip(".") if patient else level.label)
+            for b in e.would_bring_forward:
+                action = kb.catalog["action"][b.action]
+                what = action.patient_text.rstrip(".") if patient else b.label
+                parts.append(f"{what} {b.window or hours_text(b.within_hours)}")
             answer = " or ".join(fact.label(a) for a in (e.answers or (e.answer,)))
             why = f"if {answer}: " + "; ".join(parts)
         if fact.alarm and (fact.name in unanswered or fact.name in answers):
@@ -80,7 +86,7 @@ def evaluate(body: EvaluateRequest, request: Request) -> JSONResponse:
         "actions": [
             {"label": a.label, "window": cardmod.window(a), "text": a.text, "done": a.done} for a in result.actions
         ],
-        "warnings": [{"label": w.label, "text": w.text} for w in result.warnings],
+        "warnings": [{"label": "" if patient else w.label, "text": w.text} for w in result.warnings],
         "why": [f.title for f in result.fired],
         "questions": shown,
         "more_questions": more,

@@ -6,9 +6,13 @@
 const state = { answers: {}, audience: "clinician", seq: 0 };
 const WORDS = {
   clinician: { yes: "Yes", no: "No", unknown: "Not known", actions: "Actions", warnings: "Warnings", why: "Why (rules that fired)",
-               questions: "Questions", more: "Other questions (no answer would change the result now)", could: "Could change the result: " },
+               questions: "Questions", more: "Other questions (no answer would change the result now)", could: "Could change the result: ",
+               help: "Alarm questions come first. Only questions whose answer could still change the result are shown; leave a question on “Not known” if it was not asked.",
+               alarm: "Alarm question · " },
   patient: { yes: "Yes", no: "No", unknown: "I don't know", actions: "What to do", warnings: "Good to know", why: "Why",
-             questions: "Questions", more: "Other questions (your answer would not change the advice now)", could: "This matters: " },
+             questions: "Questions", more: "Other questions (your answer would not change the advice now)", could: "Why we ask: ",
+             help: "The most important questions come first. Answer what you can; choose “I don't know” when you are not sure.",
+             alarm: "Important · " },
 };
 
 function el(tag, attrs, ...children) {
@@ -25,7 +29,10 @@ function fieldset(q) {
   const words = WORDS[state.audience];
   const legendId = `q-${q.fact}-legend`;
   const fs = el("fieldset", { class: q.alarm ? "question alarm" : "question", "data-fact": q.fact, "aria-describedby": q.why ? `q-${q.fact}-why` : null });
-  fs.append(el("legend", { id: legendId }, q.question));
+  const legend = el("legend", { id: legendId });
+  if (q.alarm) legend.append(el("span", { class: "flag" }, words.alarm));
+  legend.append(q.question);
+  fs.append(legend);
   const options = q.type === "bool"
     ? [["true", words.yes], ["false", words.no], ["", words.unknown]]
     : [...q.values.map((v) => [v, v.replace(/_/g, " ")]), ["", words.unknown]];
@@ -94,15 +101,17 @@ function render(data) {
   document.getElementById("actions-block").hidden = data.actions.length === 0;
 
   const warnings = document.getElementById("warnings");
-  warnings.replaceChildren(...data.warnings.map((w) => el("li", {}, el("strong", {}, w.label), ": ", w.text)));
+  warnings.replaceChildren(...data.warnings.map((w) => w.label ? el("li", {}, el("strong", {}, w.label), ": ", w.text) : el("li", {}, w.text)));
   document.getElementById("warnings-title").textContent = words.warnings;
   document.getElementById("warnings-block").hidden = data.warnings.length === 0;
 
   document.getElementById("why").replaceChildren(...data.why.map((t) => el("li", {}, t)));
   document.getElementById("why-title").textContent = words.why;
-  document.getElementById("why-block").hidden = data.why.length === 0;
+  // the rules' titles are for clinicians (as in the text report, a patient reads what to do, not the rule trace)
+  document.getElementById("why-block").hidden = data.why.length === 0 || state.audience === "patient";
 
   document.getElementById("questions-title").textContent = words.questions;
+  document.getElementById("questions-help").textContent = words.help;
   document.getElementById("questions").replaceChildren(...data.questions.map(fieldset));
   document.getElementById("more").replaceChildren(...data.more_questions.map(fieldset));
   document.getElementById("more-title").textContent = words.more;
