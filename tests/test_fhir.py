@@ -268,3 +268,20 @@ def test_every_canonical_the_plan_and_the_cards_point_at_is_exported():
     }
     assert pointed and pointed <= urls
     assert {CODES.url("ActivityDefinition", code) for code in KB.catalog["action"]} <= urls
+
+
+def test_records_that_contradict_a_relation_are_both_left_unknown():
+    """The vocabulary's relations (a confirmed compression cannot be "not suspected") hold for FHIR input too:
+    both answers become conflicts to ask about, and the patient is still evaluated."""
+    relation = next(r for r in KB.relations if r.id == "confirmed_compression_was_suspected")
+    qr = questionnaire_response(
+        KB,
+        CODES,
+        {"cord_compression_confirmed": True, "suspected_cord_compression": False, "leg_weakness": True},
+        "Patient/p1",
+        "q1",
+    )
+    m = facts(qr)
+    assert m.facts == {"leg_weakness": True}
+    assert set(m.conflicts) == {"cord_compression_confirmed", "suspected_cord_compression"}
+    assert relation.because.strip() in m.conflicts["suspected_cord_compression"][1]

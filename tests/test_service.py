@@ -662,3 +662,13 @@ def test_a_browser_based_client_must_be_allowed_by_origin(tmp_path):
     assert allowed.headers.get("access-control-allow-origin") == sandbox
     other = client.options(SERVICE, headers={**preflight, "Origin": "https://evil.invalid"})
     assert other.headers.get("access-control-allow-origin") is None
+
+
+def test_contradictory_records_are_a_card_not_an_error(dev):
+    client, _ = dev
+    body = hook_body({"cord_compression_confirmed": True, "suspected_cord_compression": False})
+    response = client.post(SERVICE, json=body)
+    assert response.status_code == 200, response.text
+    (card,) = response.json()["cards"]
+    assert "Conflicting records" in card["detail"]
+    assert KB.facts["cord_compression_confirmed"].question in card["detail"]

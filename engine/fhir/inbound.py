@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import PatientError, Problem
-from ..logic import contradicts_only_if
-from ..model import KnowledgeBase, Value
+from ..logic import breaks, contradicts_only_if
+from ..model import KnowledgeBase, Value, condition_facts
 from .codes import Binding, Codes
 
 SUPPORTED = ("Bundle", "QuestionnaireResponse", "Observation", "Condition", "Patient")
@@ -123,6 +123,15 @@ def map_parts(parts: list, kb: KnowledgeBase, codes: Codes, patient_id: str | No
             conflicts[fact.name] = [f"{fact.label(facts.pop(fact.name))} ({', '.join(evidence.pop(fact.name))})"] + [
                 f"contradicts: {getattr(fact.only_if, 'describe', lambda: 'its condition')()}"
             ]
+    for relation in kb.relations:  # records that contradict each other (confirmed but "not suspected"): both unknown
+        while breaks(relation, facts):
+            sides = [c for c in (relation.when, relation.implies, relation.excludes) if c is not None]
+            named = [f for side in sides for f in condition_facts(side) if f in facts]
+            shown = "; ".join(f"{f} = {kb.facts[f].label(facts[f])} ({', '.join(evidence.get(f, []))})" for f in named)
+            for f in named:
+                conflicts[f] = [f"{kb.facts[f].label(facts.pop(f))} ({', '.join(evidence.pop(f, []))})"] + [
+                    f"contradicts: {shown} ({relation.because.strip()})"
+                ]
     return Mapped(facts, evidence, conflicts, skipped, patient)
 
 
