@@ -672,3 +672,10 @@ def test_contradictory_records_are_a_card_not_an_error(dev):
     (card,) = response.json()["cards"]
     assert "Conflicting records" in card["detail"]
     assert KB.facts["cord_compression_confirmed"].question in card["detail"]
+
+
+def test_contradictory_answers_on_the_page_are_a_400_saying_why(dev):
+    client, _ = dev
+    answers = {"cord_compression_confirmed": True, "suspected_cord_compression": False}
+    data = problem_ok(client.post("/api/evaluate", json={"answers": answers}), 400, "answers")
+    assert "contradictory" in data["detail"]

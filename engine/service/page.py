@@ -33,8 +33,8 @@ def evaluate(body: EvaluateRequest, request: Request) -> JSONResponse:
         result = st.evaluator.evaluate(answers, body.audience)
     except PatientError as exc:
         first = exc.problems[0]
-        name = (first.subject or "").removeprefix("fact ").strip("'")
-        field = f"answers.{name}" if name else "answers"
+        subject = first.subject or ""
+        field = "answers." + subject.removeprefix("fact ").strip("'") if subject.startswith("fact ") else "answers"
         raise ProblemError(
             400, f"{field}: {first.message}" + (f" ({first.hint})" if first.hint else ""), field
         ) from None
