@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..errors import EngineError
-from ..logic import contradicts_only_if
+from ..logic import asked, contradicts_only_if
 from ..model import Derive, KnowledgeBase, Recommend, SetUrgency, Value
 from ..reference import ReferenceEvaluator
 from ..result import Result, build, merge_window
@@ -161,6 +161,8 @@ def could_escalate(
     for fact in kb.input_facts:
         if fact.name in inputs or _cannot_escalate(reach[fact.name], rank, before):
             continue
+        if fact.name in kb.not_asked_when and not asked(fact, inputs, kb.not_asked_when):
+            continue  # moot for this patient (e.g. "suspected?" once compression is diagnosed): never asked
         best = None
         for answer in (True,) if fact.type == "bool" else fact.values:
             if constrained and not _allowed(kb, {**inputs, fact.name: answer}, constrained):
@@ -184,7 +186,7 @@ def could_escalate(
                 for code, (hours, window) in sorted(
                     windows.items(), key=lambda kv: (kv[1][0] is None, kv[1][0] or 0, catalog_order[kv[0]])
                 )
-                if _sooner(code, hours, before)
+                if _sooner(code, hours, before) and not _covered(kb, code, before, windows)
             )
             if raised is None and not forward:
                 continue
@@ -222,6 +224,12 @@ def _allowed(kb: KnowledgeBase, facts: dict, constrained=None) -> bool:
     """Every given fact's `only_if` is not false: the answer could be given in a patient file."""
     candidates = constrained if constrained is not None else [kb.facts[name] for name in facts]
     return not any(contradicts_only_if(f, facts) for f in candidates)
+
+
+def _covered(kb: KnowledgeBase, code: str, before: dict, added: dict) -> bool:
+    """The action would be dropped: an action that supersedes it is already required or would be (a lumbar MRI
+    beside a whole-spine MRI), so asking for it changes nothing."""
+    return any(other in before or other in added for other in kb.catalog["action"][code].superseded_by)
 
 
 def _sooner(code: str, hours: float | None, before: dict) -> bool:

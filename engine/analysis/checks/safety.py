@@ -138,12 +138,16 @@ def check_escalation(ctx: Context) -> Check:
             continue
         p, q = now.patient(model), later_.patient(model)
         file, line = ctx.fact_at(fact.name)
+        # With a completeness floor every unanswered alarm question is listed in the result (`unanswered_alarm`) and
+        # the report leads with them, so one that matters only together with other answers is still asked: a note.
+        listed = kb.incomplete_floor is not None
         finding = Finding(
             check.id,
-            "problem",
+            "note" if listed else "problem",
             f"fact {fact.name}",
             "could_escalate misses it: answering it alone changes nothing now, but once other "
-            "questions are answered it raises the urgency or brings imaging forward",
+            "questions are answered it raises the urgency or brings imaging forward"
+            + ("; the result still lists it among the unanswered alarm questions it asks first" if listed else ""),
             file,
             line,
             p,
