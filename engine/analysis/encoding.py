@@ -284,5 +284,35 @@ def solve_min(constraints, soft: list, limit_ms: int = 20_000) -> z3.ModelRef | 
     return opt.model()
 
 
+def canonical(constraints, states: list, limit_ms: int = 20_000) -> list[dict] | None:
+    """The patients (one per state) with the fewest answered facts, chosen canonically so that the same
+    question always gets the same answer, whatever the variables happen to be named: fewest answered facts
+    first (MaxSAT), then fact by fact in vocabulary order, each unknown if possible, else its first value
+    that still allows a model."""
+    soft = [term for state in states for term in state.answered()]
+    model = solve_min(constraints, soft, limit_ms)
+    if model is None:
+        return None
+    bound = sum(1 for term in soft if z3.is_true(model.eval(term, model_completion=True)))
+    solver = z3.Solver()
+    solver.add(*constraints)
+    solver.add(z3.AtMost(*soft, bound))
+    for state in states:
+        for fact in state.own:
+            for value in (None, *state.kb.facts[fact].values):
+                choice = z3.Not(state.known(fact)) if value is None else state.var[(fact, value)]
+                solver.push()
+                solver.add(choice)
+                if solver.check() == z3.sat:
+                    solver.pop()
+                    solver.add(choice)
+                    break
+                solver.pop()
+    if solver.check() != z3.sat:  # pragma: no cover - every step kept a model
+        return None
+    final = solver.model()
+    return [state.patient(final) for state in states]
+
+
 def version() -> str:
     return z3.get_version_string()
