@@ -79,13 +79,13 @@ class Result:
                 {"rule": f.rule, "title": f.title, "order": f.order, "matched": f.matched, "citations": f.citations}
                 for f in self.fired
             ],
+            "unanswered": [asdict(q) for q in self.unanswered],
+            "could_escalate": [e.to_dict() for e in self.could_escalate],
             "complete": self.complete,
             "unanswered_alarm": list(self.unanswered_alarm),
             "incomplete_text": self.incomplete_text,
             "in_scope": self.in_scope,
             "scope_text": self.scope_text,
-            "unanswered": [asdict(q) for q in self.unanswered],
-            "could_escalate": [e.to_dict() for e in self.could_escalate],
             "inputs": self.inputs,
             "derived": self.derived,
         }
