@@ -56,9 +56,7 @@ def unanswered_alarms(kb, facts: Facts) -> list[str]:
     """The alarm questions (`alarm: true`) this patient has not answered and may still be asked, in vocabulary
     order: while any is left the result is incomplete."""
     return [
-        f.name
-        for f in kb.input_facts
-        if f.alarm and facts.get(f.name) is None and asked(f, facts, kb.not_asked_when)
+        f.name for f in kb.input_facts if f.alarm and facts.get(f.name) is None and asked(f, facts, kb.not_asked_when)
     ]
 
 

@@ -196,6 +196,8 @@ def build(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Resul
         if missing_alarms
         else "",
         in_scope=in_scope,
-        scope_text="" if in_scope else (kb.out_of_scope_patient_text if audience == "patient" else kb.out_of_scope_text),
+        scope_text=""
+        if in_scope
+        else (kb.out_of_scope_patient_text if audience == "patient" else kb.out_of_scope_text),
     )
     return result

@@ -131,7 +131,11 @@ def test_write_missing_writes_minimal_scenarios_that_load_and_pass(tmp_path, cap
 
 def kb_missing_two_scenarios(tmp_path: Path) -> Path:
     kb_dir = copy_kb(tmp_path)
-    for name in ("progressive_deficit.yaml", "cord_compression_confirmed.yaml", "cord_compression_confirmed_alone.yaml"):
+    for name in (
+        "progressive_deficit.yaml",
+        "cord_compression_confirmed.yaml",
+        "cord_compression_confirmed_alone.yaml",
+    ):
         (kb_dir / "scenarios" / name).unlink()
     return kb_dir
 

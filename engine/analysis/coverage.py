@@ -19,9 +19,9 @@ from pathlib import Path
 from ..errors import EngineError, LumbarKBError, Problem
 from ..model import KnowledgeBase, Rule, hours_text
 from ..result import Result, build
-from .escalation import decide
 from ..scenarios import Mismatch, Scenario, checked_conclusions, compare, load_scenarios, scenario_dir
 from ..session import Engine
+from .escalation import decide
 from .structure import logic_value
 
 

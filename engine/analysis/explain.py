@@ -198,8 +198,8 @@ def explain(kb: KnowledgeBase, patient: Mapping[str, Value], target: Target, wan
         out.why = _why(kb, trace, result, target)
         if not out.why and target.kind == "urgency" and not result.complete and target.code == kb.incomplete_floor:
             out.note = (
-                f"no rule concluded it; {target.code} is the floor while an alarm question is unanswered (an unanswered "
-                f"question is never a no): {', '.join(result.unanswered_alarm)}. Ask them now."
+                f"no rule concluded it; {target.code} is the floor while an alarm question is unanswered "
+                f"(an unanswered question is never a no): {', '.join(result.unanswered_alarm)}. Ask them now."
             )
         elif not out.why and target.kind == "urgency":
             out.note = (

@@ -9,7 +9,8 @@ then built into the model with the semantic checks a schema cannot make (unknown
 citations). All problems across all files are reported together, each with file, line and subject.
 
 One module per thing built: `files` (where things are), `schema` (JSON Schema, errors with positions),
-`conditions`, `facts`, `catalog`, `safety` (completeness, scope, floors), `rules`; this module reads the files and assembles the KnowledgeBase.
+`conditions`, `facts`, `catalog`, `safety` (completeness, scope, floors), `rules`; this module reads the
+files and assembles the KnowledgeBase.
 """
 
 from __future__ import annotations

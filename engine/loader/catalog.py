@@ -82,6 +82,8 @@ def build_catalog(g: dict, pos: Positions, facts: dict, problems: list[Problem])
 
 def _action_flags(entry: dict) -> dict:
     """The flags only an action entry of the catalogue has (see guideline.schema.json#/$defs/action)."""
-    flags: dict = {flag: bool(entry.get(flag, False)) for flag in ("imaging", "never_delay", "time_critical", "referral")}
+    flags: dict = {
+        flag: bool(entry.get(flag, False)) for flag in ("imaging", "never_delay", "time_critical", "referral")
+    }
     flags["superseded_by"] = tuple(entry.get("superseded_by", ()))
     return flags

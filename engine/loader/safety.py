@@ -1,9 +1,9 @@
 """The clinical-safety declarations of guideline.yaml: completeness, scope and the urgency floors.
 
-    completeness:  while an alarm question is unanswered the urgency is at least `floor`, with the texts that
-                   say so; `not_asked_when` makes a question moot for some patients (not asked, not counted)
-    scope:         `out_of_scope_when`: the patient is outside the guideline (told so, no differential)
-    floors:        claims `lumbar-kb check` proves: whenever `when` is true the urgency is at least `at_least`
+completeness:  while an alarm question is unanswered the urgency is at least `floor`, with the texts that
+               say so; `not_asked_when` makes a question moot for some patients (not asked, not counted)
+scope:         `out_of_scope_when`: the patient is outside the guideline (told so, no differential)
+floors:        claims `lumbar-kb check` proves: whenever `when` is true the urgency is at least `at_least`
 """
 
 from __future__ import annotations
