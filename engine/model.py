@@ -125,7 +125,7 @@ def hours_text(hours: float | None, lower: float | None = None) -> str:
     range the guideline gives ("within 12-24 hours")."""
     if hours is None:
         return "no fixed window"
-    if lower is not None and 0 < lower < hours and hours < 48:
+    if lower is not None and 0 < lower < hours:
         return f"within {lower:g}-{hours:g} hours"
     if hours == 0:
         return "immediately"

@@ -51,7 +51,10 @@ def render(result: Result, kb: KnowledgeBase) -> str:
     patient = result.audience == "patient"
     out: list[str] = []
     label = kb.catalog["urgency"][result.urgency].label
-    out.append(result.urgency_text if patient else f"{label}: {result.urgency_text}")
+    if patient:
+        out.extend(_wrap(result.urgency_text, ""))
+    else:
+        out.append(f"{label}: {result.urgency_text}")
     if not result.complete:  # the questions to ask now come first: an unanswered alarm question is never a no
         out.extend(_wrap(result.incomplete_text, ""))
         if not patient:

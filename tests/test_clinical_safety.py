@@ -308,3 +308,17 @@ def test_json_result_carries_the_new_fields(tmp_path, capsys):
     assert data["complete"] is False and data["unanswered_alarm"][0] == "leg_weakness"
     assert data["in_scope"] is False and data["scope_text"] and data["differential"] == []
     assert data["urgency"] == "prompt"
+
+
+def test_check_catches_a_range_in_words_whose_lower_end_the_rule_drops(kb_copy):
+    edit(kb_copy / "rules" / "red_flags.yaml", "        within_hours_min: 12\n", "")
+    [finding] = problems(kb_copy, "contradictory_windows")
+    assert finding.subject == "rule red_flag.leg_weakness"
+    assert "state a range from 12 hours but within_hours_min is missing" in finding.message
+
+
+def test_a_range_without_words_is_shown_as_a_range():
+    from lumbar_kb.engine.model import hours_text
+
+    assert hours_text(24, 12) == "within 12-24 hours" and hours_text(48, 24) == "within 24-48 hours"
+    assert hours_text(24) == "within 24 hours" and hours_text(0, 0) == "immediately"
