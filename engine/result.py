@@ -2,7 +2,14 @@
 
 Aggregation only; every decision was made by the rules. Urgency is the highest level any fired rule
 concluded (the lowest level when none did). Where several rules give one action a window, the earliest
-wins and every rule is listed under `because`. Texts come from the knowledge base's catalogue.
+wins (with its lower end, where the guideline gives a range) and every rule is listed under `because`. An
+action another one in the result covers (the catalogue's `superseded_by`) is dropped. Texts come from the
+knowledge base's catalogue.
+
+Three generic readings of the knowledge base's declarations (no clinical logic here): `complete` and
+`unanswered_alarm` (the `alarm: true` questions not answered and not moot, `completeness.not_asked_when`);
+while incomplete the urgency is at least `completeness.floor`; `in_scope` is false when
+`scope.out_of_scope_when` holds, and such a patient gets no differential.
 """
 
 from __future__ import annotations

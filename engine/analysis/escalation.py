@@ -5,7 +5,9 @@ added to the patient's facts and the reference evaluator chains on from the pati
 (`ReferenceEvaluator.extend`: facts only become known, so an added answer can only add firings). An answer
 escalates when one of the rules it adds concludes a higher urgency, or a watched action (an imaging study or
 another time-critical step: `imaging: true` or `time_critical: true` in the catalogue) that is new or has an
-earlier window. No solver is involved; a static bound skips facts
+earlier window. A question moot for the patient (`completeness.not_asked_when`) is never asked, and an action
+another one covers (`superseded_by`, e.g. a lumbar MRI beside a whole-spine MRI) is never a reason to ask.
+No solver is involved; a static bound skips facts
 that could never escalate, and the look-ahead costs about 90 µs a patient (`make bench`).
 
 One answer at a time cannot see an answer that matters only together with another; `lumbar-kb check`
