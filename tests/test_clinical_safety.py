@@ -132,6 +132,17 @@ def test_no_radiographs_or_lumbar_mri_beside_a_whole_spine_mri(evaluator, facts)
 
 @SETTINGS
 @given(patients())
+def test_no_question_is_asked_that_cannot_change_a_step(evaluator, facts):
+    result = run(evaluator, facts)
+    asked = {e.fact for e in result.could_escalate}
+    if "mri_whole_spine" in windows(result):  # radiographs and a lumbar MRI are covered: their answers change nothing
+        assert not asked & {"radiograph", "mass_persists"}, facts
+    if facts.get("cord_compression_confirmed") is True:  # diagnosed: whether it is suspected no longer matters
+        assert "suspected_cord_compression" not in asked | {q.fact for q in result.unanswered}
+
+
+@SETTINGS
+@given(patients())
 def test_no_mass_at_all_is_out_of_scope_without_a_differential(evaluator, facts):
     result = run(evaluator, facts)
     no_mass = facts.get("palpable_mass") is False and facts.get("imaging_shows_mass") is False
