@@ -79,6 +79,7 @@ def test_coverage_names_unfired_rules_and_unchecked_conclusions(tmp_path, capsys
         "red_flag_bowel_bladder.yaml",
         "cord_compression_confirmed.yaml",
         "cord_compression_confirmed_alone.yaml",
+        "cancer_progressive_deficit.yaml",
     ):
         (kb_dir / "scenarios" / name).unlink()
     report = run_scenarios(load(kb_dir))
@@ -135,6 +136,7 @@ def kb_missing_two_scenarios(tmp_path: Path) -> Path:
         "progressive_deficit.yaml",
         "cord_compression_confirmed.yaml",
         "cord_compression_confirmed_alone.yaml",
+        "cancer_progressive_deficit.yaml",
     ):
         (kb_dir / "scenarios" / name).unlink()
     return kb_dir
