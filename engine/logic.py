@@ -52,6 +52,24 @@ def breaks(relation: Relation, facts: Facts) -> bool:
     return relation.excludes is not None and evaluate(relation.excludes, facts) is True
 
 
+def asked(fact: Fact, facts: Facts, not_asked_when: Mapping | None = None) -> bool:
+    """The question may be put to this patient: its `only_if` is not false, and the condition that makes it
+    moot (the knowledge base's `not_asked_when`, e.g. "suspected compression?" once compression is diagnosed)
+    is not true."""
+    if fact.only_if is not None and evaluate(fact.only_if, facts) is False:
+        return False
+    moot = (not_asked_when or {}).get(fact.name)
+    return moot is None or evaluate(moot, facts) is not True
+
+
+def unanswered_alarms(kb, facts: Facts) -> list[str]:
+    """The alarm questions (`alarm: true`) this patient has not answered and may still be asked, in vocabulary
+    order: while any is left the result is incomplete."""
+    return [
+        f.name for f in kb.input_facts if f.alarm and facts.get(f.name) is None and asked(f, facts, kb.not_asked_when)
+    ]
+
+
 def support(cond: Condition, facts: Facts) -> dict[str, Value]:
     """The facts that make `cond` True (or, under a `not`, False), in condition order.
 

@@ -106,8 +106,9 @@ class Recommend:
 
     kind: str
     code: str
-    within_hours: float | None = None  # actions only; None = no window stated
+    within_hours: float | None = None  # actions only; None = no window stated; the upper end of a range
     window: str | None = None  # the guideline's words for the window, e.g. "within 12-24 hours"
+    within_hours_min: float | None = None  # actions only: the lower end where the guideline gives a range (12 of 12-24)
 
 
 @dataclass(frozen=True)
@@ -119,10 +120,13 @@ class Derive:
 Conclusion = SetUrgency | Recommend | Derive
 
 
-def hours_text(hours: float | None) -> str:
-    """A window figure in words, for where no rule gave the guideline's own words for it."""
+def hours_text(hours: float | None, lower: float | None = None) -> str:
+    """A window figure in words, for where no rule gave the guideline's own words for it; with `lower`, the
+    range the guideline gives ("within 12-24 hours")."""
     if hours is None:
         return "no fixed window"
+    if lower is not None and 0 < lower < hours:
+        return f"within {lower:g}-{hours:g} hours"
     if hours == 0:
         return "immediately"
     if hours >= 48 and hours % 24 == 0:
@@ -166,6 +170,20 @@ class CodeEntry:
     never_delay: bool = False  # actions only: a yes to any question must never delay or remove it (check proves)
     time_critical: bool = False  # actions only: like imaging, could_escalate watches it being required sooner
     done_when: Condition | None = None  # actions only: the answers show it already done (e.g. radiographs read)
+    referral: bool = False  # actions only: a referral (check proves every imaging or referral action has a window)
+    emergency_within_hours: float | None = None  # actions only: every EMERGENCY result has it within this (check)
+    emergency_unless: Condition | None = None  # ... except for patients for whom this is true
+    superseded_by: tuple = ()  # actions only: dropped from a result that has any of these (it covers this one)
+
+
+@dataclass(frozen=True)
+class Floor:
+    """A safety floor `lumbar-kb check` proves: whenever `when` is true the urgency is at least `at_least`."""
+
+    id: str
+    claim: str
+    when: Condition
+    at_least: str
 
 
 @dataclass(frozen=True)
@@ -286,6 +304,17 @@ class KnowledgeBase:
     relations: tuple[Relation, ...] = ()  # facts.yaml `relations:`: answers that contradict each other
     inconsistencies: tuple[Inconsistency, ...] = ()  # inconsistencies.yaml: the guideline against itself
     hazards: tuple[Hazard, ...] = ()  # hazards.yaml: the clinical safety hazard log (DCB0129 style)
+    # completeness: while an alarm question is unanswered (and not `not_asked_when`), the urgency is at least
+    # `incomplete_floor` and the result says it is incomplete, with these texts
+    incomplete_floor: str | None = None
+    incomplete_text: str = ""
+    incomplete_patient_text: str = ""
+    not_asked_when: dict = field(default_factory=dict)  # dict[str, Condition]: the question is moot when true
+    # scope: a patient for whom `out_of_scope_when` is true is outside the guideline (no differential)
+    out_of_scope_when: Condition | None = None
+    out_of_scope_text: str = ""
+    out_of_scope_patient_text: str = ""
+    floors: tuple = ()  # tuple[Floor, ...]
 
     # -- convenience views --
     @property

@@ -1,6 +1,7 @@
 """The text report a clinician reads in ten seconds (or a patient, with `audience="patient"`).
 
-Order: urgency first, the unanswered questions whose answer would escalate (could_escalate) next, then actions
+Order: urgency first, then whether the result is incomplete (alarm questions unanswered) or out of the guideline's
+scope, the unanswered questions whose answer would escalate (could_escalate) next, then actions
 with their windows, warnings, differential, and why (each fired rule with what it matched and its citations),
 then the references.
 """
@@ -50,11 +51,20 @@ def render(result: Result, kb: KnowledgeBase) -> str:
     patient = result.audience == "patient"
     out: list[str] = []
     label = kb.catalog["urgency"][result.urgency].label
-    out.append(f"{label}: {result.urgency_text}")
+    if patient:
+        out.extend(_wrap(result.urgency_text, ""))
+    else:
+        out.append(f"{label}: {result.urgency_text}")
+    if not result.complete:  # the questions to ask now come first: an unanswered alarm question is never a no
+        out.extend(_wrap(result.incomplete_text, ""))
+        if not patient:
+            out.extend(_wrap("Unanswered alarm questions: " + ", ".join(result.unanswered_alarm) + ".", "  ", ""))
+    if not result.in_scope:
+        out.extend(_wrap(result.scope_text, ""))
     out.append("")
     if result.could_escalate:
         out.append(
-            "Please also answer, it could change what to do:"
+            "Please answer now, it could change what to do:"
             if patient
             else "Ask now: these answers would raise the urgency or bring a step forward (most urgent first):"
         )
@@ -65,7 +75,7 @@ def render(result: Result, kb: KnowledgeBase) -> str:
     if result.actions:
         out.append("What to do:" if patient else "Actions:")
         for i, item in enumerate(result.actions, 1):
-            window = item.window or hours_text(item.within_hours)
+            window = item.window or hours_text(item.within_hours, item.within_hours_min)
             if item.done:
                 window = "already done" if patient else "done (the answers give its result)"
             head = f"  {i}. {item.label}, {window}" if not patient else f"  {i}. {window.capitalize()}: "
@@ -76,7 +86,11 @@ def render(result: Result, kb: KnowledgeBase) -> str:
                 out.extend(_wrap(item.text, "     "))
                 out.append(f"     because: {', '.join(item.because)}")
     else:
-        out.append("Actions: none concluded from the answers given.")
+        out.append(
+            "What to do: answer the questions above first; the steps depend on them."
+            if patient
+            else "Actions: none concluded from the answers given."
+        )
     for title, items, mark in (("Warnings", result.warnings, "!"), ("Differential", result.differential, "-")):
         if items:
             out.append("")

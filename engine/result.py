@@ -2,14 +2,21 @@
 
 Aggregation only; every decision was made by the rules. Urgency is the highest level any fired rule
 concluded (the lowest level when none did). Where several rules give one action a window, the earliest
-wins and every rule is listed under `because`. Texts come from the knowledge base's catalogue.
+wins (with its lower end, where the guideline gives a range) and every rule is listed under `because`. An
+action another one in the result covers (the catalogue's `superseded_by`) is dropped. Texts come from the
+knowledge base's catalogue.
+
+Three generic readings of the knowledge base's declarations (no clinical logic here): `complete` and
+`unanswered_alarm` (the `alarm: true` questions not answered and not moot, `completeness.not_asked_when`);
+while incomplete the urgency is at least `completeness.floor`; `in_scope` is false when
+`scope.out_of_scope_when` holds, and such a patient gets no differential.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .logic import evaluate
+from .logic import asked, evaluate, unanswered_alarms
 from .model import Derive, KnowledgeBase, Recommend, SetUrgency
 from .trace import Trace
 
@@ -24,6 +31,7 @@ class Item:
     window: str | None = None
     label: str = ""
     done: bool = False  # actions only: the patient's answers show it already done (the catalogue's done_when)
+    within_hours_min: float | None = None  # actions only: the lower end where the guideline gives a range
 
 
 @dataclass
@@ -57,6 +65,11 @@ class Result:
     knowledge_base: dict
     audience: str = "clinician"
     could_escalate: list = field(default_factory=list)  # list[analysis.escalation.Escalation], most urgent first
+    complete: bool = True  # every alarm question is answered (or moot for this patient)
+    unanswered_alarm: list = field(default_factory=list)  # the alarm questions' fact names still to ask
+    incomplete_text: str = ""  # the knowledge base's words for an incomplete result ("" when complete)
+    in_scope: bool = True  # False: the knowledge base's `out_of_scope_when` holds (no differential is given)
+    scope_text: str = ""  # the knowledge base's words for an out-of-scope patient ("" in scope)
 
     def fired_ids(self) -> list[str]:
         return [f.rule for f in self.fired]
@@ -75,6 +88,11 @@ class Result:
             ],
             "unanswered": [asdict(q) for q in self.unanswered],
             "could_escalate": [e.to_dict() for e in self.could_escalate],
+            "complete": self.complete,
+            "unanswered_alarm": list(self.unanswered_alarm),
+            "incomplete_text": self.incomplete_text,
+            "in_scope": self.in_scope,
+            "scope_text": self.scope_text,
             "inputs": self.inputs,
             "derived": self.derived,
         }
@@ -86,6 +104,7 @@ def _item_dict(item: Item, with_window: bool) -> dict:
     d: dict[str, object] = {"code": item.code}
     if with_window:
         d["within_hours"] = item.within_hours
+        d["within_hours_min"] = item.within_hours_min
         d["window"] = item.window
         d["done"] = item.done
     d.update({"label": item.label, "text": item.text, "because": item.because, "citations": item.citations})
@@ -93,13 +112,15 @@ def _item_dict(item: Item, with_window: bool) -> dict:
 
 
 def merge_window(current: tuple, conclusion: Recommend) -> tuple:
-    """One action's (within_hours, window words) after one more rule concludes it; start from (None, None).
-    The earliest figure wins; words without a figure (e.g. "urgently") stand only while no rule gave one."""
-    hours, words = current
+    """One action's (within_hours, window words[, within_hours_min]) after one more rule concludes it; start from
+    (None, None) or (None, None, None): the answer has the same length. The earliest upper figure wins, with its
+    words and lower end (so 12-24 h stays a range); words without a figure stand only while no rule gave one."""
+    hours, words = current[0], current[1]
     if conclusion.within_hours is not None and (hours is None or conclusion.within_hours < hours):
-        return conclusion.within_hours, conclusion.window
+        new = (conclusion.within_hours, conclusion.window, conclusion.within_hours_min)
+        return new[: len(current)]
     if hours is None and words is None:
-        return None, conclusion.window
+        return (None, conclusion.window, None)[: len(current)]
     return current
 
 
@@ -126,7 +147,9 @@ def build(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Resul
                 if rule.id not in item.because:
                     item.because.append(rule.id)
                 item.citations = sorted(set(item.citations) | set(rule.cites))
-                item.within_hours, item.window = merge_window((item.within_hours, item.window), conclusion)
+                item.within_hours, item.window, item.within_hours_min = merge_window(
+                    (item.within_hours, item.window, item.within_hours_min), conclusion
+                )
             elif not isinstance(conclusion, Derive):  # pragma: no cover - the model has no other kind
                 raise TypeError(conclusion)
 
@@ -139,16 +162,22 @@ def build(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Resul
         )
         return sorted(groups[kind].values(), key=key)
 
+    for code in list(groups["action"]):  # an action covered by another the result has (the catalogue's superseded_by)
+        if any(other in groups["action"] for other in kb.catalog["action"][code].superseded_by):
+            del groups["action"][code]
+    missing_alarms = unanswered_alarms(kb, trace.inputs)
+    floor = kb.incomplete_floor
+    if missing_alarms and floor is not None and kb.urgency_rank(floor) > kb.urgency_rank(urgency):
+        urgency = floor  # unanswered is never "no": an unasked alarm question is never the lowest level
+    in_scope = kb.out_of_scope_when is None or evaluate(kb.out_of_scope_when, trace.inputs) is not True
+    if not in_scope:
+        groups["differential"].clear()  # the differential is of a mass; the guideline is not for this patient
     facts = trace.facts()
     for item in groups["action"].values():
         done_when = kb.catalog["action"][item.code].done_when
         item.done = done_when is not None and evaluate(done_when, facts) is True
     # a question that cannot be answered for this patient (its only_if is false) is not "unanswered"
-    unanswered = [
-        f
-        for f in kb.input_facts
-        if f.name not in trace.inputs and (f.only_if is None or evaluate(f.only_if, trace.inputs) is not False)
-    ]
+    unanswered = [f for f in kb.input_facts if f.name not in trace.inputs and asked(f, trace.inputs, kb.not_asked_when)]
     unanswered.sort(key=lambda f: (not f.alarm, f.order))
     question_of = (lambda f: f.patient_question) if audience == "patient" else (lambda f: f.question)
     result = Result(
@@ -168,5 +197,14 @@ def build(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Resul
         derived=dict(trace.derived),
         knowledge_base=kb.identity(),
         audience=audience,
+        complete=not missing_alarms,
+        unanswered_alarm=missing_alarms,
+        incomplete_text=(kb.incomplete_patient_text if audience == "patient" else kb.incomplete_text)
+        if missing_alarms
+        else "",
+        in_scope=in_scope,
+        scope_text=""
+        if in_scope
+        else (kb.out_of_scope_patient_text if audience == "patient" else kb.out_of_scope_text),
     )
     return result

@@ -11,6 +11,11 @@
       differential: []                                           # exactly these
       fired: [red_flag.leg_weakness]                             # at least these rules fire
       not_fired: [imaging.xray_first]                            # these rules do not fire
+      windows_min: {emergency_department: 12}                    # lower ends of ranges (12 of 12-24 h)
+      complete: false                                            # every alarm question answered?
+      in_scope: true                                             # within the guideline's scope (a mass)?
+      asks: [suspected_cord_compression]                         # could_escalate names at least these
+      does_not_ask: [radiograph]                                 # ... and neither it nor the alarm list these
 
 Each key of `expect` is optional; what is given is checked exactly as documented above.
 """
@@ -110,6 +115,9 @@ def _check_names(expect: dict, pos: Positions, kb: KnowledgeBase) -> list[Proble
         "differential": kb.catalog["differential"],
         "fired": {r.id: r for r in kb.rules},
         "not_fired": {r.id: r for r in kb.rules},
+        "windows_min": kb.catalog["action"],
+        "asks": {f.name: f for f in kb.input_facts},
+        "does_not_ask": {f.name: f for f in kb.input_facts},
     }
     if "urgency" in expect and expect["urgency"] not in kb.catalog["urgency"]:
         problems.append(
@@ -147,6 +155,24 @@ def compare(scenario: Scenario, result: Result) -> list[Mismatch]:
             actual_codes = sorted(i.code for i in getattr(result, key))
             if sorted(expect[key]) != actual_codes:
                 out.append(Mismatch(key, sorted(expect[key]), actual_codes))
+    if "windows_min" in expect:
+        lower = {a.code: a.within_hours_min for a in result.actions}
+        wanted = dict(expect["windows_min"])
+        got = {code: lower.get(code, "absent") for code in wanted}
+        if any(code not in lower or _num(v) != _num(lower[code]) for code, v in wanted.items()):
+            out.append(Mismatch("windows_min", wanted, got))
+    for key in ("complete", "in_scope"):
+        if key in expect and expect[key] != getattr(result, key):
+            out.append(Mismatch(key, expect[key], getattr(result, key)))
+    asked = [e.fact for e in result.could_escalate]
+    if "asks" in expect:
+        missing = [f for f in expect["asks"] if f not in asked]
+        if missing:
+            out.append(Mismatch("asks", expect["asks"], [f for f in expect["asks"] if f in asked]))
+    if "does_not_ask" in expect:
+        wrongly = [f for f in expect["does_not_ask"] if f in asked or f in result.unanswered_alarm]
+        if wrongly:
+            out.append(Mismatch("does_not_ask", [], wrongly))
     fired = set(result.fired_ids())
     if "fired" in expect:
         missing = [r for r in expect["fired"] if r not in fired]

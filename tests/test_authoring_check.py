@@ -67,19 +67,25 @@ def test_bundled_knowledge_base_passes_every_check(bundled_report):
     statuses = {c.id: c.status for c in bundled_report.checks}
     assert statuses.pop("windows_never_apply") == "notes"
     assert statuses.pop("guideline_inconsistencies") == "notes"  # the guideline's own, listed for the board
+    # one alarm question matters only together with another answer (see the next test): listed, so a note
+    assert statuses.pop("could_escalate_complete") == "notes"
     assert set(statuses.values()) == {"ok"}, statuses
     assert {
         "neurological_emergency",
         "yes_never_lowers_urgency",
         "yes_never_delays",
-        "could_escalate_complete",
         "unreachable_rules",
         "redundant_rules",
+        "emergency_windows",
+        "incomplete_never_lowest",
+        "urgency_floors",
+        "actions_have_windows",
     } <= set(statuses)
 
 
 def test_bundled_notes_are_the_red_flag_windows_the_emergency_triggers_shadow(bundled_report):
-    notes = {f.subject: f for f in bundled_report.notes if f.check == "windows_never_apply"}
+    notes = {f.subject: f for f in bundled_report.notes if f.check != "guideline_inconsistencies"}
+    joint = notes.pop("fact progressive_neuro_deficit")
     assert set(notes) == {
         "rule red_flag.leg_weakness",
         "rule red_flag.gait_difficulty",
@@ -87,6 +93,12 @@ def test_bundled_notes_are_the_red_flag_windows_the_emergency_triggers_shadow(bu
         "rule red_flag.bowel_bladder",
     }
     kb = load()
+    # Rapid progression already gives the emergency department now and MRI within 24-48 h, so a progressive deficit
+    # changes nothing alone; with a cancer history any neurological symptom means MRI within 12 h. The question is
+    # still asked: it is among the result's unanswered alarm questions.
+    assert joint.check == "could_escalate_complete" and joint.reproduced is True
+    now = Evaluator(kb).evaluate(joint.patient)
+    assert "progressive_neuro_deficit" in now.unanswered_alarm and not now.complete
     for finding in notes.values():
         assert finding.reproduced is True
         result = Evaluator(kb).evaluate(finding.patient)
@@ -103,8 +115,9 @@ def test_cli_exit_0_text_and_timing_on_stderr(capsys):
     assert main(["check"]) == 0
     elapsed = time.perf_counter() - started
     out, err = capsys.readouterr()
-    # the four red-flag windows the emergency triggers shadow, and one note per recorded guideline inconsistency
-    assert f"ok: no problems, {4 + len(load().inconsistencies)} notes" in out
+    # the four red-flag windows the emergency triggers shadow, the alarm question that matters only with another
+    # answer, and one note per recorded guideline inconsistency
+    assert f"ok: no problems, {5 + len(load().inconsistencies)} notes" in out
     assert "every rule can fire" in out and "any neurological symptom gives EMERGENCY (7 facts)" in out
     assert err.startswith("checked in ") and err.rstrip().endswith(" s")
     assert elapsed < 20  # seconds on the bundled knowledge base (about half a second on a laptop)
@@ -124,6 +137,7 @@ def test_json_output_is_deterministic(capsys):
     assert {c["id"]: c["status"] for c in data["checks"] if c["status"] != "ok"} == {
         "windows_never_apply": "notes",
         "guideline_inconsistencies": "notes",
+        "could_escalate_complete": "notes",
     }
 
 
@@ -413,7 +427,11 @@ def test_conflicting_windows(tmp_path):
     words = [f for f in found if f.subject == "rule seeded.compression_words"]
     [figure] = [f for f in words if "say within 24 hours but within_hours is 12" in f.message]
     pair = [f for f in found if "words it" in f.message and "seeded.compression_words" in f.message]
-    assert {f.subject for f in pair} == {"rule imaging.mri_window.compression", "rule cancer.mri_12h_neuro"}
+    assert {f.subject for f in pair} == {
+        "rule imaging.mri_window.compression",
+        "rule cancer.mri_12h_neuro",
+        "rule imaging.mri_window.red_flags",
+    }
     for finding in [figure, *pair]:
         assert finding.reproduced
         result = Evaluator(kb).evaluate(finding.patient)
@@ -446,9 +464,17 @@ def test_could_escalate_gap_an_alarm_question_that_matters_only_with_another(tmp
     )
     kb = load(kb_dir)
     report = run_checks(kb)
-    [finding] = findings(report, "could_escalate_complete")
-    assert finding.subject == "fact fever"
+    [finding] = [f for f in findings(report, "could_escalate_complete") if f.subject == "fact fever"]
+    # the result lists every unanswered alarm question (completeness), so the gap is a note ...
+    assert finding.severity == "note" and "fever" in Evaluator(kb).evaluate({}).unanswered_alarm
     assert finding.patient == {} and finding.then == {"cancer_history": True}
+    # ... and without the completeness block nothing would ask it: a problem
+    text = (kb_dir / "guideline.yaml").read_text()
+    start, end = text.index("\ncompleteness:"), text.index("\n# Scope:")
+    (kb_dir / "guideline.yaml").write_text(text[:start] + text[end:])
+    bare = run_checks(load(kb_dir))
+    [problem] = [f for f in bare.problems if f.check == "could_escalate_complete" and f.subject == "fact fever"]
+    assert problem.patient == {} and problem.then == {"cancer_history": True}
     evaluator = Evaluator(kb)
     assert "fever" not in {e.fact for e in evaluator.evaluate(finding.patient).could_escalate}
     later = evaluator.evaluate(finding.then)
@@ -472,7 +498,7 @@ def test_cli_exit_1_names_file_line_and_patient(tmp_path, capsys):
     assert f"{kb_dir / 'facts.yaml'}:{line}: fact radiating_pain\n" in out and "  a yes lowers the urgency\n" in out
     assert "before: {radiating_pain: false, palpable_mass: true}" in out
     assert "after: {radiating_pain: true, palpable_mass: true}" in out
-    notes = 4 + len(load().inconsistencies)  # the shadowed red-flag windows and the guideline's inconsistencies
+    notes = 5 + len(load().inconsistencies)  # as in test_cli_exit_0_text_and_timing_on_stderr
     assert out.rstrip().endswith((f"problems, {notes} notes", f"problem, {notes} notes"))
 
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from lumbar_kb.engine.analysis.escalation import could_escalate
 from lumbar_kb.engine.api import Evaluator, reference_result
 from lumbar_kb.engine.loader import load
-from lumbar_kb.engine.logic import breaks, evaluate
+from lumbar_kb.engine.logic import asked, breaks, evaluate
 from lumbar_kb.engine.patient import random_patient
 from lumbar_kb.engine.report import render
 from lumbar_kb.main import main
@@ -31,9 +31,10 @@ def entries(result) -> dict:
 def test_nothing_answered_lists_the_alarm_questions_most_urgent_first(evaluator):
     result = evaluator.evaluate({})
     order = [e.fact for e in result.could_escalate]
-    # every question that alone gives EMERGENCY comes before those giving PROMPT, before imaging-only ones;
-    # among the emergencies, the earliest step first: the emergency department now, then MRI within 12 h
-    assert order[:7] == [
+    # every question that alone gives EMERGENCY comes before imaging-only ones; among the emergencies, the earliest
+    # step first: the emergency department now (the "immediate care" list, suspected and diagnosed compression),
+    # then radiating numbness (emergency evaluation within 12-24 hours, MRI within 12 hours)
+    assert order[:9] == [
         "leg_weakness",
         "gait_difficulty",
         "unable_to_walk",
@@ -41,17 +42,21 @@ def test_nothing_answered_lists_the_alarm_questions_most_urgent_first(evaluator)
         "saddle_anesthesia",
         "progressive_neuro_deficit",
         "rapid_progression",
+        "suspected_cord_compression",
+        "cord_compression_confirmed",
     ]
-    assert order[7] == "suspected_cord_compression"
+    assert order[9] == "radiating_numbness"
     assert set(order[:10]) == {f.name for f in evaluator.kb.input_facts if f.alarm}
     assert all(e.would_raise_urgency_to == "emergency" for e in result.could_escalate[:10])
-    assert [e.would_raise_urgency_to for e in result.could_escalate[10:16]] == ["prompt"] * 6
-    assert order[-2:] == ["radiograph", "mass_persists"]
+    # nothing answered is already at least PROMPT (incomplete), so a concerning symptom raises nothing: only the
+    # questions that bring imaging follow (a cancer history: whole-spine MRI; radiographs, a persisting mass: lumbar)
+    assert order[10:] == ["cancer_history", "primary_cancer", "radiograph", "mass_persists"]
     compression = entries(result)["suspected_cord_compression"]
     assert (
         compression.answer is True and compression.question == "Is spinal cord or cauda equina compression suspected?"
     )
-    [mri] = compression.would_bring_forward
+    ed, mri = compression.would_bring_forward
+    assert (ed.action, ed.within_hours) == ("emergency_department", 0)
     assert (mri.action, mri.within_hours, mri.was_required) == ("mri_whole_spine", 12, False)
 
 
@@ -59,28 +64,19 @@ def test_emergency_patient_keeps_only_the_questions_that_bring_imaging_forward(e
     result = evaluator.evaluate({"leg_weakness": True})
     assert result.urgency == "emergency"
     listed = entries(result)
-    assert set(listed) == {
-        "suspected_cord_compression",
-        "cancer_history",
-        "primary_cancer",
-        "progressive_neuro_deficit",
-        "radiograph",
-        "mass_persists",
-        "cord_compression_confirmed",
-    }  # treatment within 24 h: a time-critical step
+    # leg weakness already means the emergency department now and whole-spine MRI within 12 hours (a sign of
+    # compression): only a diagnosed compression adds a step (treatment within 24 h, a time-critical step). The
+    # radiographs and a persisting mass would only add a lumbar MRI the whole-spine MRI covers: not asked.
+    assert set(listed) == {"cord_compression_confirmed"}
     assert all(e.would_raise_urgency_to is None for e in listed.values())
-    history = listed["cancer_history"].would_bring_forward[0]
-    assert (history.action, history.within_hours, history.was_within_hours, history.was_window) == (
-        "mri_whole_spine",
-        12,
-        None,
-        "urgently",
-    )
-    assert "gait_difficulty" not in listed  # another neurological symptom changes nothing now
+    [treatment] = listed["cord_compression_confirmed"].would_bring_forward
+    assert (treatment.action, treatment.within_hours, treatment.was_required) == ("start_treatment", 24, False)
+    for moot in ("gait_difficulty", "suspected_cord_compression", "cancer_history", "radiograph", "mass_persists"):
+        assert moot not in listed
 
 
 def test_an_enum_answer_names_the_value_that_escalates(evaluator):
-    result = evaluator.evaluate({"leg_weakness": True})
+    result = evaluator.evaluate({"palpable_mass": True})
     assert entries(result)["radiograph"].answer == "abnormal"
     assert entries(result)["primary_cancer"].answer in evaluator.kb.facts["primary_cancer"].values
 
@@ -89,7 +85,7 @@ def test_an_enum_whose_every_answer_escalates_alike_reads_if_answered(evaluator)
     result = evaluator.evaluate({"palpable_mass": True})
     primary = entries(result)["primary_cancer"]
     assert set(primary.answers) == set(evaluator.kb.facts["primary_cancer"].values)
-    assert "if answered: MRI of the whole spine urgently" in render(result, evaluator.kb)
+    assert "if answered: MRI of the whole spine urgently, within 2 weeks at the latest" in render(result, evaluator.kb)
     radiograph = entries(result)["radiograph"]
     assert radiograph.answers == ("abnormal",)
 
@@ -105,7 +101,8 @@ def test_json_puts_could_escalate_right_after_unanswered(evaluator):
     assert keys[keys.index("unanswered") + 1] == "could_escalate"
     first = next(e for e in data["could_escalate"] if e["fact"] == "suspected_cord_compression")
     assert set(first) == {"fact", "question", "answer", "answers", "would_raise_urgency_to", "would_bring_forward"}
-    assert first["would_bring_forward"][0] == {
+    assert first["would_bring_forward"][0]["action"] == "emergency_department"
+    assert first["would_bring_forward"][1] == {
         "action": "mri_whole_spine",
         "within_hours": 12,
         "window": "within 12 hours",
@@ -120,17 +117,24 @@ def test_report_shows_it_right_after_urgency(evaluator, tmp_path, capsys):
     result = evaluator.evaluate({"leg_weakness": True})
     lines = render(result, evaluator.kb).splitlines()
     assert lines[0].startswith("EMERGENCY")
-    assert lines[2].startswith("Ask now: these answers would raise the urgency or bring a step forward")
-    assert lines[3] == "  ? Is spinal cord or cauda equina compression suspected?"
-    assert lines[4] == "      if yes: MRI of the whole spine within 12 hours (now urgently)"
+    assert lines[1].startswith("Incomplete: alarm questions are unanswered; ask them now")
+    ask = next(i for i, line in enumerate(lines) if line.startswith("Ask now:"))
+    assert lines[ask - 1] == "" and ask < lines.index("Actions:")
+    assert lines[ask].startswith("Ask now: these answers would raise the urgency or bring a step forward")
+    assert lines[ask + 1] == "  ? Has spinal cord compression been diagnosed?"
+    assert lines[ask + 2].startswith("      if yes: Start treatment for spinal cord compression within 24 hours")
     text = "\n".join(lines)
     assert "Other unanswered questions (no single answer changes the urgency or a time-critical step now):" in text
     patient_file = tmp_path / "p.yaml"
     patient_file.write_text("night_pain: true\n")
     assert main(["evaluate", "--audience", "patient", str(patient_file)]) == 0
     out = capsys.readouterr().out
-    assert "Please also answer, it could change what to do:" in out
-    assert "if yes: This is an emergency; an MRI scan of your whole spine within 12 hours" in out
+    assert "Please answer now, it could change what to do:" in out
+    assert (
+        "if yes: This is an emergency; go to an emergency department immediately; an MRI scan of your whole spine"
+        in " ".join(out.split())
+    )
+    assert "PROMPT" not in out and "EMERGENCY" not in out and "ROUTINE" not in out  # no internal labels
 
 
 def test_every_result_has_it_and_the_fully_answered_patient_has_none(evaluator):
@@ -152,8 +156,8 @@ def test_each_entry_is_real_and_nothing_unlisted_escalates(seed):
     before = {a.code: a.within_hours for a in base.actions}
     imaging = set(kb.watched_actions)  # imaging studies and other time-critical steps
     for fact in kb.input_facts:
-        if fact.name in patient:
-            assert fact.name not in listed
+        if fact.name in patient or not asked(fact, patient, kb.not_asked_when):
+            assert fact.name not in listed  # answered, or moot (suspected compression once it is diagnosed)
             continue
         escalating = []
         for answer in (True,) if fact.type == "bool" else fact.values:

@@ -25,7 +25,9 @@ def write(tmp_path, text: str):
     return path
 
 
-CANCER_NEURO = {"radiating_numbness": True, "cancer_history": True, "palpable_mass": True}
+# a cancer history and a neurological symptom that is not a red flag: "MRI must be performed within 12 hours if you
+# have any neurological symptoms" beats the 24-48 hours for rapidly developing deficits
+CANCER_NEURO = {"progressive_neuro_deficit": True, "cancer_history": True, "palpable_mass": True}
 
 
 def test_why_follows_the_window_back_to_the_answers(kb):
@@ -37,16 +39,23 @@ def test_why_follows_the_window_back_to_the_answers(kb):
     assert [s.rule for s in derived["cancer_known"]] == ["cancer.known"]
     assert derived["cancer_known"][0].matched == [("cancer_history", True, None)]
     assert [s.rule for s in derived["neuro_symptom"]] == ["neuro.present"]
-    assert derived["neuro_symptom"][0].matched == [("radiating_numbness", True, None)]
-    assert {s.rule for s in ex.why[1:]} == {"imaging.whole_spine_mri.neuro", "cancer.urgent_whole_spine_mri"}
+    assert derived["neuro_symptom"][0].matched == [("progressive_neuro_deficit", True, None)]
+    assert {s.rule for s in ex.why[1:]} == {"imaging.mri_window.progressive", "cancer.urgent_whole_spine_mri"}
     assert all(s.note == "a later window, not used" for s in ex.why[1:])
     assert ex.cited() == [1, 2]
 
 
 def test_why_routine_with_no_rule_says_it_is_the_default(kb):
-    ex = explain(kb, {}, Target("urgency", "routine"))
+    every_alarm_no = {f.name: False for f in kb.input_facts if f.alarm}
+    ex = explain(kb, every_alarm_no, Target("urgency", "routine"))
     assert ex.reached and ex.why == []
     assert "the level of a patient no rule raises" in ex.note
+
+
+def test_why_prompt_for_nothing_answered_names_the_unanswered_alarm_questions(kb):
+    ex = explain(kb, {}, Target("urgency", "prompt"))
+    assert ex.reached and ex.why == []
+    assert "floor while an alarm question is unanswered" in ex.note and "leg_weakness" in ex.note
 
 
 def test_why_not_shows_three_valued_conditions_and_the_smallest_change(kb):

@@ -147,7 +147,7 @@ def test_condition_and_conclusion_heads_match_the_schema():
         condition = load_schema(name)["$defs"]["condition"]["properties"]
         assert set(CONDITION_HEADS) | {"is", "in"} == set(condition)
     conclusion = load_schema("rules")["$defs"]["conclusion"]["properties"]
-    assert set(CONCLUSION_HEADS) | {"within_hours", "window", "value"} == set(conclusion)
+    assert set(CONCLUSION_HEADS) | {"within_hours", "within_hours_min", "window", "value"} == set(conclusion)
 
 
 def test_the_schemas_are_valid_and_the_bundled_files_validate():

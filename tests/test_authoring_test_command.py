@@ -61,7 +61,7 @@ def test_a_failing_scenario_prints_a_diff_and_exits_1(tmp_path, capsys):
         "            - emergency_department: 0 (immediately)",
         "            + emergency_department: 24 (within 24 hours)",
         "            - xray_lumbar: null (no fixed window)",
-        "            + mri_whole_spine: null (no fixed window)",
+        "            + mri_whole_spine: 12 (within 12 hours)",
         "          warnings:",
         "            + imaging_alone_insufficient",
         "          fired:",
@@ -74,7 +74,13 @@ def test_a_failing_scenario_prints_a_diff_and_exits_1(tmp_path, capsys):
 
 def test_coverage_names_unfired_rules_and_unchecked_conclusions(tmp_path, capsys):
     kb_dir = copy_kb(tmp_path)
-    for name in ("progressive_deficit.yaml", "red_flag_bowel_bladder.yaml", "cord_compression_confirmed.yaml"):
+    for name in (
+        "progressive_deficit.yaml",
+        "red_flag_bowel_bladder.yaml",
+        "cord_compression_confirmed.yaml",
+        "cord_compression_confirmed_alone.yaml",
+        "cancer_progressive_deficit.yaml",
+    ):
         (kb_dir / "scenarios" / name).unlink()
     report = run_scenarios(load(kb_dir))
     assert [r.id for r in report.unfired_rules] == [
@@ -94,9 +100,7 @@ def test_coverage_names_unfired_rules_and_unchecked_conclusions(tmp_path, capsys
 
 
 def test_write_missing_writes_minimal_scenarios_that_load_and_pass(tmp_path, capsys):
-    kb_dir = copy_kb(tmp_path)
-    for name in ("progressive_deficit.yaml", "cord_compression_confirmed.yaml"):
-        (kb_dir / "scenarios" / name).unlink()
+    kb_dir = kb_missing_two_scenarios(tmp_path)
     target = tmp_path / "new"
     assert main(["test", "--kb", str(kb_dir), "--write-missing", str(target)]) == 0
     out = capsys.readouterr().out
@@ -128,7 +132,12 @@ def test_write_missing_writes_minimal_scenarios_that_load_and_pass(tmp_path, cap
 
 def kb_missing_two_scenarios(tmp_path: Path) -> Path:
     kb_dir = copy_kb(tmp_path)
-    for name in ("progressive_deficit.yaml", "cord_compression_confirmed.yaml"):
+    for name in (
+        "progressive_deficit.yaml",
+        "cord_compression_confirmed.yaml",
+        "cord_compression_confirmed_alone.yaml",
+        "cancer_progressive_deficit.yaml",
+    ):
         (kb_dir / "scenarios" / name).unlink()
     return kb_dir
 

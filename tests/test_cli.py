@@ -56,7 +56,9 @@ def test_patient_audience_uses_plain_language_from_the_knowledge_base(capsys):
         capsys, "evaluate", default_kb_dir() / "patients" / "01-cauda-equina.yaml", "--audience", "patient"
     )
     assert code == 0
-    assert out.startswith("EMERGENCY: This is an emergency. Do the steps below in the time given, starting now.")
+    # no internal labels for patients: the knowledge base's plain words only
+    assert out.startswith("This is an emergency. Do the steps below in the time given, starting now.")
+    assert not any(label in out for label in ("EMERGENCY", "PROMPT", "ROUTINE", "raise the urgency"))
     assert "Immediately: Go to an emergency department." in out
     assert "An MRI scan of your whole spine." in out
     assert "Why (rules fired" not in out

@@ -67,15 +67,23 @@ def test_an_empty_directory_is_bad_input(tmp_path, capsys):
     assert (code, out) == (2, "") and "no patient files" in err
 
 
-def test_windows_without_a_figure_keep_their_words(tmp_path, capsys):
-    (tmp_path / "a.yaml").write_text("leg_weakness: true\n")
-    (tmp_path / "b.yaml").write_text("primary_cancer: lung\n")
-    (tmp_path / "c.yaml").write_text("suspected_cord_compression: true\n")
-    code, out, _ = cli(capsys, "cohort", tmp_path, "--format", "json")
+def test_windows_without_a_figure_keep_their_words(kb_copy, tmp_path, capsys):
+    # the bundled rules give every imaging action a figure (lumbar-kb check proves it); an author's copy may not
+    rules = kb_copy / "rules" / "cancer_history.yaml"
+    text = rules.read_text()
+    figure = "        within_hours: 336\n        window: urgently, within 2 weeks at the latest\n"
+    assert figure in text
+    rules.write_text(text.replace(figure, "        window: urgently\n"))
+    patients = tmp_path / "patients"
+    patients.mkdir()
+    (patients / "a.yaml").write_text("leg_weakness: true\n")
+    (patients / "b.yaml").write_text("primary_cancer: lung\n")
+    (patients / "c.yaml").write_text("cancer_history: true\n")
+    code, out, _ = cli(capsys, "cohort", patients, "--kb", kb_copy, "--format", "json")
     mri = json.loads(out)["summary"]["actions"]["mri_whole_spine"]
     assert mri["within_hours"] == [
         {"within_hours": 12, "window": None, "patients": 1},
         {"within_hours": None, "window": "urgently", "patients": 2},
     ]
-    code, out, _ = cli(capsys, "cohort", tmp_path)
+    code, out, _ = cli(capsys, "cohort", patients, "--kb", kb_copy)
     assert "MRI of the whole spine: 3 (100%); within 12 hours x1, urgently x2" in out

@@ -96,9 +96,11 @@ def test_more_sessions_than_durables_live_session_cap(evaluator):
         assert "concerning.palpable_mass" in {f.rule for f in trace.firings}
 
 
-def test_empty_patient_fires_nothing_and_is_routine(evaluator):
+def test_empty_patient_fires_nothing_and_is_incomplete_never_routine(evaluator):
     result = evaluator.evaluate({})
-    assert result.urgency == "routine" and result.fired == [] and result.actions == []
+    # unanswered is never "no": every alarm question is still open, so the result says so and is at least prompt
+    assert result.urgency == "prompt" and result.fired == [] and result.actions == []
+    assert not result.complete and result.unanswered_alarm == [f.name for f in evaluator.kb.input_facts if f.alarm]
     assert [q.fact for q in result.unanswered][:3] == ["leg_weakness", "gait_difficulty", "radiating_numbness"]
     assert all(q.alarm for q in result.unanswered[:10]) and not result.unanswered[-1].alarm
 

@@ -21,6 +21,7 @@ from ..model import KnowledgeBase, Rule, hours_text
 from ..result import Result, build
 from ..scenarios import Mismatch, Scenario, checked_conclusions, compare, load_scenarios, scenario_dir
 from ..session import Engine
+from .escalation import decide
 from .structure import logic_value
 
 
@@ -91,7 +92,7 @@ def run_scenarios(kb: KnowledgeBase, directory: Path | None = None) -> TestRepor
         except EngineError as exc:
             outcomes.append(Outcome(scenario, [], str(exc)))
             continue
-        result = build(kb, trace)
+        result = decide(kb, trace)  # with could_escalate, which `asks` / `does_not_ask` read
         fired.update(result.fired_ids())
         outcomes.append(Outcome(scenario, compare(scenario, result), None, result.fired_ids()))
     checked = checked_conclusions(scenarios)

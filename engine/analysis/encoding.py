@@ -16,9 +16,10 @@ level k's firing rules derive, and after as many levels as there are (derived fa
 new can appear. A derived fact may come out with two values (the engine then stops with an error):
 `consistent()` excludes those patients, `conflict()` finds them.
 
-Outcomes follow `result.build`: urgency is the highest rank concluded (the lowest level when none is);
-an action's window is the earliest `within_hours` of the firing rules that recommend it, no figure
-counting as later than any figure.
+Outcomes follow `result.build`: urgency is the highest rank concluded (the lowest level when none is), and
+at least the knowledge base's completeness floor while an alarm question is unanswered; an action's window
+is the earliest `within_hours` of the firing rules that recommend it, no figure counting as later than any
+figure, and an action is dropped when an action that supersedes it (`superseded_by`) is concluded.
 """
 
 from __future__ import annotations
@@ -169,11 +170,30 @@ class State:
         rules = [r.id for r in self.kb.rules if any(_matches(c, key) for c in r.then)]
         return z3.Or([self.fires[r] for r in rules])
 
+    def incomplete(self) -> z3.BoolRef:
+        """Some alarm question is unanswered and not moot (`not_asked_when`, judged on the inputs, as
+        `logic.unanswered_alarms` judges it): the result is incomplete."""
+        no_derived = lambda f, v: z3.BoolVal(False) if self.kb.facts[f].derived else self.var[(f, v)]
+        parts = []
+        for fact in self.kb.input_facts:
+            if not fact.alarm:
+                continue
+            moot = self.kb.not_asked_when.get(fact.name)
+            unasked = z3.Not(self.known(fact.name))
+            if fact.only_if is not None:
+                unasked = z3.And(unasked, z3.Not(self.false(fact.only_if, no_derived)))
+            parts.append(unasked if moot is None else z3.And(unasked, z3.Not(self.true(moot, no_derived))))
+        return z3.Or(parts)
+
     def urgency_at_least(self, rank: int) -> z3.BoolRef:
         if rank <= self.sem.ranks[0]:
             return z3.BoolVal(True)
         levels = [code for code, r in self.sem.level_rank.items() if r >= rank]
-        return z3.Or([self.concludes(("urgency", code)) for code in levels])
+        parts = [self.concludes(("urgency", code)) for code in levels]
+        floor = self.kb.incomplete_floor
+        if floor is not None and self.sem.level_rank[floor] >= rank:
+            parts.append(self.incomplete())  # an unanswered alarm question raises the urgency to the floor
+        return z3.Or(parts)
 
     def urgency_is(self, level: str) -> z3.BoolRef:
         rank = self.sem.level_rank[level]
@@ -186,7 +206,12 @@ class State:
         return z3.Or([z3.And(other.urgency_at_least(r), z3.Not(self.urgency_at_least(r))) for r in self.sem.ranks[1:]])
 
     def action(self, code: str) -> z3.BoolRef:
-        return self.concludes(("action", code))
+        """The result has the action: some firing rule concludes it and no action superseding it is concluded."""
+        return z3.And(self.concludes(("action", code)), self._not_superseded(code))
+
+    def _not_superseded(self, code: str) -> z3.BoolRef:
+        covers = self.kb.catalog["action"][code].superseded_by
+        return z3.And([z3.Not(self.concludes(("action", other))) for other in covers])
 
     def action_by(self, code: str, hours: float) -> z3.BoolRef:
         """The action is recommended with a window of at most `hours`."""
@@ -200,7 +225,7 @@ class State:
             and c.within_hours is not None
             and float(c.within_hours) <= hours
         ]
-        return z3.Or([self.fires[r] for r in rules])
+        return z3.And(z3.Or([self.fires[r] for r in rules]), self._not_superseded(code))
 
     def later(self, code: str, other: State) -> z3.BoolRef:
         """`other` recommends the action later than this patient does, or not at all while this one does."""
@@ -267,6 +292,36 @@ def solve_min(constraints, soft: list, limit_ms: int = 20_000) -> z3.ModelRef | 
     if result != z3.sat:  # timed out: any model will do
         return solve(*constraints)
     return opt.model()
+
+
+def canonical(constraints, states: list, limit_ms: int = 20_000) -> list[dict] | None:
+    """The patients (one per state) with the fewest answered facts, chosen canonically so that the same
+    question always gets the same answer, whatever the variables happen to be named: fewest answered facts
+    first (MaxSAT), then fact by fact in vocabulary order, each unknown if possible, else its first value
+    that still allows a model."""
+    soft = [term for state in states for term in state.answered()]
+    model = solve_min(constraints, soft, limit_ms)
+    if model is None:
+        return None
+    bound = sum(1 for term in soft if z3.is_true(model.eval(term, model_completion=True)))
+    solver = z3.Solver()
+    solver.add(*constraints)
+    solver.add(z3.AtMost(*soft, bound))
+    for state in states:
+        for fact in state.own:
+            for value in (None, *state.kb.facts[fact].values):
+                choice = z3.Not(state.known(fact)) if value is None else state.var[(fact, value)]
+                solver.push()
+                solver.add(choice)
+                if solver.check() == z3.sat:
+                    solver.pop()
+                    solver.add(choice)
+                    break
+                solver.pop()
+    if solver.check() != z3.sat:  # pragma: no cover - every step kept a model
+        return None
+    final = solver.model()
+    return [state.patient(final) for state in states]
 
 
 def version() -> str:

@@ -5,7 +5,9 @@ added to the patient's facts and the reference evaluator chains on from the pati
 (`ReferenceEvaluator.extend`: facts only become known, so an added answer can only add firings). An answer
 escalates when one of the rules it adds concludes a higher urgency, or a watched action (an imaging study or
 another time-critical step: `imaging: true` or `time_critical: true` in the catalogue) that is new or has an
-earlier window. No solver is involved; a static bound skips facts
+earlier window. A question moot for the patient (`completeness.not_asked_when`) is never asked, and an action
+another one covers (`superseded_by`, e.g. a lumbar MRI beside a whole-spine MRI) is never a reason to ask.
+No solver is involved; a static bound skips facts
 that could never escalate, and the look-ahead costs about 90 µs a patient (`make bench`).
 
 One answer at a time cannot see an answer that matters only together with another; `lumbar-kb check`
@@ -20,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..errors import EngineError
-from ..logic import breaks, contradicts_only_if
+from ..logic import asked, breaks, contradicts_only_if
 from ..model import Derive, KnowledgeBase, Recommend, SetUrgency, Value
 from ..reference import ReferenceEvaluator
 from ..result import Result, build, merge_window
@@ -162,6 +164,8 @@ def could_escalate(
     for fact in kb.input_facts:
         if fact.name in inputs or _cannot_escalate(reach[fact.name], rank, before):
             continue
+        if fact.name in kb.not_asked_when and not asked(fact, inputs, kb.not_asked_when):
+            continue  # moot for this patient (e.g. "suspected?" once compression is diagnosed): never asked
         best = None
         for answer in (True,) if fact.type == "bool" else fact.values:
             if judged and not _allowed(kb, {**inputs, fact.name: answer}, constrained):
@@ -185,7 +189,7 @@ def could_escalate(
                 for code, (hours, window) in sorted(
                     windows.items(), key=lambda kv: (kv[1][0] is None, kv[1][0] or 0, catalog_order[kv[0]])
                 )
-                if _sooner(code, hours, before)
+                if _sooner(code, hours, before) and not _covered(kb, code, before, windows)
             )
             if raised is None and not forward:
                 continue
@@ -225,6 +229,12 @@ def _allowed(kb: KnowledgeBase, facts: dict, constrained=None) -> bool:
     return not any(contradicts_only_if(f, facts) for f in candidates) and not any(
         breaks(r, facts) for r in kb.relations
     )
+
+
+def _covered(kb: KnowledgeBase, code: str, before: dict, added: dict) -> bool:
+    """The action would be dropped: an action that supersedes it is already required or would be (a lumbar MRI
+    beside a whole-spine MRI), so asking for it changes nothing."""
+    return any(other in before or other in added for other in kb.catalog["action"][code].superseded_by)
 
 
 def _sooner(code: str, hours: float | None, before: dict) -> bool:

@@ -196,7 +196,12 @@ def explain(kb: KnowledgeBase, patient: Mapping[str, Value], target: Target, wan
     out = Explanation(target, "why" if want else "why-not", reached, patient, result, summary)
     if reached:
         out.why = _why(kb, trace, result, target)
-        if not out.why and target.kind == "urgency":
+        if not out.why and target.kind == "urgency" and not result.complete and target.code == kb.incomplete_floor:
+            out.note = (
+                f"no rule concluded it; {target.code} is the floor while an alarm question is unanswered "
+                f"(an unanswered question is never a no): {', '.join(result.unanswered_alarm)}. Ask them now."
+            )
+        elif not out.why and target.kind == "urgency":
             out.note = (
                 f"no rule concluded an urgency; {target.code} is the level of a patient no rule raises. "
                 "Answering the questions listed under could_escalate may change it."

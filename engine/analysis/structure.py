@@ -206,6 +206,14 @@ def stated_hours(words: str | None) -> float | None:
     return None
 
 
+def stated_lower(words: str | None) -> float | None:
+    """The lower end of a range the window words state ("within 12-24 hours" -> 12); None without a range."""
+    match = _FIGURE.search(words or "")
+    if not match or match.group(2) is None:
+        return None
+    return float(match.group(1)) * _UNIT_HOURS[match.group(3).lower().rstrip("s") or "h"]
+
+
 def action_conclusions(rule: Rule) -> list[Recommend]:
     return [c for c in rule.then if isinstance(c, Recommend) and c.kind == "action"]
 

@@ -9,7 +9,8 @@ then built into the model with the semantic checks a schema cannot make (unknown
 citations). All problems across all files are reported together, each with file, line and subject.
 
 One module per thing built: `files` (where things are), `schema` (JSON Schema, errors with positions),
-`conditions`, `facts`, `catalog`, `rules`; this module reads the files and assembles the KnowledgeBase.
+`conditions`, `facts`, `catalog`, `safety` (completeness, scope, floors), `rules`; this module reads the
+files and assembles the KnowledgeBase.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .facts import RESERVED_FACT_NAMES, build_facts
 from .files import default_kb_dir, kb_files, knowledge_root, schema_dir, stray_files
 from .governance import build_hazards, build_inconsistencies, build_relations
 from .rules import CONCLUSION_HEADS, build_rule
+from .safety import build_safety
 from .schema import load_schema, schema_problems, subject_of, typename
 
 __all__ = [
@@ -99,6 +101,7 @@ def _build(root: Path, problems: list[Problem]) -> KnowledgeBase | None:
     facts = build_facts(*facts_doc, problems)
     relations = build_relations(facts_doc[0], facts_doc[1], facts, problems)
     catalog = build_catalog(g, gpos, facts, problems)
+    safety = build_safety(g, gpos, facts, catalog, problems)
     rules: list[Rule] = []
     seen_ids: dict[str, Problem] = {}
     # Rules are ordered as the guideline orders its sections, then by file name and position in the file.
@@ -162,6 +165,7 @@ def _build(root: Path, problems: list[Problem]) -> KnowledgeBase | None:
         relations=relations,
         inconsistencies=inconsistencies,
         hazards=hazards,
+        **safety,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..errors import Problem
+from ..errors import Problem, did_you_mean
 from ..model import CodeEntry
 from ..source import Positions
 from .conditions import Conditions
@@ -45,9 +45,45 @@ def build_catalog(g: dict, pos: Positions, facts: dict, problems: list[Problem])
             )
             if cond is not None:
                 catalog["action"][code] = replace(catalog["action"][code], done_when=cond)
+        emergency = e.get("in_emergency")
+        if emergency is not None:
+            unless = None
+            if "unless" in emergency:
+                unless = Conditions(facts, problems).condition(
+                    emergency["unless"], ("actions", code, "in_emergency", "unless"), pos, f"action {code}"
+                )
+            catalog["action"][code] = replace(
+                catalog["action"][code],
+                emergency_within_hours=float(emergency["within_hours"]),
+                emergency_unless=unless,
+            )
+        for i, other in enumerate(e.get("superseded_by", ())):
+            if other not in g["actions"] or other == code:
+                problems.append(
+                    pos.problem(
+                        ("actions", code, "superseded_by", i),
+                        f"superseded_by names '{other}', which is not another action of the catalogue",
+                        f"action {code}",
+                        did_you_mean(other, [a for a in g["actions"] if a != code]),
+                    )
+                )
+    for code, e in g["actions"].items():
+        for other in e.get("superseded_by", ()):
+            if code in g["actions"].get(other, {}).get("superseded_by", ()):
+                problems.append(
+                    pos.problem(
+                        ("actions", code, "superseded_by"),
+                        f"'{code}' and '{other}' supersede each other: a result would drop both",
+                        f"action {code}",
+                    )
+                )
     return catalog
 
 
 def _action_flags(entry: dict) -> dict:
     """The flags only an action entry of the catalogue has (see guideline.schema.json#/$defs/action)."""
-    return {flag: bool(entry.get(flag, False)) for flag in ("imaging", "never_delay", "time_critical")}
+    flags: dict = {
+        flag: bool(entry.get(flag, False)) for flag in ("imaging", "never_delay", "time_critical", "referral")
+    }
+    flags["superseded_by"] = tuple(entry.get("superseded_by", ()))
+    return flags

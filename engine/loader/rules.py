@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from ..errors import Problem, did_you_mean
 from ..model import Conclusion, Derive, Recommend, Rule, SetUrgency
 from ..source import Positions
@@ -71,7 +73,7 @@ def build_conclusion(
         problems.append(pos.problem(where, message, subject))
         return None
     head = heads[0]
-    allowed_extra = {"action": {"within_hours", "window"}, "derive": {"value"}}.get(head, set())
+    allowed_extra = {"action": {"within_hours", "within_hours_min", "window"}, "derive": {"value"}}.get(head, set())
     for key in raw:
         if key != head and key not in allowed_extra:
             problems.append(pos.problem(where + (key,), f"'{key}' does not belong in a '{head}' conclusion", subject))
@@ -118,4 +120,23 @@ def build_conclusion(
         return None
     if head == "urgency":
         return SetUrgency(code)
-    return Recommend(head, code, raw.get("within_hours"), raw.get("window"))
+    lower = raw.get("within_hours_min")
+    if lower is not None and not _window_range_ok(raw, where, pos, subject, problems):
+        return None
+    return Recommend(head, code, raw.get("within_hours"), raw.get("window"), lower)
+
+
+def _window_range_ok(raw: dict, where: tuple, pos: Positions, subject: str, problems: list[Problem]) -> bool:
+    """`within_hours_min`, the lower end of the guideline's range, is a finite number from 0 up to `within_hours`."""
+    lower, upper = raw["within_hours_min"], raw.get("within_hours")
+    message = None
+    if isinstance(lower, bool) or not isinstance(lower, (int, float)) or not math.isfinite(lower) or lower < 0:
+        message = f"within_hours_min must be a finite number of hours, 0 or more, not {lower!r}"
+    elif upper is None:
+        message = "within_hours_min is the lower end of a range: it needs within_hours, the upper end"
+    elif lower > upper:
+        message = f"within_hours_min ({lower:g}) is later than within_hours ({upper:g}); the range is min-max"
+    if message is None:
+        return True
+    problems.append(pos.problem(where + ("within_hours_min",), message, subject))
+    return False

@@ -53,7 +53,9 @@ def priority(kb: KnowledgeBase, level: str) -> str:
 
 
 def unanswered_alarm(result: Result) -> list:
-    return [q for q in result.unanswered if q.alarm]
+    """The alarm questions still to ask, as the Result says (moot ones excluded by the knowledge base)."""
+    missing = set(result.unanswered_alarm)
+    return [q for q in result.unanswered if q.fact in missing]
 
 
 def window(item: Item) -> str:
@@ -61,7 +63,8 @@ def window(item: Item) -> str:
 
 
 def headline(kb: KnowledgeBase, result: Result, patient: bool = False) -> str:
-    """The urgency's label; at the lowest level with alarm questions unanswered, that the answers are incomplete."""
+    """The urgency's label, and below the top level, that alarm questions are unanswered (at the lowest level the
+    label is not shown as settled at all)."""
     label = kb.catalog["urgency"][result.urgency].label
     missing = unanswered_alarm(result)
     if missing and kb.urgency_rank(result.urgency) == min(e.rank for e in kb.catalog["urgency"].values()):
@@ -69,6 +72,13 @@ def headline(kb: KnowledgeBase, result: Result, patient: bool = False) -> str:
         if patient:
             return f"Not finished: {n} important question{'s' if n != 1 else ''} still to answer"
         return f"INCOMPLETE ({n} alarm question{'s' if n != 1 else ''} unanswered; not {label})"
+    if missing and kb.urgency_rank(result.urgency) < max(e.rank for e in kb.catalog["urgency"].values()):
+        s = "s" if len(missing) != 1 else ""
+        return (
+            f"{label} (not finished: {len(missing)} important question{s} to answer)"
+            if patient
+            else (f"{label}, incomplete ({len(missing)} alarm question{s} unanswered)")
+        )
     return label
 
 
@@ -89,6 +99,9 @@ def summary(kb: KnowledgeBase, result: Result) -> str:
 
 def detail(kb: KnowledgeBase, result: Result, mapped: Mapped | None) -> str:
     lines = [f"**{headline(kb, result)}.** {result.urgency_text}", ""]
+    for text in (result.incomplete_text, result.scope_text):
+        if text:
+            lines += [f"**{text.strip()}**", ""]
     if result.could_escalate:
         lines.append("**Ask now** (an answer would raise the urgency or bring a step forward):")
         for e in result.could_escalate:

@@ -81,8 +81,10 @@ def evaluate(body: EvaluateRequest, request: Request) -> JSONResponse:
         "headline": cardmod.headline(kb, result, patient),
         "urgency_text": result.urgency_text,
         "indicator": cardmod.indicator(kb, result),
-        "complete": not cardmod.unanswered_alarm(result),
+        "complete": result.complete,
         "alarm_unanswered": len(cardmod.unanswered_alarm(result)),
+        "incomplete_text": result.incomplete_text,
+        "scope_text": result.scope_text,
         "actions": [
             {"label": a.label, "window": cardmod.window(a), "text": a.text, "done": a.done} for a in result.actions
         ],

@@ -163,6 +163,8 @@ class PageResult(_Strict):
     indicator: Literal["info", "warning", "critical"]
     complete: bool
     alarm_unanswered: int
+    incomplete_text: str
+    scope_text: str
     actions: list[PageItem]
     warnings: list[PageItem]
     why: list[str]

@@ -20,7 +20,8 @@ Definitions (also in the README, "For guideline authors"):
     questions are answered, answering it alone already does so now, so `could_escalate` (which tries one
     answer at a time) names it.
 
-One module per kind of check: `structural`, `reach`, `windows`, `safety`; `context` is what they share,
+One module per kind of check: `structural`, `reach`, `windows`, `safety`, `clinical` (issue 9's invariants:
+emergency windows, completeness, urgency floors, numeric windows); `context` is what they share,
 `report` the findings and their text. This module runs them all.
 """
 
@@ -31,6 +32,7 @@ import time
 from ...model import KnowledgeBase
 from .. import encoding
 from ..structure import input_state_count
+from .clinical import check_clinical
 from .context import Context
 from .guideline import check_inconsistencies
 from .reach import (
@@ -68,6 +70,7 @@ def run_checks(kb: KnowledgeBase) -> CheckReport:
     checks.append(check_neurological(ctx))
     checks += check_monotone(ctx)
     checks.append(check_escalation(ctx))
+    checks += check_clinical(ctx)
     for check in checks:
         for finding in check.findings:
             _reproduce(ctx, finding)

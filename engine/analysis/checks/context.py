@@ -8,7 +8,7 @@ import z3
 
 from ...model import KnowledgeBase
 from ...source import DocumentError, Positions, read_document
-from ..encoding import Semantics, State, solve_min
+from ..encoding import Semantics, State, canonical, solve_min
 from ..reproduce import Runner
 from ..structure import (
     analyse,
@@ -42,6 +42,11 @@ class Context:
         if rule_id not in self._reachable:
             self._reachable[rule_id] = self.sat(self.s.fires[rule_id])
         return self._reachable[rule_id]
+
+    def canonical_witness(self, *constraints) -> dict | None:
+        """Like `witness`, the same patient on every run (see `encoding.canonical`)."""
+        found = canonical([self.ok, *constraints], [self.s])
+        return None if found is None else found[0]
 
     def witness(self, *constraints, state: State | None = None) -> dict | None:
         """The patient with the fewest answered facts that satisfies the constraints (with `ok`)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import z3
 
-from ..encoding import State, solve_min
+from ..encoding import State, canonical, solve_min
 from ..escalation import could_escalate
 from ..reproduce import later, windows
 from .context import Context
@@ -133,17 +133,21 @@ def check_escalation(ctx: Context) -> Check:
                 step.is_(fact.name, value),  # the variables mean a patient ...
                 z3.Implies(step.ok(), z3.Not(now.escalates_to(step, ctx.imaging))),
             ]  # ... maybe refused
-        model = solve_min(constraints, now.answered() + later_.answered())
-        if model is None:
+        found = canonical(constraints, [now, later_])  # the same patients on every run: output is deterministic
+        if found is None:
             continue
-        p, q = now.patient(model), later_.patient(model)
+        p, q = found
         file, line = ctx.fact_at(fact.name)
+        # With a completeness floor every unanswered alarm question is listed in the result (`unanswered_alarm`) and
+        # the report leads with them, so one that matters only together with other answers is still asked: a note.
+        listed = kb.incomplete_floor is not None
         finding = Finding(
             check.id,
-            "problem",
+            "note" if listed else "problem",
             f"fact {fact.name}",
             "could_escalate misses it: answering it alone changes nothing now, but once other "
-            "questions are answered it raises the urgency or brings imaging forward",
+            "questions are answered it raises the urgency or brings imaging forward"
+            + ("; the result still lists it among the unanswered alarm questions it asks first" if listed else ""),
             file,
             line,
             p,

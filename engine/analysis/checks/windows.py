@@ -9,6 +9,7 @@ from ..reproduce import windows
 from ..structure import (
     action_conclusions,
     stated_hours,
+    stated_lower,
 )
 from .context import Context
 from .report import Check, Finding
@@ -39,6 +40,22 @@ def check_windows(ctx: Context) -> tuple[Check, Check]:
                         None if r in run.fired(p) and a in windows(run.result(p)) else "the rule did not fire"
                     )
                 check.findings.append(finding)
+            lower = stated_lower(c.window)
+            given = None if c.within_hours_min is None else float(c.within_hours_min)
+            if said is not None and (lower != given and not (lower is None and given is None)):
+                stated = "no range" if lower is None else f"a range from {lower:g} hours"
+                figure = "missing" if given is None else f"{given:g}"
+                check.findings.append(
+                    Finding(
+                        check.id,
+                        "problem",
+                        f"rule {rule.id}",
+                        f"action '{c.code}': the words '{c.window}' state {stated} but within_hours_min is {figure}; "
+                        "the result keeps both ends of a range only when the rule gives both",
+                        rule.file,
+                        rule.line,
+                    )
+                )
     pairs = []
     for i, rule in enumerate(kb.rules):
         for c in action_conclusions(rule):

@@ -89,10 +89,14 @@ function render(data) {
   document.getElementById("urgency-text").textContent = data.urgency_text;
   const incomplete = document.getElementById("incomplete");
   const n = data.alarm_unanswered;
-  incomplete.textContent = state.audience === "patient"
-    ? `${n} important question${n === 1 ? " is" : "s are"} not answered yet. Please answer ${n === 1 ? "it" : "them"} first: the advice may become more urgent.`
-    : `${n} alarm question${n === 1 ? " is" : "s are"} unanswered: ask ${n === 1 ? "it" : "them"} first; the result may become more urgent.`;
+  const count = state.audience === "patient"
+    ? `${n} important question${n === 1 ? "" : "s"} still to answer. `
+    : `${n} alarm question${n === 1 ? "" : "s"} unanswered. `;
+  incomplete.textContent = data.complete ? "" : count + data.incomplete_text; // the knowledge base's words
   incomplete.hidden = data.complete;
+  const scope = document.getElementById("scope");
+  scope.textContent = data.scope_text;
+  scope.hidden = !data.scope_text;
 
   const actions = document.getElementById("actions");
   actions.replaceChildren(...data.actions.map((a) => el("li", { class: a.done ? "done" : null },
