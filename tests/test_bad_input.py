@@ -285,7 +285,7 @@ def test_duplicate_json_key_and_deep_nesting_are_one_line_errors(tmp_path, capsy
     assert (code, out) == (2, "")
     assert err.splitlines() == [
         "error: dup.json:1:24: duplicate key 'leg_weakness'",
-        "error: deep.json: nested too deeply to read",
+        "error: deep.json: nested more than 40 levels deep: refused",
     ]
 
 
