@@ -305,3 +305,126 @@ def test_kb_pointing_at_a_file_says_so(tmp_path, capsys):
     write(tmp_path, "kb.yaml", "x: 1\n")
     code, _, err = run_cli(capsys, "validate", "--kb", tmp_path / "kb.yaml")
     assert code == 1 and "kb.yaml: is not a directory" in err
+
+
+# ---- hostile input: the reading front door (engine/source.py) ---------------------------------------------------
+LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+)
+
+HOSTILE_PATIENTS = {
+    # name: (file name, bytes, a regular expression the one error line must match)
+    "billion laughs": ("p.yaml", LAUGHS.encode(), r"p\.yaml: expands to [\d,]+ values \(more than 20,000"),
+    "recursive alias": ("p.yaml", b"a: &a [*a]\n", r"p\.yaml:1:4: an alias refers to .* \(a cycle\)"),
+    "too many aliases": (
+        "p.yaml",
+        ("x: &x 1\ny: [" + ", ".join(["*x"] * 101) + "]\n").encode(),
+        r"p\.yaml:2:\d+: more than 100 aliases",
+    ),
+    "deep nesting": ("p.yaml", b"a: " + b"[" * 5000 + b"\n", r"p\.yaml:1:\d+: nested more than 40 levels"),
+    "NUL": ("p.yaml", b"leg_weakness: true\nnote: 'a\x00b'\n", r"p\.yaml:2:9: control character U\+0000"),
+    "DEL": ("p.yaml", b"note: a\x7fb\n", r"p\.yaml:1:8: control character U\+007F"),
+    "C1 control": ("p.yaml", "note: a\x9bb\n".encode(), r"p\.yaml:1:8: control character U\+009B"),
+    "U+FFFE": ("p.json", '{"note": "a\ufffe"}'.encode(), r"p\.json:1:12: control character U\+FFFE"),
+    "ESC escaped in YAML": ("p.yaml", b'note: "\\e[31mred"\n', r"p\.yaml:1:7: control character U\+001B in a value"),
+    "ESC escaped in JSON": ("p.json", b'{"note": "\\u001b[2J"}', r"p\.json: control character U\+001B in a value"),
+    "5000-digit integer": ("p.yaml", b"id: " + b"9" * 5000 + b"\n", r"p\.yaml:1:5: an integer of more than 18"),
+    "5000-digit JSON integer": ("p.json", b'{"id": ' + b"9" * 5000 + b"}", r"p\.json:1:8: an integer of more than"),
+    "!!bool '0'": ("p.yaml", b'leg_weakness: !!bool "0"\n', r"p\.yaml:1:15: '0' is not a valid !!bool"),
+    "bad !!int": ("p.yaml", b'id: !!int "twelve"\n', r"p\.yaml:1:5: 'twelve' is not a valid !!int"),
+    "bad !!float": ("p.yaml", b'id: !!float "x"\n', r"p\.yaml:1:5: 'x' is not a valid !!float"),
+    "bad !!timestamp": ("p.yaml", b"id: !!timestamp 2024-13-45\n", r"p\.yaml:1:5: '2024-13-45' is not a valid"),
+    "unknown tag": ("p.yaml", b"id: !x y\n", r"p\.yaml:1:5: the tag !x is not allowed"),
+    "!!binary": ("p.yaml", b"id: !!binary aGk=\n", r"p\.yaml:1:5: the tag !!binary is not allowed"),
+    "!!set": ("p.yaml", b"id: !!set {a}\n", r"p\.yaml:1:5: the tag !!set is not allowed"),
+    ".nan": ("p.yaml", b"id: .nan\n", r"p\.yaml:1:5: a number must be finite"),
+    ".inf": ("p.yaml", b"id: -.inf\n", r"p\.yaml:1:5: a number must be finite"),
+    "1e400 in JSON": ("p.json", b'{"id": 1e400}', r"p\.json:1:8: a number must be finite"),
+    "NaN in JSON": ("p.json", b'{"id": NaN}', r"p\.json:1:8: NaN is not a JSON number"),
+    "a huge string": ("p.yaml", b"note: " + b"x" * 20_000 + b"\n", r"p\.yaml:1:7: a value of 20,000 characters"),
+    "too big": ("p.yaml", b"# " + b"x" * 300_000 + b"\n", r"p\.yaml: 300,003 bytes, more than the 262,144"),
+    "not UTF-8": ("p.yaml", b"note: caf\xe9\n", r"p\.yaml:1: not UTF-8 text"),
+    "a list as a key": ("p.yaml", b"? [a]\n: 1\n", r"p\.yaml:1:3: a mapping key must be a string"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_PATIENTS))
+def test_hostile_patient_file_is_one_clear_line(case, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    name, data, pattern = HOSTILE_PATIENTS[case]
+    (tmp_path / name).write_bytes(data)
+    code, out, err = run_cli(capsys, "evaluate", name, "--format", "json")
+    assert (code, out) == (2, ""), err
+    assert len(err.splitlines()) == 1, err
+    assert re.fullmatch(r"error: " + pattern + r".*\n", err), err
+
+
+def guarded(argv, cwd, timeout=20):
+    """The CLI in a child process with a hang guard and an address-space cap: a defect that expands a
+    document or reads a device fails this test instead of taking the machine down."""
+    import resource
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+    return subprocess.run(
+        [sys.executable, "-m", "lumbar_kb", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        preexec_fn=cap,
+    )
+
+
+def test_billion_laughs_in_a_real_process_is_refused_fast_and_small(tmp_path):
+    (tmp_path / "p.yaml").write_text(LAUGHS)
+    proc = guarded(["evaluate", "p.yaml"], tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    # a: 1 list + 9 strings = 10 values; each next list holds 9 of the one before: 1 + 9 * previous (91, 820,
+    # ..., 435,848,050 for i); the document: 1 mapping + 9 keys + the nine lists = 490,329,064
+    assert proc.stderr.startswith("error: p.yaml: expands to 490,329,064 values") and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo", "directory", "symlink loop"])
+def test_files_that_are_not_regular_files_are_refused_without_reading(special, tmp_path):
+    import os
+
+    target = {"/dev/zero": "/dev/zero", "fifo": "q.yaml", "directory": "d.yaml", "symlink loop": "l1.yaml"}[special]
+    if special == "fifo":
+        os.mkfifo(tmp_path / "q.yaml")  # nobody writes: a blocking open would hang forever
+    elif special == "directory":
+        (tmp_path / "d.yaml").mkdir()
+    elif special == "symlink loop":
+        os.symlink("l2.yaml", tmp_path / "l1.yaml")
+        os.symlink("l1.yaml", tmp_path / "l2.yaml")
+    proc = guarded(["evaluate", target], tmp_path)
+    expected = {
+        "/dev/zero": "error: /dev/zero: is a character device, not a regular file: refused\n",
+        "fifo": "error: q.yaml: is a FIFO (named pipe), not a regular file: refused\n",
+        "directory": "error: d.yaml: is a directory, not a file\n",
+        "symlink loop": "error: l1.yaml: a symbolic link loop (too many levels of symbolic links)\n",
+    }[special]
+    assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", expected)
+
+
+def test_limits_are_configurable_and_a_bad_setting_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "p.yaml", "leg_weakness: true\nnote: " + "x" * 9000 + "\n")  # the bundled files: < 8,000
+    assert run_cli(capsys, "evaluate", "p.yaml")[0] == 0
+    monkeypatch.setenv("LUMBAR_KB_LIMIT_MAX_BYTES", "8000")
+    code, _, err = run_cli(capsys, "evaluate", "p.yaml")
+    assert code == 2 and err == "error: p.yaml: 9,026 bytes, more than the 8,000 allowed: refused\n"
+    monkeypatch.setenv("LUMBAR_KB_LIMIT_MAX_BYTES", "lots")
+    code, _, err = run_cli(capsys, "evaluate", "p.yaml")
+    assert code == 2 and err == "error: LUMBAR_KB_LIMIT_MAX_BYTES must be a positive whole number, not 'lots'\n"
+
+
+def test_many_problems_print_a_bounded_number_of_lines(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "p.yaml", "".join(f"unknown_{i}: true\n" for i in range(500)))
+    code, _, err = run_cli(capsys, "evaluate", "p.yaml")
+    lines = err.splitlines()
+    assert code == 2 and len(lines) == 21
+    assert lines[0].startswith("error: p.yaml:1:1: fact 'unknown_0': unknown fact")
+    assert lines[-1] == "error: ... and 480 more problem(s) not shown"
