@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from lumbar_kb.engine.errors import Problem
+from lumbar_kb.engine.errors import LumbarKBError, Problem
 from lumbar_kb.engine.loader import load
 from lumbar_kb.engine.model import KnowledgeBase
-from lumbar_kb.engine.source import limits
+from lumbar_kb.engine.source import Limits, limits
 
 # 0 ok; 1 a finding (a check, a scenario or validation failed); 2 the input is bad (a file, an argument);
 # 3 an internal error (a bug: "internal error, please report", the traceback saved to a file)
@@ -37,7 +37,10 @@ def print_problems(problems: Sequence[Problem], prefix: str = "error: ", stream:
     """One line per problem, at most `Limits.max_errors` of them, then how many more there were. Each line
     is escaped (`Problem.__str__`), so nothing from a file or an argument reaches the terminal raw."""
     stream = stream or sys.stderr
-    most = limits().max_errors
+    try:
+        most = limits().max_errors
+    except LumbarKBError:  # a bad LUMBAR_KB_LIMIT_* setting is itself the problem being printed
+        most = Limits().max_errors
     for problem in problems[:most]:
         print(f"{prefix}{problem}", file=stream)
     if len(problems) > most:
