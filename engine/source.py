@@ -231,6 +231,9 @@ class _Converter:
     def key(self, node: yaml.Node, path: PathKey) -> str:
         if not isinstance(node, yaml.ScalarNode):
             raise _at(node, self.pos.file, "a mapping key must be a string, not a mapping or list")
+        bad = _BAD_IN_KEY.search(node.value)
+        if bad:
+            raise _at(node, self.pos.file, f"control character {_char_name(bad.group())} in a key: refused")
         key = self.scalar(node)
         if isinstance(key, bool) or not isinstance(key, (str, int)):
             raise _at(node, self.pos.file, f"a mapping key must be a string, not {type(key).__name__}")
@@ -414,9 +417,9 @@ def _parse_yaml(text: str, file: str, bounds: Limits) -> tuple[Any, Positions]:
 def display(path: Path | str) -> str:
     """How a file is named in messages: relative to the working directory when it is below it."""
     path = Path(path)
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except (ValueError, OSError, RuntimeError):
+    try:  # the name as given (a symbolic link is not followed: a dangling one is named, not its target)
+        return str(Path(os.path.abspath(path)).relative_to(Path.cwd()))
+    except (ValueError, OSError):
         return str(path)
 
 

@@ -428,3 +428,331 @@ def test_many_problems_print_a_bounded_number_of_lines(tmp_path, capsys, monkeyp
     assert code == 2 and len(lines) == 21
     assert lines[0].startswith("error: p.yaml:1:1: fact 'unknown_0': unknown fact")
     assert lines[-1] == "error: ... and 480 more problem(s) not shown"
+
+
+# ---- hostile input: knowledge-base files --------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "hours, pattern",
+    [
+        (".nan", r"rules/red_flags\.yaml:12:23: a number must be finite"),
+        ("-.inf", r"rules/red_flags\.yaml:12:23: a number must be finite"),
+        ("1.0e+400", r"rules/red_flags\.yaml:12:23: a number must be finite"),
+        ("1e400", r"rules/red_flags\.yaml:12:23: rule red_flag\.leg_weakness: then/1/within_hours must be a number"),
+        ("87600", r"rules/red_flags\.yaml:12:23: rule red_flag\.leg_weakness: .*87600 is greater than the maximum"),
+        ("-1", r"rules/red_flags\.yaml:12:23: rule red_flag\.leg_weakness: .*-1 is less than the minimum of 0"),
+    ],
+)
+def test_a_window_must_be_a_finite_number_of_hours(hours, pattern, kb_copy, capsys, monkeypatch):
+    edit(kb_copy, "rules/red_flags.yaml", "within_hours: 24", f"within_hours: {hours}")  # line 12, the first
+    monkeypatch.chdir(kb_copy)
+    code, out, err = run_cli(capsys, "validate", "--kb", kb_copy)
+    assert code == 1 and re.match(pattern, err), err
+    code, out, err = run_cli(capsys, "check", "--kb", kb_copy, "--format", "json")
+    assert (code, out) == (2, "") and re.match("error: " + pattern, err), err
+
+
+def test_the_loader_refuses_a_window_that_is_not_finite_whatever_the_reader(kb):
+    """NaN passes every JSON Schema comparison, so the loader checks windows itself."""
+    from lumbar_kb.engine.loader.rules import build_conclusion
+    from lumbar_kb.engine.source import Positions
+
+    for hours in (float("nan"), float("inf"), 1e9, True):
+        problems = []
+        raw = {"action": "emergency_department", "within_hours": hours}
+        built = build_conclusion(
+            raw, ("rules", 0, "then", 0), Positions("r.yaml"), "rule x", kb.facts, kb.catalog, problems
+        )
+        assert built is None and len(problems) == 1 and "finite number of hours" in problems[0].message
+
+
+def test_json_output_is_json_or_nothing():
+    from lumbar_kb.common import dumps, dumps_line
+
+    for write_json in (dumps, dumps_line):
+        assert json.loads(write_json({"within_hours": 24.5})) == {"within_hours": 24.5}
+        for bad in (float("nan"), float("inf")):
+            with pytest.raises(ValueError):
+                write_json({"within_hours": bad})
+
+
+def schema_patterns():
+    from lumbar_kb.engine.loader import schema_dir
+
+    found = []
+
+    def walk(node, where):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "pattern" and isinstance(value, str):
+                    found.append((where, value))
+                else:
+                    walk(value, f"{where}/{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{where}/{i}")
+
+    for path in sorted(schema_dir().glob("*.schema.json")):
+        walk(json.loads(path.read_text()), path.name)
+    return found
+
+
+# names and values a pattern is meant to accept: each schema pattern must accept one of them
+PATTERN_SAMPLES = ("leg_weakness", "red_flag.leg_weakness", "2025-11-12", "12")
+
+
+@pytest.mark.parametrize("where, pattern", schema_patterns())
+def test_every_schema_pattern_is_anchored_at_both_ends(where, pattern):
+    """jsonschema applies a pattern with re.search, where `$` also matches before a final newline: every
+    pattern must refuse what it accepts with a newline (or anything) before or after it."""
+    accepted = [s for s in PATTERN_SAMPLES if re.search(pattern, s)]
+    assert accepted, f"{where}: add a sample this pattern accepts to PATTERN_SAMPLES"
+    for sample in accepted:
+        for bad in (sample + "\n", "\n" + sample, sample + "\n\n", sample + " ", "x" + sample + "\n" + sample):
+            assert re.search(pattern, bad) is None, f"{where}: {pattern!r} accepts {bad!r}"
+    assert re.search(pattern, "\u0663\u0663\u0663\u0663-11-12") is None  # Arabic-Indic digits are not [0-9]
+
+
+def test_a_rule_id_with_a_trailing_newline_is_refused_and_shown_escaped(kb_copy, capsys, monkeypatch):
+    edit(kb_copy, "rules/red_flags.yaml", "- id: red_flag.leg_weakness", '- id: "zz.a\\n"')
+    monkeypatch.chdir(kb_copy)
+    code, _, err = run_cli(capsys, "validate", "--kb", kb_copy)
+    assert code == 1 and "rules/red_flags.yaml:6:9: rule zz.a\\n: id 'zz.a\\n' is not a valid name" in err, err
+    code, out, err = run_cli(capsys, "evaluate", kb_copy / "patients" / "01-cauda-equina.yaml", "--kb", kb_copy)
+    assert (code, out) == (2, "") and "is not a valid name" in err and "Traceback" not in err
+
+
+def test_a_fact_name_with_a_control_character_is_refused(kb_copy, capsys, monkeypatch):
+    edit(kb_copy, "facts.yaml", "  night_pain:\n", '  "zz_x\\n":\n')
+    monkeypatch.chdir(kb_copy)
+    code, _, err = run_cli(capsys, "validate", "--kb", kb_copy)
+    assert code == 1 and re.match(r"facts\.yaml:\d+:3: control character U\+000A in a key: refused", err), err
+
+
+def test_esc_in_a_rule_title_is_refused_at_load_naming_the_file(kb_copy, capsys, monkeypatch, tmp_path):
+    title = "Decreased strength in the legs is a red flag"
+    edit(kb_copy, "rules/red_flags.yaml", f"title: {title}", f'title: "\\e[31m{title}"')
+    monkeypatch.chdir(kb_copy)
+    code, _, err = run_cli(capsys, "validate", "--kb", kb_copy)
+    assert code == 1 and err.startswith("rules/red_flags.yaml:7:12: control character U+001B in a value"), err
+    code, out, err = run_cli(capsys, "graph", "--kb", kb_copy, "-o", tmp_path / "g.svg")
+    assert (code, out) == (2, "") and err.startswith("error: rules/red_flags.yaml:7:12: control character U+001B")
+    assert not (tmp_path / "g.svg").exists()
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo", "dangling symlink"])
+def test_a_rule_file_that_cannot_be_read_is_named_and_not_a_write_error(kind, kb_copy):
+    import os
+
+    path = kb_copy / "rules" / "extra.yaml"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        os.symlink("nowhere.yaml", path)
+    message = {
+        "directory": "is a directory, not a file",
+        "fifo": "is a FIFO (named pipe), not a regular file: refused",
+        "dangling symlink": "no such file",
+    }[kind]
+    proc = guarded(["validate", "--kb", "kb"], kb_copy.parent)
+    assert proc.returncode == 1 and proc.stderr.splitlines()[0] == f"kb/rules/extra.yaml: {message}", proc.stderr
+    proc = guarded(["evaluate", "kb/patients/01-cauda-equina.yaml", "--kb", "kb"], kb_copy.parent)
+    assert (proc.returncode, proc.stdout) == (2, "") and "cannot write" not in proc.stderr
+    assert proc.stderr == f"error: kb/rules/extra.yaml: {message}\n"
+
+
+def test_billion_laughs_in_a_rule_file_is_refused(kb_copy):
+    with open(kb_copy / "rules" / "pitfalls.yaml", "a") as out:
+        out.write("".join(f"x{line}\n" for line in LAUGHS.splitlines()))
+    proc = guarded(["validate", "--kb", "kb"], kb_copy.parent)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("kb/rules/pitfalls.yaml: expands to"), proc.stderr
+
+
+# ---- compile cost ----------------------------------------------------------------------------------------------
+BOOLS = ["leg_weakness", "gait_difficulty", "radiating_numbness", "unable_to_walk", "saddle_anesthesia"]
+
+
+def blow_up_condition(anys=10):
+    """`all` of ten `any`-of-three: 3**10 = 59,049 conjuncts if expanded."""
+    items = ", ".join("{any: [" + ", ".join(f"{{fact: {f}, is: true}}" for f in BOOLS[:3]) + "]}" for _ in range(anys))
+    return "{all: [" + items + "]}"
+
+
+def test_an_exponential_condition_is_refused_at_load_naming_the_rule(kb_copy, capsys, monkeypatch):
+    import time
+
+    edit(kb_copy, "rules/concerning.yaml", "when: {fact: night_pain, is: true}", f"when: {blow_up_condition()}")
+    monkeypatch.chdir(kb_copy)
+    started = time.perf_counter()
+    code, _, err = run_cli(capsys, "validate", "--kb", kb_copy)
+    elapsed = time.perf_counter() - started
+    assert code == 1 and elapsed < 10  # a hang guard only; `make bench-hostile` measures it (~0.1 s)
+    assert err.startswith(
+        "rules/concerning.yaml:17:11: rule concerning.night_pain: the condition expands to more than 256 "
+        "alternatives when compiled"
+    ), err
+
+
+def test_an_expansion_within_the_bound_still_compiles(kb_copy, capsys, monkeypatch):
+    # 3**5 = 243 alternatives before pruning: under the bound of 256, so it loads and runs
+    edit(kb_copy, "rules/concerning.yaml", "when: {fact: night_pain, is: true}", f"when: {blow_up_condition(5)}")
+    code, out, err = run_cli(capsys, "validate", "--kb", kb_copy)
+    assert code == 0, err
+
+
+def test_to_dnf_refuses_a_large_condition_built_in_code():
+    from lumbar_kb.engine.logic import ConditionTooLarge, alternatives, to_dnf
+    from lumbar_kb.engine.model import All, AnyOf, Not, Test
+
+    three = AnyOf(tuple(Test(f, frozenset([True])) for f in BOOLS[:3]))
+    domains = dict.fromkeys(BOOLS, (True, False))
+    two, other_two = AnyOf(three.items[:2]), AnyOf(tuple(Test(f, frozenset([True])) for f in BOOLS[3:5]))
+    assert alternatives(All((three,) * 5)) == 243
+    assert len(to_dnf(All((two, other_two)), domains)) == 4  # disjoint facts: nothing pruned, the bound is exact
+    assert alternatives(Not(All((Not(three),) * 5))) == 15  # De Morgan: not (all of nots) = any of the anys, 5 * 3
+    with pytest.raises(ConditionTooLarge):
+        to_dnf(All((three,) * 10), domains)
+
+
+def test_conditions_nested_deeper_than_the_bound_are_refused_not_a_recursion_error(kb):
+    from lumbar_kb.engine.loader.conditions import Conditions
+    from lumbar_kb.engine.source import Positions
+
+    raw: dict = {"fact": "leg_weakness", "is": True}
+    for _ in range(250):
+        raw = {"not": raw}
+    problems = []
+    assert Conditions(kb.facts, problems).condition(raw, ("when",), Positions("r.yaml"), "rule x") is None
+    assert [p.message for p in problems] == ["conditions nested more than 32 deep: refused"]
+
+
+def test_not_nested_250_deep_in_a_rule_file_is_one_clear_error(kb_copy, capsys, monkeypatch):
+    deep = "{fact: night_pain, is: true}"
+    for _ in range(250):
+        deep = "{not: " + deep + "}"
+    edit(kb_copy, "rules/concerning.yaml", "when: {fact: night_pain, is: true}", f"when: {deep}")
+    monkeypatch.chdir(kb_copy)
+    code, _, err = run_cli(capsys, "validate", "--kb", kb_copy)
+    assert code == 1 and re.match(r"rules/concerning\.yaml:17:\d+: nested more than 40 levels deep", err), err
+
+
+def test_the_compiled_knowledge_base_is_built_once_per_content(kb):
+    from dataclasses import replace
+
+    from lumbar_kb.engine.compiler import compile_kb
+
+    assert compile_kb(kb) is compile_kb(kb)
+    fewer = replace(kb, rules=kb.rules[1:])  # same files' sha256, different rules: compiled anew
+    assert compile_kb(fewer) is not compile_kb(kb) and kb.rules[0].id not in compile_kb(fewer).rules
+
+
+# ---- output hygiene ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mask, mode", [(0o077, 0o600), (0o022, 0o644), (0o002, 0o664)])
+def test_an_output_file_honours_the_umask(mask, mode, tmp_path):
+    import os
+
+    def child():
+        os.umask(mask)
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "lumbar_kb", "graph", "-o", "g.dot"], cwd=tmp_path, capture_output=True, preexec_fn=child
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "g.dot").stat().st_mode & 0o777 == mode  # 0666 less the umask, as open() gives
+
+
+def test_a_killed_runs_temporaries_are_swept_by_the_next_write(tmp_path, capsys, monkeypatch):
+    import os
+    import time
+
+    from lumbar_kb.engine.outputs import STALE_AFTER_S, TEMP_MARK
+
+    monkeypatch.chdir(tmp_path)
+    old_file = tmp_path / f".g.dot{TEMP_MARK}abc123.tmp"  # as a kill -9 during a write leaves them
+    old_dir = tmp_path / f".write-missing{TEMP_MARK}xyz"
+    fresh = tmp_path / f".other.svg{TEMP_MARK}def456.tmp"  # a write going on right now: left alone
+    old_file.write_bytes(b"half")
+    old_dir.mkdir()
+    (old_dir / "a.yaml").write_text("x")
+    fresh.write_bytes(b"in progress")
+    stale = time.time() - STALE_AFTER_S - 60
+    for path in (old_file, old_dir):
+        os.utime(path, (stale, stale))
+    mine = tmp_path / "notes.tmp"  # not ours: never touched
+    os.utime(mine.parent)
+    mine.write_text("keep")
+    os.utime(mine, (stale, stale))
+    code, _, err = run_cli(capsys, "graph", "-o", "g.dot")
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["g.dot", fresh.name, "notes.tmp"])
+
+
+def test_a_failed_write_leaves_no_temporary_behind(tmp_path, capsys):
+    target = tmp_path / "out.dot"
+    target.mkdir()  # renaming a file over a directory fails
+    code, _, err = run_cli(capsys, "graph", "-o", target)
+    assert code == 2 and err.startswith(f"error: {target}: cannot write the output")
+    assert list(tmp_path.iterdir()) == [target] and list(target.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "argv, shown",
+    [
+        (["evaluate", "p\x1b[2J.yaml"], "error: p\\x1b[2J.yaml: no such file"),
+        (["evaluate", "p\n.yaml"], "error: p\\n.yaml: no such file"),
+        (["evaluate", "x.yaml", "--kb", "kb\x1b]0;owned\x07"], "error: kb\\x1b]0;owned\\x07: knowledge base directory"),
+        (["graph", "--focus", "rule:\x1b[31mred"], "rule:\\x1b[31mred"),
+        (["evaluate", "\u202eevil.yaml"], "error: \\u202eevil.yaml: no such file"),
+    ],
+)
+def test_untrusted_text_is_escaped_in_every_message(argv, shown, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2 and out == ""
+    assert shown in err and "\x1b" not in err and "\u202e" not in err and err.count("\n") == 1, err
+
+
+def test_ansi_in_a_patient_key_never_reaches_the_terminal(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "p.yaml", '"\\e[2Jleg_weakness": true\n')
+    write(tmp_path, "p.json", '{"leg_weakness\\u001b[8m": true}')
+    code, out, err = run_cli(capsys, "evaluate", "p.yaml", "p.json")
+    assert (code, out) == (2, "") and "\x1b" not in err
+    assert err.splitlines() == [
+        "error: p.yaml:1:1: control character U+001B in a key: refused",
+        "error: p.json: control character U+001B in a key: refused",
+    ]
+
+
+def test_a_non_utf8_file_name_is_shown_by_its_bytes(tmp_path):
+    import os
+
+    name = b"caf\xe9.yaml"
+    with open(os.path.join(os.fsencode(tmp_path), name), "w") as out:
+        out.write("leg_weaknes: true\n")
+    proc = subprocess.run([sys.executable, "-m", "lumbar_kb", "evaluate", name], cwd=tmp_path, capture_output=True)
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.decode("utf-8")
+        == "error: caf\\xe9.yaml:1:1: fact 'leg_weaknes': unknown fact (did you mean 'leg_weakness'?)\n"
+    )
+
+
+def test_a_strict_c_locale_does_not_break_writing_text(kb_copy, tmp_path):
+    """LC_ALL=C without UTF-8 mode gives an ASCII standard output: knowledge-base text that is not ASCII
+    (an author's "≤ 24 h") is written escaped, never a UnicodeEncodeError."""
+    import os
+
+    edit(kb_copy, "guideline.yaml", "label: EMERGENCY", "label: EMERGENCY ≤ 24 h")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONIOENCODING", "LANG", "LC_CTYPE", "PYTHONUTF8")}
+    env.update(LC_ALL="C", PYTHONUTF8="0")
+    proc = subprocess.run(
+        [sys.executable, "-m", "lumbar_kb", "evaluate", "kb/patients/01-cauda-equina.yaml", "--kb", "kb"],
+        cwd=kb_copy.parent,
+        capture_output=True,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert b"EMERGENCY \\u2264 24 h" in proc.stdout and b"Traceback" not in proc.stderr
