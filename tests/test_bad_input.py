@@ -756,3 +756,54 @@ def test_a_strict_c_locale_does_not_break_writing_text(kb_copy, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert b"EMERGENCY \\u2264 24 h" in proc.stdout and b"Traceback" not in proc.stderr
+
+
+# ---- exit codes: an internal error is not the user's fault ------------------------------------------------------
+def test_an_engine_failure_is_an_internal_error_with_the_traceback_saved(kb_copy, tmp_path, capsys, monkeypatch):
+    import tempfile
+
+    # neuro.absent made to fire beside neuro.present: the engine meets a contradiction no input can cause in a
+    # knowledge base `lumbar-kb check` passes, so it is reported as a bug (exit 3), not as bad input (exit 2)
+    rules = kb_copy / "rules" / "red_flags.yaml"
+    rules.write_text(rules.read_text().replace("        - {fact: leg_weakness, is: false}\n", "", 1))
+    patient = write(tmp_path, "p.yaml", "".join(f"{f}: {str(f == 'leg_weakness').lower()}\n" for f in NEURO))
+    crashes = tmp_path / "crashes"
+    crashes.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(crashes))
+    code, out, err = run_cli(capsys, "evaluate", patient, "--kb", kb_copy)
+    assert (code, out) == (3, "")
+    saved = list(crashes.iterdir())
+    assert len(saved) == 1 and saved[0].name.startswith("lumbar-kb-crash-")
+    assert err == (
+        f"internal error, please report: EngineError: rule neuro.absent derives neuro_symptom=False but it was "
+        f"already derived as True: the knowledge base contradicts itself for this patient "
+        f"(the traceback is saved in {saved[0]})\n"
+    ), err
+    assert "Traceback (most recent call last)" in saved[0].read_text() and "Traceback" not in err
+    assert saved[0].stat().st_mode & 0o777 == 0o600  # a traceback may quote patient data: private
+
+
+NEURO = (
+    "leg_weakness",
+    "gait_difficulty",
+    "radiating_numbness",
+    "unable_to_walk",
+    "bowel_bladder_dysfunction",
+    "saddle_anesthesia",
+    "progressive_neuro_deficit",
+)
+
+
+def test_an_unexpected_exception_is_exit_3_never_bad_input(tmp_path, capsys, monkeypatch):
+    import tempfile
+
+    from lumbar_kb.main import internal_error
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    try:
+        {}["\x1b[31mkey"]
+    except KeyError as exc:
+        code = internal_error(exc)
+    err = capsys.readouterr().err
+    assert code == 3 and err.startswith("internal error, please report: KeyError: '\\x1b[31mkey' (the traceback")
+    assert "\x1b" not in err
