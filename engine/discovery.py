@@ -102,8 +102,10 @@ def _folder(folder: Path, take, problems: list[Problem]) -> None:
                 problems.append(Problem(_broken(path, exc), file=display(path)))
             continue
         if stat.S_ISDIR(info.st_mode):
-            why = "a folder, not a patient file: skipped" if _is_patient_name(name) else "a subfolder: not searched"
-            problems.append(Problem(why, file=display(path)))
+            folder_kind = (
+                "a folder, not a patient file: skipped" if _is_patient_name(name) else "a subfolder: not searched"
+            )
+            problems.append(Problem(folder_kind, file=display(path)))
         elif _is_patient_name(name):
             why = _what(info.st_mode)
             if why:

@@ -40,7 +40,7 @@ def sweep_stale(directory: Path, now: float | None = None) -> list[Path]:
     """Remove this tool's temporaries in `directory` older than STALE_AFTER_S; the paths removed. Anything
     that cannot be removed is left (another user's, or already gone): sweeping never fails a command."""
     now = time.time() if now is None else now
-    removed = []
+    removed: list[Path] = []
     try:
         candidates = [p for p in directory.iterdir() if TEMP_MARK in p.name]
     except OSError:

@@ -123,16 +123,16 @@ class _BoundedLoader(yaml.SafeLoader):
 
     def __init__(self, text: str, file: str, bounds: Limits):
         super().__init__(text)
-        self._file, self._limits, self._depth, self._aliases = file, bounds, 0, 0
+        self._file, self._limits, self._depth, self.aliases = file, bounds, 0, 0
 
     def _refuse(self, message: str) -> DocumentError:
         mark = self.peek_event().start_mark
         return DocumentError(Problem(message, file=self._file, line=mark.line + 1, column=mark.column + 1))
 
-    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]  # PyYAML's signature
+    def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
-            self._aliases += 1
-            if self._aliases > self._limits.max_aliases:
+            self.aliases += 1
+            if self.aliases > self._limits.max_aliases:
                 raise self._refuse(f"more than {self._limits.max_aliases} aliases (*name): refused")
         self._depth += 1
         try:
@@ -151,7 +151,7 @@ def _children(node: yaml.Node) -> list:
     return []
 
 
-def _measure(root: yaml.Node, file: str, bounds: Limits) -> None:
+def _measure(root: yaml.Node, file: str, bounds: Limits, aliases: int = 0) -> None:
     """Refuse a document whose expansion (every alias replaced by what it names) is too big, too deep or
     cyclic, measuring each node once: a few microseconds per anchor however large the expansion would be."""
     done: dict[int, tuple[int, int]] = {}  # id(node) -> (values, depth) of its expansion
@@ -177,7 +177,9 @@ def _measure(root: yaml.Node, file: str, bounds: Limits) -> None:
         raise DocumentError(
             Problem(
                 f"expands to {values:,} values (more than {bounds.max_values:,}; aliases repeat what they name): "
-                "refused",
+                "refused"
+                if aliases
+                else f"{values:,} values, more than the {bounds.max_values:,} allowed: refused",
                 file=file,
             )
         )
@@ -398,7 +400,7 @@ def _parse_yaml(text: str, file: str, bounds: Limits) -> tuple[Any, Positions]:
         node = loader.get_single_node()
         if node is None:
             return None, pos
-        _measure(node, file, bounds)
+        _measure(node, file, bounds, loader.aliases)
         return _Converter(loader, pos, bounds).convert(node, ()), pos
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

@@ -109,4 +109,8 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 def render_to(path: Path, source: str, fmt: str) -> None:
     """Draw `source` in `fmt` (what `check_output(path)` returned, checked before any work) into `path`."""
-    write_atomic(path, run_dot(source, fmt))
+    try:
+        picture = run_dot(source, fmt)
+    except GraphvizFailedError as exc:  # name the output being drawn: the message is graphviz's own
+        raise GraphvizFailedError([Problem(p.message, file=str(path), hint=p.hint) for p in exc.problems]) from None
+    write_atomic(path, picture)

@@ -49,7 +49,7 @@ def _safe_streams() -> None:
                 pass
 
 
-def _terminate(signum, frame) -> None:  # type: ignore[no-untyped-def]
+def _terminate(signum, frame) -> None:
     raise SystemExit(128 + signum)  # unwinds every `finally`: temporary files are removed on SIGTERM too
 
 
