@@ -123,7 +123,7 @@ class _BoundedLoader(yaml.SafeLoader):
 
     def __init__(self, text: str, file: str, bounds: Limits):
         super().__init__(text)
-        self._file, self._limits, self._depth, self.aliases = file, bounds, 0, 0
+        self._file, self._limits, self._depth, self.aliases, self._nodes = file, bounds, 0, 0, 0
 
     def _refuse(self, message: str) -> DocumentError:
         mark = self.peek_event().start_mark
@@ -134,6 +134,10 @@ class _BoundedLoader(yaml.SafeLoader):
             self.aliases += 1
             if self.aliases > self._limits.max_aliases:
                 raise self._refuse(f"more than {self._limits.max_aliases} aliases (*name): refused")
+        else:
+            self._nodes += 1  # values as written; `_measure` counts them again with every alias expanded
+            if self._nodes > self._limits.max_values:
+                raise self._refuse(f"more than {self._limits.max_values:,} values: refused")
         self._depth += 1
         try:
             if self._depth > self._limits.max_depth:

@@ -344,6 +344,7 @@ HOSTILE_PATIENTS = {
     "a huge string": ("p.yaml", b"note: " + b"x" * 20_000 + b"\n", r"p\.yaml:1:7: a value of 20,000 characters"),
     "too big": ("p.yaml", b"# " + b"x" * 300_000 + b"\n", r"p\.yaml: 300,003 bytes, more than the 262,144"),
     "not UTF-8": ("p.yaml", b"note: caf\xe9\n", r"p\.yaml:1: not UTF-8 text"),
+    "too many values": ("p.yaml", b"x: [" + b"0," * 30_000 + b"0]\n", r"p\.yaml:1:\d+: more than 20,000 values"),
     "a list as a key": ("p.yaml", b"? [a]\n: 1\n", r"p\.yaml:1:3: a mapping key must be a string"),
 }
 
@@ -807,3 +808,26 @@ def test_an_unexpected_exception_is_exit_3_never_bad_input(tmp_path, capsys, mon
     err = capsys.readouterr().err
     assert code == 3 and err.startswith("internal error, please report: KeyError: '\\x1b[31mkey' (the traceback")
     assert "\x1b" not in err
+
+
+def test_an_unreadable_rule_file_is_named_and_not_a_write_error(kb_copy):
+    """Permission denied on a rule file. Root reads a mode-000 file through two capabilities: the child drops
+    them from its bounding set first (prctl PR_CAPBSET_DROP), so mode 000 means for it what it means for
+    anyone else."""
+    import ctypes
+    import os
+
+    (kb_copy / "rules" / "pitfalls.yaml").chmod(0o000)
+
+    def without_read_override():
+        if os.geteuid() == 0:
+            libc = ctypes.CDLL(None, use_errno=True)
+            for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+                assert libc.prctl(24, capability, 0, 0, 0) == 0  # PR_CAPBSET_DROP
+
+    argv = [sys.executable, "-m", "lumbar_kb", "evaluate", "kb/patients/01-cauda-equina.yaml", "--kb", "kb"]
+    proc = subprocess.run(
+        argv, cwd=kb_copy.parent, capture_output=True, text=True, preexec_fn=without_read_override, timeout=60
+    )
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == "error: kb/rules/pitfalls.yaml: cannot read: permission denied\n"
