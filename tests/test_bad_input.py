@@ -326,6 +326,7 @@ HOSTILE_PATIENTS = {
     "DEL": ("p.yaml", b"note: a\x7fb\n", r"p\.yaml:1:8: control character U\+007F"),
     "C1 control": ("p.yaml", "note: a\x9bb\n".encode(), r"p\.yaml:1:8: control character U\+009B"),
     "U+FFFE": ("p.json", '{"note": "a\ufffe"}'.encode(), r"p\.json:1:12: control character U\+FFFE"),
+    "a bidirectional override": ("p.yaml", "note: abc\u202edef\n".encode(), r"p\.yaml:1:7: control character U\+202E"),
     "ESC escaped in YAML": ("p.yaml", b'note: "\\e[31mred"\n', r"p\.yaml:1:7: control character U\+001B in a value"),
     "ESC escaped in JSON": ("p.json", b'{"note": "\\u001b[2J"}', r"p\.json: control character U\+001B in a value"),
     "5000-digit integer": ("p.yaml", b"id: " + b"9" * 5000 + b"\n", r"p\.yaml:1:5: an integer of more than 18"),
