@@ -109,7 +109,7 @@ _BAD_IN_KEY = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\u
 
 _TAG = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null", "timestamp")}
-_INT, _FLOAT, _SEQ, _MAP = _TAG + "int", _TAG + "float", _TAG + "seq", _TAG + "map"
+_INT, _SEQ, _MAP = _TAG + "int", _TAG + "seq", _TAG + "map"
 
 
 def _tag_name(tag: str) -> str:
