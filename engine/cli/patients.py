@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from lumbar_kb.engine.errors import KnowledgeBaseError, LumbarKBError, Problem
+from lumbar_kb.engine.errors import KnowledgeBaseError, LumbarKBError, Problem, safe_text
 from lumbar_kb.engine.loader import default_kb_dir, load
 
-from .common import EXIT_FAILED, EXIT_OK, add_kb_option, dumps, kb_from
+from .common import EXIT_FAILED, EXIT_OK, add_kb_option, dumps, dumps_line, kb_from, print_problems
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -47,11 +46,11 @@ def _run_evaluate(args) -> int:
         if args.format == "json":
             data = result.to_dict()
             if len(args.patients) > 1:
-                chunks.append(json.dumps({"patient_file": str(path), **data}, ensure_ascii=False) + "\n")
+                chunks.append(dumps_line({"patient_file": safe_text(path), **data}))
             else:
                 chunks.append(dumps(data))
         else:
-            header = f"== {path} ==\n" if len(args.patients) > 1 else ""
+            header = f"== {safe_text(path)} ==\n" if len(args.patients) > 1 else ""
             chunks.append(header + render(result, kb))
     sys.stdout.write(("\n" if args.format == "text" else "").join(chunks))
     return EXIT_OK
@@ -131,9 +130,8 @@ def _run_validate(args) -> int:
         engine = Engine(kb)
         engine.run({})  # one empty evaluation proves the compiled ruleset runs
     except KnowledgeBaseError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        print(f"{len(exc.problems)} problem(s) in {where}", file=sys.stderr)
+        print_problems(exc.problems, prefix="")
+        print(f"{len(exc.problems)} problem(s) in {safe_text(where)}", file=sys.stderr)
         return EXIT_FAILED
     inputs = len(kb.input_facts)
     print(
