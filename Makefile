@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PATIENTS := $(sort $(wildcard knowledge/lumbar_mass/patients/*))
 
-.PHONY: setup demo test lint check bench validate docs clean architecture
+.PHONY: setup demo test lint check bench validate docs clean architecture fuzz
 
 KB ?=
 KB_OPT := $(if $(KB),--kb $(KB))
@@ -46,6 +46,18 @@ check: lint
 bench: setup
 	$(BIN)/python benchmarks/bench_engine.py
 	$(BIN)/python benchmarks/bench_service.py
+	$(BIN)/python benchmarks/bench_hostile.py
+
+# long fuzzing, outside `make test` (which runs a derandomized short version, tests/test_fuzz.py): atheris
+# (coverage-guided, FUZZ_RUNS inputs) when it installs, and the hypothesis suite with FUZZ_EXAMPLES each
+FUZZ_RUNS ?= 50000
+FUZZ_EXAMPLES ?= 1000
+fuzz: setup
+	-$(BIN)/python -m pip install -q 'atheris>=2.3'
+	@if $(BIN)/python -c 'import atheris' 2>/dev/null; then \
+		mkdir -p build/fuzz-corpus && cd build && ../$(BIN)/python ../tests/fuzz_atheris.py -atheris_runs=$(FUZZ_RUNS) fuzz-corpus; \
+	else echo "atheris did not install: the hypothesis run only"; fi
+	LUMBAR_KB_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/test_fuzz.py
 
 # documents generated from the knowledge base (a test fails when they are stale)
 docs: setup

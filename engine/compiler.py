@@ -18,6 +18,8 @@ avoids durable's segfault in `delete_state` for a session where no action ran.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from .logic import Conjunct, to_dnf
@@ -35,7 +37,34 @@ class CompiledKB:
     never_true: tuple  # rule ids whose condition can never be true (empty DNF); they compile to no durable rule
 
 
+_CACHE: OrderedDict[tuple, CompiledKB] = OrderedDict()  # the last few knowledge bases compiled, by content
+_CACHE_SIZE = 8
+_CACHE_LOCK = threading.Lock()
+
+
 def compile_kb(kb: KnowledgeBase, ruleset_name: str | None = None) -> CompiledKB:
+    """The compiled ruleset, built once per process for the same content: keyed by the files' sha256 and by
+    the rules and fact domains themselves (a knowledge base edited in memory keeps its files' sha256)."""
+    key = (
+        ruleset_name,
+        kb.name,
+        kb.sha256,
+        kb.rules,
+        tuple((f.name, f.values, f.derived) for f in kb.facts.values()),
+    )
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+    compiled = _compile(kb, ruleset_name)
+    with _CACHE_LOCK:
+        _CACHE[key] = compiled
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return compiled
+
+
+def _compile(kb: KnowledgeBase, ruleset_name: str | None) -> CompiledKB:
     domains = {name: fact.values for name, fact in kb.facts.items()}
     name = ruleset_name or f"lumbar_kb_{kb.name}_{kb.sha256[:12]}"
     rules: dict[str, dict] = {INTAKE: {"all": [{"m": {"t": PATIENT}}]}}

@@ -7,8 +7,28 @@ where one exists, a "did you mean" hint. The CLI prints one line per problem and
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+# what must never reach a terminal raw: C0/C1 controls (ANSI escapes start with ESC or CSI), DEL, lone
+# surrogates (an undecodable byte of a file name), non-characters, and the bidirectional/invisible formatting
+# characters that can make text read differently from what it is
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff\ufffe\uffff]")
+
+
+def _escape(match: re.Match) -> str:
+    ch = match.group()
+    code = ord(ch)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8, kept by surrogateescape: show the byte
+        return f"\\x{code - 0xDC00:02x}"
+    return ch.encode("unicode_escape").decode("ascii") if code < 0x100 else f"\\u{code:04x}"
+
+
+def safe_text(text: object) -> str:
+    """`text` fit for a terminal: every control character, escape sequence and undecodable byte shown
+    repr-style (\\x1b, \\n, \\xff), everything else as it is."""
+    return _UNSAFE.sub(_escape, str(text))
 
 
 @dataclass(frozen=True)
@@ -21,17 +41,18 @@ class Problem:
     hint: str | None = None
 
     def __str__(self) -> str:
+        """One line, safe for a terminal: whatever came from a file or a command line is escaped."""
         where = ""
         if self.file:
-            where = self.file
+            where = safe_text(self.file)
             if self.line is not None:
                 where += f":{self.line}"
                 if self.column is not None:
                     where += f":{self.column}"
             where += ": "
-        subject = f"{self.subject}: " if self.subject else ""
-        hint = f" ({self.hint})" if self.hint else ""
-        return f"{where}{subject}{self.message}{hint}"
+        subject = f"{safe_text(self.subject)}: " if self.subject else ""
+        hint = f" ({safe_text(self.hint)})" if self.hint else ""
+        return f"{where}{subject}{safe_text(self.message)}{hint}"
 
 
 class LumbarKBError(Exception):

@@ -95,13 +95,40 @@ def _support(cond: Condition, facts: Facts, want: bool, out: dict) -> None:
             _support(item, facts, want, out)
 
 
+MAX_ALTERNATIVES = 256  # conjuncts one condition may expand to (the loader refuses more, naming the rule)
+MAX_CONDITION_DEPTH = 32  # conditions nested in conditions (the loader refuses deeper)
+
+
+def alternatives(cond: Condition, positive: bool = True, cap: int = MAX_ALTERNATIVES + 1) -> int:
+    """How many conjuncts `to_dnf` may produce for `cond` before pruning (an upper bound, at most `cap`):
+    `any` adds its items' counts, `all` multiplies them, `not` swaps the two. Linear in the condition's size,
+    so an exponential expansion is refused before it is attempted."""
+    if isinstance(cond, Test):
+        return 1
+    if isinstance(cond, Not):
+        return alternatives(cond.item, not positive, cap)
+    conjunctive = isinstance(cond, All) == positive
+    total = 1 if conjunctive else 0
+    for item in cond.items:
+        n = alternatives(item, positive, cap)
+        total = min(cap, total * n if conjunctive else total + n)
+    return total
+
+
+class ConditionTooLarge(ValueError):
+    """A condition whose disjunctive normal form would exceed MAX_ALTERNATIVES conjuncts."""
+
+
 def to_dnf(cond: Condition, domains: Mapping[str, tuple]) -> list[Conjunct]:
     """Disjunctive normal form with negation folded into complement sets.
 
     The result is True exactly when `cond` is True (under Kleene logic `not (x in S)` is True exactly when
     x is known and in the complement of S). Unsatisfiable conjuncts are dropped; so are conjuncts subsumed
-    by a more general one.
+    by a more general one. A condition that could expand past MAX_ALTERNATIVES conjuncts is refused
+    (ConditionTooLarge) before any expansion: the loader names such a rule first.
     """
+    if alternatives(cond) > MAX_ALTERNATIVES:
+        raise ConditionTooLarge(f"the condition expands to more than {MAX_ALTERNATIVES} alternatives")
     conjuncts = _dnf(cond, domains, positive=True)
     unique: list[Conjunct] = []
     for c in conjuncts:

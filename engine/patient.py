@@ -16,6 +16,7 @@ from .model import Fact, KnowledgeBase, Relation, Test, Value, condition_facts
 from .source import DocumentError, Positions, glued_colon_hint, read_document
 
 META_KEYS = ("id", "note")
+MAX_HINTS = 50  # "did you mean" costs ~0.1 ms a key: computed for the first problems, the ones printed
 
 
 def load_patient(path: Path | str, kb: KnowledgeBase) -> dict[str, Value]:
@@ -43,7 +44,11 @@ def parse_patient(data: Any, pos: Positions, kb: KnowledgeBase, at: tuple = ()) 
             continue
         fact = kb.facts.get(key)
         if fact is None:
-            hint = glued_colon_hint(key) if ":" in key else did_you_mean(key, names)
+            hint = (
+                (glued_colon_hint(key) if ":" in key else did_you_mean(key, names))
+                if len(problems) < MAX_HINTS
+                else None  # only the first are shown
+            )
             problems.append(pos.problem(where, "unknown fact", f"fact '{key}'", hint, key=True))
             continue
         if fact.derived:

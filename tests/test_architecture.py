@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # bottom up: each entry is a layer, each layer a tuple of module-name prefixes under lumbar_kb
 LAYERS: list[tuple[str, ...]] = [
     ("engine.model", "engine.errors"),  # the typed model and the one exception tree
-    ("engine.source", "engine.logic", "engine.trace"),  # reading files; three-valued logic; what fired
+    ("engine.source", "engine.logic", "engine.trace", "engine.outputs", "engine.discovery"),  # reading and
+    # writing files, finding patient files; three-valued logic; what fired
     ("engine.loader", "engine.compiler", "engine.patient"),  # YAML -> model; model -> durable rulesets; inputs
     ("engine.session", "engine.reference"),  # the durable-rules engine and the plain-Python oracle
     ("engine.result", "engine.scenarios"),  # a trace made into the user's Result; expectations about Results

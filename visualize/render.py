@@ -2,7 +2,8 @@
 
 The only module that runs a program or writes a file. The format comes from the output file's extension;
 the picture is made in memory first and then written to a temporary file beside the target and renamed
-over it, so a failure never leaves a half-written or stale-looking file behind.
+over it, so a failure never leaves a half-written or stale-looking file behind. The file gets the mode
+open() would give (the umask honoured); a temporary left by a killed run is swept by the next write.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from lumbar_kb.engine.errors import Problem, did_you_mean
+from lumbar_kb.engine.outputs import TEMP_MARK, file_mode, sweep_stale
 
 from .errors import GraphvizFailedError, GraphvizMissingError, OutputError
 from .svg import titles_from_tooltips
@@ -81,13 +83,15 @@ def write_atomic(path: Path, data: bytes) -> None:
     (no permission, a directory that cannot hold files, a full disk) is an OutputError naming `path`, and
     leaves neither the temporary file nor a half-written `path` behind."""
     directory = path.parent if str(path.parent) else Path(".")
+    sweep_stale(directory)  # a killed run's leftovers
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}", suffix=".tmp", dir=directory)
         with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), file_mode())  # what open() would give: the umask is honoured, never widened
             out.write(data)
-        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+        tmp = None
     except OSError as exc:
         if tmp is not None:
             try:
@@ -95,8 +99,18 @@ def write_atomic(path: Path, data: bytes) -> None:
             except OSError:
                 pass
         raise OutputError(Problem(f"cannot write the output: {exc.strerror or exc}", file=str(path))) from None
+    finally:  # any other exit (an interrupt, SIGTERM made SystemExit) removes the temporary file too
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
 
 
 def render_to(path: Path, source: str, fmt: str) -> None:
     """Draw `source` in `fmt` (what `check_output(path)` returned, checked before any work) into `path`."""
-    write_atomic(path, run_dot(source, fmt))
+    try:
+        picture = run_dot(source, fmt)
+    except GraphvizFailedError as exc:  # name the output being drawn: the message is graphviz's own
+        raise GraphvizFailedError([Problem(p.message, file=str(path), hint=p.hint) for p in exc.problems]) from None
+    write_atomic(path, picture)

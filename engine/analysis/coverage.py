@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..errors import EngineError, LumbarKBError, Problem
 from ..model import KnowledgeBase, Rule, hours_text
+from ..outputs import TEMP_MARK, sweep_stale
 from ..result import Result, build
 from ..scenarios import Mismatch, Scenario, checked_conclusions, compare, load_scenarios, scenario_dir
 from ..session import Engine
@@ -161,7 +162,8 @@ def _write_all(directory: Path, texts: dict[Path, str]) -> None:
     staging = None
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".write-missing.", dir=directory))
+        sweep_stale(directory)  # a killed run's staging folder
+        staging = Path(tempfile.mkdtemp(prefix=f".write-missing{TEMP_MARK}", dir=directory))
         for path, text in texts.items():
             where = path
             (staging / path.name).write_text(text, encoding="utf-8")

@@ -8,14 +8,19 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
-from lumbar_kb.engine.errors import did_you_mean
+from lumbar_kb.engine.errors import LumbarKBError, Problem, did_you_mean
 from lumbar_kb.engine.loader import load
 from lumbar_kb.engine.model import KnowledgeBase
+from lumbar_kb.engine.source import Limits, limits
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+# 0 ok; 1 a finding (a check, a scenario or validation failed); 2 the input is bad (a file, an argument);
+# 3 an internal error (a bug: "internal error, please report", the traceback saved to a file)
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
 
 class Parser(argparse.ArgumentParser):
@@ -44,8 +49,28 @@ class Parser(argparse.ArgumentParser):
 
 
 def dumps(data: Any) -> str:
-    """The one JSON encoding of every JSON output: deterministic, byte-identical for the same input."""
-    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    """The one JSON encoding of every JSON output: deterministic, byte-identical for the same input, and
+    JSON (a NaN or an infinity is a ValueError, never printed)."""
+    return json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def dumps_line(data: Any) -> str:
+    """One JSON object on one line (several patients' results, one per line); JSON only, like `dumps`."""
+    return json.dumps(data, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def print_problems(problems: Sequence[Problem], prefix: str = "error: ", stream: TextIO | None = None) -> None:
+    """One line per problem, at most `Limits.max_errors` of them, then how many more there were. Each line
+    is escaped (`Problem.__str__`), so nothing from a file or an argument reaches the terminal raw."""
+    stream = stream or sys.stderr
+    try:
+        most = limits().max_errors
+    except LumbarKBError:  # a bad LUMBAR_KB_LIMIT_* setting is itself the problem being printed
+        most = Limits().max_errors
+    for problem in problems[:most]:
+        print(f"{prefix}{problem}", file=stream)
+    if len(problems) > most:
+        print(f"{prefix}... and {len(problems) - most} more problem(s) not shown", file=stream)
 
 
 def add_kb_option(parser: argparse.ArgumentParser) -> None:

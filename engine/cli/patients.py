@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from lumbar_kb.engine.errors import KnowledgeBaseError, LumbarKBError, Problem
+from lumbar_kb.engine.errors import KnowledgeBaseError, LumbarKBError, Problem, safe_text
 from lumbar_kb.engine.loader import default_kb_dir, load
 
-from .common import EXIT_FAILED, EXIT_OK, add_kb_option, dumps, kb_from
+from .common import EXIT_FAILED, EXIT_OK, add_kb_option, dumps, dumps_line, kb_from, print_problems
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -47,11 +46,11 @@ def _run_evaluate(args) -> int:
         if args.format == "json":
             data = result.to_dict()
             if len(args.patients) > 1:
-                chunks.append(json.dumps({"patient_file": str(path), **data}, ensure_ascii=False) + "\n")
+                chunks.append(dumps_line({"patient_file": safe_text(path), **data}))
             else:
                 chunks.append(dumps(data))
         else:
-            header = f"== {path} ==\n" if len(args.patients) > 1 else ""
+            header = f"== {safe_text(path)} ==\n" if len(args.patients) > 1 else ""
             chunks.append(header + render(result, kb))
     sys.stdout.write(("\n" if args.format == "text" else "").join(chunks))
     return EXIT_OK
@@ -94,15 +93,12 @@ def _run_cohort(args) -> int:
 
 def _load_all(paths: list[Path], kb) -> list[dict]:
     """Every patient file validated before any is evaluated: one bad file means nothing is written."""
-    from lumbar_kb.engine.patient import load_patient
 
     problems: list[Problem] = []
     inputs = []
     for path in paths:
         try:
-            inputs.append(
-                _load_fhir(path, kb) if path.suffix.lower() == ".json" and _is_fhir(path) else load_patient(path, kb)
-            )
+            inputs.append(_load_one(path, kb))
         except LumbarKBError as exc:
             problems.extend(exc.problems)
     if problems:
@@ -110,19 +106,19 @@ def _load_all(paths: list[Path], kb) -> list[dict]:
     return inputs
 
 
-def _is_fhir(path: Path) -> bool:
-    """A JSON file holding a FHIR resource (a Bundle or QuestionnaireResponse) rather than a fact mapping."""
+def _load_one(path: Path, kb) -> dict:
+    """A patient file, or a FHIR Bundle / QuestionnaireResponse (a document with a `resourceType`), read once
+    through the bounded front door."""
+    from lumbar_kb.engine.errors import PatientError
+    from lumbar_kb.engine.fhir.inbound import facts_from_document, is_fhir
+    from lumbar_kb.engine.patient import parse_patient
+    from lumbar_kb.engine.source import DocumentError, read_document
+
     try:
-        with open(path, encoding="utf-8") as handle:
-            return '"resourceType"' in handle.read(4096)
-    except OSError:
-        return False
-
-
-def _load_fhir(path: Path, kb) -> dict:
-    from lumbar_kb.engine.fhir.inbound import load_fhir_patient
-
-    return load_fhir_patient(path, kb)
+        data, pos = read_document(path)
+    except DocumentError as exc:
+        raise PatientError(exc.problem) from None
+    return facts_from_document(data, pos, kb) if is_fhir(data) else parse_patient(data, pos, kb)
 
 
 # ---- validate ----------------------------------------------------------------------------------------------
@@ -148,9 +144,8 @@ def _run_validate(args) -> int:
         engine = Engine(kb)
         engine.run({})  # one empty evaluation proves the compiled ruleset runs
     except KnowledgeBaseError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        print(f"{len(exc.problems)} problem(s) in {where}", file=sys.stderr)
+        print_problems(exc.problems, prefix="")
+        print(f"{len(exc.problems)} problem(s) in {safe_text(where)}", file=sys.stderr)
         return EXIT_FAILED
     inputs = len(kb.input_facts)
     print(

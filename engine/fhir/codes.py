@@ -7,6 +7,7 @@ Every name in the file is checked against the knowledge base (facts, values, act
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,6 +143,8 @@ def load_codes(kb: KnowledgeBase, path: Path | str | None = None) -> Codes:
     if problems:
         raise KnowledgeBaseError(problems)
     systems = dict(data["systems"])
+    if not re.fullmatch(r"https?://[^\s]+", data["canonical"]):
+        problems.append(pos.problem(("canonical",), f"canonical must be an http(s) URL, not {data['canonical']!r}"))
 
     def coding(raw: dict, at: tuple) -> Coding:
         system = systems.get(raw["system"])

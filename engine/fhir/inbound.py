@@ -319,18 +319,12 @@ def _kind(value: Any) -> str:
     return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(type(value), "a number")
 
 
-def load_fhir_patient(path, kb: KnowledgeBase, codes: Codes | None = None) -> dict[str, Value]:
-    """A FHIR Bundle or QuestionnaireResponse file as a patient's facts (for `evaluate` and `cohort`).
-
-    Conflicting records stay unknown, as in the service. Wrong structure is a PatientError naming the file
-    and the field."""
-    from ..source import DocumentError, read_document
+def facts_from_document(data: Any, pos, kb: KnowledgeBase, codes: Codes | None = None) -> dict[str, Value]:
+    """A FHIR Bundle or QuestionnaireResponse document (read by `source.read_document`) as a patient's facts,
+    for `evaluate` and `cohort`. Conflicting records stay unknown, as in the service. Wrong structure is a
+    PatientError naming the file and the field."""
     from .codes import load_codes
 
-    try:
-        data, pos = read_document(path)
-    except DocumentError as exc:
-        raise PatientError(exc.problem) from None
     kind = data.get("resourceType") if isinstance(data, dict) else None
     if kind not in ("Bundle", "QuestionnaireResponse"):
         raise PatientError(

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import KnowledgeBaseError, Problem, did_you_mean
 from ..model import KnowledgeBase, Reference, Rule, Section
-from ..source import DocumentError, Positions, display, read_document
+from ..source import DocumentError, Positions, display, read_bytes, read_document
 from .catalog import CATALOG_KINDS, build_catalog
 from .conditions import CONDITION_HEADS
 from .facts import RESERVED_FACT_NAMES, build_facts
@@ -132,7 +132,9 @@ def _build(root: Path, problems: list[Problem]) -> KnowledgeBase | None:
             seen_ids[rule.id] = pos.problem(("rules", i), "")
             rules.append(rule)
     # rules are named by every id the rule files declare, built or not, so one broken rule is one problem
-    declared = {str(r.get("id")) for data, _ in rule_docs if data for r in data["rules"]}
+    # (None, so nothing is named unknown, when a rule file could not be read: its problem is already reported)
+    unread = len(rule_docs) < len(rule_files) or any(data is None for data, _ in rule_docs)
+    declared = None if unread else {str(r.get("id")) for data, _ in rule_docs if data for r in data["rules"]}
     inconsistencies: tuple = ()
     hazards: tuple = ()
     for name in ("inconsistencies", "hazards"):
@@ -173,7 +175,10 @@ def digest(root: Path) -> str:
     """The knowledge base's identity: sha256 over every file that defines its behaviour."""
     h = hashlib.sha256()
     for path in kb_files(root):
-        if path.exists():
-            h.update(path.relative_to(root).as_posix().encode() + b"\0")
-            h.update(path.read_bytes() + b"\0")
+        try:
+            data = read_bytes(path)  # bounded, regular files only: the reading front door
+        except DocumentError:
+            continue  # missing or unreadable: reported by the load itself
+        h.update(path.relative_to(root).as_posix().encode("utf-8", "surrogateescape") + b"\0")
+        h.update(data + b"\0")
     return h.hexdigest()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import Problem, did_you_mean
+from ..logic import MAX_CONDITION_DEPTH
 from ..model import All, AnyOf, Condition, Fact, Not, Test
 from ..source import Positions
 from .schema import typename
@@ -19,7 +20,12 @@ class Conditions:
         self.facts = facts
         self.problems = problems
 
-    def condition(self, raw: dict, where: tuple, pos: Positions, subject: str) -> Condition | None:
+    def condition(self, raw: dict, where: tuple, pos: Positions, subject: str, depth: int = 1) -> Condition | None:
+        if depth > MAX_CONDITION_DEPTH:
+            self.problems.append(
+                pos.problem(where, f"conditions nested more than {MAX_CONDITION_DEPTH} deep: refused", subject)
+            )
+            return None
         heads = [k for k in CONDITION_HEADS if k in raw]
         if len(heads) != 1:
             message = (
@@ -39,9 +45,9 @@ class Conditions:
             )
             return None
         if head == "not":
-            item = self.condition(raw["not"], where + ("not",), pos, subject)
+            item = self.condition(raw["not"], where + ("not",), pos, subject, depth + 1)
             return None if item is None else Not(item)
-        parsed = [self.condition(c, where + (head, i), pos, subject) for i, c in enumerate(raw[head])]
+        parsed = [self.condition(c, where + (head, i), pos, subject, depth + 1) for i, c in enumerate(raw[head])]
         items = tuple(i for i in parsed if i is not None)
         if len(items) != len(parsed):
             return None

@@ -51,13 +51,13 @@ def build_relations(data: dict, pos: Positions, facts: dict[str, Fact], problems
     return tuple(out)
 
 
-def build_inconsistencies(data: dict, pos: Positions, ids: set[str], problems: list[Problem]) -> tuple:
+def build_inconsistencies(data: dict, pos: Positions, ids: set[str] | None, problems: list[Problem]) -> tuple:
     out = []
     for i, raw in enumerate(data.get("inconsistencies", [])):
         where = ("inconsistencies", i)
         subject = f"inconsistency {raw['id']}"
         for j, rule_id in enumerate(raw["rules"]):
-            if rule_id not in ids:
+            if ids is not None and rule_id not in ids:
                 problems.append(
                     pos.problem(where + ("rules", j), f"unknown rule '{rule_id}'", subject, did_you_mean(rule_id, ids))
                 )
@@ -76,10 +76,12 @@ def build_inconsistencies(data: dict, pos: Positions, ids: set[str], problems: l
     return tuple(out)
 
 
-def build_hazards(data: dict, pos: Positions, rule_ids: set[str], relations: tuple, problems: list[Problem]) -> tuple:
+def build_hazards(
+    data: dict, pos: Positions, rule_ids: set[str] | None, relations: tuple, problems: list[Problem]
+) -> tuple:
     """The hazard log. Rule and relation controls are checked here; check and test controls are proven to
     exist and run by tests/test_hazard_log.py (the loader cannot see the checks or the tests)."""
-    known = {"rule": rule_ids, "relation": {r.id for r in relations}}
+    known: dict[str, set[str] | None] = {"rule": rule_ids, "relation": {r.id for r in relations}}
     out = []
     for i, raw in enumerate(data.get("hazards", [])):
         where = ("hazards", i)
@@ -87,13 +89,14 @@ def build_hazards(data: dict, pos: Positions, rule_ids: set[str], relations: tup
         controls = []
         for j, c in enumerate(raw["controls"]):
             kind, ref = c["kind"], c["ref"]
-            if kind in known and ref not in known[kind]:
+            names = known.get(kind)
+            if names is not None and ref not in names:
                 problems.append(
                     pos.problem(
                         where + ("controls", j, "ref"),
                         f"unknown {kind} '{ref}'",
                         subject,
-                        did_you_mean(ref, known[kind]),
+                        did_you_mean(ref, names),
                     )
                 )
             controls.append(Control(kind, ref, c["what"]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from ..errors import Problem, did_you_mean
+from ..logic import MAX_ALTERNATIVES, alternatives
 from ..model import Conclusion, Derive, Recommend, Rule, SetUrgency
 from ..source import Positions
 from .conditions import Conditions
@@ -42,6 +43,15 @@ def build_rule(
                     subject,
                 )
             )
+    if when is not None and alternatives(when) > MAX_ALTERNATIVES:
+        problems.append(
+            pos.problem(
+                where + ("when",),
+                f"the condition expands to more than {MAX_ALTERNATIVES} alternatives when compiled (each `all` "
+                "multiplies its items' `any`s): split the rule, or derive an intermediate fact",
+                subject,
+            )
+        )
     if len(problems) > before or when is None:
         return None
     return Rule(
@@ -120,10 +130,33 @@ def build_conclusion(
         return None
     if head == "urgency":
         return SetUrgency(code)
+    hours = raw.get("within_hours")
+    if hours is not None and not _hours_ok(hours):
+        problems.append(
+            pos.problem(
+                where + ("within_hours",),
+                f"within_hours must be a finite number of hours from 0 to {MAX_WINDOW_HOURS}, not {hours!r}",
+                subject,
+            )
+        )
+        return None
     lower = raw.get("within_hours_min")
     if lower is not None and not _window_range_ok(raw, where, pos, subject, problems):
         return None
-    return Recommend(head, code, raw.get("within_hours"), raw.get("window"), lower)
+    return Recommend(head, code, hours, raw.get("window"), lower)
+
+
+MAX_WINDOW_HOURS = 8760  # a year; rules.schema.json's maximum for within_hours says the same
+
+
+def _hours_ok(hours: object) -> bool:
+    """A window is a number (not true/false), finite, from 0 to a year: NaN passes every schema comparison."""
+    return (
+        isinstance(hours, (int, float))
+        and not isinstance(hours, bool)
+        and math.isfinite(hours)
+        and 0 <= hours <= MAX_WINDOW_HOURS
+    )
 
 
 def _window_range_ok(raw: dict, where: tuple, pos: Positions, subject: str, problems: list[Problem]) -> bool:
