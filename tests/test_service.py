@@ -260,6 +260,8 @@ def test_not_json_unknown_service_and_too_large(dev):
     problem_ok(client.post(SERVICE, content=b"{nope", headers={"content-type": "application/json"}), 400, "body")
     problem_ok(client.post("/cds-services/nope", json=hook_body({})), 404, "service_id")
     problem_ok(client.post(SERVICE, content=b" " * 2_000_000, headers={"content-type": "application/json"}), 413)
+    deep = b"[" * 100_000 + b"]" * 100_000  # nesting deeper than the JSON parser recurses
+    problem_ok(client.post(SERVICE, content=deep, headers={"content-type": "application/json"}), 400, "body")
 
 
 def test_missing_prefetch_without_a_fhir_server_is_412(dev):

@@ -85,7 +85,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        return problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+        field = "body" if exc.status_code == 400 else None  # FastAPI's own 400: the body could not be parsed
+        return problem(exc.status_code, str(exc.detail), field, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception):
