@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import LumbarKBError, Problem
 from ..loader import kb_files, load
 from ..model import KnowledgeBase
 from .decisions import decision_row, differences, trace_rows
@@ -198,13 +199,22 @@ def _run_processes(chunks: Iterable[Chunk], job: Job, snapshots: dict, jobs: int
 def _run_dask(chunks: Iterable[Chunk], job: Job, snapshots: dict, jobs: int, address: str | None) -> Iterator[ChunkOut]:
     import logging
 
-    from distributed import Client, LocalCluster
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise LumbarKBError(
+            Problem("--dask needs Dask distributed", hint="pip install 'lumbar-kb[dask]' (or distributed)")
+        ) from None
 
     logging.getLogger("distributed").setLevel(logging.ERROR)
     cluster = None
     if address is None:
         cluster = LocalCluster(
-            n_workers=max(jobs, 1), threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
+            n_workers=max(jobs, 1),
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
         )
         client = Client(cluster)
     else:

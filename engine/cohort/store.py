@@ -2,13 +2,16 @@
 
 Tables (every run appends; nothing is updated but a run's own row when it finishes):
 
-| table | one row per | columns |
-| --- | --- | --- |
-| runs | run | run_id, started, finished (UTC), status (running, done, failed), kb_sha256, kb_name, kb_version, inputs (the paths given), command, backend, patients, bad_rows |
-| knowledge_bases | knowledge base, content-addressed | kb_sha256, name, version, levels (urgency codes, highest first), rules (ids, definition order), files (JSON: relative path -> the file's text) |
-| decisions | patient of a run | run_id, seq (input order from 1), the decision columns of `cohort --out` (source, row, patient_id, input_sha256, kb_sha256, urgency, completeness, actions, warnings, differential, fired, unanswered_alarm, could_escalate, changes), inputs (JSON: the validated answers) |
-| trace | rule firing of a patient of a run | run_id, seq, step (1, 2, ...), rule, matched (JSON: the facts the rule matched on) |
-| bad_rows | skipped row of a run | run_id, problem (file:row[:column]: what is wrong) |
+* runs, one row per run: run_id, started, finished (UTC), status (running, done, failed), kb_sha256,
+  kb_name, kb_version, inputs (the paths given), command, backend, patients, bad_rows;
+* knowledge_bases, one row per knowledge base, content-addressed: kb_sha256, name, version, levels (urgency
+  codes, highest first), rules (ids, definition order), files (JSON: relative path -> the file's text);
+* decisions, one row per patient of a run: run_id, seq (input order from 1), the decision columns of
+  `cohort --out` (source, row, patient_id, input_sha256, kb_sha256, urgency, completeness, actions, warnings,
+  differential, fired, unanswered_alarm, could_escalate, changes), inputs (JSON: the validated answers);
+* trace, one row per rule firing of a patient of a run: run_id, seq, step (1, 2, ...), rule, matched (JSON:
+  the facts the rule matched on);
+* bad_rows, one row per skipped row of a run: run_id, problem (file:row[:column]: what is wrong).
 
 `lumbar-kb replay RUN_ID --db FILE` re-evaluates a run's stored inputs with its stored knowledge base; the
 named questions of `lumbar-kb query` are the SQL in QUESTIONS.
@@ -32,7 +35,7 @@ from ..source import display
 from .decisions import COLUMNS
 from .inputs import Chunk
 
-_ACTION = "STRUCT(code VARCHAR, within_hours_min DOUBLE, within_hours DOUBLE, \"window\" VARCHAR, done BOOLEAN)[]"
+_ACTION = 'STRUCT(code VARCHAR, within_hours_min DOUBLE, within_hours DOUBLE, "window" VARCHAR, done BOOLEAN)[]'
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS runs (run_id VARCHAR PRIMARY KEY, started TIMESTAMP, finished TIMESTAMP,
        status VARCHAR, kb_sha256 VARCHAR, kb_name VARCHAR, kb_version VARCHAR, inputs VARCHAR[], command VARCHAR,
@@ -170,7 +173,7 @@ class Store:
         self.con.register("chunk_trace", trace)
         try:
             self.con.execute(
-                f'INSERT INTO decisions (run_id, seq, {_DECISION_COLUMNS}, changes, inputs) SELECT run_id, seq, '
+                f"INSERT INTO decisions (run_id, seq, {_DECISION_COLUMNS}, changes, inputs) SELECT run_id, seq, "
                 f"{_DECISION_COLUMNS}, changes, inputs FROM chunk_decisions"
             )
             self.con.execute("INSERT INTO trace SELECT run_id, seq, step, rule, matched FROM chunk_trace")
@@ -230,7 +233,8 @@ class Store:
             items = []
             for inputs, *values in batch:
                 expected = dict(zip(COLUMNS, values, strict=True))
-                items.append((expected["source"], expected["row"], expected["patient_id"], json.loads(inputs), expected))
+                who = (expected["source"], expected["row"], expected["patient_id"])
+                items.append((*who, json.loads(inputs), expected))
             yield Chunk(index, "stored", "", items)
             index += 1
 
