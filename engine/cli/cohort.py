@@ -196,7 +196,7 @@ def _add_query(sub) -> None:
         "question", choices=("runs", "fired", "emergencies-by-window", "never-fired", "changed"), metavar="QUESTION"
     )
     p.add_argument("arguments", nargs="*", metavar="ARG")
-    p.add_argument("--run", metavar="RUN_ID", help="the run asked about (default: the latest)")
+    p.add_argument("--run", dest="run_id", metavar="RUN_ID", help="the run asked about (default: the latest)")
     p.add_argument("--format", choices=("text", "json", "csv"), default="text")
     p.add_argument("--limit", type=int, default=None, help="at most this many rows")
     p.set_defaults(run=_run_query)
@@ -206,7 +206,7 @@ def _run_query(args) -> int:
     from lumbar_kb.engine.cohort.store import Store, render
 
     store = Store(args.db, create=False)
-    columns, rows = store.ask(args.question, args.arguments, args.run, args.limit)
+    columns, rows = store.ask(args.question, args.arguments, args.run_id, args.limit)
     sys.stdout.write(render(columns, rows, args.format))
     return EXIT_OK
 
