@@ -10,6 +10,7 @@ import argparse
 import sys
 from itertools import chain, islice
 from pathlib import Path
+from typing import Any
 
 from lumbar_kb.engine.errors import LumbarKBError, Problem
 
@@ -153,7 +154,7 @@ def _run_cohort(args) -> int:
 
         write_report(args.report, kb, summary, compare_kb=compare_kb, run_id=run_id, rate=rate)
     if args.format == "json":
-        data = {"knowledge_base": kb.identity(), "summary": summary.to_dict(kb, compared)}
+        data: dict[str, Any] = {"knowledge_base": kb.identity(), "summary": summary.to_dict(kb, compared)}
         if compare_kb is not None:
             data["compared_with"] = compare_kb.identity()
         if run_id:

@@ -326,7 +326,7 @@ except AttributeError:  # pragma: no cover - depends on how PyYAML was built
     _FastBase = yaml.SafeLoader
 
 
-class _FastLoader(_FastBase):  # type: ignore[misc,valid-type]
+class _FastLoader(_FastBase):
     def construct_mapping(self, node, deep=False):
         if len({k.value for k, _ in node.value}) != len(node.value):
             raise _DuplicateKey
