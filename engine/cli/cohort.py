@@ -221,7 +221,7 @@ def _add_replay(sub) -> None:
         "(content-addressed by its sha256) and compare each decision with the stored one. Prints a "
         "certificate when every decision is identical (exit 0), else the differences (exit 1).",
     )
-    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("run_id", metavar="RUN_ID", help="a run id (lumbar-kb query DB runs), or latest")
     p.add_argument("--db", metavar="FILE", type=Path, required=True, help="the DuckDB audit store")
     p.add_argument("--jobs", metavar="N", default="1", help="worker processes (default 1; all: every core)")
     p.add_argument("--limit", type=int, default=20, help="differences listed (default 20)")
@@ -233,6 +233,8 @@ def _run_replay(args) -> int:
     from lumbar_kb.engine.cohort.store import Store
 
     store = Store(args.db, create=False)
+    if args.run_id == "latest":
+        args.run_id = store.latest_run()
     run = store.run_info(args.run_id)
     snap = store.knowledge_base(run["kb_sha256"])
     kb = runner.from_snapshot(snap)

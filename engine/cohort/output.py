@@ -65,6 +65,8 @@ class Writer:
             raise LumbarKBError(
                 Problem("--out must end in .jsonl, .csv or .parquet", file=str(path), hint="the suffix is the format")
             )
+        if stream is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp") if stream is None else path
         self._parquet: Any = None
         self._file: IO[str] | None = stream

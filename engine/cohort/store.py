@@ -111,6 +111,8 @@ class Store:
         self.path = path
         if not create and not path.exists():
             raise LumbarKBError(Problem("no such audit store", file=display(path)))
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.con = duckdb.connect(str(path))
         except duckdb.Error as exc:
