@@ -99,21 +99,23 @@ def _run_cohort(args) -> int:
         from lumbar_kb.engine.cohort.store import Store
 
         store = Store(args.db)
-    writers = []
+    out_writer = None
     if args.out:
         from lumbar_kb.engine.cohort.output import Writer
 
-        writers.append(Writer(args.out, compared))
+        out_writer = Writer(args.out, compared)
+    stdout_writer = None
     if args.format == "csv":
         from lumbar_kb.engine.cohort.output import Writer
 
-        writers.append(Writer(Path("-"), compared, stream=sys.stdout))
+        stdout_writer = Writer(Path("-"), compared, stream=sys.stdout)
     job = runner.Job(
         kb.sha256,
         mapping,
         compare_kb.sha256 if compare_kb else None,
-        rows=bool(writers or store),
+        rows=bool(stdout_writer or store),
         store=store is not None,
+        out_kind=out_writer.kind if out_writer else None,
     )
     snapshots = {kb.sha256: runner.snapshot(kb)}
     if compare_kb is not None:
@@ -137,15 +139,18 @@ def _run_cohort(args) -> int:
             for line in out.bad:
                 print(f"skipped: {line}", file=sys.stderr)
             summary.merge(out.summary)
-            for writer in writers:
-                writer.write(out.rows)
+            if out_writer is not None and out.encoded is not None:
+                out_writer.write_encoded(out.encoded)
+            if stdout_writer is not None:
+                stdout_writer.write(out.rows)
             if store is not None:
                 store.add(run_id, out)
             progress.advance(out.summary.patients, out.summary.bad_rows)
         ok = True
     finally:
-        for writer in writers:
-            writer.close(keep=ok)
+        for writer in (out_writer, stdout_writer):
+            if writer is not None:
+                writer.close(keep=ok)
         if store is not None:
             store.finish(run_id, summary, ok)
     rate = progress.close()

@@ -122,7 +122,7 @@ class Chunk:
     """A slice of the input, small enough to ship to a worker: evaluated as one task, in order."""
 
     index: int
-    kind: str  # "file" | "jsonl" | "table" (CSV and Parquet rows) | "stored" (replay)
+    kind: str  # "file" | "jsonl" | "table" (CSV rows) | "arrow" (Parquet: [first row, record batch]) | "stored"
     source: str  # the file the rows come from ("" for patient files: each item names its own)
     items: list  # file: [(path, text or None)]; jsonl: [(line number, text)]; table: [(row, [cells])]
     header: tuple = ()  # table: the fact each column holds (None: ignored)
@@ -299,10 +299,9 @@ def chunks(paths: list[Path], kb: KnowledgeBase, mapping: Mapping, size: int = 1
             header, _ = _header_problems(columns, shown, kb, mapping)
             row = 0
             for batch in parquet.iter_batches(batch_size=size):
-                values = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
-                items = [(row + i + 1, list(cells)) for i, cells in enumerate(zip(*values, strict=True))]
+                # the Arrow batch itself travels to the worker, which turns it into rows (materialize)
+                yield Chunk(index, "arrow", shown, [row, batch], header, tuple(columns))
                 row += batch.num_rows
-                yield Chunk(index, "table", shown, items, header, tuple(columns))
                 index += 1
     if pending:
         yield Chunk(index, "file", "", pending)
@@ -334,6 +333,16 @@ class _FastLoader(_FastBase):
 
 
 _FastLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _FastLoader.construct_mapping)
+
+
+def materialize(chunk: Chunk) -> Chunk:
+    """An Arrow chunk (Parquet rows as a record batch) as table rows; other chunks as they are."""
+    if chunk.kind != "arrow":
+        return chunk
+    start, batch = chunk.items
+    values = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+    items = [(start + i + 1, list(cells)) for i, cells in enumerate(zip(*values, strict=True))]
+    return Chunk(chunk.index, "table", chunk.source, items, chunk.header, chunk.columns)
 
 
 def patients(chunk: Chunk, kb: KnowledgeBase, mapping: Mapping) -> Iterator[Patient | list[Problem]]:

@@ -7,6 +7,7 @@ when the run finishes: a failed run leaves no half-written file under the name a
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from pathlib import Path
@@ -56,6 +57,19 @@ def _for_arrow(row: dict) -> dict:
     return row if c is None or isinstance(c, str) else {**row, "completeness": str(c)}
 
 
+def encode(rows: list[dict], kind: str, compared: bool = False) -> Any:
+    """Rows in a file's format: an Arrow table (parquet), or text (csv without its header, jsonl)."""
+    if kind == "parquet":
+        import pyarrow as pa
+
+        return pa.Table.from_pylist([_for_arrow(r) for r in rows], arrow_schema(compared))
+    if kind == "csv":
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows(csv_cells(r) for r in rows)
+        return buffer.getvalue()
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
 class Writer:
     def __init__(self, path: Path, compared: bool = False, stream: IO[str] | None = None):
         self.path = path
@@ -70,7 +84,6 @@ class Writer:
         self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp") if stream is None else path
         self._parquet: Any = None
         self._file: IO[str] | None = stream
-        self._csv: Any = None
         if self.kind == "parquet":
             import pyarrow.parquet as pq
 
@@ -79,21 +92,19 @@ class Writer:
             if self._file is None:
                 self._file = open(self.tmp, "w", encoding="utf-8", newline="")  # closed in close()
             if self.kind == "csv":
-                self._csv = csv.writer(self._file, lineterminator="\n")
-                self._csv.writerow(list(COLUMNS) + (["changes"] if compared else []))
+                csv.writer(self._file, lineterminator="\n").writerow(list(COLUMNS) + (["changes"] if compared else []))
 
     def write(self, rows: list[dict]) -> None:
-        if not rows:
-            return
-        if self._parquet is not None:
-            import pyarrow as pa
+        if rows:
+            self.write_encoded(encode(rows, self.kind, self.compared))
 
-            self._parquet.write_table(pa.Table.from_pylist([_for_arrow(r) for r in rows], self._parquet.schema))
-        elif self._csv is not None:
-            self._csv.writerows(csv_cells(r) for r in rows)
+    def write_encoded(self, payload: Any) -> None:
+        """A chunk's rows already encoded by `encode` (in a worker, off this process's critical path)."""
+        if self._parquet is not None:
+            self._parquet.write_table(payload)
         else:
             assert self._file is not None
-            self._file.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            self._file.write(payload)
 
     def close(self, keep: bool = True) -> None:
         if self._parquet is not None:

@@ -24,7 +24,7 @@ from ..errors import LumbarKBError, Problem
 from ..loader import kb_files, load
 from ..model import KnowledgeBase
 from .decisions import decision_row, differences, trace_rows
-from .inputs import Chunk, Mapping, Patient, patients
+from .inputs import Chunk, Mapping, Patient, materialize, patients
 from .summary import Summary
 
 IN_FLIGHT_PER_WORKER = 3
@@ -79,6 +79,7 @@ class Job:
     compare_sha256: str | None = None  # --compare-kb: the other knowledge base
     rows: bool = True  # return the decision rows (for --out, the store, CSV on stdout)
     store: bool = False  # also the validated inputs and the trace (the audit store)
+    out_kind: str | None = None  # --out: the rows encoded here for the file (parquet, csv, jsonl)
 
 
 @dataclass
@@ -90,6 +91,7 @@ class ChunkOut:
     traces: list  # store only: trace_rows of each row
     bad: list  # [str]: one line per problem of each bad row
     replay_differences: list = field(default_factory=list)  # stored chunks: [(who, [what differs])]
+    encoded: Any = None  # job.out_kind: the chunk's rows in that format (output.encode)
 
 
 def evaluate_chunk(chunk: Chunk, job: Job, snapshots: dict | None = None) -> ChunkOut:
@@ -97,6 +99,7 @@ def evaluate_chunk(chunk: Chunk, job: Job, snapshots: dict | None = None) -> Chu
     from ..analysis.escalation import decide
 
     kb, engine = _engine(job.kb_sha256, snapshots)
+    chunk = materialize(chunk)
     other = _engine(job.compare_sha256, snapshots) if job.compare_sha256 else None
     out = ChunkOut(chunk.index, Summary(), [], [], [], [])
     sha = kb.sha256
@@ -119,11 +122,17 @@ def evaluate_chunk(chunk: Chunk, job: Job, snapshots: dict | None = None) -> Chu
                 out.replay_differences.append(
                     (row["source"] if row["row"] is None else f"{row['source']}:{row['row']}", differs, expected, row)
                 )
-        if job.rows:
+        if job.rows or job.out_kind:
             out.rows.append(row)
         if job.store:
             out.inputs.append(patient.inputs)
             out.traces.append(trace_rows(result))
+    if job.out_kind:
+        from .output import encode
+
+        out.encoded = encode(out.rows, job.out_kind, job.compare_sha256 is not None) if out.rows else None
+        if not job.rows:
+            out.rows = []
     return out
 
 
