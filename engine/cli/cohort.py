@@ -94,16 +94,21 @@ def _run_cohort(args) -> int:
     mapping = inp.Mapping.read(args.mapping, kb)
     inp.check_inputs(args.paths, kb, mapping)
     compared = compare_kb is not None
-    store = None
-    if args.db:
-        from lumbar_kb.engine.cohort.store import Store
-
-        store = Store(args.db)
     out_writer = None
     if args.out:
         from lumbar_kb.engine.cohort.output import Writer
 
         out_writer = Writer(args.out, compared)
+    store = None
+    if args.db:
+        from lumbar_kb.engine.cohort.store import Store
+
+        try:
+            store = Store(args.db)
+        except LumbarKBError:
+            if out_writer is not None:
+                out_writer.close(keep=False)
+            raise
     stdout_writer = None
     if args.format == "csv":
         from lumbar_kb.engine.cohort.output import Writer
@@ -131,7 +136,7 @@ def _run_cohort(args) -> int:
     run_id = None
     if store is not None:
         run_id = store.begin(kb, snapshots[kb.sha256], args.paths, _command(args), jobs, _backend(args, jobs))
-    progress = Progress(None, quiet=args.quiet)
+    progress = Progress(inp.count_rows(args.paths), quiet=args.quiet)
     summary = Summary()
     ok = False
     try:

@@ -158,6 +158,22 @@ def patient_files(paths: list[Path]) -> list[Path]:
     return out
 
 
+def count_rows(paths: list[Path]) -> int | None:
+    """How many rows the inputs hold, when that is cheap to know (patient files, Parquet metadata)."""
+    total = 0
+    for path in paths:
+        kind = kind_of(path)
+        if kind == "file":
+            total += len(patient_files([path]))
+        elif kind == "parquet":
+            import pyarrow.parquet as pq
+
+            total += pq.ParquetFile(path).metadata.num_rows
+        else:
+            return None
+    return total
+
+
 def check_inputs(paths: list[Path], kb: KnowledgeBase, mapping: Mapping) -> None:
     """Bad input for a whole file, found before anything runs: a missing file, an unknown kind, an empty
     folder, a table column that is not a fact."""

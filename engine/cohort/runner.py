@@ -227,7 +227,12 @@ def _run_dask(chunks: Iterable[Chunk], job: Job, snapshots: dict, jobs: int, add
         )
         client = Client(cluster)
     else:
-        client = Client(address)
+        try:
+            client = Client(address, timeout="15s")
+        except (OSError, TimeoutError) as exc:
+            raise LumbarKBError(
+                Problem(f"cannot reach the Dask scheduler at {address}: {exc}", hint="e.g. --dask tcp://host:8786")
+            ) from None
     try:
         workers = max(len(client.scheduler_info().get("workers", {})), 1)
         shared = client.scatter(snapshots, broadcast=True)  # each worker gets the knowledge base once
