@@ -62,7 +62,9 @@ def encode(rows: list[dict], kind: str, compared: bool = False) -> Any:
     if kind == "parquet":
         import pyarrow as pa
 
-        return pa.Table.from_pylist([_for_arrow(r) for r in rows], arrow_schema(compared))
+        schema = arrow_schema(compared)
+        rows = [_for_arrow(r) for r in rows]
+        return pa.Table.from_pydict({f.name: [r.get(f.name) for r in rows] for f in schema}, schema)
     if kind == "csv":
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator="\n").writerows(csv_cells(r) for r in rows)
