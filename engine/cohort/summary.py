@@ -14,7 +14,7 @@ from typing import Any
 from ..model import KnowledgeBase, hours_text
 
 LISTED = 20  # patients listed by name in the text summary; the rest are in --out
-PATHWAYS_KEPT = 20_000  # distinct pathways counted exactly; beyond that the rarest are dropped (flat memory)
+PATHWAYS_KEPT = 5_000  # distinct pathways counted exactly; beyond twice that the rarest are dropped (flat memory)
 
 
 class Summary:
