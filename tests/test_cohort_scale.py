@@ -172,21 +172,45 @@ def test_two_processes_give_byte_identical_output_to_one(capsys, cohort, tmp_pat
 
 
 def test_a_dask_local_cluster_of_two_workers_gives_identical_output(capsys, cohort, tmp_path):
+    """Both ways of --dask: a LocalCluster the command starts, and a scheduler address (here one of a
+    LocalCluster this test starts, as a real cluster's would be given)."""
+    from distributed import LocalCluster
+
     folder, _ = cohort
     code, summary, _ = cli(capsys, "cohort", folder / "p.jsonl", "--jobs", "1", "--out", tmp_path / "one.jsonl")
     assert code == 0
-    code, dask_summary, _ = cli(
-        capsys,
-        "cohort",
-        folder / "p.jsonl",
-        "--dask",
-        "--jobs",
-        "2",
-        "--chunk-size",
-        "40",
-        "--out",
-        tmp_path / "d.jsonl",
-    )
+    argv = ("cohort", folder / "p.jsonl", "--chunk-size", "40")
+    code, own_cluster, _ = cli(capsys, *argv, "--dask", "--jobs", "2", "--out", tmp_path / "d.jsonl")
     assert code == 0
-    assert (tmp_path / "d.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
-    assert dask_summary == summary
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        code, at_address, _ = cli(capsys, *argv, "--dask", cluster.scheduler_address, "--out", tmp_path / "a.jsonl")
+    assert code == 0
+    expected = (tmp_path / "one.jsonl").read_bytes()
+    assert (tmp_path / "d.jsonl").read_bytes() == expected == (tmp_path / "a.jsonl").read_bytes()
+    assert own_cluster == summary == at_address
+
+
+def test_a_bad_mapping_file_is_bad_input_naming_its_line(capsys, cohort, tmp_path):
+    folder, _ = cohort
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text("columns:\n  patient_no: id\n  WEAK: leg_weaknes\nvalues: {'*': {Y: true}}\n")
+    code, out, err = cli(capsys, "cohort", folder / "p.csv", "--mapping", mapping)
+    assert (code, out) == (2, "") and "m.yaml:3:9: 'leg_weaknes' is not an input fact" in err
+    assert "did you mean 'leg_weakness'?" in err
+
+
+def test_progress_is_plain_lines_off_a_terminal_and_ends_with_the_rate(monkeypatch):
+    import io
+
+    from lumbar_kb.engine.cohort import progress
+
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)
+    stream = io.StringIO()
+    bar = progress.Progress(total=30, stream=stream)
+    bar.advance(10)
+    bar.advance(18, bad=2)
+    last = bar.close()
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("cohort: 10 of 30 rows") and lines[1].startswith("cohort: 30 of 30 rows")
+    assert lines[-1] == last and last.startswith("cohort: 28 patient(s), 2 bad row(s) skipped in ")
+    assert last.endswith(" patients/s") and "\x1b" not in stream.getvalue()  # no terminal codes in a log

@@ -83,7 +83,9 @@ class Mapping:
         for column, fact in columns.items():
             if fact not in META_KEYS and (fact not in kb.facts or kb.facts[fact].derived):
                 problems.append(
-                    pos.problem(("columns", column), f"'{fact}' is not an input fact", did_you_mean(str(fact), names))
+                    pos.problem(
+                        ("columns", column), f"'{fact}' is not an input fact", hint=did_you_mean(str(fact), names)
+                    )
                 )
         if not isinstance(ignore, list) or not all(isinstance(c, str) for c in ignore):
             problems.append(pos.problem(("ignore",), "ignore must be a list of column names"))
@@ -94,7 +96,9 @@ class Mapping:
         clean: dict[str, dict] = {}
         for fact, spellings in values.items():
             if fact != "*" and fact not in kb.facts:
-                problems.append(pos.problem(("values", fact), "unknown fact", did_you_mean(fact, names), key=True))
+                problems.append(
+                    pos.problem(("values", fact), "unknown fact", f"fact '{fact}'", did_you_mean(fact, names), key=True)
+                )
             elif not isinstance(spellings, dict):
                 problems.append(pos.problem(("values", fact), "must map a spelling to a value"))
             else:
