@@ -99,6 +99,10 @@ def test_replay_certifies_and_finds_a_tampered_decision(capsys, people, tmp_path
     assert code == 1 and "1 decision(s) DIFFER" in out and f":2: urgency: stored '{tampered}'" in out
     code, _, err = cli(capsys, "replay", "no-such-run", "--db", db)
     assert code == 2 and "no run 'no-such-run'" in err
+    other = tmp_path / "other.duckdb"
+    duckdb.connect(str(other)).execute("CREATE TABLE runs (x INTEGER)").close()
+    code, _, err = cli(capsys, "query", other, "runs")
+    assert code == 2 and "not an audit store" in err and "no table bad_rows, decisions" in err
 
 
 def test_a_rule_change_lists_exactly_the_decisions_it_changes(capsys, people, tmp_path, kb_copy):

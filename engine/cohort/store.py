@@ -114,11 +114,24 @@ class Store:
         if create:
             path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.con = duckdb.connect(str(path))
+            # query and replay only read: several may look at a store at once
+            self.con = duckdb.connect(str(path), read_only=not create)
         except duckdb.Error as exc:
             raise LumbarKBError(Problem(f"cannot open as a DuckDB database: {exc}", file=display(path))) from None
-        for statement in SCHEMA:
-            self.con.execute(statement)
+        if create:
+            for statement in SCHEMA:
+                self.con.execute(statement)
+        else:
+            tables = {row[0] for row in self.con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+            missing = {"runs", "knowledge_bases", "decisions", "trace", "bad_rows"} - tables
+            if missing:
+                raise LumbarKBError(
+                    Problem(
+                        "not an audit store written by `lumbar-kb cohort --db`",
+                        file=display(path),
+                        hint="no table " + ", ".join(sorted(missing)),
+                    )
+                )
         self._seq = 0
 
     # ---- writing a run -------------------------------------------------------------------------------------
