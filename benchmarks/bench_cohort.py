@@ -3,7 +3,8 @@
 For Parquet and JSON Lines inputs of N random valid patients (a third of answers unknown on average), runs
 `lumbar-kb cohort INPUT --out decisions.parquet` as a separate process with --jobs 1, --jobs all and --dask
 (a LocalCluster of all cores), and prints patients/s end to end (start-up included), the ratio to one core,
-the peak memory of the whole process tree (the command and its workers, sampled), and checks that every run
+the peak memory of the whole process tree (the command and its workers, sampled), the CPU seconds it used
+(patients per CPU second is the per-core rate even on a machine other work shares), and checks that every run
 wrote identical decisions. Also the start-up time of the command line, and peak memory at a tenth of N (flat
 memory: the peak must not grow with N). Prints figures; never fails on speed.
 
@@ -86,8 +87,12 @@ def _tree_rss_mb(root: int) -> float:
     return total / 2**20
 
 
-def run(argv: list[str]) -> tuple[float, float, str]:
-    """Wall seconds, peak MB of the process tree, stderr's last line."""
+def run(argv: list[str]) -> tuple[float, float, str, float]:
+    """Wall seconds, peak MB of the process tree, stderr's last line, CPU seconds of the tree (user + system:
+    a fair measure on a machine other work shares, where wall time is not)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     peak = [0.0]
@@ -104,7 +109,9 @@ def run(argv: list[str]) -> tuple[float, float, str]:
     sampler.join()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{err}")
-    return elapsed, peak[0], (err.strip().splitlines() or [""])[-1]
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, peak[0], (err.strip().splitlines() or [""])[-1], cpu
 
 
 def main() -> None:
@@ -136,8 +143,8 @@ def main() -> None:
         )
 
         print(
-            f"\n{'input':<8} {'mode':<10} {'seconds':>8} {'patients/s':>11} {'x one core':>10} {'peak MB':>8}  "
-            "decisions"
+            f"\n{'input':<8} {'mode':<10} {'seconds':>8} {'patients/s':>11} {'x one core':>10} {'peak MB':>8} "
+            f"{'cpu s':>7} {'per cpu s':>9}  decisions"
         )
         digests = set()
         for kind, path in inputs.items():
@@ -146,13 +153,16 @@ def main() -> None:
                 out = folder / f"out-{kind}-{mode}.parquet"
                 extra = ["--dask", "--jobs", "all"] if mode == "dask" else ["--jobs", mode]
                 argv = [*CLI, "cohort", str(path), "--out", str(out), "--chunk-size", str(args.chunk_size), *extra]
-                seconds, peak, _ = run(argv)
+                seconds, peak, _, cpu = run(argv)
                 rate = n / seconds
                 base = base or (rate if mode == "1" else None)
                 ratio = f"{rate / base:.2f}" if base else "-"
                 digest = _decisions_digest(out)
                 digests.add(digest)
-                print(f"{kind:<8} {mode:<10} {seconds:>8.1f} {rate:>11,.0f} {ratio:>10} {peak:>8.0f}  {digest[:12]}")
+                print(
+                    f"{kind:<8} {mode:<10} {seconds:>8.1f} {rate:>11,.0f} {ratio:>10} {peak:>8.0f} {cpu:>7.1f} "
+                    f"{n / cpu:>9,.0f}  {digest[:12]}"
+                )
                 out.unlink()
         print("decisions identical across inputs and modes:", "yes" if len(digests) == 1 else f"NO ({len(digests)})")
 
@@ -160,8 +170,8 @@ def main() -> None:
         kind, path = next(iter(inputs.items()))
         (folder / "small").mkdir()
         tenth = generate(small, folder / "small", [kind], args.seed)
-        _, peak_small, _ = run([*CLI, "cohort", str(tenth[kind]), "--jobs", "1", "--out", str(folder / "s.parquet")])
-        _, peak_full, _ = run([*CLI, "cohort", str(path), "--jobs", "1", "--out", str(folder / "f.parquet")])
+        _, peak_small, _, _ = run([*CLI, "cohort", str(tenth[kind]), "--jobs", "1", "--out", str(folder / "s.parquet")])
+        _, peak_full, _, _ = run([*CLI, "cohort", str(path), "--jobs", "1", "--out", str(folder / "f.parquet")])
         print(
             f"flat memory (--jobs 1, {kind}): peak {peak_small:.0f} MB at {small:,} patients, "
             f"{peak_full:.0f} MB at {n:,}"
