@@ -14,7 +14,7 @@ from typing import Any
 
 from lumbar_kb.engine.errors import LumbarKBError, Problem
 
-from .common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, add_kb_option, dumps, kb_from
+from .common import EXIT_FAILED, EXIT_OK, add_kb_option, dumps, kb_from
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -158,7 +158,7 @@ def _run_cohort(args) -> int:
                 writer.close(keep=ok)
         if store is not None:
             store.finish(run_id, summary, ok)
-    rate = progress.close()
+        rate = progress.close()  # also on failure: a progress bar must give the terminal back
     if args.report:
         from lumbar_kb.engine.cohort.report import write_report
 
@@ -175,8 +175,6 @@ def _run_cohort(args) -> int:
         if run_id:
             text += f"Audit store {args.db}: run {run_id}\n"
         sys.stdout.write(text)
-    if summary.patients == 0 and summary.bad_rows:
-        return EXIT_BAD_INPUT
     return EXIT_FAILED if summary.bad_rows else EXIT_OK
 
 
