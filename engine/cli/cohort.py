@@ -261,7 +261,11 @@ def _run_replay(args) -> int:
     if checked != stored:
         differing.append(("the run", ["patients"], {"patients": stored}, {"patients": checked}))
         count += 1
+    from lumbar_kb.engine.cohort.store import tool_version
+
     head = f"run {args.run_id}: knowledge base {kb.name} {kb.version} ({kb.sha256[:12]}), {checked} decision(s)"
+    if run["tool_version"] != tool_version():
+        head += f" (run by lumbar-kb {run['tool_version']}, replayed by {tool_version()})"
     if not count:
         print(f"{head}: replayed, every decision identical to the stored one (certified).")
         return EXIT_OK

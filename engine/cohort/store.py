@@ -3,7 +3,8 @@
 Tables (every run appends; nothing is updated but a run's own row when it finishes):
 
 * runs, one row per run: run_id, started, finished (UTC), status (running, done, failed), kb_sha256,
-  kb_name, kb_version, inputs (the paths given), command, backend, patients, bad_rows;
+  kb_name, kb_version, inputs (the paths given), command, backend, patients, bad_rows, tool_version (the
+  lumbar-kb version that made the run);
 * knowledge_bases, one row per knowledge base, content-addressed: kb_sha256, name, version, levels (urgency
   codes, highest first), rules (ids, definition order), files (JSON: relative path -> the file's text);
 * decisions, one row per patient of a run: run_id, seq (input order from 1), the decision columns of
@@ -39,7 +40,7 @@ _ACTION = 'STRUCT(code VARCHAR, within_hours_min DOUBLE, within_hours DOUBLE, "w
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS runs (run_id VARCHAR PRIMARY KEY, started TIMESTAMP, finished TIMESTAMP,
        status VARCHAR, kb_sha256 VARCHAR, kb_name VARCHAR, kb_version VARCHAR, inputs VARCHAR[], command VARCHAR,
-       backend VARCHAR, patients BIGINT, bad_rows BIGINT)""",
+       backend VARCHAR, patients BIGINT, bad_rows BIGINT, tool_version VARCHAR)""",
     """CREATE TABLE IF NOT EXISTS knowledge_bases (kb_sha256 VARCHAR PRIMARY KEY, name VARCHAR, version VARCHAR,
        levels VARCHAR[], rules VARCHAR[], files VARCHAR)""",
     f"""CREATE TABLE IF NOT EXISTS decisions (run_id VARCHAR, seq BIGINT, source VARCHAR, "row" BIGINT,
@@ -100,6 +101,16 @@ QUESTIONS: dict[str, tuple[int, tuple, str]] = {
 }
 
 
+def tool_version() -> str:
+    """The installed lumbar-kb's version: a replay names the one that made the run and the one replaying it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lumbar-kb")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree that is not installed
+        return "unknown"
+
+
 def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
 
@@ -145,8 +156,18 @@ class Store:
             [kb.sha256, kb.name, kb.version, levels, [r.id for r in kb.rules], files, kb.sha256],
         )
         self.con.execute(
-            "INSERT INTO runs VALUES (?, ?, NULL, 'running', ?, ?, ?, ?, ?, ?, 0, 0)",
-            [run_id, _now(), kb.sha256, kb.name, kb.version, [str(p) for p in inputs], command, backend],
+            "INSERT INTO runs VALUES (?, ?, NULL, 'running', ?, ?, ?, ?, ?, ?, 0, 0, ?)",
+            [
+                run_id,
+                _now(),
+                kb.sha256,
+                kb.name,
+                kb.version,
+                [str(p) for p in inputs],
+                command,
+                backend,
+                tool_version(),
+            ],
         )
         self._seq = 0
         return run_id
@@ -206,13 +227,13 @@ class Store:
     # ---- reading ---------------------------------------------------------------------------------------------
     def run_info(self, run_id: str) -> dict:
         found = self.con.execute(
-            "SELECT run_id, status, kb_sha256, patients FROM runs WHERE run_id = ?", [run_id]
+            "SELECT run_id, status, kb_sha256, patients, tool_version FROM runs WHERE run_id = ?", [run_id]
         ).fetchone()
         if found is None:
             known = [r[0] for r in self.con.execute("SELECT run_id FROM runs ORDER BY started DESC LIMIT 5").fetchall()]
             hint = ("latest runs: " + ", ".join(known)) if known else "the store has no runs"
             raise LumbarKBError(Problem(f"no run '{run_id}'", file=display(self.path), hint=hint))
-        info = dict(zip(("run_id", "status", "kb_sha256", "patients"), found, strict=True))
+        info = dict(zip(("run_id", "status", "kb_sha256", "patients", "tool_version"), found, strict=True))
         if info["status"] != "done":
             raise LumbarKBError(
                 Problem(f"run '{run_id}' did not finish (status {info['status']})", file=display(self.path))
