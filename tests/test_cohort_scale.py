@@ -33,6 +33,8 @@ def cohort(kb, tmp_path_factory):
 
     rng = random.Random(13)
     people = [{"id": f"p{i}", **random_patient(kb, rng)} for i in range(N)]
+    for i in range(10):  # patients with the same answers as others (a decision may be reused: still theirs)
+        people[N - 1 - i] = {**people[i], "id": f"p{N - 1 - i}"}
     folder = tmp_path_factory.mktemp("cohort")
     names = [f.name for f in kb.input_facts]
     (folder / "p.jsonl").write_text("".join(json.dumps(p) + "\n" for p in people))

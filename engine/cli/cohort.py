@@ -247,7 +247,7 @@ def _run_replay(args) -> int:
     snap = store.knowledge_base(run["kb_sha256"])
     kb = runner.from_snapshot(snap)
     jobs = _jobs(args.jobs)
-    job = runner.Job(kb.sha256, rows=False)
+    job = runner.Job(kb.sha256, rows=False, cache=False)  # every stored input evaluated afresh
     if jobs == 1:
         runner.remember(kb)
     checked = 0

@@ -45,8 +45,13 @@ COLUMNS = (
 LIST_COLUMNS = ("warnings", "differential", "fired", "unanswered_alarm", "could_escalate")
 
 
+def canonical(inputs: dict) -> str:
+    """The validated answers as canonical JSON: what `input_sha256` hashes, and the decision cache's key."""
+    return json.dumps(inputs, sort_keys=True, separators=(",", ":"))
+
+
 def input_hash(inputs: dict) -> str:
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(canonical(inputs).encode()).hexdigest()
 
 
 def _action(a: Any) -> dict:
@@ -61,14 +66,25 @@ def _action(a: Any) -> dict:
 
 def decision_row(patient: Any, result: Any, kb_sha256: str) -> dict:
     """The row for one patient (an inputs.Patient) and its Result (with could_escalate)."""
-    completeness = getattr(result, "completeness", None)
-    if completeness is not None and not isinstance(completeness, (str, int, float, bool)):
-        completeness = str(getattr(completeness, "value", completeness))
+    return {**who(patient, input_hash(patient.inputs)), **decided(result, kb_sha256)}
+
+
+def who(patient: Any, input_sha256: str) -> dict:
+    """The columns that say whose decision a row is."""
     return {
         "source": patient.source,
         "row": patient.row,
         "patient_id": patient.patient_id,
-        "input_sha256": input_hash(patient.inputs),
+        "input_sha256": input_sha256,
+    }
+
+
+def decided(result: Any, kb_sha256: str) -> dict:
+    """The columns that come from the Result: the same for every patient with the same answers."""
+    completeness = getattr(result, "completeness", None)
+    if completeness is not None and not isinstance(completeness, (str, int, float, bool)):
+        completeness = str(getattr(completeness, "value", completeness))
+    return {
         "kb_sha256": kb_sha256,
         "urgency": result.urgency,
         "completeness": completeness,

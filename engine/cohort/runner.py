@@ -12,6 +12,7 @@ needs only `lumbar-kb` installed, not the files.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections import deque
@@ -23,11 +24,16 @@ from typing import Any
 from ..errors import LumbarKBError, Problem
 from ..loader import kb_files, load
 from ..model import KnowledgeBase
-from .decisions import decision_row, differences, trace_rows
+from .decisions import canonical, decided, differences, trace_rows, who
 from .inputs import Chunk, Mapping, Patient, materialize, patients
 from .summary import Summary
 
 IN_FLIGHT_PER_WORKER = 3
+# Patients with the same answers get the same decision (a pure function of the answers and the rules), so each
+# process keeps the last few thousand decisions by canonical answers: an extract of a few coded columns
+# repeats itself a lot. Bounded, so memory stays flat; the rows are the same either way (tested).
+DECIDED_KEPT = 10_000
+_DECIDED: dict[tuple, tuple] = {}
 
 
 # ---- the knowledge base as content ---------------------------------------------------------------------------
@@ -80,6 +86,7 @@ class Job:
     rows: bool = True  # return the decision rows (for --out, the store, CSV on stdout)
     store: bool = False  # also the validated inputs and the trace (the audit store)
     out_kind: str | None = None  # --out: the rows encoded here for the file (parquet, csv, jsonl)
+    cache: bool = True  # reuse the decision of the same answers (replay says False: it re-evaluates every one)
 
 
 @dataclass
@@ -108,12 +115,30 @@ def evaluate_chunk(chunk: Chunk, job: Job, snapshots: dict | None = None) -> Chu
             out.summary.bad_rows += 1
             out.bad.extend(str(p) for p in patient)
             continue
-        result = decide(kb, engine.run(patient.inputs))
-        row = decision_row(patient, result, sha)
-        if other is not None:
-            old_kb, old_engine = other
-            old = decision_row(patient, decide(old_kb, old_engine.run(patient.inputs)), old_kb.sha256)
-            row["changes"] = differences(old, row)
+        text = canonical(patient.inputs)
+        key = (job.kb_sha256, job.compare_sha256, job.store, text)
+        known = _DECIDED.get(key) if job.cache else None
+        if known is None:
+            result = decide(kb, engine.run(patient.inputs))
+            part = decided(result, sha)
+            changes = None
+            if other is not None:
+                old_kb, old_engine = other
+                changes = differences(decided(decide(old_kb, old_engine.run(patient.inputs)), old_kb.sha256), part)
+            known = (
+                hashlib.sha256(text.encode()).hexdigest(),
+                part,
+                changes,
+                trace_rows(result) if job.store else None,
+            )
+            if job.cache:
+                if len(_DECIDED) >= DECIDED_KEPT:
+                    _DECIDED.clear()
+                _DECIDED[key] = known
+        digest, part, changes, steps = known
+        row = {**who(patient, digest), **part}
+        if changes is not None:
+            row["changes"] = changes
         out.summary.add(row)
         if chunk.kind == "stored":
             expected = item[4]
@@ -126,7 +151,7 @@ def evaluate_chunk(chunk: Chunk, job: Job, snapshots: dict | None = None) -> Chu
             out.rows.append(row)
         if job.store:
             out.inputs.append(patient.inputs)
-            out.traces.append(trace_rows(result))
+            out.traces.append(steps)
     if job.out_kind:
         from .output import encode
 
