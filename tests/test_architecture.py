@@ -26,7 +26,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("engine.result", "engine.scenarios"),  # a trace made into the user's Result; expectations about Results
     ("engine.analysis",),  # look-ahead, proofs, explanations, coverage
     ("engine.api",),  # the small front door: load, evaluate
-    ("engine.report", "engine.cohort", "engine.hazards", "visualize"),  # views: a function of the model and Results
+    # views: a function of the model and Results; engine.cohort is a package (inputs, decisions, summary, runner,
+    # store, report, output, progress): it reads extracts, runs the api's evaluation in chunks, writes views
+    ("engine.report", "engine.cohort", "engine.hazards", "visualize"),
     ("",),  # the command line: the root package lumbar_kb itself (engine/cli/)
 ]
 
