@@ -81,18 +81,15 @@ def who(patient: Any, input_sha256: str) -> dict:
 
 def decided(result: Any, kb_sha256: str) -> dict:
     """The columns that come from the Result: the same for every patient with the same answers."""
-    completeness = getattr(result, "completeness", None)
-    if completeness is not None and not isinstance(completeness, (str, int, float, bool)):
-        completeness = str(getattr(completeness, "value", completeness))
     return {
         "kb_sha256": kb_sha256,
         "urgency": result.urgency,
-        "completeness": completeness,
+        "completeness": "complete" if result.complete else "incomplete",
         "actions": [_action(a) for a in result.actions],
         "warnings": [w.code for w in result.warnings],
         "differential": [d.code for d in result.differential],
         "fired": [f.rule for f in result.fired],
-        "unanswered_alarm": [q.fact for q in result.unanswered if q.alarm],
+        "unanswered_alarm": list(result.unanswered_alarm),
         "could_escalate": [e.fact for e in result.could_escalate],
     }
 
