@@ -19,8 +19,9 @@ from lumbar_kb.main import main
 N = 80
 # the suspected-compression rule's MRI window (the red-flag rule gives 12 hours too, after `urgency: emergency`
 # and the emergency department: only this rule has the department "immediately" right before its MRI)
-OLD = "        window: immediately\n      - action: mri_whole_spine\n        within_hours: 12\n        window: within 12 hours\n"
-NEW = "        window: immediately\n      - action: mri_whole_spine\n        within_hours: 6\n        window: within 6 hours\n"
+LEAD = "        window: immediately\n      - action: mri_whole_spine\n"
+OLD = LEAD + "        within_hours: 12\n        window: within 12 hours\n"
+NEW = LEAD + "        within_hours: 6\n        window: within 6 hours\n"
 
 
 def cli(capsys, *argv):

@@ -34,6 +34,7 @@ def _commands():
             for a in parser._actions
             if a.required and not a.option_strings
         ]
+        needed += [x for a in parser._actions if a.required and a.option_strings for x in (a.option_strings[0], "x")]
         for group in parser._mutually_exclusive_groups:
             if group.required:
                 needed += [group._group_actions[0].option_strings[0], "x"]
