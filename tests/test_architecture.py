@@ -19,13 +19,15 @@ ROOT = Path(__file__).resolve().parent.parent
 # bottom up: each entry is a layer, each layer a tuple of module-name prefixes under lumbar_kb
 LAYERS: list[tuple[str, ...]] = [
     ("engine.model", "engine.errors"),  # the typed model and the one exception tree
-    ("engine.source", "engine.logic", "engine.trace", "engine.outputs", "engine.discovery"),  # reading and
-    # writing files, finding patient files; three-valued logic; what fired
+    # engine.outputs writes files safely, engine.discovery finds patient files
+    ("engine.source", "engine.logic", "engine.trace", "engine.outputs", "engine.discovery"),  # files; logic; traces
     ("engine.loader", "engine.compiler", "engine.patient"),  # YAML -> model; model -> durable rulesets; inputs
     ("engine.session", "engine.reference"),  # the durable-rules engine and the plain-Python oracle
     ("engine.result", "engine.scenarios"),  # a trace made into the user's Result; expectations about Results
     ("engine.analysis",),  # look-ahead, proofs, explanations, coverage
     ("engine.api",),  # the small front door: load, evaluate
+    # engine.cohort is a package (inputs, decisions, summary, runner, store, report, output, progress): it reads
+    # extracts, runs the api's evaluation in chunks, and writes its views
     ("engine.report", "engine.cohort", "engine.hazards", "visualize", "engine.fhir", "engine.service"),  # views
     ("",),  # the command line: the root package lumbar_kb itself (engine/cli/)
 ]

@@ -5,6 +5,7 @@ import io
 import json
 
 from lumbar_kb.engine.loader import default_kb_dir
+from lumbar_kb.engine.source import display
 from lumbar_kb.main import main
 
 PATIENTS = default_kb_dir() / "patients"
@@ -16,12 +17,14 @@ def cli(capsys, *argv):
     return code, out, err
 
 
-def test_summary_counts_agree_with_evaluating_each_patient(capsys, evaluator):
-    code, out, err = cli(capsys, "cohort", PATIENTS, "--format", "json")
+def test_summary_counts_agree_with_evaluating_each_patient(capsys, evaluator, tmp_path):
+    out_file = tmp_path / "rows.jsonl"
+    code, out, err = cli(capsys, "cohort", PATIENTS, "--format", "json", "--out", out_file, "--quiet")
     assert code == 0 and err == ""
     data = json.loads(out)
     files = sorted(p for p in PATIENTS.iterdir())
-    assert [p["patient_file"] for p in data["patients"]] == [str(f) for f in files]
+    rows = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert [r["source"] for r in rows] == [display(f) for f in files]
     results = [evaluator.evaluate_file(f) for f in files]
     summary = data["summary"]
     assert summary["patients"] == len(files)
@@ -33,33 +36,43 @@ def test_summary_counts_agree_with_evaluating_each_patient(capsys, evaluator):
     mri = summary["actions"]["mri_whole_spine"]
     assert mri["patients"] == sum(any(a.code == "mri_whole_spine" for a in r.actions) for r in results)
     assert sum(w["patients"] for w in mri["within_hours"]) == mri["patients"]
-    for row, result in zip(data["patients"], results, strict=False):
+    for row, result in zip(rows, results, strict=True):
         assert row["urgency"] == result.urgency and row["fired"] == result.fired_ids()
-        assert row["actions"] == {a.code: a.within_hours for a in result.actions}
+        assert [(a["code"], a["within_hours"]) for a in row["actions"]] == [
+            (a.code, a.within_hours) for a in result.actions
+        ]
 
 
-def test_csv_has_one_row_per_patient(capsys):
-    code, out, _ = cli(capsys, "cohort", PATIENTS, "--format", "csv")
+def test_csv_has_one_row_per_patient_with_windows_and_done(capsys):
+    code, out, _ = cli(capsys, "cohort", PATIENTS, "--format", "csv", "--quiet")
     rows = list(csv.DictReader(io.StringIO(out)))
     assert code == 0 and len(rows) == len(list(PATIENTS.iterdir()))
-    cauda = next(r for r in rows if r["patient_file"].endswith("01-cauda-equina.yaml"))
-    assert cauda["urgency"] == "emergency"
-    assert cauda["actions"].split(";") == ["emergency_department@0", "mri_whole_spine@12"]
+    cauda = next(r for r in rows if r["source"].endswith("01-cauda-equina.yaml"))
+    assert cauda["urgency"] == "emergency" and cauda["patient_id"] == "example-01"
+    # cauda equina: the emergency department now, an MRI of the whole spine within 12 hours
+    actions = [(a["code"], a["within_hours"], a["done"]) for a in json.loads(cauda["actions"])]
+    assert actions == [("emergency_department", 0, False), ("mri_whole_spine", 12, False)]
+    # abnormal radiographs are given for patient 03: the X-ray is already done, and the row says so
+    soft = next(r for r in rows if r["source"].endswith("03-soft-lump-no-neuro.json"))
+    xray = next(a for a in json.loads(soft["actions"]) if a["code"] == "xray_lumbar")
+    # its window is the "prompt evaluation (within days to 2 weeks)" the imaging rule reads for a lump: 2 weeks
+    assert xray["done"] is True and xray["within_hours"] == 14 * 24
 
 
 def test_text_summary_reads_urgency_first(capsys):
-    code, out, _ = cli(capsys, "cohort", PATIENTS)
+    code, out, _ = cli(capsys, "cohort", PATIENTS, "--quiet")
     lines = out.splitlines()
     assert code == 0 and lines[0].startswith("Cohort of 4 patient(s)")
     assert lines[2].startswith("Urgency: EMERGENCY 1 (25%)")
     assert "Rules this cohort never fired:" in out
 
 
-def test_one_bad_file_means_nothing_is_written(tmp_path, capsys):
+def test_a_bad_file_is_reported_and_skipped_never_counted(tmp_path, capsys):
     (tmp_path / "a.yaml").write_text("leg_weakness: true\n")
     (tmp_path / "b.yaml").write_text("leg_weakness: sometimes\n")
-    code, out, err = cli(capsys, "cohort", tmp_path)
-    assert (code, out) == (2, "") and "b.yaml:1:15" in err
+    code, out, err = cli(capsys, "cohort", tmp_path, "--quiet")
+    assert code == 1 and "b.yaml:1:15" in err
+    assert out.startswith("Cohort of 1 patient(s)") and "Skipped 1 bad row(s)" in out
 
 
 def test_an_empty_directory_is_bad_input(tmp_path, capsys):

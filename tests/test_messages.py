@@ -29,7 +29,12 @@ def _commands():
     """Every subcommand, the arguments it needs to get past its required ones, and its long options."""
     sub = build_parser()._subparsers._group_actions[0]  # type: ignore[union-attr]
     for name, parser in sub.choices.items():
-        needed = ["x.yaml" for a in parser._actions if a.required and not a.option_strings]
+        needed = [
+            next(iter(a.choices)) if a.choices else "x.yaml"  # a positional with choices gets a valid one
+            for a in parser._actions
+            if a.required and not a.option_strings
+        ]
+        needed += [x for a in parser._actions if a.required and a.option_strings for x in (a.option_strings[0], "x")]
         for group in parser._mutually_exclusive_groups:
             if group.required:
                 needed += [group._group_actions[0].option_strings[0], "x"]

@@ -20,12 +20,13 @@ import traceback
 
 from lumbar_kb.engine.errors import EngineError, LumbarKBError, safe_text
 
-from . import authoring, clinic, graph, patients, safety
+from . import authoring, clinic, cohort, graph, patients, safety
 from .common import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, Parser, print_problems
 
 # each command family adds its subcommands, in the order `lumbar-kb --help` lists them
 COMMAND_FAMILIES = (
     patients.add_commands,
+    cohort.add_commands,
     graph.add_commands,
     authoring.add_commands,
     safety.add_commands,

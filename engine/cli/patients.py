@@ -1,4 +1,4 @@
-"""Commands about patients and the vocabulary: `evaluate`, `cohort`, `validate`, `facts`."""
+"""Commands about patients and the vocabulary: `evaluate`, `validate`, `facts` (`cohort` is in cli/cohort.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from .common import EXIT_FAILED, EXIT_OK, add_kb_option, dumps, dumps_line, kb_f
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    for add in (_add_evaluate, _add_cohort, _add_validate, _add_facts):
+    for add in (_add_evaluate, _add_validate, _add_facts):
         add(sub)
 
 
@@ -53,41 +53,6 @@ def _run_evaluate(args) -> int:
             header = f"== {safe_text(path)} ==\n" if len(args.patients) > 1 else ""
             chunks.append(header + render(result, kb))
     sys.stdout.write(("\n" if args.format == "text" else "").join(chunks))
-    return EXIT_OK
-
-
-# ---- cohort ------------------------------------------------------------------------------------------------
-def _add_cohort(sub) -> None:
-    p = sub.add_parser(
-        "cohort",
-        help="evaluate many patients: one row each and a summary",
-        description="Evaluate patient files (or every *.yaml/*.yml/*.json in the directories named) "
-        "and summarise: urgency counts, each action with the windows given, warnings, "
-        "differential, how many patients each rule fired for, and the rules no patient "
-        "fired. --format csv gives one row per patient for a spreadsheet.",
-    )
-    p.add_argument("paths", nargs="+", metavar="PATH", type=Path)
-    p.add_argument("--format", choices=("text", "json", "csv"), default="text")
-    add_kb_option(p)
-    p.set_defaults(run=_run_cohort)
-
-
-def _run_cohort(args) -> int:
-    from lumbar_kb.engine.analysis.escalation import decide
-    from lumbar_kb.engine.api import Evaluator
-    from lumbar_kb.engine.cohort import Cohort, patient_files
-
-    evaluator = Evaluator(kb_from(args))
-    files = patient_files(args.paths)
-    if not files:
-        raise LumbarKBError(
-            [Problem("no patient files (*.yaml, *.yml, *.json) found", file=str(p)) for p in args.paths]
-        )
-    facts = _load_all(files, evaluator.kb)
-    rows = [(path, decide(evaluator.kb, evaluator.engine.run(f))) for path, f in zip(files, facts, strict=False)]
-    cohort = Cohort(evaluator.kb, rows)
-    text = {"json": lambda: dumps(cohort.to_dict()), "csv": cohort.to_csv, "text": cohort.to_text}[args.format]()
-    sys.stdout.write(text)
     return EXIT_OK
 
 

@@ -319,6 +319,9 @@ def _kind(value: Any) -> str:
     return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(type(value), "a number")
 
 
+_CODES: dict = {}  # the bindings of the knowledge base last used, for a cohort of FHIR files
+
+
 def facts_from_document(data: Any, pos, kb: KnowledgeBase, codes: Codes | None = None) -> dict[str, Value]:
     """A FHIR Bundle or QuestionnaireResponse document (read by `source.read_document`) as a patient's facts,
     for `evaluate` and `cohort`. Conflicting records stay unknown, as in the service. Wrong structure is a
@@ -330,8 +333,14 @@ def facts_from_document(data: Any, pos, kb: KnowledgeBase, codes: Codes | None =
         raise PatientError(
             pos.problem(("resourceType",), f"a FHIR patient file is a Bundle or a QuestionnaireResponse, not {kind!r}")
         )
+    if codes is None:
+        key = (kb.root, kb.sha256)
+        if key not in _CODES:
+            _CODES.clear()  # one knowledge base at a time in a run
+            _CODES[key] = load_codes(kb)
+        codes = _CODES[key]
     try:
-        mapped = map_fhir(data, kb, codes or load_codes(kb))
+        mapped = map_fhir(data, kb, codes)
     except FhirInputError as exc:
         raise PatientError(Problem(exc.message, file=pos.file, subject=exc.field or None)) from None
     return mapped.facts

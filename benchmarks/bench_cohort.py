@@ -1,0 +1,193 @@
+"""Benchmark: `lumbar-kb cohort` end to end, as an analyst runs it, on generated patients.
+
+For Parquet and JSON Lines inputs of N random valid patients (a third of answers unknown on average), runs
+`lumbar-kb cohort INPUT --out decisions.parquet` as a separate process with --jobs 1, --jobs all and --dask
+(a LocalCluster of all cores), and prints patients/s end to end (start-up included), the ratio to one core,
+the peak memory of the whole process tree (the command and its workers, sampled), the CPU seconds it used
+(patients per CPU second is the per-core rate even on a machine other work shares), and checks that every run
+wrote identical decisions. Also the start-up time of the command line, and peak memory at a tenth of N (flat
+memory: the peak must not grow with N). Prints figures; never fails on speed.
+
+    python benchmarks/bench_cohort.py [--patients 100000] [--modes 1,all,dask] [--formats parquet,jsonl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from lumbar_kb.engine.cohort.runner import cores
+from lumbar_kb.engine.loader import load
+from lumbar_kb.engine.patient import random_patient
+
+CLI = [sys.executable, "-m", "lumbar_kb"]
+
+
+def generate(n: int, folder: Path, formats: list[str], seed: int) -> dict[str, Path]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    kb = load()
+    rng = random.Random(seed)
+    names = [f.name for f in kb.input_facts]
+    out: dict[str, Path] = {}
+    jsonl = folder / "patients.jsonl" if "jsonl" in formats else None
+    parquet = folder / "patients.parquet" if "parquet" in formats else None
+    schema = pa.schema(
+        [("id", pa.string())] + [(n, pa.bool_() if kb.facts[n].type == "bool" else pa.string()) for n in names]
+    )
+    writer = pq.ParquetWriter(parquet, schema) if parquet else None
+    with open(jsonl, "w") if jsonl else open(os.devnull, "w") as lines:
+        done = 0
+        while done < n:
+            batch = [{"id": f"p{done + i}", **random_patient(kb, rng)} for i in range(min(50_000, n - done))]
+            if jsonl:
+                lines.write("".join(json.dumps(p) + "\n" for p in batch))
+            if writer:
+                writer.write_table(pa.Table.from_pylist(batch, schema))
+            done += len(batch)
+    if writer:
+        writer.close()
+    if jsonl:
+        out["jsonl"] = jsonl
+    if parquet:
+        out["parquet"] = parquet
+    return out
+
+
+def _tree_rss_mb(root: int) -> float:
+    """Resident memory of a process and all its descendants, in MB (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(entry), int(fields[1])
+        children.setdefault(ppid, []).append(pid)
+        rss[pid] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo.extend(children.get(pid, []))
+    return total / 2**20
+
+
+def run(argv: list[str]) -> tuple[float, float, str, float]:
+    """Wall seconds, peak MB of the process tree, stderr's last line, CPU seconds of the tree (user + system:
+    a fair measure on a machine other work shares, where wall time is not)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak = [0.0]
+
+    def sample() -> None:
+        while proc.poll() is None:
+            peak[0] = max(peak[0], _tree_rss_mb(proc.pid))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, err = proc.communicate()
+    elapsed = time.perf_counter() - start
+    sampler.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{err}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, peak[0], (err.strip().splitlines() or [""])[-1], cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--patients", type=int, default=100_000)
+    parser.add_argument("--modes", default="1,all,dask", help="comma-separated: 1, all, N, dask")
+    parser.add_argument("--formats", default="parquet,jsonl")
+    parser.add_argument("--chunk-size", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    n, formats, modes = args.patients, args.formats.split(","), args.modes.split(",")
+    print(
+        f"# lumbar-kb cohort, end to end: {n:,} generated patients, {cores()} core(s), Python {sys.version.split()[0]}"
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-cohort-") as tmp:
+        folder = Path(tmp)
+        t0 = time.perf_counter()
+        inputs = generate(n, folder, formats, args.seed)
+        print(
+            f"generated in {time.perf_counter() - t0:.1f} s: "
+            + ", ".join(f"{p.name} {p.stat().st_size / 2**20:.0f} MB" for p in inputs.values())
+        )
+
+        startup = min(run([*CLI, "--help"])[0] for _ in range(3))
+        one = load().root + "/patients/01-cauda-equina.yaml"
+        single = min(run([*CLI, "cohort", one, "--quiet"])[0] for _ in range(3))
+        print(
+            f"start-up: `lumbar-kb --help` {startup * 1000:.0f} ms; `cohort` of one patient file {single * 1000:.0f} ms"
+        )
+
+        print(
+            f"\n{'input':<8} {'mode':<10} {'seconds':>8} {'patients/s':>11} {'x one core':>10} {'peak MB':>8} "
+            f"{'cpu s':>7} {'per cpu s':>9}  decisions"
+        )
+        digests = set()
+        for kind, path in inputs.items():
+            base = None
+            for mode in modes:
+                out = folder / f"out-{kind}-{mode}.parquet"
+                extra = ["--dask", "--jobs", "all"] if mode == "dask" else ["--jobs", mode]
+                argv = [*CLI, "cohort", str(path), "--out", str(out), "--chunk-size", str(args.chunk_size), *extra]
+                seconds, peak, _, cpu = run(argv)
+                rate = n / seconds
+                base = base or (rate if mode == "1" else None)
+                ratio = f"{rate / base:.2f}" if base else "-"
+                digest = _decisions_digest(out)
+                digests.add(digest)
+                print(
+                    f"{kind:<8} {mode:<10} {seconds:>8.1f} {rate:>11,.0f} {ratio:>10} {peak:>8.0f} {cpu:>7.1f} "
+                    f"{n / cpu:>9,.0f}  {digest[:12]}"
+                )
+                out.unlink()
+        print("decisions identical across inputs and modes:", "yes" if len(digests) == 1 else f"NO ({len(digests)})")
+
+        small = max(n // 10, 1000)
+        kind, path = next(iter(inputs.items()))
+        (folder / "small").mkdir()
+        tenth = generate(small, folder / "small", [kind], args.seed)
+        _, peak_small, _, _ = run([*CLI, "cohort", str(tenth[kind]), "--jobs", "1", "--out", str(folder / "s.parquet")])
+        _, peak_full, _, _ = run([*CLI, "cohort", str(path), "--jobs", "1", "--out", str(folder / "f.parquet")])
+        print(
+            f"flat memory (--jobs 1, {kind}): peak {peak_small:.0f} MB at {small:,} patients, "
+            f"{peak_full:.0f} MB at {n:,}"
+        )
+
+
+def _decisions_digest(path: Path) -> str:
+    """A digest of the decisions, ignoring where each row came from (the input file differs by format)."""
+    import pyarrow.parquet as pq
+
+    h = hashlib.sha256()
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=50_000):
+        for row in batch.drop_columns(["source"]).to_pylist():
+            h.update(json.dumps(row, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+if __name__ == "__main__":
+    main()

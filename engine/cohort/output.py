@@ -1,0 +1,120 @@
+"""Decision rows written to a file, by its suffix: `.jsonl`, `.csv` or `.parquet` (columns: decisions.COLUMNS).
+
+Rows are written as they come (memory stays flat) to a temporary file beside the target, renamed into place
+when the run finishes: a failed run leaves no half-written file under the name asked for.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import IO, Any
+
+from ..errors import LumbarKBError, Problem
+from .decisions import COLUMNS, csv_cells
+
+SUFFIXES = (".jsonl", ".csv", ".parquet")
+
+
+def arrow_schema(compared: bool = False) -> Any:
+    import pyarrow as pa
+
+    text_list = pa.list_(pa.string())
+    action = pa.struct(
+        [
+            ("code", pa.string()),
+            ("within_hours_min", pa.float64()),
+            ("within_hours", pa.float64()),
+            ("window", pa.string()),
+            ("done", pa.bool_()),
+        ]
+    )
+    fields = [
+        ("source", pa.string()),
+        ("row", pa.int64()),
+        ("patient_id", pa.string()),
+        ("input_sha256", pa.string()),
+        ("kb_sha256", pa.string()),
+        ("urgency", pa.string()),
+        ("completeness", pa.string()),
+        ("actions", pa.list_(action)),
+        ("warnings", text_list),
+        ("differential", text_list),
+        ("fired", text_list),
+        ("unanswered_alarm", text_list),
+        ("could_escalate", text_list),
+    ]
+    if compared:
+        fields.append(("changes", text_list))
+    return pa.schema(fields)
+
+
+def _for_arrow(row: dict) -> dict:
+    c = row.get("completeness")
+    return row if c is None or isinstance(c, str) else {**row, "completeness": str(c)}
+
+
+def encode(rows: list[dict], kind: str, compared: bool = False) -> Any:
+    """Rows in a file's format: an Arrow table (parquet), or text (csv without its header, jsonl)."""
+    if kind == "parquet":
+        import pyarrow as pa
+
+        schema = arrow_schema(compared)
+        rows = [_for_arrow(r) for r in rows]
+        return pa.Table.from_pydict({f.name: [r.get(f.name) for r in rows] for f in schema}, schema)
+    if kind == "csv":
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows(csv_cells(r) for r in rows)
+        return buffer.getvalue()
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+class Writer:
+    def __init__(self, path: Path, compared: bool = False, stream: IO[str] | None = None):
+        self.path = path
+        self.compared = compared
+        self.kind = "csv" if stream is not None else path.suffix.lower().lstrip(".")
+        if stream is None and path.suffix.lower() not in SUFFIXES:
+            raise LumbarKBError(
+                Problem("--out must end in .jsonl, .csv or .parquet", file=str(path), hint="the suffix is the format")
+            )
+        if stream is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp") if stream is None else path
+        self._parquet: Any = None
+        self._file: IO[str] | None = stream
+        if self.kind == "parquet":
+            import pyarrow.parquet as pq
+
+            self._parquet = pq.ParquetWriter(str(self.tmp), arrow_schema(compared))
+        else:
+            if self._file is None:
+                self._file = open(self.tmp, "w", encoding="utf-8", newline="")  # closed in close()
+            if self.kind == "csv":
+                csv.writer(self._file, lineterminator="\n").writerow(list(COLUMNS) + (["changes"] if compared else []))
+
+    def write(self, rows: list[dict]) -> None:
+        if rows:
+            self.write_encoded(encode(rows, self.kind, self.compared))
+
+    def write_encoded(self, payload: Any) -> None:
+        """A chunk's rows already encoded by `encode` (in a worker, off this process's critical path)."""
+        if self._parquet is not None:
+            self._parquet.write_table(payload)
+        else:
+            assert self._file is not None
+            self._file.write(payload)
+
+    def close(self, keep: bool = True) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+        elif self._file is not None and self.tmp is not self.path:
+            self._file.close()
+        if self.tmp is not self.path:
+            if keep:
+                os.replace(self.tmp, self.path)
+            else:
+                self.tmp.unlink(missing_ok=True)

@@ -1,0 +1,140 @@
+"""The audit store (`cohort --db`), `query`, `replay`, and the what-if of a rule change (`--compare-kb`).
+
+The rule change seeded here: whole-spine MRI for suspected cord compression within 6 hours instead of 12.
+From first principles the decisions that change are exactly those of the patients who answered yes to
+suspected_cord_compression (no rule gives that MRI sooner than 6 hours), and each changes by that window.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import duckdb
+import pytest
+
+from lumbar_kb.engine.patient import random_patient
+from lumbar_kb.main import main
+
+N = 80
+# the suspected-compression rule's MRI window (the red-flag rule gives 12 hours too, after `urgency: emergency`
+# and the emergency department: only this rule has the department "immediately" right before its MRI)
+LEAD = "        window: immediately\n      - action: mri_whole_spine\n"
+OLD = LEAD + "        within_hours: 12\n        window: within 12 hours\n"
+NEW = LEAD + "        within_hours: 6\n        window: within 6 hours\n"
+
+
+def cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def people(kb, tmp_path):
+    rng = random.Random(7)
+    rows = [{"id": f"p{i}", **random_patient(kb, rng)} for i in range(N)]
+    rows[0] = {"id": "p0", "suspected_cord_compression": True}  # at least one patient the change touches
+    path = tmp_path / "people.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path, rows
+
+
+def sooner_mri(kb_copy):
+    imaging = kb_copy / "rules" / "imaging.yaml"
+    text = imaging.read_text()
+    assert text.count(OLD) == 1
+    imaging.write_text(text.replace(OLD, NEW))
+
+
+def test_the_store_answers_the_named_questions(capsys, people, tmp_path):
+    path, rows = people
+    db = tmp_path / "audit.duckdb"
+    out_file = tmp_path / "rows.jsonl"
+    code, out, _ = cli(capsys, "cohort", path, "--db", db, "--out", out_file, "--format", "json", "--quiet")
+    assert code == 0
+    run_id = json.loads(out)["run_id"]
+    decided = [json.loads(line) for line in out_file.read_text().splitlines()]
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT status, patients FROM runs WHERE run_id = ?", [run_id]).fetchone() == ("done", N)
+    assert con.execute("SELECT count(*) FROM decisions").fetchone() == (N,)
+    steps = con.execute("SELECT count(*) FROM trace WHERE run_id = ?", [run_id]).fetchone()[0]
+    assert steps == sum(len(r["fired"]) for r in decided)
+    con.close()
+
+    code, out, _ = cli(capsys, "query", db, "fired", "imaging.mri_window.compression", "--format", "json")
+    fired = [r["patient_id"] for r in json.loads(out)]
+    assert code == 0 and fired == [r["id"] for r in rows if r.get("suspected_cord_compression") is True]
+
+    code, out, _ = cli(capsys, "query", db, "never-fired", "--format", "json")
+    summary = json.loads(cli(capsys, "cohort", path, "--format", "json", "--quiet")[1])["summary"]
+    assert [r["rule"] for r in json.loads(out)] == summary["never_fired"]
+
+    code, out, _ = cli(capsys, "query", db, "emergencies-by-window", "--format", "json")
+    by_window = {r["window"]: r["patients"] for r in json.loads(out)}
+    emergencies = [r for r in decided if r["urgency"] == "emergency"]
+    assert sum(by_window.values()) == len(emergencies)
+    with_mri_12 = sum(
+        any(a["code"] == "mri_whole_spine" and a["within_hours"] == 12 for a in r["actions"]) for r in emergencies
+    )
+    assert by_window.get("within 12 hours", 0) == with_mri_12 > 0
+
+    code, out, _ = cli(capsys, "query", db, "runs")
+    assert code == 0 and run_id in out and "(1 row(s))" in out
+
+
+def test_replay_certifies_and_finds_a_tampered_decision(capsys, people, tmp_path, kb_copy):
+    path, _ = people
+    db = tmp_path / "audit.duckdb"
+    code, out, _ = cli(capsys, "cohort", path, "--kb", kb_copy, "--db", db, "--format", "json", "--quiet")
+    run_id = json.loads(out)["run_id"]
+    sooner_mri(kb_copy)  # the rules on disk change after the run: replay must use the run's own
+    code, out, _ = cli(capsys, "replay", run_id, "--db", db)
+    assert code == 0 and f"{N} decision(s)" in out and "certified" in out
+    con = duckdb.connect(str(db))
+    tamper = "CASE WHEN urgency = 'emergency' THEN 'routine' ELSE 'emergency' END"
+    stored = con.execute(
+        f"UPDATE decisions SET urgency = {tamper} WHERE run_id = ? AND seq = 2 RETURNING urgency", [run_id]
+    )
+    tampered = stored.fetchone()[0]
+    con.close()
+    code, out, _ = cli(capsys, "replay", run_id, "--db", db)
+    assert code == 1 and "1 decision(s) DIFFER" in out and f":2: urgency: stored '{tampered}'" in out
+    code, _, err = cli(capsys, "replay", "no-such-run", "--db", db)
+    assert code == 2 and "no run 'no-such-run'" in err
+    other = tmp_path / "other.duckdb"
+    duckdb.connect(str(other)).execute("CREATE TABLE runs (x INTEGER)").close()
+    code, _, err = cli(capsys, "query", other, "runs")
+    assert code == 2 and "not an audit store" in err and "no table bad_rows, decisions" in err
+
+
+def test_a_rule_change_lists_exactly_the_decisions_it_changes(capsys, people, tmp_path, kb_copy):
+    path, rows = people
+    sooner_mri(kb_copy)
+    out_file = tmp_path / "what-if.jsonl"
+    code, out, _ = cli(capsys, "cohort", path, "--kb", kb_copy, "--compare-kb", kb_copy.parent / "nothing", "--quiet")
+    assert code == 2  # a missing knowledge base is bad input
+    from lumbar_kb.engine.loader import default_kb_dir
+
+    args = ("cohort", path, "--kb", kb_copy, "--compare-kb", default_kb_dir(), "--out", out_file, "--quiet")
+    code, out, _ = cli(capsys, *args, "--format", "json")
+    assert code == 0
+    changed = json.loads(out)["summary"]["changed"]
+    touched = [r["id"] for r in rows if r.get("suspected_cord_compression") is True]
+    assert changed == {"patients": len(touched), "changes": {"action mri_whole_spine window 12 h -> 6 h": len(touched)}}
+    decided = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert [r["patient_id"] for r in decided if r["changes"]] == touched
+    code, text, _ = cli(capsys, *args)
+    assert (
+        f"{len(touched)} (" in text
+        and "action mri_whole_spine window 12 h -> 6 h" in text
+        and "people.jsonl:1 (p0)" in text
+    )
+
+    db = tmp_path / "two-runs.duckdb"
+    first = json.loads(cli(capsys, "cohort", path, "--db", db, "--format", "json", "--quiet")[1])["run_id"]
+    second = json.loads(cli(capsys, "cohort", path, "--kb", kb_copy, "--db", db, "--format", "json", "--quiet")[1])[
+        "run_id"
+    ]
+    code, out, _ = cli(capsys, "query", db, "changed", first, second, "--format", "json")
+    assert code == 0 and [r["patient_id"] for r in json.loads(out)] == touched
