@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import copy
 import csv
-import io
 import importlib
+import io
 import json
 import shutil
 
