@@ -42,6 +42,7 @@ from .reach import (
 from .report import CheckReport, Finding, render
 from .safety import check_escalation, check_monotone, check_neurological
 from .structural import check_cycles, check_derived, check_unconcluded, check_unread_facts
+from .traceability import check_traceability
 from .windows import check_windows
 
 __all__ = ["CheckReport", "render", "run_checks"]
@@ -66,6 +67,7 @@ def run_checks(kb: KnowledgeBase) -> CheckReport:
     checks.append(check_neurological(ctx))
     checks += check_monotone(ctx)
     checks.append(check_escalation(ctx))
+    checks += check_traceability(ctx)
     for check in checks:
         for finding in check.findings:
             _reproduce(ctx, finding)
