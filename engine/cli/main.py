@@ -12,11 +12,11 @@ import sys
 
 from lumbar_kb.engine.errors import LumbarKBError
 
-from . import authoring, graph, patients
+from . import authoring, graph, patients, review
 from .common import EXIT_BAD_INPUT, EXIT_OK
 
 # each command family adds its subcommands, in the order `lumbar-kb --help` lists them
-COMMAND_FAMILIES = (patients.add_commands, graph.add_commands, authoring.add_commands)
+COMMAND_FAMILIES = (patients.add_commands, graph.add_commands, authoring.add_commands, review.add_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
