@@ -171,3 +171,33 @@ def test_a_changed_rule_shows_in_the_pack(tmp_path, page):
     night = page.locator(f"article#{rule_anchor('concerning.night_pain')}")
     assert "changed since approval" in night.inner_text()
     assert "approved" in page.locator(f"article#{rule_anchor('concerning.radiating_pain')}").inner_text()
+
+
+def test_the_diff_page_lists_the_changes_of_a_seeded_edit(tmp_path, page):
+    from lumbar_kb.engine.analysis.diff import compare
+
+    new_dir = tmp_path / "new"
+    shutil.copytree(load().root, new_dir)
+    path = new_dir / "rules" / "imaging.yaml"
+    path.write_text(
+        path.read_text().replace(
+            "within_hours: 336\n        window: within 2 weeks", "within_hours: 168\n        window: within 1 week"
+        )
+    )
+    old, new = load(), load(new_dir)
+    out = tmp_path / "pack"
+    write_pack(build_pack(new, compare(old, new)), out)
+    page.goto(_url(out, "index.html"))
+    page.click("nav >> text=Changes")
+    page.wait_for_url("**/diff.html")
+    rows = page.locator("tr.rule-change")
+    assert rows.count() == 1
+    assert rows.first.get_attribute("data-rule") == "imaging.mri_window.local_pain_only"
+    assert "within 2 weeks" in rows.first.locator("del").inner_text()
+    assert "within 1 week" in rows.first.locator("ins").inner_text()
+    behaviour = page.locator("tr.behaviour-change")
+    assert behaviour.count() == 1 and behaviour.first.get_attribute("data-kind") == "window"
+    assert "336 h" in behaviour.first.inner_text() and "168 h" in behaviour.first.inner_text()
+    rows.first.locator("a").click()
+    page.wait_for_url(f"**/rules.html#{rule_anchor('imaging.mri_window.local_pain_only')}")
+    assert page.errors == [] and page.remote == []
