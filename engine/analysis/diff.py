@@ -325,11 +325,11 @@ def compare(old: KnowledgeBase, new: KnowledgeBase, limit: int = LIMIT) -> Diff:
     started = time.perf_counter()
     pair = _Pair(old, new)
     claims: list[tuple[str, str | None, z3.BoolRef]] = [("urgency", None, pair.urgency())]
-    for code in pair.actions():
-        a, b = pair.has(pair.so, code), pair.has(pair.sn, code)
-        claims.append(("gain", code, z3.And(b, z3.Not(a))))
-        claims.append(("lose", code, z3.And(a, z3.Not(b))))
-        claims.append(("window", code, pair.window(code)))
+    for action in pair.actions():
+        a, b = pair.has(pair.so, action), pair.has(pair.sn, action)
+        claims.append(("gain", action, z3.And(b, z3.Not(a))))
+        claims.append(("lose", action, z3.And(a, z3.Not(b))))
+        claims.append(("window", action, pair.window(action)))
     quick = z3.Solver()
     quick.add(pair.base)
     runners: dict[str, Runner] = {}

@@ -211,3 +211,66 @@ def _fact_state(result: Result, name: str) -> list[str]:
     if value is False:
         return ["fact-false"]
     return ["fact-value"] if value is not None else ["fact-unknown"]
+
+
+# ---- the clinical algorithm ------------------------------------------------------------------------------------
+LEAF_STYLE = {
+    "emergency": {"fillcolor": "#c62828", "color": "#8e0000", "fontcolor": "#ffffff"},
+    "prompt": {"fillcolor": "#fff3cd", "color": "#b7791f", "fontcolor": "#3d2a00"},
+    "routine": {"fillcolor": "#eceff1", "color": "#78909c", "fontcolor": "#263238"},
+    "not recommended": {"fillcolor": "#f4f4f4", "color": "#9e9e9e", "fontcolor": "#616161"},
+}
+ACTION_LEAF = {"fillcolor": "#e3f4e6", "color": "#2e7d32", "fontcolor": "#0f3613"}
+
+
+def algorithm_dot(kb: KnowledgeBase, decision) -> str:
+    """A decision diagram read top to bottom: each question once per distinct situation (identical subtrees
+    drawn once), answers on the arrows, the decision in the coloured boxes at the bottom."""
+    from lumbar_kb.engine.analysis.algorithm import Leaf
+
+    dot = _digraph(f"algorithm_{decision.id}", "TB")
+    dot.attr(ranksep="0.45", nodesep="0.3")
+    ids: dict[tuple, str] = {}
+
+    def key(node) -> tuple:
+        if isinstance(node, Leaf):
+            return ("leaf", node.outcome, tuple(node.certain))
+        return (node.fact, tuple((b.answers, key(b.to)) for b in node.branches))
+
+    def draw(node) -> str:
+        k = key(node)
+        if k in ids:
+            return ids[k]
+        nid = f"q{len(ids)}"
+        ids[k] = nid
+        if isinstance(node, Leaf):
+            lines = [f"<B>{_html(node.label)}</B>"]
+            lines += [f'<FONT POINT-SIZE="10">{_html(a)}: {_html(w)}</FONT>' for a, w in node.certain]
+            attrs = {"shape": "box", "style": "rounded,filled,bold", "penwidth": "2", "fontsize": "13"}
+            attrs.update(LEAF_STYLE.get(node.outcome, ACTION_LEAF))
+            dot.node(nid, label="<" + "<BR/>".join(lines) + ">", id=f"leaf:{nid}", **attrs)
+            return nid
+        fact = kb.facts[node.fact]
+        text = "<BR/>".join(_html(line) for line in wrap(node.question, 36))
+        label = f'<{text}<BR/><FONT POINT-SIZE="9" COLOR="#5b6672">{_html(node.fact)}</FONT>>'
+        meanings = ["input_fact", "alarm"] if fact.alarm else ["input_fact"]
+        attrs = style.node_style(*meanings)
+        attrs.update(shape="box", style="rounded,filled", fontsize="12")
+        dot.node(nid, label=label, id=f"question:{nid}:{node.fact}", tooltip=_escape(node.question), **attrs)
+        for b in node.branches:
+            child = draw(b.to)
+            colour = "#c62828" if True in b.answers and fact.alarm else "#5c7594"
+            _edge(
+                dot,
+                nid,
+                child,
+                {"label": nohtml(b.words), "color": colour, "fontcolor": colour, "fontsize": "11", "penwidth": "1.4"},
+            )
+        return nid
+
+    draw(decision.root)
+    return dot.source
+
+
+def _html(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lumbar_kb.engine.analysis import approvals
+from lumbar_kb.engine.analysis.algorithm import build_algorithm, prove, size
 from lumbar_kb.engine.analysis.escalation import decide
 from lumbar_kb.engine.guideline_text import GuidelineText, load_text
 from lumbar_kb.engine.logic import to_dnf
@@ -44,6 +45,7 @@ class Pack:
     statuses: dict  # rule id -> approvals.RuleStatus
     examples: list  # list[Example]
     diff: Any = None  # analysis.diff.Diff when --against was given
+    algorithm: list = field(default_factory=list)  # list[analysis.algorithm.Decision]
     data: dict = field(default_factory=dict)  # what the templates read
 
 
@@ -120,7 +122,7 @@ def build_pack(kb: KnowledgeBase, diff: Any = None, examples: list[Example] | No
     text = load_text(kb)
     statuses = approvals.statuses(kb)
     examples = run_examples(kb) if examples is None else examples
-    pack = Pack(kb, text, statuses, examples, diff)
+    pack = Pack(kb, text, statuses, examples, diff, build_algorithm(kb))
     pack.data = _data(pack)
     return pack
 
@@ -216,6 +218,23 @@ def _data(pack: Pack) -> dict:
         "examples": [_example(kb, ex) for ex in pack.examples],
         "issues": _issues(kb),
         "diff": pack.diff.to_dict() if pack.diff is not None else None,
+        "algorithm": [_decision(kb, d) for d in pack.algorithm],
+    }
+
+
+def _decision(kb: KnowledgeBase, decision) -> dict:
+    questions, leaves = size(decision)
+    return {
+        "id": decision.id,
+        "anchor": decision.id.replace(":", "-"),
+        "title": decision.title,
+        "questions": [
+            {"fact": f, "question": kb.facts[f].question or kb.facts[f].meaning, "alarm": kb.facts[f].alarm}
+            for f in decision.facts
+        ],
+        "paths": leaves,
+        "asked": questions,
+        "proof": prove(kb, decision),  # failures; empty when the diagram is proved equivalent
     }
 
 

@@ -58,6 +58,7 @@ def write_pack(pack: Pack, out: Path) -> list[Path]:
         "overview": _svg(diagrams.overview_dot(kb, g)),
         **{f"section:{s['id']}": _svg(diagrams.section_dot(kb, g, s["id"])) for s in data["sections"]},
         **{f"patient:{ex.id}": _svg(diagrams.patient_dot(kb, g, ex.result, ex.id)) for ex in pack.examples},
+        **{f"algorithm:{d.id}": _svg(diagrams.algorithm_dot(kb, d)) for d in pack.algorithm},
     }
     pages: dict[str, tuple[str, dict]] = {
         "index.html": ("index.html", {}),

@@ -27,7 +27,10 @@
     var svg = figure.querySelector("svg");
     var viewport = figure.querySelector(".viewport");
     if (svg && viewport && viewport.clientWidth > 0 && svg.width.baseVal.value > viewport.clientWidth) {
-      setZoom(figure, null);  // a wide diagram starts fitted to the page; zoom in to read the details
+      // a wide diagram starts fitted to the page, but never so small that its words cannot be read: beyond
+      // that it scrolls; "fit" shows the whole of it
+      var fitted = (viewport.clientWidth - 4) / svg.width.baseVal.value;
+      setZoom(figure, Math.max(fitted, 0.7));
     }
   });
   var search = document.getElementById("search");
