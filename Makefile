@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PATIENTS := $(sort $(wildcard knowledge/lumbar_mass/patients/*))
 
-.PHONY: setup demo test lint check bench validate clean
+.PHONY: setup demo test lint check bench validate clean screenshots
 
 KB ?=
 KB_OPT := $(if $(KB),--kb $(KB))
@@ -13,6 +13,7 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	bash .ci/ensure-graphviz
+	bash .ci/ensure-chromium
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
@@ -25,6 +26,8 @@ demo: setup
 	$(BIN)/lumbar-kb graph -o out/decision-graph.svg
 	@for p in $(PATIENTS); do n=$$(basename "$${p%.*}"); $(BIN)/lumbar-kb graph --patient "$$p" -o "out/path-$$n.svg" || exit $$?; done
 	@echo "diagrams: out/decision-graph.svg and out/path-*.svg"
+	$(BIN)/lumbar-kb review -o out/review
+	@echo "review pack for the medical board: open out/review/index.html in a browser"
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -44,6 +47,12 @@ check: lint
 
 bench: setup
 	$(BIN)/python benchmarks/bench_engine.py
+	$(BIN)/python benchmarks/bench_review.py
+
+# the review pack's screenshots in docs/images/ (headless Debian chromium), after an edit to its pages
+screenshots: setup
+	$(BIN)/lumbar-kb review -o out/review
+	$(BIN)/python docs/review_screenshots.py out/review docs/images
 
 validate: setup
 	$(BIN)/lumbar-kb validate $(KB_OPT)

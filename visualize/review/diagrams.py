@@ -65,6 +65,7 @@ def _edge(dot: graphviz.Digraph, tail: str, head: str, attrs: dict) -> None:
 
 def overview_dot(kb: KnowledgeBase, g: nx.DiGraph) -> str:
     dot = _digraph(f"{kb.name}_overview", "TB")
+    dot.attr(ranksep="0.22", nodesep="0.2")
     top = max(kb.catalog["urgency"].values(), key=lambda e: e.rank).code
     previous = None
     for n, section in enumerate(kb.sections.values(), 1):
