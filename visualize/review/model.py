@@ -183,6 +183,7 @@ def _data(pack: Pack) -> dict:
                                     "anchor": rule_anchor(rid),
                                     "title": by_id[rid]["title"] if rid in known else "no such rule",
                                     "status": by_id[rid]["status"] if rid in known else "",
+                                    "status_words": by_id[rid]["status_words"] if rid in known else "",
                                 }
                                 for rid in s.rules
                             ],
