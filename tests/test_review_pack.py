@@ -76,6 +76,7 @@ def test_the_issues_page_renders_what_the_knowledge_base_records(kb, tmp_path):
                 "encoding": "prompt",
                 "board_decision": "Confirm prompt for a mass without alarm symptoms.",
                 "rules": ["concerning.palpable_mass"],
+                "sentences": ["summary.evaluation", "concerning.palpable_mass"],
             },
         ),
     )
@@ -84,6 +85,7 @@ def test_the_issues_page_renders_what_the_knowledge_base_records(kb, tmp_path):
     html = (out / "issues.html").read_text()
     assert "A mass: immediate or prompt?" in html and "Confirm prompt for a mass without alarm symptoms." in html
     assert 'href="rules.html#rule-concerning-palpable_mass"' in html
+    assert 'href="guideline.html#s-summary-evaluation"' in html
     plain = tmp_path / "plain"
     write_pack(build_pack(kb), plain)
     assert "records none yet" in (plain / "issues.html").read_text()

@@ -25,7 +25,7 @@ from .encoding import Semantics, State
 from .structure import analyse
 
 NOT_RECOMMENDED = "not recommended"
-DEPENDS = "window depends on other answers"
+DEPENDS = "depending on other answers"
 
 
 @dataclass
@@ -33,6 +33,7 @@ class Leaf:
     outcome: str  # the decision: an urgency level, or an action's window ("not recommended", "within 12 hours")
     label: str
     certain: list = field(default_factory=list)  # urgency leaves: [(action label, window words)] every patient gets
+    windows: dict = field(default_factory=dict)  # action label -> the windows patients on the path can get
 
 
 @dataclass
@@ -223,19 +224,21 @@ class Builder:
         if decision_id != "urgency":
             return Leaf(outcome, outcome)
         certain = []
+        possible_windows = {}
         on_path = z3.Solver()
         on_path.add(self.ok, *path)
         for code, entry in self.kb.catalog["action"].items():
             if on_path.check(z3.Not(self.s.action(code))) != z3.unsat:
                 continue
-            windows = self.action_outcomes(code)
-            for words, make in windows.items():
-                if words != NOT_RECOMMENDED and on_path.check(z3.Not(make(self.s))) == z3.unsat:
-                    certain.append((entry.label, words))
-                    break
-            else:
-                certain.append((entry.label, DEPENDS))
-        return Leaf(outcome, self.kb.catalog["urgency"][outcome].label, certain)
+            possible = tuple(
+                words
+                for words, make in self.action_outcomes(code).items()
+                if words != NOT_RECOMMENDED and on_path.check(make(self.s)) == z3.sat
+            )
+            possible_windows[entry.label] = possible
+            words = possible[0] if len(possible) == 1 else f"{' or '.join(possible)}, {DEPENDS}"
+            certain.append((entry.label, words))
+        return Leaf(outcome, self.kb.catalog["urgency"][outcome].label, certain, possible_windows)
 
 
 def _answer_words(fact, answers: list) -> str:
@@ -318,9 +321,9 @@ def prove(kb: KnowledgeBase, decision: Decision) -> list[str]:
             pred = decision.outcomes[node.outcome](s)
             if solver.check(*taken, z3.Not(pred)) != z3.unsat:
                 failures.append(f"{decision.id}: a patient on the path to '{node.outcome}' gets another decision")
-            for label, window in node.certain:
+            for label, _words in node.certain:
                 code = next(c for c, e in kb.catalog["action"].items() if e.label == label)
-                claim = s.action(code) if window == DEPENDS else windows[code][window](s)
+                claim = z3.Or([windows[code][w](s) for w in node.windows.get(label, ())])
                 if solver.check(*taken, z3.Not(claim)) != z3.unsat:
                     failures.append(f"{decision.id}: not every patient on the path to '{node.outcome}' gets {label}")
             return

@@ -246,7 +246,7 @@ def algorithm_dot(kb: KnowledgeBase, decision) -> str:
         ids[k] = nid
         if isinstance(node, Leaf):
             lines = [f"<B>{_html(node.label)}</B>"]
-            lines += [f'<FONT POINT-SIZE="10">{_html(a)}: {_html(w)}</FONT>' for a, w in node.certain]
+            lines += [f'<FONT POINT-SIZE="11">{_html(a)}: {_html(w)}</FONT>' for a, w in node.certain]
             attrs = {"shape": "box", "style": "rounded,filled,bold", "penwidth": "2", "fontsize": "13"}
             attrs.update(LEAF_STYLE.get(node.outcome, ACTION_LEAF))
             dot.node(nid, label="<" + "<BR/>".join(lines) + ">", id=f"leaf:{nid}", **attrs)

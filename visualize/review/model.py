@@ -332,23 +332,40 @@ def _example(kb: KnowledgeBase, ex: Example) -> dict:
 
 
 def _issues(kb: KnowledgeBase) -> dict:
-    """The guideline's inconsistencies and the hazard log, when the knowledge base carries them (any object
-    with the attributes read below, or a plain mapping); an empty section otherwise."""
+    """The guideline's inconsistencies and the hazard log, when the knowledge base carries them: attributes
+    `inconsistencies` and `hazards` of the model, each a sequence (or a mapping by id) of objects or plain
+    mappings. Fields read, each optional: id, title (or summary), description (or text, hazard), encoding (or
+    choice), board_decision (or decide, question), rules, sentences (guideline_text ids), severity, and for a
+    hazard cause, effect, likelihood, controls, residual_risk. An empty section when the model has none."""
     out = {}
     for name in ("inconsistencies", "hazards"):
         items = getattr(kb, name, None) or ()
         rows = []
         for item in items.values() if isinstance(items, dict) else items:
             get = item.get if isinstance(item, dict) else lambda k, it=item: getattr(it, k, None)
+
+            def text(*keys, get=get) -> str:
+                for key in keys:
+                    value = get(key)
+                    if value:
+                        return "; ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+                return ""
+
             rows.append(
                 {
-                    "id": str(get("id") or ""),
-                    "title": str(get("title") or get("summary") or ""),
-                    "text": str(get("description") or get("text") or get("hazard") or ""),
-                    "choice": str(get("encoding") or get("choice") or get("mitigation") or ""),
-                    "decide": str(get("board_decision") or get("decide") or get("question") or ""),
+                    "id": text("id"),
+                    "title": text("title", "summary"),
+                    "text": text("description", "text", "hazard"),
+                    "choice": text("encoding", "choice"),
+                    "decide": text("board_decision", "decide", "question"),
                     "rules": [str(x) for x in (get("rules") or ())],
-                    "severity": str(get("severity") or ""),
+                    "sentences": [{"id": str(x), "anchor": sentence_anchor(str(x))} for x in (get("sentences") or ())],
+                    "severity": text("severity"),
+                    "cause": text("cause", "causes"),
+                    "effect": text("effect", "effects"),
+                    "likelihood": text("likelihood"),
+                    "controls": text("controls", "mitigation"),
+                    "residual": text("residual_risk", "residual"),
                 }
             )
         out[name] = rows
