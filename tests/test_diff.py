@@ -107,3 +107,20 @@ def test_cli_json_is_deterministic_and_text_names_the_counts(seeded, capsys):
 def test_a_missing_knowledge_base_is_bad_input(tmp_path, capsys):
     assert main(["diff", str(tmp_path / "nope"), str(default_kb_dir())]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_both_counting_methods_agree_with_the_hand_count(seeded):
+    """The quick solver tree and the expansion are both exact: each gives the first-principles numbers."""
+    import z3
+
+    from lumbar_kb.engine.analysis.diff import _Pair
+
+    old_dir, new_dir = seeded
+    pair = _Pair(load(old_dir), load(new_dir))
+    window = pair.window("mri_whole_spine")
+    for method in (pair.count_by_expansion, lambda claim: pair.count_by_solver(claim, 100_000)):
+        assert method(z3.BoolVal(True)) == (VALID, True)
+        assert method(window) == (13 * 2 * 2 * 3**7 * 4, True)
+    # a budget too small for either is reported as a lower bound, never as an exact count
+    count, exact = pair.count_by_solver(window, 10)
+    assert not exact and count < 13 * 2 * 2 * 3**7 * 4

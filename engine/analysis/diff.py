@@ -31,7 +31,8 @@ from .encoding import Semantics, State, solve_min
 from .reproduce import Runner, decisions
 
 FIELDS = ("title", "section", "priority", "when", "then", "cites", "rationale", "interpretation")
-LIMIT = 20_000  # solver calls per count
+LIMIT = 20_000  # expansions per count
+QUICK = 2_000  # solver calls the quick method may spend before the expansion takes over
 
 
 @dataclass
@@ -239,7 +240,14 @@ class _Pair:
 
     # -- counting --
     def count(self, claim: z3.BoolRef, limit: int = LIMIT) -> tuple[int, bool]:
-        """How many input states (valid in both versions) satisfy `claim`; (count, exact)."""
+        """How many input states (valid in both versions) satisfy `claim`; (count, exact). Two exact methods:
+        the solver's, quick where few answers matter, tried first within a small budget; then the expansion."""
+        count, exact = self.count_by_solver(claim, QUICK)
+        return (count, exact) if exact else self.count_by_expansion(claim, limit)
+
+    def count_by_solver(self, claim: z3.BoolRef, limit: int) -> tuple[int, bool]:
+        """A decision tree over the answers that stops where the solver proves the claim certain or impossible
+        for every completion."""
         inside, outside = z3.Solver(), z3.Solver()
         inside.add(self.well_formed, self.base, claim)
         outside.add(self.well_formed, self.ties, z3.Not(z3.And(self.ok, claim)))
@@ -256,10 +264,9 @@ class _Pair:
             if calls >= limit:
                 exact = False
                 return 0
-            calls += 1
+            calls += 2
             if inside.check(*assumptions) != z3.sat:
                 return 0
-            calls += 1
             if outside.check(*assumptions) != z3.sat:
                 return math.prod(sizes[i:])
             if i == len(order):  # pragma: no cover - a full assignment is decided one way or the other
@@ -267,6 +274,55 @@ class _Pair:
             return sum(walk(i + 1, assumptions + b) for b in self.branches(order[i]))
 
         return walk(0, []), exact
+
+    def count_by_expansion(self, claim: z3.BoolRef, limit: int = LIMIT) -> tuple[int, bool]:
+        """Shannon expansion over the answers, each branch substituted into the formula and simplified: a branch
+        that simplifies to false counts nothing, one that simplifies to true counts every answer to the facts
+        it no longer reads, and identical residual formulas (z3 shares equal terms) are counted once, so the
+        answers that do not matter (a "no" and an "unknown" that lead to the same decisions) cost nothing more.
+        `limit` bounds the expansions; beyond it the count is a lower bound."""
+        formula = z3.And(self.ties, self.ok, claim)
+        order = {f: i for i, f in enumerate(self.facts)}
+        size = {f: len(self.domains[f]) + 1 for f in self.facts}
+        memo: dict[int, tuple[z3.BoolRef, int]] = {}  # the term is kept alive: z3 reuses a freed term's id
+        steps = 0
+        exact = True
+
+        def expand(g: z3.BoolRef) -> tuple[int, set[str]]:
+            """(the number of answers to the facts g reads that satisfy g, those facts)."""
+            nonlocal steps, exact
+            g = z3.simplify(g)
+            if z3.is_false(g):
+                return 0, set()
+            if z3.is_true(g):
+                return 1, set()
+            reads = _mentioned(g)
+            key = g.get_id()
+            if key in memo:
+                return memo[key][1], reads
+            if steps >= limit:
+                exact = False
+                return 0, reads
+            steps += 1
+            fact = min(reads, key=order.__getitem__)
+            total = 0
+            for value in (*self.domains[fact], None):
+                sub, sub_reads = expand(z3.substitute(g, *self.assign(fact, value)))
+                total += sub * math.prod(size[f] for f in reads - {fact} - sub_reads)
+            memo[key] = (g, total)
+            return total, reads
+
+        count, reads = expand(formula)
+        return count * math.prod(size[f] for f in self.facts if f not in reads), exact
+
+    def assign(self, fact: str, value: Value | None) -> list[tuple[z3.BoolRef, z3.BoolRef]]:
+        """Substitutions giving `fact` the answer `value` (None: unknown) in both versions."""
+        out = []
+        for state in (self.so, self.sn):
+            for v in state.kb.facts[fact].values if fact in state.kb.facts else ():
+                if (fact, v) in state.var:
+                    out.append((state.var[(fact, v)], z3.BoolVal(v == value and value is not None)))
+        return out
 
     def example(self, claim: z3.BoolRef) -> dict | None:
         """The smallest patient (fewest answered facts) satisfying the claim; among those, the first in the
