@@ -31,6 +31,7 @@ SHOTS = [  # (file name, page, element to frame or None for the top of the page)
     ("review-section.png", "section-red_flags.html", "figure.diagram"),
     ("review-algorithm.png", "algorithm.html#urgency", "#urgency figure.diagram"),
     ("review-overview.png", "index.html", None),
+    ("review-decision-table.png", "section-imaging.html", "table.dmn"),
 ]
 
 
