@@ -88,4 +88,8 @@ def test_the_issues_page_renders_what_the_knowledge_base_records(kb, tmp_path):
     assert 'href="guideline.html#s-summary-evaluation"' in html
     plain = tmp_path / "plain"
     write_pack(build_pack(kb), plain)
-    assert "records none yet" in (plain / "issues.html").read_text()
+    plain_html = (plain / "issues.html").read_text()
+    assert "records none yet" in plain_html
+    # every interpretation flag of the rules is listed for the board, linked to its card
+    for rule in kb.rules:
+        assert (f'href="rules.html#rule-{rule.id.replace(".", "-")}"' in plain_html) == bool(rule.interpretation)
