@@ -83,11 +83,30 @@ def test_an_urgency_change_has_an_example_the_engine_reproduces(tmp_path):
         "when: {fact: palpable_mass, is: true}\n    then:\n      - urgency: emergency",
     )
     diff = compare(load(default_kb_dir()), load(new))
-    (urgency,) = [c for c in diff.changes if c.kind == "urgency"]
+    (urgency,) = [c for c in diff.changes if c.kind == "urgency"]  # only raised, and only from prompt
+    assert urgency.code == "prompt->emergency" and urgency.title == "urgency raised: PROMPT -> EMERGENCY"
     assert urgency.patient == {"palpable_mass": True}
     assert (urgency.old["urgency"], urgency.new["urgency"]) == ("prompt", "emergency") and urgency.reproduced
     # a palpable mass (1 of 3 states) that no alarm already made an emergency
     assert 0 < urgency.states < VALID // 3
+
+
+def test_a_lowered_urgency_is_named_as_such(tmp_path):
+    new = tmp_path / "kb"
+    shutil.copytree(default_kb_dir(), new)
+    _edit(
+        new / "rules" / "emergency_triggers.yaml",
+        "    when: {fact: saddle_anesthesia, is: true}\n    then:\n      - urgency: emergency",
+        "    when: {fact: saddle_anesthesia, is: true}\n    then:\n      - urgency: prompt",
+    )
+    diff = compare(load(default_kb_dir()), load(new))
+    (lowered,) = [c for c in diff.changes if c.kind == "urgency"]
+    assert lowered.title == "urgency LOWERED: EMERGENCY -> PROMPT"
+    # saddle anaesthesia yes (1 of 3), and none of the nine other answers that give an emergency on their own
+    # (five red flags, rapidly progressing deficits, rapid progression, suspected and confirmed compression)
+    # is yes (2 of 3 each); everything else free
+    assert lowered.patient == {"saddle_anesthesia": True} and lowered.reproduced
+    assert lowered.states == VALID // 3 * 2**9 // 3**9
 
 
 def test_cli_json_is_deterministic_and_text_names_the_counts(seeded, capsys):

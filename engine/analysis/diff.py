@@ -52,7 +52,7 @@ class RuleChange:
 @dataclass
 class Change:
     kind: str  # "urgency" | "gain" | "lose" | "window"
-    code: str | None  # the action, for gain / lose / window
+    code: str | None  # the action, for gain / lose / window; "<old level>-><new level>" for urgency
     states: int
     exact: bool
     patient: dict | None = None
@@ -65,7 +65,7 @@ class Change:
     def title(self) -> str:
         name = self.label or self.code
         return {
-            "urgency": "a different urgency",
+            "urgency": f"urgency {self.label}",
             "gain": f"gain the action: {name}",
             "lose": f"lose the action: {name}",
             "window": f"a different window for: {name}",
@@ -207,15 +207,6 @@ class _Pair:
         return out
 
     # -- the classes --
-    def urgency(self) -> z3.BoolRef:
-        levels = list(dict.fromkeys([*self.old.catalog["urgency"], *self.new.catalog["urgency"]]))
-        parts = []
-        for level in levels:
-            a = self.so.urgency_is(level) if level in self.old.catalog["urgency"] else z3.BoolVal(False)
-            b = self.sn.urgency_is(level) if level in self.new.catalog["urgency"] else z3.BoolVal(False)
-            parts.append(a != b)
-        return z3.Or(parts)
-
     def actions(self) -> list[str]:
         return list(dict.fromkeys([*self.old.catalog["action"], *self.new.catalog["action"]]))
 
@@ -368,7 +359,7 @@ def _restrict(kb: KnowledgeBase, patient: dict) -> dict:
 
 def _shows(change: Change, old: dict, new: dict) -> bool:
     if change.kind == "urgency":
-        return old["urgency"] != new["urgency"]
+        return f"{old['urgency']}->{new['urgency']}" == change.code
     code = change.code
     if change.kind == "gain":
         return code in new["actions"] and code not in old["actions"]
@@ -380,7 +371,12 @@ def _shows(change: Change, old: dict, new: dict) -> bool:
 def compare(old: KnowledgeBase, new: KnowledgeBase, limit: int = LIMIT) -> Diff:
     started = time.perf_counter()
     pair = _Pair(old, new)
-    claims: list[tuple[str, str | None, z3.BoolRef]] = [("urgency", None, pair.urgency())]
+    claims: list[tuple[str, str | None, z3.BoolRef]] = []
+    # one class per (old level, new level): a lowered urgency is the change a board must see first
+    for a in old.catalog["urgency"]:
+        for b in new.catalog["urgency"]:
+            if a != b:
+                claims.append(("urgency", f"{a}->{b}", z3.And(pair.so.urgency_is(a), pair.sn.urgency_is(b))))
     for action in pair.actions():
         a, b = pair.has(pair.so, action), pair.has(pair.sn, action)
         claims.append(("gain", action, z3.And(b, z3.Not(a))))
@@ -395,7 +391,14 @@ def compare(old: KnowledgeBase, new: KnowledgeBase, limit: int = LIMIT) -> Diff:
             continue
         states, exact = pair.count(claim, limit)
         change = Change(kind, code, states, exact, pair.example(claim))
-        if code is not None:
+        if kind == "urgency":
+            a, b = (code or "").split("->")
+            raised = b in old.catalog["urgency"] and new.urgency_rank(b) > old.urgency_rank(a)
+            change.label = (
+                f"{'raised' if raised else 'LOWERED'}: {old.catalog['urgency'][a].label} -> "
+                f"{new.catalog['urgency'][b].label}"
+            )
+        elif code is not None:
             change.label = (new.catalog["action"].get(code) or old.catalog["action"][code]).label
         if change.patient is not None:
             if not runners:
