@@ -171,6 +171,8 @@ def test_a_changed_rule_shows_in_the_pack(tmp_path, page):
     night = page.locator(f"article#{rule_anchor('concerning.night_pain')}")
     assert "changed since approval" in night.inner_text()
     assert "approved" in page.locator(f"article#{rule_anchor('concerning.radiating_pain')}").inner_text()
+    night.locator("summary", has_text="Review history").click()
+    assert "approved by Dr Board (an earlier version)" in night.inner_text()
 
 
 def test_the_diff_page_lists_the_changes_of_a_seeded_edit(tmp_path, page):

@@ -266,7 +266,7 @@ def _rule_card(kb: KnowledgeBase, rule: Rule, status, sentences: list, fired_by:
         "status_words": status.words,
         "content_hash": status.content_hash,
         "approval": {**status.approval.to_dict(), "note": status.approval.note} if status.approval else None,
-        "records": [r.to_dict() for r in status.records],
+        "records": [{**r.to_dict(), "note": r.note} for r in status.records],
     }
 
 
