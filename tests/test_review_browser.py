@@ -203,3 +203,15 @@ def test_the_diff_page_lists_the_changes_of_a_seeded_edit(tmp_path, page):
     rows.first.locator("a").click()
     page.wait_for_url(f"**/rules.html#{rule_anchor('imaging.mri_window.local_pain_only')}")
     assert page.errors == [] and page.remote == []
+
+
+def test_the_algorithm_page_shows_each_decision_proved_and_alarm_questions_first(pack_dir, page, kb):
+    page.goto(_url(pack_dir, "algorithm.html"))
+    sections = page.locator("main section")
+    assert sections.count() == 1 + len(kb.catalog["action"])
+    assert page.locator("p.proved").count() == sections.count()
+    assert page.locator("main .broken").count() == 0
+    # the urgency diagram starts with an alarm question (its node id ends with the fact it asks)
+    first = page.locator("#urgency g.node[id^='question:']").first.get_attribute("id")
+    assert kb.facts[first.rsplit(":", 1)[1]].alarm
+    assert page.errors == [] and page.remote == []
