@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PATIENTS := $(sort $(wildcard knowledge/lumbar_mass/patients/*))
 
-.PHONY: setup demo test lint check bench validate docs clean architecture fuzz
+.PHONY: setup demo test lint check bench validate docs clean architecture fuzz screenshots
 
 KB ?=
 KB_OPT := $(if $(KB),--kb $(KB))
@@ -26,6 +26,8 @@ demo: setup
 	$(BIN)/lumbar-kb graph -o out/decision-graph.svg
 	@for p in $(PATIENTS); do n=$$(basename "$${p%.*}"); $(BIN)/lumbar-kb graph --patient "$$p" -o "out/path-$$n.svg" || exit $$?; done
 	@echo "diagrams: out/decision-graph.svg and out/path-*.svg"
+	$(BIN)/lumbar-kb review -o out/review
+	@echo "review pack for the medical board: open out/review/index.html in a browser"
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -47,6 +49,7 @@ check: lint
 COHORT_PATIENTS ?= 100000
 bench: setup
 	$(BIN)/python benchmarks/bench_engine.py
+	$(BIN)/python benchmarks/bench_review.py
 	$(BIN)/python benchmarks/bench_cohort.py --patients $(COHORT_PATIENTS)
 	$(BIN)/python benchmarks/bench_service.py
 	$(BIN)/python benchmarks/bench_hostile.py
@@ -69,6 +72,11 @@ docs: setup
 # docs/architecture.md's picture and module table, drawn from the real imports (a test fails while they are stale)
 architecture: setup
 	$(BIN)/python docs/tools/architecture.py
+
+# the review pack's screenshots in docs/images/ (headless Debian chromium), after an edit to its pages
+screenshots: setup
+	$(BIN)/lumbar-kb review -o out/review
+	$(BIN)/python docs/review_screenshots.py out/review docs/images
 
 validate: setup
 	$(BIN)/lumbar-kb validate $(KB_OPT)

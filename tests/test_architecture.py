@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("engine.model", "engine.errors"),  # the typed model and the one exception tree
     # engine.outputs writes files safely, engine.discovery finds patient files
     ("engine.source", "engine.logic", "engine.trace", "engine.outputs", "engine.discovery"),  # files; logic; traces
-    ("engine.loader", "engine.compiler", "engine.patient"),  # YAML -> model; model -> durable rulesets; inputs
+    ("engine.loader", "engine.compiler", "engine.patient", "engine.guideline_text"),  # YAML -> model, rulesets, inputs
     ("engine.session", "engine.reference"),  # the durable-rules engine and the plain-Python oracle
     ("engine.result", "engine.scenarios"),  # a trace made into the user's Result; expectations about Results
     ("engine.analysis",),  # look-ahead, proofs, explanations, coverage

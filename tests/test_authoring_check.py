@@ -288,7 +288,8 @@ def test_derivation_cycle(tmp_path):
     assert {"seeded.cycle_a", "seeded.cycle_b"} <= set(fired)
     # the least fixpoint is still encoded exactly: the rules on the cycle are reachable, the rest still pass
     assert findings(report, "unreachable_rules") == []
-    assert [c.id for c in report.checks if c.problems] == ["derivation_cycles"]
+    # (the seeded rules are in no sentence of guideline_text.yaml: rules_traced reports them too)
+    assert [c.id for c in report.checks if c.problems and c.id != "rules_traced"] == ["derivation_cycles"]
     assert_encoding_agrees(kb, seed=9, count=80)
 
 

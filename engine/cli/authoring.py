@@ -38,6 +38,7 @@ def _add_check(sub) -> None:
         "on. Exits 1 on any problem; notes do not fail. The time taken goes to stderr.",
     )
     p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--release", action="store_true", help="also fail while any rule is not approved (approvals.yaml)")
     add_kb_option(p)
     p.set_defaults(run=_run_check)
 
@@ -49,6 +50,14 @@ def _run_check(args) -> int:
     report = run_checks(kb_from(args))
     sys.stdout.write(dumps(report.to_dict()) if args.format == "json" else render(report))
     print(f"checked in {report.elapsed:.2f} s", file=sys.stderr)
+    if args.release:
+        from lumbar_kb.engine.analysis.approvals import unapproved_lines
+
+        pending = unapproved_lines(report.kb)
+        for line in pending:
+            print(f"release: {line}", file=sys.stderr)
+        if pending:
+            return EXIT_FAILED
     return EXIT_FAILED if report.problems else EXIT_OK
 
 

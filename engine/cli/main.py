@@ -20,7 +20,7 @@ import traceback
 
 from lumbar_kb.engine.errors import EngineError, LumbarKBError, safe_text
 
-from . import authoring, clinic, cohort, graph, patients, safety
+from . import authoring, clinic, cohort, graph, patients, review, safety
 from .common import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, Parser, print_problems
 
 # each command family adds its subcommands, in the order `lumbar-kb --help` lists them
@@ -29,6 +29,7 @@ COMMAND_FAMILIES = (
     cohort.add_commands,
     graph.add_commands,
     authoring.add_commands,
+    review.add_commands,
     safety.add_commands,
     clinic.add_commands,
 )

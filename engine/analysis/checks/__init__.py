@@ -45,6 +45,7 @@ from .reach import (
 from .report import CheckReport, Finding, render
 from .safety import check_escalation, check_monotone, check_neurological
 from .structural import check_cycles, check_derived, check_unconcluded, check_unread_facts
+from .traceability import check_traceability
 from .windows import check_windows
 
 __all__ = ["CheckReport", "render", "run_checks"]
@@ -71,6 +72,7 @@ def run_checks(kb: KnowledgeBase) -> CheckReport:
     checks += check_monotone(ctx)
     checks.append(check_escalation(ctx))
     checks += check_clinical(ctx)
+    checks += check_traceability(ctx)
     for check in checks:
         for finding in check.findings:
             _reproduce(ctx, finding)

@@ -1,0 +1,457 @@
+"""What changed between two versions of a knowledge base: in the rules' text, and for which patients.
+
+Textual: rules added, removed, and edited field by field (title, section, priority, condition, conclusions
+with their catalogue texts, citations, rationale, interpretation), from the same content the approvals hash.
+
+Behaviour, over every input state at once (z3, `encoding.Semantics`): one symbolic patient is evaluated by both
+versions (each input fact unknown or one of its values; a fact only one version asks is free there; a value
+only one version allows is excluded, as neither file would be valid in both). Classes:
+
+    urgency       the urgency differs
+    gain / lose   an action is recommended by one version only (per action)
+    window        both recommend the action, with different earliest windows (per action)
+
+Each class is counted exactly (a decision tree over the facts, splitting only where the class is neither
+certain nor impossible; `limit` bounds the solver calls, beyond which the count is a lower bound) and comes
+with a smallest example patient (fewest answered facts), which the real engine then evaluates on both
+versions; the example is printed with what the engine did, and flagged if the engine disagrees.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import z3
+
+from ..model import All, AnyOf, Condition, KnowledgeBase, Not, Test, Value, condition_facts
+from .approvals import rule_content
+from .encoding import Semantics, State, solve_min
+from .reproduce import Runner, decisions
+
+FIELDS = ("title", "section", "priority", "when", "then", "cites", "rationale", "interpretation")
+LIMIT = 20_000  # expansions per count
+QUICK = 2_000  # solver calls the quick method may spend before the expansion takes over
+
+
+@dataclass
+class RuleChange:
+    rule: str
+    change: str  # "added" | "removed" | "changed"
+    fields: list = field(default_factory=list)  # [(field, old text, new text)]
+
+    def to_dict(self) -> dict:
+        return {
+            "rule": self.rule,
+            "change": self.change,
+            "fields": [{"field": f, "old": o, "new": n} for f, o, n in self.fields],
+        }
+
+
+@dataclass
+class Change:
+    kind: str  # "urgency" | "gain" | "lose" | "window"
+    code: str | None  # the action, for gain / lose / window; "<old level>-><new level>" for urgency
+    states: int
+    exact: bool
+    patient: dict | None = None
+    old: dict | None = None  # what the engine decided on the old version for the example
+    new: dict | None = None
+    reproduced: bool | None = None
+    label: str = ""  # the action's label in the catalogue
+
+    @property
+    def title(self) -> str:
+        name = self.label or self.code
+        return {
+            "urgency": f"urgency {self.label}",
+            "gain": f"gain the action: {name}",
+            "lose": f"lose the action: {name}",
+            "window": f"a different window for: {name}",
+        }[self.kind]
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": self.kind,
+            "code": self.code,
+            "title": self.title,
+            "input_states": self.states,
+            "exact": self.exact,
+            "example": self.patient,
+            "old": self.old,
+            "new": self.new,
+            "reproduced": self.reproduced,
+        }
+
+
+@dataclass
+class Diff:
+    old: KnowledgeBase
+    new: KnowledgeBase
+    rules: list  # list[RuleChange]
+    changes: list  # list[Change], only classes with at least one state
+    input_states: int
+    elapsed: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "old": self.old.identity(),
+            "new": self.new.identity(),
+            "rules": [r.to_dict() for r in self.rules],
+            "input_states": self.input_states,
+            "behaviour": [c.to_dict() for c in self.changes],
+        }
+
+
+# ---- text ---------------------------------------------------------------------------------------------------------
+def condition_text(cond: Condition) -> str:
+    if isinstance(cond, Test):
+        return cond.describe()
+    if isinstance(cond, Not):
+        return f"not ({condition_text(cond.item)})"
+    assert isinstance(cond, (All, AnyOf))
+    word = " and " if isinstance(cond, All) else " or "
+    return "(" + word.join(condition_text(c) for c in cond.items) + ")"
+
+
+def _field_text(kb: KnowledgeBase, rule_id: str, name: str, content: dict) -> str:
+    if name == "when":
+        return condition_text(kb.rule(rule_id).when)
+    value = content[name]
+    if name == "then":
+        parts = []
+        for c in value:
+            head = next(k for k in ("urgency", "action", "warning", "differential", "derive") if k in c)
+            text = f"{head}: {c[head]}"
+            if head == "action" and (c.get("window") or c.get("within_hours") is not None):
+                text += f" ({c.get('window') or ''}{'; ' if c.get('window') else ''}{c.get('within_hours')} h)"
+            if head == "derive":
+                text += f" = {c['value']}"
+            parts.append(text)
+        return "; ".join(parts)
+    if name == "cites":
+        return ", ".join(str(c["number"]) for c in value)
+    return "" if value is None else str(value)
+
+
+def text_changes(old: KnowledgeBase, new: KnowledgeBase) -> list[RuleChange]:
+    out = []
+    old_ids, new_ids = [r.id for r in old.rules], [r.id for r in new.rules]
+    for rule in old.rules:
+        if rule.id not in new_ids:
+            out.append(RuleChange(rule.id, "removed"))
+    for rule in new.rules:
+        if rule.id not in old_ids:
+            out.append(RuleChange(rule.id, "added"))
+            continue
+        a, b = rule_content(old, old.rule(rule.id)), rule_content(new, rule)
+        fields = []
+        for name in FIELDS:
+            if a[name] != b[name]:
+                fields.append((name, _field_text(old, rule.id, name, a), _field_text(new, rule.id, name, b)))
+        if fields:
+            out.append(RuleChange(rule.id, "changed", fields))
+    return out
+
+
+# ---- behaviour ----------------------------------------------------------------------------------------------------
+class _Pair:
+    """One symbolic patient evaluated by both versions."""
+
+    def __init__(self, old: KnowledgeBase, new: KnowledgeBase):
+        self.old, self.new = old, new
+        self.so: State = Semantics(old).state("old")
+        self.sn: State = Semantics(new).state("new")
+        old_in = {f.name: f for f in old.input_facts}
+        new_in = {f.name: f for f in new.input_facts}
+        self.facts: list[str] = [f.name for f in old.input_facts] + [n for n in new_in if n not in old_in]
+        self.domains: dict[str, tuple] = {}
+        ties = []  # one patient: the two versions' variables agree
+        for name in self.facts:
+            if name in old_in and name in new_in:
+                shared = tuple(v for v in old_in[name].values if v in new_in[name].values)
+                for v in shared:
+                    ties.append(self.so.var[(name, v)] == self.sn.var[(name, v)])
+                for v in old_in[name].values:
+                    if v not in shared:
+                        ties.append(z3.Not(self.so.var[(name, v)]))
+                for v in new_in[name].values:
+                    if v not in shared:
+                        ties.append(z3.Not(self.sn.var[(name, v)]))
+                self.domains[name] = shared
+            else:
+                self.domains[name] = tuple((old_in.get(name) or new_in[name]).values)
+        self.ties = z3.And(ties)
+        self.ok = z3.And(self.so.ok(), self.sn.ok())  # a valid patient file for both, and no contradiction
+        self.base = z3.And(self.ties, self.ok)
+        self.coupled: set[str] = set()
+        for kb in (old, new):
+            for f in kb.input_facts:
+                if f.only_if is not None:
+                    self.coupled |= {f.name, *(x for x in condition_facts(f.only_if) if not kb.facts[x].derived)}
+        self.well_formed = z3.And(self.so.one_value(), self.sn.one_value())
+
+    def var(self, fact: str, value: Value) -> z3.BoolRef:
+        return self.so.var[(fact, value)] if (fact, value) in self.so.var else self.sn.var[(fact, value)]
+
+    def known(self, fact: str) -> z3.BoolRef:
+        return z3.Or([self.var(fact, v) for v in self.domains[fact]])
+
+    def patient(self, model: z3.ModelRef) -> dict:
+        out: dict = {}
+        for fact in self.facts:
+            for v in self.domains[fact]:
+                if z3.is_true(model.eval(self.var(fact, v), model_completion=True)):
+                    out[fact] = v
+        return out
+
+    # -- the classes --
+    def actions(self) -> list[str]:
+        return list(dict.fromkeys([*self.old.catalog["action"], *self.new.catalog["action"]]))
+
+    def has(self, state: State, code: str) -> z3.BoolRef:
+        return state.action(code) if code in state.kb.catalog["action"] else z3.BoolVal(False)
+
+    def window(self, code: str) -> z3.BoolRef:
+        hours = sorted(set(self.so.sem.action_hours.get(code, [])) | set(self.sn.sem.action_hours.get(code, [])))
+        differs = z3.Or([self.so.action_by(code, h) != self.sn.action_by(code, h) for h in hours])
+        return z3.And(self.has(self.so, code), self.has(self.sn, code), differs)
+
+    def branches(self, fact: str) -> list[list[z3.BoolRef]]:
+        """The literals fixing `fact` to each of its values, then to unknown. Both versions' variables are
+        fixed (outside the ties they are independent), and a value only one version allows is false."""
+        both = [s.var[(fact, v)] for s in (self.so, self.sn) for v in s.kb.facts[fact].values if (fact, v) in s.var]
+        out = []
+        for v in self.domains[fact]:
+            chosen = [x for s in (self.so, self.sn) if (x := s.var.get((fact, v))) is not None]
+            out.append(chosen + [z3.Not(x) for x in both if not any(x.eq(c) for c in chosen)])
+        out.append([z3.Not(x) for x in both])  # unknown
+        return out
+
+    # -- counting --
+    def count(self, claim: z3.BoolRef, limit: int = LIMIT) -> tuple[int, bool]:
+        """How many input states (valid in both versions) satisfy `claim`; (count, exact). Two exact methods:
+        the solver's, quick where few answers matter, tried first within a small budget; then the expansion."""
+        count, exact = self.count_by_solver(claim, QUICK)
+        return (count, exact) if exact else self.count_by_expansion(claim, limit)
+
+    def count_by_solver(self, claim: z3.BoolRef, limit: int) -> tuple[int, bool]:
+        """A decision tree over the answers that stops where the solver proves the claim certain or impossible
+        for every completion."""
+        inside, outside = z3.Solver(), z3.Solver()
+        inside.add(self.well_formed, self.base, claim)
+        outside.add(self.well_formed, self.ties, z3.Not(z3.And(self.ok, claim)))
+        # facts tied by `only_if` first (until they are fixed, some completions are not valid patients, so no
+        # branch can be certain), then the facts the claim reads, then the rest (which it never splits on)
+        mentioned = _mentioned(claim)
+        order = sorted(self.facts, key=lambda f: (f not in self.coupled, f not in mentioned))
+        sizes = [len(self.domains[f]) + 1 for f in order]
+        calls = 0
+        exact = True
+
+        def walk(i: int, assumptions: list) -> int:
+            nonlocal calls, exact
+            if calls >= limit:
+                exact = False
+                return 0
+            calls += 2
+            if inside.check(*assumptions) != z3.sat:
+                return 0
+            if outside.check(*assumptions) != z3.sat:
+                return math.prod(sizes[i:])
+            if i == len(order):  # pragma: no cover - a full assignment is decided one way or the other
+                return 0
+            return sum(walk(i + 1, assumptions + b) for b in self.branches(order[i]))
+
+        return walk(0, []), exact
+
+    def count_by_expansion(self, claim: z3.BoolRef, limit: int = LIMIT) -> tuple[int, bool]:
+        """Shannon expansion over the answers, each branch substituted into the formula and simplified: a branch
+        that simplifies to false counts nothing, one that simplifies to true counts every answer to the facts
+        it no longer reads, and identical residual formulas (z3 shares equal terms) are counted once, so the
+        answers that do not matter (a "no" and an "unknown" that lead to the same decisions) cost nothing more.
+        `limit` bounds the expansions; beyond it the count is a lower bound."""
+        formula = z3.And(self.ties, self.ok, claim)
+        order = {f: i for i, f in enumerate(self.facts)}
+        size = {f: len(self.domains[f]) + 1 for f in self.facts}
+        memo: dict[int, tuple[z3.BoolRef, int]] = {}  # the term is kept alive: z3 reuses a freed term's id
+        steps = 0
+        exact = True
+
+        def expand(g: z3.BoolRef) -> tuple[int, set[str]]:
+            """(the number of answers to the facts g reads that satisfy g, those facts)."""
+            nonlocal steps, exact
+            g = z3.simplify(g)
+            if z3.is_false(g):
+                return 0, set()
+            if z3.is_true(g):
+                return 1, set()
+            reads = _mentioned(g)
+            key = g.get_id()
+            if key in memo:
+                return memo[key][1], reads
+            if steps >= limit:
+                exact = False
+                return 0, reads
+            steps += 1
+            fact = min(reads, key=order.__getitem__)
+            total = 0
+            for value in (*self.domains[fact], None):
+                sub, sub_reads = expand(z3.substitute(g, *self.assign(fact, value)))
+                total += sub * math.prod(size[f] for f in reads - {fact} - sub_reads)
+            memo[key] = (g, total)
+            return total, reads
+
+        count, reads = expand(formula)
+        return count * math.prod(size[f] for f in self.facts if f not in reads), exact
+
+    def assign(self, fact: str, value: Value | None) -> list[tuple[z3.BoolRef, z3.BoolRef]]:
+        """Substitutions giving `fact` the answer `value` (None: unknown) in both versions."""
+        out = []
+        for state in (self.so, self.sn):
+            for v in state.kb.facts[fact].values if fact in state.kb.facts else ():
+                if (fact, v) in state.var:
+                    out.append((state.var[(fact, v)], z3.BoolVal(v == value and value is not None)))
+        return out
+
+    def example(self, claim: z3.BoolRef) -> dict | None:
+        """The smallest patient (fewest answered facts) satisfying the claim; among those, the first in the
+        vocabulary's order (each fact unknown if possible, else its first possible value), so the same
+        versions always give the same example."""
+        model = solve_min([self.base, claim], [self.known(f) for f in self.facts])
+        if model is None:
+            return None
+        size = len(self.patient(model))
+        solver = z3.Solver()
+        solver.add(self.base, claim, z3.AtMost(*[self.known(f) for f in self.facts], size))
+        fixed: list = []
+        for fact in self.facts:
+            options = self.branches(fact)
+            for lits in [options[-1], *options[:-1]]:
+                if solver.check(*fixed, *lits) == z3.sat:
+                    fixed += lits
+                    break
+        solver.check(*fixed)
+        return self.patient(solver.model())
+
+
+def _mentioned(expr: z3.ExprRef) -> set[str]:
+    """Input facts whose variables occur in a z3 expression (names are `<state>.<fact>=<value>`)."""
+    found: set[str] = set()
+    seen: set[int] = set()
+    stack = [expr]
+    while stack:
+        e = stack.pop()
+        if e.get_id() in seen:
+            continue
+        seen.add(e.get_id())
+        if z3.is_const(e) and e.decl().kind() == z3.Z3_OP_UNINTERPRETED:
+            name = e.decl().name()
+            found.add(name.split(".", 1)[1].rsplit("=", 1)[0])
+        stack.extend(e.children())
+    return found
+
+
+def _restrict(kb: KnowledgeBase, patient: dict) -> dict:
+    return {k: v for k, v in patient.items() if k in kb.facts and v in kb.facts[k].values}
+
+
+def _shows(change: Change, old: dict, new: dict) -> bool:
+    if change.kind == "urgency":
+        return f"{old['urgency']}->{new['urgency']}" == change.code
+    code = change.code
+    if change.kind == "gain":
+        return code in new["actions"] and code not in old["actions"]
+    if change.kind == "lose":
+        return code in old["actions"] and code not in new["actions"]
+    return code in old["actions"] and code in new["actions"] and old["actions"][code] != new["actions"][code]
+
+
+def compare(old: KnowledgeBase, new: KnowledgeBase, limit: int = LIMIT) -> Diff:
+    started = time.perf_counter()
+    pair = _Pair(old, new)
+    claims: list[tuple[str, str | None, z3.BoolRef]] = []
+    # one class per (old level, new level): a lowered urgency is the change a board must see first
+    for a in old.catalog["urgency"]:
+        for b in new.catalog["urgency"]:
+            if a != b:
+                claims.append(("urgency", f"{a}->{b}", z3.And(pair.so.urgency_is(a), pair.sn.urgency_is(b))))
+    for action in pair.actions():
+        a, b = pair.has(pair.so, action), pair.has(pair.sn, action)
+        claims.append(("gain", action, z3.And(b, z3.Not(a))))
+        claims.append(("lose", action, z3.And(a, z3.Not(b))))
+        claims.append(("window", action, pair.window(action)))
+    quick = z3.Solver()
+    quick.add(pair.base)
+    runners: dict[str, Runner] = {}
+    changes = []
+    for kind, code, claim in claims:
+        if quick.check(claim) != z3.sat:
+            continue
+        states, exact = pair.count(claim, limit)
+        change = Change(kind, code, states, exact, pair.example(claim))
+        if kind == "urgency":
+            a, b = (code or "").split("->")
+            raised = b in old.catalog["urgency"] and new.urgency_rank(b) > old.urgency_rank(a)
+            change.label = (
+                f"{'raised' if raised else 'LOWERED'}: {old.catalog['urgency'][a].label} -> "
+                f"{new.catalog['urgency'][b].label}"
+            )
+        elif code is not None:
+            change.label = (new.catalog["action"].get(code) or old.catalog["action"][code]).label
+        if change.patient is not None:
+            if not runners:
+                runners = {"old": Runner(old), "new": Runner(new)}
+            change.old = decisions(runners["old"].result(_restrict(old, change.patient)))
+            change.new = decisions(runners["new"].result(_restrict(new, change.patient)))
+            change.reproduced = _shows(change, change.old, change.new)
+        changes.append(change)
+    total, _ = pair.count(z3.BoolVal(True), limit)  # the patients valid in both versions
+    diff = Diff(old, new, text_changes(old, new), changes, total)
+    diff.elapsed = time.perf_counter() - started
+    return diff
+
+
+# ---- words --------------------------------------------------------------------------------------------------------
+def _hours(h) -> str:
+    return "no fixed window" if h is None else f"{h:g} h"
+
+
+def _show_patient(patient: dict | None) -> str:
+    if not patient:
+        return "{} (nothing answered)"
+    shown = {True: "yes", False: "no"}
+    return "{" + ", ".join(f"{k}: {shown.get(v, v) if isinstance(v, bool) else v}" for k, v in patient.items()) + "}"
+
+
+def _decided(d: dict | None) -> str:
+    if d is None:
+        return "-"
+    actions = ", ".join(f"{code} {_hours(h)}" for code, h in d["actions"].items()) or "no action"
+    return f"{d['urgency'].upper()}; {actions}"
+
+
+def render(diff: Diff) -> str:
+    o, n = diff.old, diff.new
+    out = [f"lumbar-kb diff: {o.name} {o.version} -> {n.name} {n.version}", ""]
+    out.append(f"Rules: {len(diff.rules)} changed" if diff.rules else "Rules: no textual change")
+    for rc in diff.rules:
+        out.append(f"  {rc.change:<8} {rc.rule}")
+        for name, old_text, new_text in rc.fields:
+            out.append(f"      {name}:")
+            out.append(f"        - {old_text}")
+            out.append(f"        + {new_text}")
+    out.append("")
+    out.append(f"Patients (over every one of {diff.input_states:,} input states, valid in both versions):")
+    if not diff.changes:
+        out.append("  no patient is decided differently")
+    for c in diff.changes:
+        count = f"{c.states:,}" if c.exact else f"at least {c.states:,}"
+        out.append(f"  {count} input states get {c.title}")
+        out.append(f"      e.g. {_show_patient(c.patient)}")
+        out.append(f"        old: {_decided(c.old)}")
+        out.append(f"        new: {_decided(c.new)}")
+        if c.reproduced is False:
+            out.append("        INTERNAL: the engine does not show this difference; please report it")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,217 @@
+"""The review pack in a real browser: Debian's headless Chromium driven by Playwright (executable_path; the
+browser is never downloaded). The pack is opened from disk (file://), as a ward PC would."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lumbar_kb.engine.loader import load
+from lumbar_kb.visualize.review.model import build_pack, rule_anchor
+from lumbar_kb.visualize.review.pack import write_pack
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def pack_dir(tmp_path_factory, kb):
+    out = tmp_path_factory.mktemp("pack")
+    write_pack(build_pack(kb), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("profile")), executable_path=CHROMIUM, args=ARGS, headless=True
+        )
+        yield context
+        context.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A page that records console errors, page errors and every request that is not a local file."""
+    pg = browser.new_page()
+    pg.errors = []
+    pg.remote = []
+    pg.on("console", lambda m: pg.errors.append(m.text) if m.type == "error" else None)
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+
+    def route(r):
+        if r.request.url.startswith("file://"):
+            r.continue_()
+        else:
+            pg.remote.append(r.request.url)
+            r.abort()
+
+    pg.route("**/*", route)
+    yield pg
+    pg.close()
+
+
+def _url(pack_dir: Path, name: str) -> str:
+    return (pack_dir / name).as_uri()
+
+
+def test_every_page_opens_from_disk_without_errors_or_network(pack_dir, page, kb):
+    pages = sorted(p.name for p in pack_dir.glob("*.html"))
+    assert {"index.html", "guideline.html", "rules.html", "patients.html", "issues.html"} <= set(pages)
+    assert {f"section-{s}.html" for s in kb.sections} <= set(pages)
+    for name in pages:
+        page.goto(_url(pack_dir, name))
+        assert page.title(), name
+        # the style sheet applied: a local file, not a CDN
+        assert page.evaluate("getComputedStyle(document.body).fontFamily").startswith("Helvetica")
+    assert page.errors == []
+    assert page.remote == []
+    for path in pack_dir.glob("*.html"):
+        html = path.read_text()
+        assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html.replace(
+            "https://lumbar-kb.invalid", ""
+        ), path.name
+
+
+def test_every_rule_card_is_reached_by_clicking_its_diagram_node(pack_dir, page, kb):
+    reached = set()
+    for section in kb.sections:
+        page.goto(_url(pack_dir, f"section-{section}.html"))
+        nodes = page.eval_on_selector_all('g.node[id^="rule:"]', "els => els.map(e => e.id)")
+        assert sorted(nodes) == sorted(f"rule:{r.id}" for r in kb.rules if r.section == section)
+        for node in nodes:
+            if not page.url.endswith(f"section-{section}.html"):
+                page.go_back()
+            page.locator(f'g.node[id="{node}"] a').first.click()
+            page.wait_for_url("**/rules.html#*")
+            rid = node.removeprefix("rule:")
+            assert page.url.endswith("#" + rule_anchor(rid))
+            card = page.locator(f"article#{rule_anchor(rid)}")
+            assert card.is_visible()
+            assert rid in card.inner_text()
+            reached.add(rid)
+    assert reached == {r.id for r in kb.rules}
+    assert page.errors == [] and page.remote == []
+
+
+def test_traceability_links_work_both_ways(pack_dir, page, kb):
+    page.goto(_url(pack_dir, "guideline.html"))
+    forward = page.eval_on_selector_all(
+        "a.rule-link", "els => els.map(e => [e.closest('tr').id, e.getAttribute('href')])"
+    )
+    assert forward, "no sentence links to a rule"
+    page.goto(_url(pack_dir, "rules.html"))
+    card_ids = set(page.eval_on_selector_all("article.rule-card", "els => els.map(e => e.id)"))
+    backward = page.eval_on_selector_all(
+        "a.sentence-link", "els => els.map(e => [e.closest('article').id, e.getAttribute('href')])"
+    )
+    # every link from a sentence lands on an existing card, and that card links back to the sentence
+    back_pairs = {(card, href.split("#")[1]) for card, href in backward}
+    for sentence_row, href in forward:
+        target = href.split("#")[1]
+        assert href.startswith("rules.html#") and target in card_ids
+        assert (target, sentence_row) in back_pairs
+    assert {r.id for r in kb.rules} == {c.removeprefix("rule-").replace("-", ".") for c in card_ids} or len(
+        card_ids
+    ) == len(kb.rules)
+    # and by clicking: a card's first sentence link opens the guideline at that sentence, and back again
+    first = page.locator("a.sentence-link").first
+    href = first.get_attribute("href")
+    first.click()
+    page.wait_for_url("**/guideline.html#*")
+    row = page.locator(f"tr#{href.split('#')[1]}")
+    assert row.is_visible()
+    row.locator("a.rule-link").first.click()
+    page.wait_for_url("**/rules.html#*")
+    assert page.errors == [] and page.remote == []
+
+
+def test_the_patients_search_box_filters(pack_dir, page):
+    page.goto(_url(pack_dir, "patients.html"))
+    total = page.locator("article.patient").count()
+    page.fill("#search", "saddle_anesthesia")
+    visible = page.locator("article.patient:visible")
+    assert 0 < visible.count() < total
+    for text in visible.all_inner_texts():
+        assert "saddle" in text.lower()
+    page.fill("#search", "")
+    assert page.locator("article.patient:visible").count() == total
+    assert page.errors == []
+
+
+def test_a_changed_rule_shows_in_the_pack(tmp_path, page):
+    kb_dir = tmp_path / "kb"
+    shutil.copytree(load().root, kb_dir)
+    from lumbar_kb.engine.analysis.approvals import record
+
+    kb = load(kb_dir)
+    record(kb, ["concerning.night_pain", "concerning.radiating_pain"], "Dr Board", "2026-01-01")
+    path = kb_dir / "rules" / "concerning.yaml"
+    path.write_text(
+        path.read_text().replace(
+            "needs prompt evaluation\n    when: {fact: night_pain", "needs prompt care\n    when: {fact: night_pain"
+        )
+    )
+    out = tmp_path / "pack"
+    write_pack(build_pack(load(kb_dir)), out)
+    page.goto(_url(out, "rules.html"))
+    night = page.locator(f"article#{rule_anchor('concerning.night_pain')}")
+    assert "changed since approval" in night.inner_text()
+    assert "approved" in page.locator(f"article#{rule_anchor('concerning.radiating_pain')}").inner_text()
+    night.locator("summary", has_text="Review history").click()
+    assert "approved by Dr Board (an earlier version)" in night.inner_text()
+
+
+def test_the_diff_page_lists_the_changes_of_a_seeded_edit(tmp_path, page):
+    from lumbar_kb.engine.analysis.diff import compare
+
+    new_dir = tmp_path / "new"
+    shutil.copytree(load().root, new_dir)
+    path = new_dir / "rules" / "imaging.yaml"
+    path.write_text(
+        path.read_text().replace(
+            "within_hours: 336\n        window: within 2 weeks", "within_hours: 168\n        window: within 1 week"
+        )
+    )
+    old, new = load(), load(new_dir)
+    out = tmp_path / "pack"
+    write_pack(build_pack(new, compare(old, new)), out)
+    page.goto(_url(out, "index.html"))
+    page.click("nav >> text=Changes")
+    page.wait_for_url("**/diff.html")
+    rows = page.locator("tr.rule-change")
+    assert rows.count() == 1
+    assert rows.first.get_attribute("data-rule") == "imaging.mri_window.local_pain_only"
+    assert "within 2 weeks" in rows.first.locator("del").inner_text()
+    assert "within 1 week" in rows.first.locator("ins").inner_text()
+    behaviour = page.locator("tr.behaviour-change")
+    assert behaviour.count() == 1 and behaviour.first.get_attribute("data-kind") == "window"
+    assert "336 h" in behaviour.first.inner_text() and "168 h" in behaviour.first.inner_text()
+    rows.first.locator("a").click()
+    page.wait_for_url(f"**/rules.html#{rule_anchor('imaging.mri_window.local_pain_only')}")
+    assert page.errors == [] and page.remote == []
+
+
+def test_the_algorithm_page_shows_each_decision_proved_and_alarm_questions_first(pack_dir, page, kb):
+    page.goto(_url(pack_dir, "algorithm.html"))
+    sections = page.locator("main section")
+    assert sections.count() == 1 + len(kb.catalog["action"])
+    assert page.locator("p.proved").count() == sections.count()
+    assert page.locator("main .broken").count() == 0
+    # the urgency diagram starts with an alarm question (its node id ends with the fact it asks)
+    first = page.locator("#urgency g.node[id^='question:']").first.get_attribute("id")
+    assert kb.facts[first.rsplit(":", 1)[1]].alarm
+    assert page.errors == [] and page.remote == []
