@@ -108,7 +108,9 @@ def test_under_review_and_the_status_command(kb_copy, capsys):
     assert by_rule["imaging.xray_first"]["status"] == "under_review"
     assert by_rule["imaging.xray_first"]["records"][0]["note"] == "check the 27%"
     assert by_rule["cancer.none"]["status"] == "approved"
-    assert data["counts"] == {"submitted": 34, "under_review": 1, "approved": 1, "changed": 0}
+    # one rule under review, one approved, every other rule of the knowledge base merely submitted
+    rules = len(load(kb_copy).rules)
+    assert data["counts"] == {"submitted": rules - 2, "under_review": 1, "approved": 1, "changed": 0}
     assert main(["status", "--kb", str(kb_copy)]) == 0
     text = capsys.readouterr().out
     assert "imaging.xray_first" in text and "under review" in text and "approved by Dr C" in text

@@ -504,7 +504,7 @@ def schema_patterns():
 
 
 # names and values a pattern is meant to accept: each schema pattern must accept one of them
-PATTERN_SAMPLES = ("leg_weakness", "red_flag.leg_weakness", "2025-11-12", "12", "H12")
+PATTERN_SAMPLES = ("leg_weakness", "red_flag.leg_weakness", "2025-11-12", "12", "H12", "sha256:" + "0" * 64)
 
 
 @pytest.mark.parametrize("where, pattern", schema_patterns())

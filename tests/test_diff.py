@@ -1,7 +1,8 @@
 """`lumbar-kb diff`: textual changes per rule, and the patients decided differently, counted over every input
 state. The expected counts are worked out from the guideline's facts by hand (first principles), not taken
-from the output: every input fact is unknown or one of its values, and `primary_cancer` may be given only
-when `cancer_history` is not "no"."""
+from the output: every input fact is unknown or one of its values, `primary_cancer` may be given only when
+`cancer_history` is not "no", and no patient breaks a relation of the vocabulary (a confirmed compression is not
+"not suspected"; a persisting mass is not absent)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,15 @@ from lumbar_kb.engine.analysis.diff import compare
 from lumbar_kb.engine.loader import default_kb_dir, load
 from lumbar_kb.main import main
 
-# 16 yes/no facts besides cancer_history (3 states each), the radiograph (4), and the 15 valid pairs of
+# 12 free yes/no facts (3 states each); the two related pairs (confirmed/suspected compression, mass persists/
+# palpable mass): 9 states each less the contradiction; the radiograph (4); and the 15 valid pairs of
 # (cancer_history, primary_cancer): yes x 7, no x 1 (no primary may be given), unknown x 7
-VALID = 3**16 * 4 * 15
+VALID = 3**12 * (9 - 1) * (9 - 1) * 4 * 15
+# the whole-spine MRI's 2-week window is the final one: cancer known (history yes with any of 7 primary answers,
+# or history unknown with one of 6 named sites: 13), none of the six red flags, no rapidly progressing deficit and
+# no rapid progression (2 of 3 each: no earlier tier), compression not suspected (suspected no or unknown with
+# confirmed any, less the contradiction: 5); the mass pair (8), four other yes/no facts and the radiograph free
+TWO_WEEK_MRI = 13 * 2**6 * 2 * 2 * 5 * 8 * 3**4 * 4
 
 
 def _edit(path: Path, old: str, new: str) -> None:
@@ -28,19 +35,20 @@ def _edit(path: Path, old: str, new: str) -> None:
 
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory):
-    """The bundled knowledge base and a copy with two edits: night pain now also asks for a lumbar MRI, and the
-    2-week whole-spine MRI window becomes 1 week."""
+    """The bundled knowledge base and a copy with two edits: night pain now also asks for a specialist referral,
+    and the cancer history's 2-week whole-spine MRI window becomes 1 week."""
     new = tmp_path_factory.mktemp("new") / "kb"
     shutil.copytree(default_kb_dir(), new)
     _edit(
         new / "rules" / "concerning.yaml",
         "    when: {fact: night_pain, is: true}\n    then:\n      - urgency: prompt\n",
-        "    when: {fact: night_pain, is: true}\n    then:\n      - urgency: prompt\n      - action: mri_lumbar\n",
+        "    when: {fact: night_pain, is: true}\n    then:\n      - urgency: prompt\n"
+        "      - action: specialist_referral\n        within_hours: 336\n        window: within 2 weeks\n",
     )
     _edit(
-        new / "rules" / "imaging.yaml",
-        "within_hours: 336\n        window: within 2 weeks",
-        "within_hours: 168\n        window: within 1 week",
+        new / "rules" / "cancer_history.yaml",
+        "within_hours: 336\n        window: urgently, within 2 weeks at the latest",
+        "within_hours: 168\n        window: urgently, within 1 week at the latest",
     )
     return default_kb_dir(), new
 
@@ -55,21 +63,18 @@ def test_a_seeded_edit_is_counted_exactly_and_shown_on_a_patient(seeded):
     old_dir, new_dir = seeded
     diff = compare(load(old_dir), load(new_dir))
     changed = {rc.rule: rc for rc in diff.rules}
-    assert set(changed) == {"concerning.night_pain", "imaging.mri_window.local_pain_only"}
+    assert set(changed) == {"concerning.night_pain", "cancer.urgent_whole_spine_mri"}
     assert [f[0] for f in changed["concerning.night_pain"].fields] == ["then"]
     by_kind = {(c.kind, c.code): c for c in diff.changes}
-    assert set(by_kind) == {("gain", "mri_lumbar"), ("window", "mri_whole_spine")}
-    gain = by_kind[("gain", "mri_lumbar")]
-    # night pain yes (1 of 3), and lumbar MRI not already asked for: radiograph not abnormal (3 of 4) and the mass
-    # not known to persist (2 of 3)
-    assert gain.exact and gain.states == VALID // 3 * 3 // 4 * 2 // 3
+    assert set(by_kind) == {("gain", "specialist_referral"), ("window", "mri_whole_spine")}
+    gain = by_kind[("gain", "specialist_referral")]
+    # night pain yes (1 of 3), and no referral already: imaging has not shown a mass (2 of 3); the rest free
+    assert gain.exact and gain.states == VALID // 3 * 2 // 3
     assert gain.patient == {"night_pain": True}
-    assert "mri_lumbar" not in gain.old["actions"] and "mri_lumbar" in gain.new["actions"] and gain.reproduced
+    assert "specialist_referral" not in gain.old["actions"] and "specialist_referral" in gain.new["actions"]
+    assert gain.reproduced
     window = by_kind[("window", "mri_whole_spine")]
-    # cancer known (history yes with any of 7 primary answers, or history unknown with one of 6 named sites) and
-    # all seven neurological questions no; no earlier window: compression not suspected and no rapid
-    # progression (2 of 3 each); the other 7 yes/no facts and the radiograph free
-    assert window.exact and window.states == 13 * 2 * 2 * 3**7 * 4
+    assert window.exact and window.states == TWO_WEEK_MRI
     assert window.old["actions"]["mri_whole_spine"] == 336 and window.new["actions"]["mri_whole_spine"] == 168
     assert window.reproduced
 
@@ -87,8 +92,8 @@ def test_an_urgency_change_has_an_example_the_engine_reproduces(tmp_path):
     assert urgency.code == "prompt->emergency" and urgency.title == "urgency raised: PROMPT -> EMERGENCY"
     assert urgency.patient == {"palpable_mass": True}
     assert (urgency.old["urgency"], urgency.new["urgency"]) == ("prompt", "emergency") and urgency.reproduced
-    # a palpable mass (1 of 3 states) that no alarm already made an emergency
-    assert 0 < urgency.states < VALID // 3
+    # a palpable mass (3 of the 8 states of the mass pair) that no alarm already made an emergency
+    assert 0 < urgency.states < VALID * 3 // 8
 
 
 def test_a_lowered_urgency_is_named_as_such(tmp_path):
@@ -104,9 +109,10 @@ def test_a_lowered_urgency_is_named_as_such(tmp_path):
     assert lowered.title == "urgency LOWERED: EMERGENCY -> PROMPT"
     # saddle anaesthesia yes (1 of 3), and none of the nine other answers that give an emergency on their own
     # (five red flags, rapidly progressing deficits, rapid progression, suspected and confirmed compression)
-    # is yes (2 of 3 each); everything else free
+    # is yes (2 of 3 each; for the related compression pair: no or unknown for both, 4 of its 8 states); the
+    # cancer pair (15), the mass pair (8), four other yes/no facts and the radiograph free
     assert lowered.patient == {"saddle_anesthesia": True} and lowered.reproduced
-    assert lowered.states == VALID // 3 * 2**9 // 3**9
+    assert lowered.states == 2**5 * 2 * 2 * 4 * 15 * 8 * 3**4 * 4
 
 
 def test_cli_json_is_deterministic_and_text_names_the_counts(seeded, capsys):
@@ -119,7 +125,7 @@ def test_cli_json_is_deterministic_and_text_names_the_counts(seeded, capsys):
     assert data["input_states"] == VALID and len(data["behaviour"]) == 2
     assert main(["diff", str(old_dir), str(new_dir)]) == 0
     text = capsys.readouterr().out
-    assert "454,896 input states get a different window for: MRI of the whole spine" in text
+    assert f"{TWO_WEEK_MRI:,} input states get a different window for: MRI of the whole spine" in text
     assert "e.g. {night_pain: yes}" in text
 
 
@@ -137,9 +143,12 @@ def test_both_counting_methods_agree_with_the_hand_count(seeded):
     old_dir, new_dir = seeded
     pair = _Pair(load(old_dir), load(new_dir))
     window = pair.window("mri_whole_spine")
+    gain = z3.And(z3.Not(pair.has(pair.so, "specialist_referral")), pair.has(pair.sn, "specialist_referral"))
     for method in (pair.count_by_expansion, lambda claim: pair.count_by_solver(claim, 100_000)):
         assert method(z3.BoolVal(True)) == (VALID, True)
-        assert method(window) == (13 * 2 * 2 * 3**7 * 4, True)
+        assert method(gain) == (VALID // 3 * 2 // 3, True)
+    # the window's claim reads eleven facts: the solver's tree needs more than this budget, the expansion does not
+    assert pair.count_by_expansion(window) == (TWO_WEEK_MRI, True)
     # a budget too small for either is reported as a lower bound, never as an exact count
     count, exact = pair.count_by_solver(window, 10)
-    assert not exact and count < 13 * 2 * 2 * 3**7 * 4
+    assert not exact and count < TWO_WEEK_MRI

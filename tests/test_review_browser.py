@@ -180,7 +180,7 @@ def test_the_diff_page_lists_the_changes_of_a_seeded_edit(tmp_path, page):
 
     new_dir = tmp_path / "new"
     shutil.copytree(load().root, new_dir)
-    path = new_dir / "rules" / "imaging.yaml"
+    path = new_dir / "rules" / "after_imaging.yaml"  # the specialist referral's window, its only 2-week window
     path.write_text(
         path.read_text().replace(
             "within_hours: 336\n        window: within 2 weeks", "within_hours: 168\n        window: within 1 week"
@@ -194,14 +194,14 @@ def test_the_diff_page_lists_the_changes_of_a_seeded_edit(tmp_path, page):
     page.wait_for_url("**/diff.html")
     rows = page.locator("tr.rule-change")
     assert rows.count() == 1
-    assert rows.first.get_attribute("data-rule") == "imaging.mri_window.local_pain_only"
+    assert rows.first.get_attribute("data-rule") == "after.specialist_before_biopsy"
     assert "within 2 weeks" in rows.first.locator("del").inner_text()
     assert "within 1 week" in rows.first.locator("ins").inner_text()
     behaviour = page.locator("tr.behaviour-change")
     assert behaviour.count() == 1 and behaviour.first.get_attribute("data-kind") == "window"
     assert "336 h" in behaviour.first.inner_text() and "168 h" in behaviour.first.inner_text()
     rows.first.locator("a").click()
-    page.wait_for_url(f"**/rules.html#{rule_anchor('imaging.mri_window.local_pain_only')}")
+    page.wait_for_url(f"**/rules.html#{rule_anchor('after.specialist_before_biopsy')}")
     assert page.errors == [] and page.remote == []
 
 

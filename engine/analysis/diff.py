@@ -190,6 +190,8 @@ class _Pair:
             for f in kb.input_facts:
                 if f.only_if is not None:
                     self.coupled |= {f.name, *(x for x in condition_facts(f.only_if) if not kb.facts[x].derived)}
+            for r in kb.relations:  # a relation between answers couples its facts the same way
+                self.coupled |= {x for c in (r.when, r.implies, r.excludes) if c for x in condition_facts(c)}
         self.well_formed = z3.And(self.so.one_value(), self.sn.one_value())
 
     def var(self, fact: str, value: Value) -> z3.BoolRef:
@@ -242,7 +244,7 @@ class _Pair:
         inside, outside = z3.Solver(), z3.Solver()
         inside.add(self.well_formed, self.base, claim)
         outside.add(self.well_formed, self.ties, z3.Not(z3.And(self.ok, claim)))
-        # facts tied by `only_if` first (until they are fixed, some completions are not valid patients, so no
+        # facts tied by `only_if` or a relation first (until they are fixed, some completions are not valid patients, so no
         # branch can be certain), then the facts the claim reads, then the rest (which it never splits on)
         mentioned = _mentioned(claim)
         order = sorted(self.facts, key=lambda f: (f not in self.coupled, f not in mentioned))
