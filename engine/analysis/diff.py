@@ -244,8 +244,8 @@ class _Pair:
         inside, outside = z3.Solver(), z3.Solver()
         inside.add(self.well_formed, self.base, claim)
         outside.add(self.well_formed, self.ties, z3.Not(z3.And(self.ok, claim)))
-        # facts tied by `only_if` or a relation first (until they are fixed, some completions are not valid patients, so no
-        # branch can be certain), then the facts the claim reads, then the rest (which it never splits on)
+        # facts tied by `only_if` or a relation first (until they are fixed, some completions are not valid patients,
+        # so no branch can be certain), then the facts the claim reads, then the rest (which it never splits on)
         mentioned = _mentioned(claim)
         order = sorted(self.facts, key=lambda f: (f not in self.coupled, f not in mentioned))
         sizes = [len(self.domains[f]) + 1 for f in order]
