@@ -257,7 +257,7 @@ def test_only_derived_facts_some_rule_reads_are_asserted(tmp_path):
         {"id": "r.read", "when": {"fact": "d", "is": True}, "then": [{"warning": "warn_a"}]},
     ]
     compiled = compile_kb(kb_with(tmp_path, rules))
-    assert compiled.read_derived == frozenset({"d"})
+    assert compiled.read_derived == frozenset({("d", True)})  # d is read for true only; g is never read
     assert compiled.never_true == ()
 
 
@@ -377,3 +377,16 @@ def test_result_lists_exactly_the_unanswered_input_questions(tmp_path):
     result = build(kb, Engine(kb).run({"a": True, "e": "x"}))
     assert [q.fact for q in result.unanswered] == ["b", "c"]  # the input facts not given, vocabulary order
     assert result.inputs == {"a": True, "e": "x"}
+
+
+def test_a_derived_value_no_rule_tests_is_recorded_without_an_engine_error(tmp_path):
+    """Found by the differential test: a derived fact some rule reads for one value only, derived with another
+    value, matched no durable pattern, and the session refused it (MessageNotHandled) as an EngineError."""
+    rules = [
+        {"id": "r.derive_no", "when": {"fact": "a", "is": True}, "then": [{"derive": "d", "value": False}]},
+        {"id": "r.reads_yes", "when": {"fact": "d", "is": True}, "then": [{"warning": "warn_a"}]},
+    ]
+    kb = kb_with(tmp_path, rules)
+    for name, ev in evaluators(kb).items():
+        trace = ev.run({"a": True})
+        assert ([f.rule for f in trace.firings], trace.derived) == (["r.derive_no"], {"d": False}), name
