@@ -48,7 +48,8 @@ FACT_SPECS = {
 }
 
 SOAK = int(os.environ.get("LUMBAR_KB_SOAK", "0"))
-KBS = SOAK or 60  # generated knowledge bases per run of `make test`
+QUICK = bool(os.environ.get("LUMBAR_KB_QUICK"))  # make mutation: fewer examples, as each mutant reruns the tests
+KBS = SOAK or (15 if QUICK else 60)  # generated knowledge bases per run of `make test`
 PATIENTS = 30  # random patients per knowledge base, besides the exhaustive sweep below
 
 

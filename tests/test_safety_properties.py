@@ -6,6 +6,8 @@
 * a missing answer is unknown, never false: leaving a fact out never fires a rule that needs it to be false.
 """
 
+import os
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -25,7 +27,11 @@ NEURO = [
     "saddle_anesthesia",
     "progressive_neuro_deficit",
 ]
-SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=60 if os.environ.get("LUMBAR_KB_QUICK") else 400,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 
 @st.composite
