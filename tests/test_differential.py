@@ -365,3 +365,28 @@ def test_the_agreement_property_fails_on_a_seeded_engine_defect(defect, monkeypa
     monkeypatch.setattr(owner, name, make(getattr(owner, name)))
     with pytest.raises(AssertionError):
         check_agreement(SEEDED, 4, [])
+
+
+def raw_rules(kb):
+    """A loaded knowledge base's rules back in the file's shape, for the brute force (definition order)."""
+    from lumbar_kb.engine.model import All, AnyOf, Derive, Not, Recommend, SetUrgency
+
+    def cond(c):
+        if isinstance(c, (All, AnyOf)):
+            return {"all" if isinstance(c, All) else "any": [cond(i) for i in c.items]}
+        if isinstance(c, Not):
+            return {"not": cond(c.item)}
+        return {"fact": c.fact, "in": sorted(c.values, key=str)}
+
+    def conclusion(c):
+        if isinstance(c, SetUrgency):
+            return {"urgency": c.level}
+        if isinstance(c, Derive):
+            return {"derive": c.fact, "value": c.value}
+        assert isinstance(c, Recommend)
+        return {c.kind: c.code, **({} if c.within_hours is None else {"within_hours": c.within_hours})}
+
+    return [
+        {"id": r.id, "priority": r.priority, "when": cond(r.when), "then": [conclusion(c) for c in r.then]}
+        for r in kb.rules
+    ]

@@ -31,6 +31,8 @@ from lumbar_kb.engine.model import All, Not
 from lumbar_kb.engine.model import Test as Is  # not `Test`: pytest would try to collect it
 from lumbar_kb.engine.session import Engine
 
+from .strategies import patients, valid
+
 KB = load()
 SOAK = int(os.environ.get("LUMBAR_KB_SOAK", "0"))
 EXAMPLES = SOAK or (60 if os.environ.get("LUMBAR_KB_QUICK") else 300)
@@ -39,35 +41,6 @@ SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=
 DEFECT_SETTINGS = settings(
     max_examples=300, deadline=None, phases=[Phase.generate], derandomize=True, report_multiple_bugs=False
 )
-STRATA = ("alarm_free", "all_no", "partly_unknown", "enum_answers", "fully_answered")
-
-
-def valid(kb, facts):
-    return not any(contradicts_only_if(f, facts) for f in kb.input_facts)
-
-
-@st.composite
-def patients(draw, kb=KB):
-    stratum = draw(st.sampled_from(STRATA))
-    # outside the alarm-free strata, half the patients may say yes to an alarm question: with yes/no drawn
-    # 50/50 nearly every patient would be an emergency already, and monotonicity would have nothing to bite on
-    alarm_yes = stratum not in ("alarm_free", "all_no") and draw(st.booleans())
-    facts = {}
-    for fact in kb.input_facts:
-        values = fact.values if alarm_yes or not (fact.alarm and fact.type == "bool") else (False,)
-        if fact.type == "bool" and (stratum == "all_no" or (stratum == "alarm_free" and fact.alarm)):
-            value = False
-        elif stratum == "fully_answered" or (stratum == "enum_answers" and fact.type == "enum"):
-            value = draw(st.sampled_from(values))
-        else:
-            value = draw(st.one_of(st.none(), st.sampled_from(values)))
-        if value is not None:
-            facts[fact.name] = value
-    for fact in kb.input_facts:  # the vocabulary's own constraints: a question that does not apply is left out
-        if contradicts_only_if(fact, facts):
-            del facts[fact.name]
-    event(f"stratum: {stratum}")
-    return facts
 
 
 def ranker(kb):
