@@ -33,7 +33,10 @@ def guideline(name: str = "gen") -> dict:
         "review_status": "submitted",
         "publisher": "tests",
         "disclaimer": "Generated for tests.",
-        "references": {1: {"title": "First principles", "source": "tests", "year": 2026, "kind": "guideline"}},
+        "references": {
+            1: {"title": "First principles", "source": "tests", "year": 2026, "kind": "guideline"},
+            2: {"title": "Second thoughts", "source": "tests", "kind": "research"},
+        },
         "sections": {"one": {"title": "Section one"}, "two": {"title": "Section two"}},
         "urgency": {code: {"rank": rank, **_entry(code)} for code, rank in URGENCY.items()},
         "actions": {code: _entry(code) for code in ACTIONS},
@@ -61,7 +64,7 @@ def write_kb(root: Path, facts: dict, rules: list, split: int | None = None) -> 
     dump = lambda data, path: path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     dump(guideline(), root / "guideline.yaml")
     dump({"facts": {name: fact_doc(spec) for name, spec in facts.items()}}, root / "facts.yaml")
-    full = [{"title": f"rule {r['id']}", "cites": [1], "rationale": "generated", **r} for r in rules]
+    full = [{"title": f"title of {r['id']}", "cites": [1], "rationale": "generated", **r} for r in rules]
     split = len(full) if split is None else split
     for section, part in (("one", full[:split]), ("two", full[split:])):
         if part:

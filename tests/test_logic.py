@@ -390,3 +390,105 @@ def test_a_derived_value_no_rule_tests_is_recorded_without_an_engine_error(tmp_p
     for name, ev in evaluators(kb).items():
         trace = ev.run({"a": True})
         assert ([f.rule for f in trace.firings], trace.derived) == (["r.derive_no"], {"d": False}), name
+
+
+def test_result_json_has_every_documented_key_and_texts_from_the_catalogue(tmp_path):
+    """The keys README's "The result" table documents, each filled from the model: texts and labels from the
+    catalogue for the audience asked for, citations the union of the citing rules' in ascending order, fired
+    rules with their title, order, evidence and citations, questions in the audience's words."""
+    rules = [
+        {
+            "id": "r.one",
+            "cites": [2],
+            "when": {"fact": "a", "is": True},
+            "then": [
+                {"urgency": "mid"},
+                {"action": "act_a", "within_hours": 6},
+                {"warning": "warn_a"},
+                {"derive": "d", "value": True},
+            ],
+        },
+        {
+            "id": "r.two",
+            "cites": [1],
+            "when": {"fact": "d", "is": True},
+            "then": [{"action": "act_a", "within_hours": 12, "window": "in twelve hours"}, {"differential": "dx_b"}],
+        },
+    ]
+    kb = kb_with(tmp_path, rules)
+    trace = Engine(kb).run({"a": True, "e": "z"})
+    for audience in ("clinician", "patient"):
+        data = build(kb, trace, audience).to_dict()
+        text = (lambda e: e.patient_text) if audience == "patient" else (lambda e: e.text)
+        documented = {"urgency", "urgency_text", "actions", "warnings", "differential", "fired", "unanswered"}
+        assert documented | {"could_escalate", "inputs", "derived", "knowledge_base"} <= set(data)
+        assert (data["urgency"], data["urgency_text"]) == ("mid", text(kb.catalog["urgency"]["mid"]))
+        act = kb.catalog["action"]["act_a"]
+        assert data["actions"] == [
+            {
+                "code": "act_a",
+                "within_hours": 6,
+                "window": None,  # the earliest figure wins, and r.one gave no words with it
+                "done": False,
+                "label": act.label,
+                "text": text(act),
+                "because": ["r.one", "r.two"],
+                "citations": [1, 2],
+            }
+        ]
+        warn, dx = kb.catalog["warning"]["warn_a"], kb.catalog["differential"]["dx_b"]
+        assert data["warnings"] == [
+            {"code": "warn_a", "label": warn.label, "text": text(warn), "because": ["r.one"], "citations": [2]}
+        ]
+        assert data["differential"] == [
+            {"code": "dx_b", "label": dx.label, "text": text(dx), "because": ["r.two"], "citations": [1]}
+        ]
+        assert data["fired"] == [
+            {"rule": "r.one", "title": "title of r.one", "order": 1, "matched": {"a": True}, "citations": [2]},
+            {"rule": "r.two", "title": "title of r.two", "order": 2, "matched": {"d": True}, "citations": [1]},
+        ]
+        question = (lambda f: f.patient_question) if audience == "patient" else (lambda f: f.question)
+        assert data["unanswered"] == [
+            {"fact": n, "question": question(kb.facts[n]), "alarm": False} for n in ("b", "c")
+        ]
+        assert (data["inputs"], data["derived"]) == ({"a": True, "e": "z"}, {"d": True})
+        assert data["knowledge_base"] == {"name": kb.name, "version": kb.version, "sha256": kb.sha256}
+    assert [f.section for f in build(kb, trace).fired] == ["one", "one"]
+
+
+def test_window_words_follow_the_figure_that_wins(tmp_path):
+    """merge_window: the earliest figure wins with its own words; words without a figure stand only while no rule
+    gave a figure; on equal figures the first rule to give it keeps its words."""
+    from lumbar_kb.engine.model import Recommend
+    from lumbar_kb.engine.result import merge_window
+
+    say = lambda hours, words: Recommend("action", "act_a", hours, words)
+    assert merge_window((None, None), say(None, "urgently")) == (None, "urgently")
+    assert merge_window((None, "urgently"), say(24, "in a day")) == (24, "in a day")
+    assert merge_window((24, "in a day"), say(None, "urgently")) == (24, "in a day")
+    assert merge_window((24, None), say(None, "urgently")) == (24, None)  # a figure without words stays a figure
+    assert merge_window((24, "in a day"), say(6, None)) == (6, None)
+    assert merge_window((6, "six"), say(6, "also six")) == (6, "six")
+    assert merge_window((6, "six"), say(12, "twelve")) == (6, "six")
+    assert merge_window((None, "urgently"), say(None, "soon")) == (None, "urgently")
+    assert merge_window((0, "now"), say(None, "urgently")) == (0, "now")  # 0 hours is a figure, not "none"
+    assert merge_window((None, None), say(0, "now")) == (0, "now")
+
+
+def test_a_done_action_is_listed_after_every_pending_one_and_no_figure_after_figures(tmp_path):
+    rules = [
+        {"id": "r.a", "when": {"fact": "a", "is": True}, "then": [{"action": "act_a", "within_hours": 1}]},
+        {"id": "r.b", "when": {"fact": "b", "is": True}, "then": [{"action": "act_b"}]},
+    ]
+    root = write_kb(tmp_path / "kb", FACTS, rules)
+    guideline = (root / "guideline.yaml").read_text()
+    (root / "guideline.yaml").write_text(
+        guideline.replace("  act_a:\n", "  act_a:\n    done_when: {fact: c, is: true}\n", 1)
+    )
+    kb = load(root)
+    engine = Engine(kb)
+    pending = build(kb, engine.run({"a": True, "b": True}))
+    assert [(a.code, a.done) for a in pending.actions] == [("act_a", False), ("act_b", False)]
+    done = build(kb, engine.run({"a": True, "b": True, "c": True}))
+    assert [(a.code, a.done) for a in done.actions] == [("act_b", False), ("act_a", True)]
+    assert build(kb, engine.run({"a": True, "b": True, "c": False})).actions[0].done is False
