@@ -27,23 +27,28 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "build" / "mutation"
-TREE, SITE = WORK / "tree", WORK / "site"
-MUTATE = os.environ.get("MUTATE", "engine/logic.py,engine/compiler.py,engine/session.py,engine/result.py")
-TESTS = os.environ.get(
-    "MUTATION_TESTS",
-    "tests/test_logic.py tests/test_differential.py tests/test_engine.py tests/test_safety_properties.py",
-)
+# shards (`;`-separated) of comma-separated files: each shard is mutated in its own copy, the shards concurrently
+MUTATE = os.environ.get("MUTATE", "engine/logic.py,engine/compiler.py;engine/session.py,engine/result.py")
+SHARDS = [shard for shard in MUTATE.split(";") if shard]
+# the tests of the core: the unit tests, the differential test, the engine's (the safety properties test the
+# bundled guideline's content through the same engine, and are left out to keep a run within the hour)
+TESTS = os.environ.get("MUTATION_TESTS", "tests/test_logic.py tests/test_differential.py tests/test_engine.py")
 EQUIVALENT = ROOT / "tests" / "mutation-equivalent.txt"
 PYTHON = sys.executable
 MUTMUT = str(Path(sys.executable).with_name("mutmut"))
 
 
-def copy_tree(keep_cache: bool = False) -> None:
+def paths(shard: int) -> tuple[Path, Path]:
+    return WORK / f"shard{shard}" / "tree", WORK / f"shard{shard}" / "site"
+
+
+def copy_tree(shard: int, keep_cache: bool = False) -> None:
     """A fresh copy; `keep_cache` keeps mutmut's results, which it reconciles with the new sources and tests
     (killed mutants stay killed; the others are tested again when the tests changed)."""
-    cache = TREE / ".mutmut-cache"
+    tree, site = paths(shard)
+    cache = tree / ".mutmut-cache"
     saved = cache.read_bytes() if keep_cache and cache.exists() else None
-    shutil.rmtree(WORK, ignore_errors=True)
+    shutil.rmtree(tree.parent, ignore_errors=True)
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT,
@@ -53,33 +58,35 @@ def copy_tree(keep_cache: bool = False) -> None:
     for name in filter(None, (n.decode() for n in listed)):
         source = ROOT / name
         if source.is_file():
-            (TREE / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, TREE / name)
+            (tree / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, tree / name)
     # the import layout: lumbar_kb's own folder entry by entry, each mapped subpackage as one folder link
     mapping = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
-    root_package = SITE / "lumbar_kb"
+    root_package = site / "lumbar_kb"
     root_package.mkdir(parents=True)
-    for entry in (TREE / mapping["lumbar_kb"]).iterdir():
+    for entry in (tree / mapping["lumbar_kb"]).iterdir():
         (root_package / entry.name).symlink_to(entry)
     for package, folder in mapping.items():
         if package != "lumbar_kb":
-            (SITE / package.replace(".", "/")).symlink_to(TREE / folder)
+            (site / package.replace(".", "/")).symlink_to(tree / folder)
     if saved is not None:
         cache.write_bytes(saved)
 
 
-def run_mutmut() -> None:
+def start_mutmut(shard: int) -> subprocess.Popen:
+    tree, site = paths(shard)
     # the same examples every run, fewer of them (LUMBAR_KB_QUICK): mutmut runs the tests once per mutant
-    env = {**os.environ, "PYTHONPATH": str(SITE), "PYTHONDONTWRITEBYTECODE": "1", "LUMBAR_KB_DERANDOMIZE": "1"}
+    env = {**os.environ, "PYTHONPATH": str(site), "PYTHONDONTWRITEBYTECODE": "1", "LUMBAR_KB_DERANDOMIZE": "1"}
     env.setdefault("LUMBAR_KB_QUICK", "1")
     runner = f"{PYTHON} -m pytest -x -q -p no:cacheprovider {TESTS}"
-    command = [MUTMUT, "run", "--paths-to-mutate", MUTATE, "--runner", runner, "--tests-dir", "tests/"]
-    subprocess.run([*command, "--no-progress", "--simple-output"], cwd=TREE, env=env, check=False)
+    command = [MUTMUT, "run", "--paths-to-mutate", SHARDS[shard], "--runner", runner, "--tests-dir", "tests/"]
+    log = open(tree.parent / "mutmut.log", "w")  # the process keeps it open
+    return subprocess.Popen([*command, "--no-progress", "--simple-output"], cwd=tree, env=env, stdout=log, stderr=log)
 
 
-def diff_of(mutant_id: int) -> tuple[str, str, str]:
+def diff_of(tree: Path, mutant_id: int) -> tuple[str, str, str]:
     """(file, original line, mutated line) of a mutant, from `mutmut show`."""
-    shown = subprocess.run([MUTMUT, "show", str(mutant_id)], cwd=TREE, capture_output=True, text=True).stdout
+    shown = subprocess.run([MUTMUT, "show", str(mutant_id)], cwd=tree, capture_output=True, text=True).stdout
     lines = shown.splitlines()
     path = next((line[4:].strip() for line in lines if line.startswith("--- ")), "?")
     old = " ".join(line[1:].strip() for line in lines if line.startswith("-") and not line.startswith("---"))
@@ -103,12 +110,16 @@ def read_equivalents() -> dict[tuple[str, str, str], str]:
 
 
 def report() -> int:
-    db = sqlite3.connect(TREE / ".mutmut-cache")
-    rows = db.execute("SELECT id, status FROM Mutant ORDER BY id").fetchall()
+    rows = []
+    for shard in range(len(SHARDS)):
+        tree = paths(shard)[0]
+        if (tree / ".mutmut-cache").exists():
+            db = sqlite3.connect(tree / ".mutmut-cache")
+            rows += [(tree, *row) for row in db.execute("SELECT id, status FROM Mutant ORDER BY id")]
     equivalents = read_equivalents()
     counts = {"killed": 0, "survived": 0, "equivalent": 0, "timeout": 0, "suspicious": 0, "untested": 0}
     survivors = []
-    for mutant_id, status in rows:
+    for tree, mutant_id, status in rows:
         if status == "ok_killed":
             counts["killed"] += 1
         elif status == "bad_timeout":
@@ -116,29 +127,32 @@ def report() -> int:
         elif status == "ok_suspicious":
             counts["suspicious"] += 1  # the tests passed but slowly: counted as detected by mutmut
         elif status == "bad_survived":
-            key = diff_of(mutant_id)
+            key = diff_of(tree, mutant_id)
             if key in equivalents:
                 counts["equivalent"] += 1
             else:
                 counts["survived"] += 1
-                survivors.append((mutant_id, key))
+                survivors.append((f"{tree.parent.name}#{mutant_id}", key))
         else:
             counts["untested"] += 1
     total = len(rows)
     detected = counts["killed"] + counts["timeout"] + counts["suspicious"]
     judged = total - counts["equivalent"]
     score = 100 * detected / judged if judged else 100.0
-    print(f"mutants: {total} over {MUTATE}")
+    print(f"mutants: {total} over {', '.join(MUTATE.replace(';', ',').split(','))}")
     print(", ".join(f"{k} {v}" for k, v in counts.items()))
     print(f"score: {score:.1f}% of the {judged} non-equivalent mutants detected")
     for mutant_id, (path, old, new) in survivors:
-        print(f"\nsurvived #{mutant_id} in {path}\n  - {old}\n  + {new}")
+        print(f"\nsurvived {mutant_id} in {path}\n  - {old}\n  + {new}")
     return 0 if not survivors and not counts["untested"] else 1
 
 
 def main() -> int:
-    copy_tree(keep_cache=os.environ.get("MUTATION_REUSE") == "1")
-    run_mutmut()
+    for shard in range(len(SHARDS)):
+        copy_tree(shard, keep_cache=os.environ.get("MUTATION_REUSE") == "1")
+    running = [start_mutmut(shard) for shard in range(len(SHARDS))]
+    for process in running:
+        process.wait()
     return report()
 
 

@@ -23,6 +23,7 @@ from .test_differential import brute_force, raw_rules
 
 SCENARIOS = load_scenarios(load())
 BUNDLED_RULES = raw_rules(load())
+QUICK_EXAMPLES = 60 if os.environ.get("LUMBAR_KB_QUICK") else 300  # make mutation runs the tests per mutant
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[os.path.basename(s.file) for s in SCENARIOS])
@@ -38,7 +39,7 @@ def test_every_scenario_file_is_collected():
     assert len(files) >= 15
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=QUICK_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(patients())
 def test_engine_reference_and_brute_force_agree_on_the_bundled_rules(kb, evaluator, reference, facts):
     """The durable engine and the reference against the brute force of test_differential (written from first
