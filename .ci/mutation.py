@@ -110,6 +110,9 @@ def read_equivalents() -> dict[tuple[str, str, str], str]:
 
 
 def report() -> int:
+    if (WORK / "running").exists():  # `mutmut show` rewrites the cache's line numbers: never beside a run
+        print(f"a mutation run is in progress ({WORK / 'running'}); report when it is done")
+        return 1
     rows = []
     for shard in range(len(SHARDS)):
         tree = paths(shard)[0]
@@ -150,9 +153,13 @@ def report() -> int:
 def main() -> int:
     for shard in range(len(SHARDS)):
         copy_tree(shard, keep_cache=os.environ.get("MUTATION_REUSE") == "1")
-    running = [start_mutmut(shard) for shard in range(len(SHARDS))]
-    for process in running:
-        process.wait()
+    (WORK / "running").write_text(str(os.getpid()))
+    try:
+        running = [start_mutmut(shard) for shard in range(len(SHARDS))]
+        for process in running:
+            process.wait()
+    finally:
+        (WORK / "running").unlink()
     return report()
 
 
