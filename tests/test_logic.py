@@ -492,3 +492,42 @@ def test_a_done_action_is_listed_after_every_pending_one_and_no_figure_after_fig
     done = build(kb, engine.run({"a": True, "b": True, "c": True}))
     assert [(a.code, a.done) for a in done.actions] == [("act_b", False), ("act_a", True)]
     assert build(kb, engine.run({"a": True, "b": True, "c": False})).actions[0].done is False
+
+
+def test_a_fact_derived_again_with_the_same_value_does_not_stop_the_rest_of_the_rule(tmp_path):
+    rules = [
+        {"id": "r.first", "when": {"fact": "a", "is": True}, "then": [{"derive": "d", "value": True}]},
+        {
+            "id": "r.again",
+            "when": {"fact": "b", "is": True},
+            "then": [{"derive": "d", "value": True}, {"derive": "g", "value": "q"}],
+        },
+        {"id": "r.reads_g", "when": {"fact": "g", "is": "q"}, "then": [{"warning": "warn_b"}]},
+    ]
+    kb = kb_with(tmp_path, rules)
+    for name, ev in evaluators(kb).items():
+        trace = ev.run({"a": True, "b": True})
+        assert [f.rule for f in trace.firings] == ["r.first", "r.again", "r.reads_g"], name
+        assert trace.derived == {"d": True, "g": "q"}, name
+        assert build(kb, trace).fired_ids() == ["r.first", "r.again", "r.reads_g"]
+
+
+def test_an_exception_in_an_action_names_its_type_and_message(tmp_path, monkeypatch):
+    import lumbar_kb.engine.session as session
+    from lumbar_kb.engine.errors import EngineError
+
+    engine = Engine(kb_with(tmp_path, [LATER]))
+
+    def broken(*args):
+        raise ValueError("seeded")
+
+    monkeypatch.setattr(session, "support", broken)
+    with pytest.raises(EngineError, match=r"^a rule action failed: ValueError: seeded$"):
+        engine.run({"b": True})
+
+
+def test_the_ruleset_is_named_after_the_knowledge_base_unless_a_name_is_given(tmp_path):
+    kb = kb_with(tmp_path, [LATER])
+    assert compile_kb(kb, "chosen").ruleset_name == "chosen"
+    default = compile_kb(kb).ruleset_name
+    assert kb.name in default and kb.sha256[:12] in default
