@@ -531,3 +531,22 @@ def test_the_ruleset_is_named_after_the_knowledge_base_unless_a_name_is_given(tm
     assert compile_kb(kb, "chosen").ruleset_name == "chosen"
     default = compile_kb(kb).ruleset_name
     assert kb.name in default and kb.sha256[:12] in default
+
+
+def test_an_engine_keeps_its_knowledge_base_and_names_a_ruleset_durable_refuses_as_a_whole(tmp_path, monkeypatch):
+    import lumbar_kb.engine.session as session
+    from lumbar_kb.engine.errors import KnowledgeBaseError
+
+    kb = kb_with(tmp_path, [LATER])
+    assert Engine(kb).kb is kb
+    real = session._durable.create_ruleset
+
+    def refuse_the_whole(name, rules):  # seeded: every rule alone compiles, the ruleset does not
+        if "_probe_" not in name:
+            raise session._durable.error("seeded refusal")
+        return real(name, rules)
+
+    monkeypatch.setattr(session._durable, "create_ruleset", refuse_the_whole)
+    with pytest.raises(KnowledgeBaseError) as caught:
+        Engine(kb)
+    assert [p.message for p in caught.value.problems] == ["durable-rules cannot compile the rules: seeded refusal"]
