@@ -78,8 +78,7 @@ def start_mutmut(shard: int) -> subprocess.Popen:
     # the same examples every run, fewer of them (LUMBAR_KB_QUICK): mutmut runs the tests once per mutant
     env = {**os.environ, "PYTHONPATH": str(site), "PYTHONDONTWRITEBYTECODE": "1", "LUMBAR_KB_DERANDOMIZE": "1"}
     env.setdefault("LUMBAR_KB_QUICK", "1")
-    # through this script: mutmut counts only exit code 1 as "killed", but a mutant that breaks loading the
-    # knowledge base at import makes pytest exit 2 (a collection error), which mutmut would count as survived
+    # through this script (pytest_any_failure_is_1): mutmut counts only exit code 1 as "killed"
     runner = f"{PYTHON} {Path(__file__).resolve()} pytest {TESTS}"
     command = [MUTMUT, "run", "--paths-to-mutate", SHARDS[shard], "--runner", runner, "--tests-dir", "tests/"]
     log = open(tree.parent / "mutmut.log", "w")  # the process keeps it open
@@ -165,10 +164,20 @@ def main() -> int:
     return report()
 
 
-def pytest_any_failure_is_1(tests: list[str]) -> int:
-    import pytest
+def _die_with_parent() -> None:
+    """In the pytest child: die when the runner dies (mutmut kills the runner when a mutant's tests time out)."""
+    import ctypes
+    import signal
 
-    return 0 if pytest.main(["-x", "-q", "-p", "no:cacheprovider", *tests]) == 0 else 1
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def pytest_any_failure_is_1(tests: list[str]) -> int:
+    """mutmut counts only exit code 1 as "killed": a mutant that breaks loading the knowledge base at import makes
+    pytest exit 2 (a collection error), one that crashes durable-rules kills it with a signal (SIGABRT); both
+    must count as killed, so pytest runs in a child and any failure becomes 1."""
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+    return 0 if subprocess.call(command, preexec_fn=_die_with_parent) == 0 else 1
 
 
 if __name__ == "__main__":
