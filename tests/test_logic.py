@@ -550,3 +550,28 @@ def test_an_engine_keeps_its_knowledge_base_and_names_a_ruleset_durable_refuses_
     with pytest.raises(KnowledgeBaseError) as caught:
         Engine(kb)
     assert [p.message for p in caught.value.problems] == ["durable-rules cannot compile the rules: seeded refusal"]
+
+
+def test_two_rules_deriving_different_values_for_one_patient_is_an_engine_error_naming_both(tmp_path):
+    from lumbar_kb.engine.errors import EngineError
+
+    rules = [
+        {"id": "r.yes", "when": {"fact": "a", "is": True}, "then": [{"derive": "d", "value": True}]},
+        {"id": "r.no", "when": {"fact": "b", "is": True}, "then": [{"derive": "d", "value": False}]},
+        {"id": "r.reads", "when": {"fact": "d", "in": [True, False]}, "then": [{"warning": "warn_a"}]},
+    ]
+    kb = kb_with(tmp_path, rules)
+    for ev in evaluators(kb).values():
+        with pytest.raises(EngineError, match=r"^rule r\.no derives d=False but it was already derived as True"):
+            ev.run({"a": True, "b": True})
+    message = "rule r.no derives d=False but it was already derived as True: the knowledge base contradicts itself"
+    with pytest.raises(EngineError, match=f"^{message} for this patient$".replace(".", r"\.")):
+        Engine(kb).run({"a": True, "b": True})
+
+
+def test_the_compiled_knowledge_base_is_immutable(tmp_path):
+    import dataclasses
+
+    compiled = compile_kb(kb_with(tmp_path, [LATER]))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        compiled.never_true = ("r.later",)  # type: ignore[misc]
