@@ -71,6 +71,9 @@ def copy_tree(shard: int, keep_cache: bool = False) -> None:
             (site / package.replace(".", "/")).symlink_to(tree / folder)
     if saved is not None:
         cache.write_bytes(saved)
+    (tree / "mutmut_config.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\nfrom mutation import pre_mutation\n"
+    )
 
 
 def start_mutmut(shard: int) -> subprocess.Popen:
@@ -85,14 +88,28 @@ def start_mutmut(shard: int) -> subprocess.Popen:
     return subprocess.Popen([*command, "--no-progress", "--simple-output"], cwd=tree, env=env, stdout=log, stderr=log)
 
 
-def diff_of(tree: Path, mutant_id: int) -> tuple[str, str, str]:
-    """(file, original line, mutated line) of a mutant, from `mutmut show`."""
-    shown = subprocess.run([MUTMUT, "show", str(mutant_id)], cwd=tree, capture_output=True, text=True).stdout
-    lines = shown.splitlines()
-    path = next((line[4:].strip() for line in lines if line.startswith("--- ")), "?")
-    old = " ".join(line[1:].strip() for line in lines if line.startswith("-") and not line.startswith("---"))
-    new = " ".join(line[1:].strip() for line in lines if line.startswith("+") and not line.startswith("+++"))
-    return path.removeprefix("a/"), old, new
+def mutant_key(filename: str, source: str, line: str, index: int, line_number: int) -> tuple[str, str, str]:
+    """(file, original line, mutated line), each stripped: how tests/mutation-equivalent.txt names a mutant.
+    Computed with mutmut's own mutation code, not `mutmut show` (which rewrites the cache's line numbers)."""
+    import difflib
+
+    from mutmut import Context, RelativeMutationID, mutate
+
+    mutation_id = RelativeMutationID(filename=filename, line=line, index=index, line_number=line_number)
+    mutated, _ = mutate(Context(source=source, mutation_id=mutation_id, filename=filename))
+    diff = list(difflib.unified_diff(source.splitlines(), mutated.splitlines(), lineterm="", n=0))[2:]
+    old = " ".join(d[1:].strip() for d in diff if d.startswith("-"))
+    new = " ".join(d[1:].strip() for d in diff if d.startswith("+"))
+    return filename, old, new
+
+
+def pre_mutation(context) -> None:
+    """mutmut's hook (through the mutmut_config.py written into each copy): a mutant listed as equivalent is
+    skipped instead of costing a whole test run; the report counts it as equivalent."""
+    source = Path(context.filename).read_text(encoding="utf-8")
+    mid = context.mutation_id
+    if mutant_key(context.filename, source, mid.line, mid.index, mid.line_number) in read_equivalents():
+        context.skip = True
 
 
 def read_equivalents() -> dict[tuple[str, str, str], str]:
@@ -111,7 +128,7 @@ def read_equivalents() -> dict[tuple[str, str, str], str]:
 
 
 def report() -> int:
-    if (WORK / "running").exists():  # `mutmut show` rewrites the cache's line numbers: never beside a run
+    if (WORK / "running").exists():  # the copies hold a mutated file while mutmut runs: report once it is done
         print(f"a mutation run is in progress ({WORK / 'running'}); report when it is done")
         return 1
     rows = []
@@ -119,19 +136,23 @@ def report() -> int:
         tree = paths(shard)[0]
         if (tree / ".mutmut-cache").exists():
             db = sqlite3.connect(tree / ".mutmut-cache")
-            rows += [(tree, *row) for row in db.execute("SELECT id, status FROM Mutant ORDER BY id")]
+            query = (
+                'SELECT m.id, m.status, s.filename, l.line, m."index", l.line_number FROM Mutant m '
+                "JOIN Line l ON m.line = l.id JOIN SourceFile s ON l.sourcefile = s.id ORDER BY m.id"
+            )
+            rows += [(tree, *row) for row in db.execute(query)]
     equivalents = read_equivalents()
     counts = {"killed": 0, "survived": 0, "equivalent": 0, "timeout": 0, "suspicious": 0, "untested": 0}
     survivors = []
-    for tree, mutant_id, status in rows:
+    for tree, mutant_id, status, filename, line, index, line_number in rows:
         if status == "ok_killed":
             counts["killed"] += 1
         elif status == "bad_timeout":
             counts["timeout"] += 1  # the tests hung or ran away: the mutant was detected
         elif status == "ok_suspicious":
             counts["suspicious"] += 1  # the tests passed but slowly: counted as detected by mutmut
-        elif status == "bad_survived":
-            key = diff_of(tree, mutant_id)
+        elif status in ("bad_survived", "skipped"):  # skipped: listed as equivalent by pre_mutation
+            key = mutant_key(filename, (tree / filename).read_text(encoding="utf-8"), line, index, line_number)
             if key in equivalents:
                 counts["equivalent"] += 1
             else:
