@@ -575,3 +575,15 @@ def test_the_compiled_knowledge_base_is_immutable(tmp_path):
     compiled = compile_kb(kb_with(tmp_path, [LATER]))
     with pytest.raises(dataclasses.FrozenInstanceError):
         compiled.never_true = ("r.later",)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("hours_a", "hours_b"), [(1, 0), (48, 6)])
+def test_actions_are_sorted_by_their_figure_before_catalogue_order(tmp_path, hours_a, hours_b):
+    """act_a comes first in the catalogue; act_b has the earlier window (0 hours, immediately, is the earliest)."""
+    rules = [
+        {"id": "r.a", "when": {"fact": "a", "is": True}, "then": [{"action": "act_a", "within_hours": hours_a}]},
+        {"id": "r.b", "when": {"fact": "a", "is": True}, "then": [{"action": "act_b", "within_hours": hours_b}]},
+    ]
+    kb = kb_with(tmp_path, rules)
+    result = build(kb, Engine(kb).run({"a": True}))
+    assert [(a.code, a.within_hours) for a in result.actions] == [("act_b", hours_b), ("act_a", hours_a)]
