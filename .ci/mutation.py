@@ -158,7 +158,7 @@ def report() -> int:
         elif status == "bad_timeout":
             counts["timeout"] += 1  # the tests hung or ran away: the mutant was detected
         elif status == "ok_suspicious":
-            counts["suspicious"] += 1  # the tests passed but slowly: counted as detected by mutmut
+            counts["suspicious"] += 1  # killed, though the tests took unusually long
         elif status in ("bad_survived", "skipped"):  # skipped: listed as equivalent by pre_mutation
             key = mutant_key(filename, (tree / filename).read_text(encoding="utf-8"), line, index, line_number)
             if key in equivalents:
