@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PATIENTS := $(sort $(wildcard knowledge/lumbar_mass/patients/*))
 
-.PHONY: setup demo test lint check bench validate docs clean architecture fuzz screenshots
+.PHONY: setup demo test lint check bench validate docs clean architecture fuzz screenshots soak mutation
 
 KB ?=
 KB_OPT := $(if $(KB),--kb $(KB))
@@ -77,6 +77,17 @@ architecture: setup
 screenshots: setup
 	$(BIN)/lumbar-kb review -o out/review
 	$(BIN)/python docs/review_screenshots.py out/review docs/images
+
+# the property and differential tests with many more examples (LUMBAR_KB_SOAK knowledge bases / patients each)
+SOAK ?= 2000
+soak: setup
+	LUMBAR_KB_SOAK=$(SOAK) $(BIN)/python -m pytest -q tests/test_differential.py tests/test_safety_properties.py
+
+# mutmut over the engine's core on a copy of the tree (build/mutation): killed / survived / equivalent and every
+# survivor; the equivalents, each with its reason, are in tests/mutation-equivalent.txt. Long: not part of `make test`.
+mutation: setup
+	$(BIN)/python -m pip install -q -e '.[test,mutation]'
+	$(BIN)/python .ci/mutation.py
 
 validate: setup
 	$(BIN)/lumbar-kb validate $(KB_OPT)

@@ -33,7 +33,7 @@ PATIENT, DERIVED = "patient", "derived"
 class CompiledKB:
     ruleset_name: str
     rules: dict  # {rule_name: {...durable rule...}}, a rule named by its knowledge-base id (its action too)
-    read_derived: frozenset  # derived facts some rule reads: only these are asserted into durable
+    read_derived: frozenset  # (fact, value) of derived facts some pattern tests: only these are asserted into durable
     never_true: tuple  # rule ids whose condition can never be true (empty DNF); they compile to no durable rule
 
 
@@ -68,13 +68,13 @@ def _compile(kb: KnowledgeBase, ruleset_name: str | None) -> CompiledKB:
     domains = {name: fact.values for name, fact in kb.facts.items()}
     name = ruleset_name or f"lumbar_kb_{kb.name}_{kb.sha256[:12]}"
     rules: dict[str, dict] = {INTAKE: {"all": [{"m": {"t": PATIENT}}]}}
-    read_derived: set[str] = set()
+    read_derived: set[tuple] = set()
     never = []
     # durable-rules runs ready actions in the order their rules appear in the definition (measured; its `pri`
     # did not reorder them), so `priority` is compiled into that order: higher first, then definition order.
     for rule in sorted(kb.rules, key=lambda r: (-r.priority, r.order)):
         conjuncts = to_dnf(rule.when, domains)
-        read_derived.update(f for c in conjuncts for f in c if kb.facts[f].derived)
+        read_derived.update((f, v) for c in conjuncts for f in c if kb.facts[f].derived for v in c[f])
         if not conjuncts:
             never.append(rule.id)
             continue

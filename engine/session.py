@@ -15,7 +15,7 @@ about durable at all:
   * an action never raises into durable (which would swallow the exception into the session state): any
     failure is recorded, the action abandoned, and `run` raises EngineError;
   * every fact message carries an explicit id; a derived fact is asserted once (never MessageObserved) and
-    only if some rule reads it (never MessageNotHandled); any other assert outcome is an EngineError;
+    only if some rule tests it for that value (never MessageNotHandled); any other assert outcome is an EngineError;
   * no `$not`: negation is compiled away (see `compiler`).
 The order in which durable hands out actions is the firing order recorded in the trace.
 """
@@ -146,7 +146,7 @@ class Engine:
                 continue
             session.facts[derive.fact] = derive.value
             trace.derived[derive.fact] = derive.value
-            if derive.fact in self._read_derived:
+            if (derive.fact, derive.value) in self._read_derived:  # a value no pattern tests is not handled
                 self._assert(
                     {"sid": session.sid, "id": f"d:{derive.fact}", "t": DERIVED, "n": derive.fact, "v": derive.value}
                 )

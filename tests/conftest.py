@@ -1,13 +1,20 @@
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from lumbar_kb.engine.api import Evaluator
 from lumbar_kb.engine.loader import default_kb_dir, load
 from lumbar_kb.engine.reference import ReferenceEvaluator
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# `make mutation` asks for the same examples on every run, so that a mutant is judged by the same tests
+settings.register_profile("derandomize", derandomize=True)
+if os.environ.get("LUMBAR_KB_DERANDOMIZE"):
+    settings.load_profile("derandomize")
 
 
 @pytest.fixture(scope="session")

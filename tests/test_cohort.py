@@ -62,8 +62,10 @@ def test_csv_has_one_row_per_patient_with_windows_and_done(capsys):
 def test_text_summary_reads_urgency_first(capsys):
     code, out, _ = cli(capsys, "cohort", PATIENTS, "--quiet")
     lines = out.splitlines()
-    assert code == 0 and lines[0].startswith("Cohort of 4 patient(s)")
-    assert lines[2].startswith("Urgency: EMERGENCY 1 (25%)")
+    # derived, not copied: every bundled patient file is counted; one of them (01-cauda-equina) is an emergency
+    count = len(list(PATIENTS.iterdir()))
+    assert code == 0 and lines[0].startswith(f"Cohort of {count} patient(s)")
+    assert lines[2].startswith(f"Urgency: EMERGENCY 1 ({100 / count:.0f}%)")
     assert "Rules this cohort never fired:" in out
 
 
