@@ -77,6 +77,7 @@ architecture: setup
 screenshots: setup
 	$(BIN)/lumbar-kb review -o out/review
 	$(BIN)/python docs/review_screenshots.py out/review docs/images
+	LUMBAR_KB_SCREENSHOTS=docs/images $(BIN)/python -m pytest -q tests/test_questionnaire_page.py
 
 # the property and differential tests with many more examples (LUMBAR_KB_SOAK knowledge bases / patients each)
 SOAK ?= 2000

@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -108,6 +109,15 @@ def _headline(page) -> str:
     return page.inner_text("#headline")
 
 
+def _shots() -> Path:
+    """Where the screenshots go: docs/images under `make screenshots` (LUMBAR_KB_SCREENSHOTS), else a temporary
+    folder, so a test run never rewrites tracked files."""
+    where = os.environ.get("LUMBAR_KB_SCREENSHOTS")
+    out = Path(where) if where else Path(tempfile.gettempdir()) / "lumbar-kb-screenshots"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def test_alarm_questions_first_and_no_settled_lowest_urgency_while_they_are_unanswered(page):
     facts = page.eval_on_selector_all("#questions fieldset", "els => els.map(e => e.dataset.fact)")
     assert facts[: len(ALARM)] == [f.name for f in ALARM]
@@ -120,7 +130,7 @@ def test_alarm_questions_first_and_no_settled_lowest_urgency_while_they_are_unan
     assert _headline(page) != LOWEST.label and page.get_attribute("#result", "data-complete") == "false"
     assert page.is_visible("#incomplete") and KB.incomplete_text.strip() in page.inner_text("#incomplete")
     page.evaluate("window.scrollTo(0, 0)")
-    page.screenshot(path=str(ROOT / "docs" / "images" / "questionnaire-incomplete.png"))
+    page.screenshot(path=str(_shots() / "questionnaire-incomplete.png"))
 
 
 def test_a_red_flag_shows_the_emergency_at_once(page):
@@ -164,16 +174,14 @@ def test_patient_wording_and_a_screenshot(page):
     page.wait_for_timeout(300)
     assert page.is_visible("#incomplete") and not page.is_visible("#why-block")
     page.evaluate("window.scrollTo(0, 0)")
-    page.screenshot(path=str(ROOT / "docs" / "images" / "questionnaire-patient.png"))
+    page.screenshot(path=str(_shots() / "questionnaire-patient.png"))
     page.check("input[name=audience][value=clinician]")
     page.wait_for_function(f"document.querySelector('#q-{first.name}-legend').textContent.endsWith({first.question!r})")
     answer(page, "palpable_mass", "true")
     answer(page, "bowel_bladder_dysfunction", "true")
     page.wait_for_function(f"document.getElementById('result').dataset.urgency === '{TOP.code}'")
-    out = ROOT / "docs" / "images"
-    out.mkdir(parents=True, exist_ok=True)
     page.evaluate("window.scrollTo(0, 0)")
-    page.screenshot(path=str(out / "questionnaire-page.png"), full_page=False)
+    page.screenshot(path=str(_shots() / "questionnaire-page.png"), full_page=False)
 
 
 def test_every_input_has_a_label(page):
