@@ -84,3 +84,32 @@ def test_the_issues_page_renders_what_the_knowledge_base_records(kb, tmp_path):
     # every interpretation flag of the rules is listed for the board, linked to its card
     for rule in kb.rules:
         assert (f'href="rules.html#rule-{rule.id.replace(".", "-")}"' in plain_html) == bool(rule.interpretation)
+
+
+def test_rule_cards_show_how_clinicians_answered_the_cds_cards(tmp_path, capsys):
+    """Override rates per rule from the service's own store (no CDS product feeds them back to the authors)."""
+    from lumbar_kb.engine.service.store import Store
+
+    db = tmp_path / "service.sqlite3"
+    store = Store(db)
+    rules = ["red_flag.leg_weakness", "ed.leg_weakness_or_walking"]
+    for n in (1, 2, 3):
+        store.record_card(f"card-{n}", "lumbar-mass", f"hook-{n}", rules, "sha", "emergency", "explanation")
+    store.record_feedback("lumbar-mass", [{"card": "card-1", "outcome": "accepted"}])
+    store.record_feedback(
+        "lumbar-mass", [{"card": "card-2", "outcome": "overridden", "reason_display": "already imaged today"}]
+    )
+    out = tmp_path / "pack"
+    assert main(["review", "--feedback", str(db), "-o", str(out)]) == 0
+    html = (out / "rules.html").read_text()
+    card = html[html.index('id="rule-red_flag-leg_weakness"') :]
+    card = card[: card.index("</article>")] if "</article>" in card else card[:6000]
+    # three cards, one answered each way, one not answered: the rate is over the answered ones
+    assert "Behind 3 CDS cards: accepted 1, overridden 1 (override rate <b>50%</b>)" in card
+    assert "already imaged today (1)" in card
+    # a rule no card stood behind says so
+    other = html[html.index('id="rule-concerning-night_pain"') :]
+    assert "No CDS card behind this rule has been shown yet." in other[:6000]
+    capsys.readouterr()
+    assert main(["review", "--feedback", str(tmp_path / "nope.sqlite3"), "-o", str(tmp_path / "p2")]) == 2
+    assert "no such feedback store" in capsys.readouterr().err and not (tmp_path / "p2").exists()

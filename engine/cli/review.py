@@ -11,7 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+from lumbar_kb.engine.errors import LumbarKBError, Problem
 from lumbar_kb.engine.loader import load
+from lumbar_kb.engine.source import display
 
 from .common import EXIT_OK, add_kb_option, dumps, kb_from
 
@@ -34,6 +36,14 @@ def _add_review(sub) -> None:
     )
     p.add_argument("-o", "--output", metavar="DIR", type=Path, required=True, help="folder to write (created)")
     p.add_argument("--against", metavar="OLD_KB_DIR", type=Path, default=None, help="an older knowledge base")
+    p.add_argument(
+        "--feedback",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="the CDS service's store (lumbar-kb serve --db FILE): each rule card shows how often clinicians "
+        "accepted or overrode the cards it was behind, and why",
+    )
     add_kb_option(p)
     p.set_defaults(run=_run_review)
 
@@ -49,10 +59,26 @@ def _run_review(args) -> int:
         from lumbar_kb.engine.analysis.diff import compare
 
         diff = compare(load(args.against), kb)
-    written = write_pack(build_pack(kb, diff), args.output)
+    overrides = None
+    if args.feedback is not None:
+        overrides = _override_rates(args.feedback)
+    written = write_pack(build_pack(kb, diff, overrides=overrides), args.output)
     print(f"review pack: {args.output / 'index.html'} ({len(written)} files)")
     print(f"written in {time.perf_counter() - started:.2f} s", file=sys.stderr)
     return EXIT_OK
+
+
+def _override_rates(path: Path) -> dict:
+    import sqlite3
+
+    from lumbar_kb.engine.service.store import override_rates
+
+    if not path.is_file():
+        raise LumbarKBError(Problem("no such feedback store", file=display(path)))
+    try:
+        return override_rates(path)
+    except sqlite3.DatabaseError as exc:
+        raise LumbarKBError(Problem(f"not a feedback store of lumbar-kb serve: {exc}", file=display(path))) from None
 
 
 # ---- approve -------------------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ class Pack:
     examples: list  # list[Example]
     diff: Any = None  # analysis.diff.Diff when --against was given
     algorithm: list = field(default_factory=list)  # list[analysis.algorithm.Decision]
+    overrides: dict | None = None  # rule id -> clinicians' feedback on its CDS cards (service.store.override_rates)
     data: dict = field(default_factory=dict)  # what the templates read
 
 
@@ -119,11 +120,14 @@ def _top_level(kb: KnowledgeBase) -> str:
 
 
 # ---- the whole model ---------------------------------------------------------------------------------------------
-def build_pack(kb: KnowledgeBase, diff: Any = None, examples: list[Example] | None = None) -> Pack:
+def build_pack(
+    kb: KnowledgeBase, diff: Any = None, examples: list[Example] | None = None, overrides: dict | None = None
+) -> Pack:
+    """`overrides`: the CDS service's feedback per rule (`lumbar-kb review --feedback FILE`), shown on the cards."""
     text = load_text(kb)
     statuses = approvals.statuses(kb)
     examples = run_examples(kb) if examples is None else examples
-    pack = Pack(kb, text, statuses, examples, diff, build_algorithm(kb))
+    pack = Pack(kb, text, statuses, examples, diff, build_algorithm(kb), overrides)
     pack.data = _data(pack)
     return pack
 
@@ -141,6 +145,9 @@ def _data(pack: Pack) -> dict:
                 sentences_of.setdefault(rid, []).append({"id": s.id, "anchor": sentence_anchor(s.id), "text": s.text})
     known = {r.id for r in kb.rules}
     rules = [_rule_card(kb, r, pack.statuses[r.id], sentences_of[r.id], fired_by[r.id]) for r in kb.rules]
+    if pack.overrides is not None:
+        for card in rules:
+            card["feedback"] = _feedback(pack.overrides.get(card["id"]))
     by_id = {r["id"]: r for r in rules}
     sections = []
     for s in kb.sections.values():
@@ -237,6 +244,21 @@ def _decision(kb: KnowledgeBase, decision) -> dict:
         "paths": leaves,
         "asked": questions,
         "proof": prove(kb, decision),  # failures; empty when the diagram is proved equivalent
+    }
+
+
+def _feedback(rates: dict | None) -> dict:
+    """What clinicians did with the CDS cards this rule was behind: a view of service.store.override_rates."""
+    if not rates:
+        return {"cards": 0, "accepted": 0, "overridden": 0, "rate": None, "reasons": []}
+    rate = rates["override_rate"]
+    reasons = sorted(rates["reasons"].items(), key=lambda kv: (-kv[1], kv[0]))
+    return {
+        "cards": rates["cards"],
+        "accepted": rates["accepted"],
+        "overridden": rates["overridden"],
+        "rate": None if rate is None else f"{rate:.0%}",
+        "reasons": [{"reason": r, "count": n} for r, n in reasons],
     }
 
 
