@@ -70,3 +70,28 @@ def test_the_report_opens_offline_in_chromium_with_every_figure(capsys, kb, tmp_
         label = kb.catalog["urgency"][code_].label
         assert f"{label}\t{count:,} (" in first_table
     assert (tmp_path / "report.png").stat().st_size > 50_000  # a page with pictures, not a blank one
+
+
+def test_the_report_shows_override_rates_per_rule_from_the_service_store(tmp_path, capsys):
+    """With --feedback, the rule section lists what clinicians did with the CDS cards each rule was behind."""
+    from lumbar_kb.engine.service.store import Store
+
+    db = tmp_path / "service.sqlite3"
+    store = Store(db)
+    for n in (1, 2):
+        store.record_card(f"card-{n}", "lumbar-mass", f"hook-{n}", ["concerning.palpable_mass"], "sha", "prompt", "x")
+    store.record_feedback("lumbar-mass", [{"card": "card-1", "outcome": "overridden", "reason_code": "benign"}])
+    store.record_feedback("lumbar-mass", [{"card": "card-2", "outcome": "overridden"}])
+    report = tmp_path / "report"
+    patients = default_kb_dir() / "patients"
+    assert main(["cohort", str(patients), "--report", str(report), "--feedback", str(db), "--quiet"]) == 0
+    page = (report / "index.html").read_text()
+    assert "the CDS cards each rule was behind" in page
+    # two cards, both overridden: 100 %; a rule with no card has no rate
+    assert "<tr><td>concerning.palpable_mass</td>" in page
+    row = page[page.index("<tr><td>concerning.palpable_mass</td>") :].split("</tr>", 1)[0]
+    assert row.endswith("<td>2</td><td>0</td><td>2</td><td>100%</td>")
+    capsys.readouterr()
+    out = tmp_path / "r2"
+    assert main(["cohort", str(patients), "--report", str(out), "--feedback", str(tmp_path / "x.db"), "--quiet"]) == 2
+    assert "no such feedback store" in capsys.readouterr().err and not out.exists()

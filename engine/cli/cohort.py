@@ -14,7 +14,7 @@ from typing import Any
 
 from lumbar_kb.engine.errors import LumbarKBError, Problem
 
-from .common import EXIT_FAILED, EXIT_OK, add_kb_option, dumps, kb_from
+from .common import EXIT_FAILED, EXIT_OK, add_kb_option, dumps, feedback_rates, kb_from
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -55,6 +55,12 @@ def _add_cohort(sub) -> None:
     p.add_argument("--db", metavar="FILE", type=Path, help="append the run to this DuckDB audit store")
     p.add_argument("--report", metavar="DIR", type=Path, help="write an HTML report with figures to DIR")
     p.add_argument(
+        "--feedback",
+        metavar="FILE",
+        type=Path,
+        help="with --report: the CDS service's store (lumbar-kb serve --db FILE), for override rates per rule",
+    )
+    p.add_argument(
         "--compare-kb",
         metavar="DIR",
         type=Path,
@@ -93,6 +99,8 @@ def _run_cohort(args) -> int:
     compare_kb = load(args.compare_kb) if args.compare_kb else None
     mapping = inp.Mapping.read(args.mapping, kb)
     inp.check_inputs(args.paths, kb, mapping)
+    # the feedback store is read before any work, so a bad one is refused before anything is written
+    overrides = feedback_rates(args.feedback) if args.feedback is not None else None
     compared = compare_kb is not None
     out_writer = None
     if args.out:
@@ -162,7 +170,7 @@ def _run_cohort(args) -> int:
     if args.report:
         from lumbar_kb.engine.cohort.report import write_report
 
-        write_report(args.report, kb, summary, compare_kb=compare_kb, run_id=run_id, rate=rate)
+        write_report(args.report, kb, summary, compare_kb=compare_kb, run_id=run_id, rate=rate, overrides=overrides)
     if args.format == "json":
         data: dict[str, Any] = {"knowledge_base": kb.identity(), "summary": summary.to_dict(kb, compared)}
         if compare_kb is not None:

@@ -85,3 +85,19 @@ def add_kb_option(parser: argparse.ArgumentParser) -> None:
 
 def kb_from(args: argparse.Namespace) -> KnowledgeBase:
     return load(args.kb)
+
+
+def feedback_rates(path: Path) -> dict:
+    """Per rule, what clinicians did with the CDS cards it was behind, from `lumbar-kb serve --db FILE`'s store
+    (for `review --feedback` and `cohort --report --feedback`)."""
+    import sqlite3
+
+    from lumbar_kb.engine.service.store import override_rates
+    from lumbar_kb.engine.source import display
+
+    if not path.is_file():
+        raise LumbarKBError(Problem("no such feedback store", file=display(path)))
+    try:
+        return override_rates(path)
+    except sqlite3.DatabaseError as exc:
+        raise LumbarKBError(Problem(f"not a feedback store of lumbar-kb serve: {exc}", file=display(path))) from None

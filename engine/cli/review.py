@@ -11,11 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from lumbar_kb.engine.errors import LumbarKBError, Problem
 from lumbar_kb.engine.loader import load
-from lumbar_kb.engine.source import display
 
-from .common import EXIT_OK, add_kb_option, dumps, kb_from
+from .common import EXIT_OK, add_kb_option, dumps, feedback_rates, kb_from
 
 
 def add_commands(sub) -> None:
@@ -61,24 +59,11 @@ def _run_review(args) -> int:
         diff = compare(load(args.against), kb)
     overrides = None
     if args.feedback is not None:
-        overrides = _override_rates(args.feedback)
+        overrides = feedback_rates(args.feedback)
     written = write_pack(build_pack(kb, diff, overrides=overrides), args.output)
     print(f"review pack: {args.output / 'index.html'} ({len(written)} files)")
     print(f"written in {time.perf_counter() - started:.2f} s", file=sys.stderr)
     return EXIT_OK
-
-
-def _override_rates(path: Path) -> dict:
-    import sqlite3
-
-    from lumbar_kb.engine.service.store import override_rates
-
-    if not path.is_file():
-        raise LumbarKBError(Problem("no such feedback store", file=display(path)))
-    try:
-        return override_rates(path)
-    except sqlite3.DatabaseError as exc:
-        raise LumbarKBError(Problem(f"not a feedback store of lumbar-kb serve: {exc}", file=display(path))) from None
 
 
 # ---- approve -------------------------------------------------------------------------------------------------

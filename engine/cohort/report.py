@@ -152,11 +152,14 @@ def write_report(
     compare_kb: KnowledgeBase | None = None,
     run_id: str | None = None,
     rate: str = "",
+    overrides: dict | None = None,
 ) -> Path:
+    """`overrides`: per rule, the CDS cards it was behind and what clinicians did with them (`--feedback`)."""
     plt = _pyplot()
     figures_dir = folder / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
     s = summary.to_dict(kb, compared=compare_kb is not None)
+    s["overrides"] = overrides
     sections: list[tuple[str, str, str]] = []  # (id, title, inline svg or a note)
 
     sections.append(("urgency", "Urgency distribution", _save(_urgency(plt, kb, s), figures_dir, "urgency")))
@@ -240,6 +243,14 @@ def _page(kb, summary: Summary, s: dict, sections: list, compare_kb, run_id, rat
             parts.append(_table(["patients", "rules fired, in order"], rows))
         if ident == "rules" and s["never_fired"]:
             parts.append("<p>Rules this cohort never fired: " + e(", ".join(s["never_fired"])) + "</p>")
+        if ident == "rules" and s["overrides"] is not None:
+            parts.append("<h3>In the clinic: the CDS cards each rule was behind</h3>")
+            rows = []
+            for rule, patients in s["rules"].items():
+                o = s["overrides"].get(rule) or {"cards": 0, "accepted": 0, "overridden": 0, "override_rate": None}
+                rate_text = "" if o["override_rate"] is None else f"{o['override_rate']:.0%}"
+                rows.append([rule, f"{patients:,}", o["cards"], o["accepted"], o["overridden"], rate_text])
+            parts.append(_table(["rule", "patients", "CDS cards", "accepted", "overridden", "override rate"], rows))
         parts.append("</section>")
     if compare_kb is not None:
         parts.append("<section id='compare'><h2>Compared knowledge bases</h2>")
