@@ -8,22 +8,13 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 
 from lumbar_kb.engine.loader import default_kb_dir
 from lumbar_kb.engine.patient import random_patient
 from lumbar_kb.main import main
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
+from .chromium import CHROMIUM, FLAGS
+
 FIGURES = ("urgency", "windows", "rules", "pathways", "alarm_questions", "changes")
 
 
@@ -46,7 +37,7 @@ def test_the_report_opens_offline_in_chromium_with_every_figure(capsys, kb, tmp_
 
     requests = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=shutil.which(CHROMIUM) or CHROMIUM, args=FLAGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 900})
             page.on("request", lambda r: requests.append(r.url))

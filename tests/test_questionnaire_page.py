@@ -20,7 +20,8 @@ import pytest
 
 from lumbar_kb.engine.loader import load
 
-CHROMIUM = "/usr/bin/chromium"
+from .chromium import CHROMIUM, FLAGS
+
 ROOT = Path(__file__).resolve().parent.parent
 KB = load()
 ALARM = [f for f in KB.input_facts if f.alarm]
@@ -69,14 +70,7 @@ def browser(tmp_path_factory):
             str(profile),
             executable_path=CHROMIUM,
             headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-                "--disable-sync",
-            ],
+            args=FLAGS,
             viewport={"width": 1000, "height": 1300},
         )
         yield context

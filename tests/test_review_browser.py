@@ -12,16 +12,8 @@ from lumbar_kb.engine.loader import load
 from lumbar_kb.visualize.review.model import build_pack, rule_anchor
 from lumbar_kb.visualize.review.pack import write_pack
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
+from .chromium import CHROMIUM
+from .chromium import FLAGS as ARGS
 
 
 @pytest.fixture(scope="module")
