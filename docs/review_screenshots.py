@@ -25,8 +25,8 @@ SHOTS = [  # (file name, page, element to frame or None for the top of the page)
     ("review-guideline.png", "guideline.html", None),
     (
         "review-rule-card.png",
-        "rules.html#rule-imaging-mri_window-local_pain_only",
-        "article#rule-imaging-mri_window-local_pain_only",
+        "rules.html#rule-cancer-urgent_whole_spine_mri",
+        "article#rule-cancer-urgent_whole_spine_mri",
     ),
     ("review-section.png", "section-red_flags.html", "figure.diagram"),
     ("review-algorithm.png", "algorithm.html#urgency", "#urgency figure.diagram"),
