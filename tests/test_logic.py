@@ -645,3 +645,42 @@ def test_the_alarm_questions_left_are_the_unanswered_ones_that_may_still_be_aske
         (trigger,) = cond.values
         assert name not in unanswered_alarms(kb, {cond.fact: trigger})
         assert name in unanswered_alarms(kb, {})
+
+
+# ---- the bound on a condition's expansion (hostile rule files) -------------------------------------------------
+def _t(name: str) -> Is:
+    return Is(name, frozenset({True}))
+
+
+def test_alternatives_counts_the_conjuncts_of_the_unpruned_dnf():
+    """First principles: `any` adds, `all` multiplies, `not` swaps the two (De Morgan); a test is one."""
+    from lumbar_kb.engine.logic import alternatives
+
+    a, b, c, d, e = (_t(x) for x in "abcde")
+    assert alternatives(a) == 1
+    assert alternatives(AnyOf((a, b, c))) == 3
+    assert alternatives(All((a, b, c))) == 1
+    assert alternatives(All((AnyOf((a, b)), AnyOf((c, d, e))))) == 2 * 3
+    assert alternatives(AnyOf((All((a, b)), AnyOf((c, d))))) == 1 + 2
+    assert alternatives(Not(All((a, b)))) == 2  # not all = any of the negations
+    assert alternatives(Not(AnyOf((a, b, c)))) == 1  # not any = all of the negations
+    assert alternatives(Not(Not(AnyOf((a, b))))) == 2
+    assert alternatives(Not(All((AnyOf((a, b)), c)))) == 1 + 1  # any(all(not a, not b), not c)
+
+
+def test_to_dnf_takes_exactly_max_alternatives_and_refuses_one_more():
+    from lumbar_kb.engine.logic import MAX_ALTERNATIVES, ConditionTooLarge, alternatives
+
+    assert MAX_ALTERNATIVES == 2**8  # the documented bound (README, "Security and limits")
+    names = [f"f{i}" for i in range(9)]
+    domains = dict.fromkeys(names, (True, False))
+    # all of eight any-of-two: 2**8 alternatives, exactly the bound; with a ninth, twice the bound
+    eight = All(tuple(AnyOf((_t(n), Is(n, frozenset({False})))) for n in names[:8]))
+    assert alternatives(eight) == MAX_ALTERNATIVES
+    to_dnf(eight, domains)  # accepted: at the bound
+    nine = All((*eight.items, AnyOf((_t(names[8]), Is(names[8], frozenset({False}))))))
+    assert alternatives(nine) == MAX_ALTERNATIVES + 1  # counting stops just past the bound
+    with pytest.raises(ConditionTooLarge, match=f"more than {MAX_ALTERNATIVES} alternatives"):
+        to_dnf(nine, domains)
+    # a tighter cap is honoured
+    assert alternatives(nine, cap=10) == 10
