@@ -8,19 +8,15 @@ unanswered the page never says the lowest urgency as if settled; the alarm quest
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from lumbar_kb.engine.loader import load
 
 from .chromium import CHROMIUM, FLAGS
+from .servers import serving
 
 ROOT = Path(__file__).resolve().parent.parent
 KB = load()
@@ -35,29 +31,8 @@ def test_chromium_is_installed():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    db = tmp_path_factory.mktemp("page") / "s.sqlite3"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lumbar_kb", "serve", "--port", str(port), "--db", str(db), "--insecure-dev"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        else:
-            pytest.fail("the server did not start")
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    with serving(tmp_path_factory.mktemp("page")) as served:
+        yield served.base
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,6 @@ import hashlib
 import hmac
 import json
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -34,6 +32,8 @@ from lumbar_kb.engine.service.app import create_app
 from lumbar_kb.engine.service.state import Settings
 from lumbar_kb.engine.service.store import override_rates
 from lumbar_kb.main import main
+
+from .servers import serving
 
 KB = load()
 CODES = load_codes(KB)
@@ -603,48 +603,14 @@ def test_hostile_input_is_never_a_500(dev, answers, prefetch, context):
 
 
 # ---- a real server ---------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_lumbar_kb_serve_runs_a_real_uvicorn_on_loopback(tmp_path):
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lumbar_kb",
-            "serve",
-            "--port",
-            str(port),
-            "--db",
-            str(tmp_path / "s.sqlite3"),
-            "--insecure-dev",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        else:
-            pytest.fail("the server did not start")
+    with serving(tmp_path) as served:
+        base = served.base
         assert len(httpx.get(f"{base}/cds-services").json()["services"]) == 3
         (card,) = httpx.post(f"{base}{SERVICE}", json=hook_body(RED_FLAG)).json()["cards"]
         assert card["indicator"] == "critical"
         assert httpx.get(f"{base}/").headers["content-type"].startswith("text/html")
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=20)
-    assert "INSECURE DEV MODE" in err
+    assert "INSECURE DEV MODE" in served.stderr
 
 
 def test_serve_without_a_trust_file_refuses_to_start(capsys):
