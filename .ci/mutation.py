@@ -28,11 +28,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "build" / "mutation"
 # shards (`;`-separated) of comma-separated files: each shard is mutated in its own copy, the shards concurrently
-MUTATE = os.environ.get("MUTATE", "engine/logic.py,engine/compiler.py;engine/session.py,engine/result.py")
+MUTATE = os.environ.get(
+    "MUTATE", "engine/logic.py,engine/compiler.py,engine/prepared.py;engine/session.py,engine/result.py"
+)
 SHARDS = [shard for shard in MUTATE.split(";") if shard]
 # the tests of the core: the unit tests, the differential test, the engine's (the safety properties test the
 # bundled guideline's content through the same engine, and are left out to keep a run within the hour)
-TESTS = os.environ.get("MUTATION_TESTS", "tests/test_logic.py tests/test_differential.py tests/test_engine.py")
+TESTS = os.environ.get(
+    "MUTATION_TESTS", "tests/test_logic.py tests/test_prepared.py tests/test_differential.py tests/test_engine.py"
+)
 EQUIVALENT = ROOT / "tests" / "mutation-equivalent.txt"
 PYTHON = sys.executable
 MUTMUT = str(Path(sys.executable).with_name("mutmut"))

@@ -10,7 +10,7 @@ facts made it true) for the trace.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from .model import All, AnyOf, Condition, Fact, Not, Relation, Test, Value
 
@@ -34,6 +34,58 @@ def evaluate(cond: Condition, facts: Facts) -> bool | None:
         return result
     v = evaluate(cond.item, facts)
     return None if v is None else not v
+
+
+Predicate = Callable[[Facts], "bool | None"]
+
+
+def predicate(cond: Condition) -> Predicate:
+    """`cond` as a function of the facts, equal to `evaluate(cond, facts)` for every facts (tested over the
+    truth tables and generated conditions): built once from the condition's data (closures, never `eval`),
+    it saves the type dispatch of `evaluate` on every call, which the look-ahead and the Result make by the
+    dozen per patient."""
+    if isinstance(cond, Test):
+        fact, values = cond.fact, cond.values
+
+        def test(facts: Facts) -> bool | None:
+            value = facts.get(fact)
+            return None if value is None else value in values
+
+        return test
+    if isinstance(cond, Not):
+        inner = predicate(cond.item)
+
+        def negation(facts: Facts) -> bool | None:
+            value = inner(facts)
+            return None if value is None else not value
+
+        return negation
+    items = tuple(predicate(item) for item in cond.items)
+    if isinstance(cond, AnyOf):
+
+        def disjunction(facts: Facts) -> bool | None:
+            result: bool | None = False
+            for item in items:
+                value = item(facts)
+                if value is True:
+                    return True
+                if value is None:
+                    result = None
+            return result
+
+        return disjunction
+
+    def conjunction(facts: Facts) -> bool | None:
+        result: bool | None = True
+        for item in items:
+            value = item(facts)
+            if value is False:
+                return False
+            if value is None:
+                result = None
+        return result
+
+    return conjunction
 
 
 def contradicts_only_if(fact: Fact, facts: Facts) -> bool:
@@ -93,6 +145,49 @@ def _support(cond: Condition, facts: Facts, want: bool, out: dict) -> None:
     for item in cond.items:
         if every or evaluate(item, facts) is want:
             _support(item, facts, want, out)
+
+
+def supporter(cond: Condition) -> Callable[[Facts], dict[str, Value]]:
+    """`support` of `cond` as a function of the facts, equal to `support(cond, facts)` for every facts (tested),
+    built once from the condition's data like `predicate`: the engine records it at every firing."""
+    walk = _supporter(cond, True)
+
+    def supported(facts: Facts) -> dict[str, Value]:
+        out: dict[str, Value] = {}
+        walk(facts, out)
+        return out
+
+    return supported
+
+
+def _supporter(cond: Condition, want: bool) -> Callable[[Facts, dict], None]:
+    if isinstance(cond, Test):
+        fact = cond.fact
+
+        def given(facts: Facts, out: dict) -> None:
+            value = facts.get(fact)
+            if value is not None:
+                out[fact] = value  # a fact cited twice keeps its first place (a dict keeps insertion order)
+
+        return given
+    if isinstance(cond, Not):
+        return _supporter(cond.item, not want)
+    walks = tuple(_supporter(item, want) for item in cond.items)
+    if isinstance(cond, All) == want:  # every item counts
+
+        def every(facts: Facts, out: dict) -> None:
+            for walk in walks:
+                walk(facts, out)
+
+        return every
+    checks = tuple(zip((predicate(item) for item in cond.items), walks, strict=True))
+
+    def some(facts: Facts, out: dict) -> None:
+        for check, walk in checks:
+            if check(facts) is want:
+                walk(facts, out)
+
+    return some
 
 
 MAX_ALTERNATIVES = 256  # conjuncts one condition may expand to (the loader refuses more, naming the rule)

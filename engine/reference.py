@@ -14,24 +14,22 @@ import heapq
 from collections.abc import Mapping
 
 from .errors import EngineError
-from .logic import evaluate, support
 from .model import KnowledgeBase, Value
+from .prepared import prepared
 from .trace import Firing, Trace
 
 
 class ReferenceEvaluator:
     def __init__(self, kb: KnowledgeBase):
         self.kb = kb
-        self._keyed = [((-r.priority, r.order), r) for r in kb.rules]
-        self._readers: dict[str, list] = {}
-        for key, rule in self._keyed:
-            for fact in rule.reads:
-                self._readers.setdefault(fact, []).append((key, rule))
+        plan = prepared(kb)
+        self._rules = sorted(plan.rules.values(), key=lambda p: p.key)  # conflict-resolution order
+        self._readers = plan.readers
 
     def run(self, inputs: Mapping[str, Value]) -> Trace:
         trace = Trace(dict(inputs))
         facts = dict(inputs)
-        agenda = [(key, rule.id, rule) for key, rule in self._keyed if evaluate(rule.when, facts) is True]
+        agenda = [(p.key, p.rule.id, p) for p in self._rules if p.when(facts) is True]
         self._chain(agenda, facts, set(), trace)
         return trace
 
@@ -52,9 +50,7 @@ class ReferenceEvaluator:
         def added(fact: str, value: Value) -> list:
             facts = {**base, fact: value}
             agenda = [
-                (key, rule.id, rule)
-                for key, rule in readers.get(fact, ())
-                if rule.id not in fired and evaluate(rule.when, facts) is True
+                (p.key, p.rule.id, p) for p in readers.get(fact, ()) if p.rule.id not in fired and p.when(facts) is True
             ]
             return self._chain(agenda, facts, set(fired), None) if agenda else []
 
@@ -65,14 +61,14 @@ class ReferenceEvaluator:
         heapq.heapify(agenda)
         new = []
         while agenda:
-            _, rule_id, rule = heapq.heappop(agenda)
+            _, rule_id, step = heapq.heappop(agenda)
             if rule_id in fired:
                 continue
             fired.add(rule_id)
-            new.append(rule)
+            new.append(step.rule)
             if trace is not None:
-                trace.firings.append(Firing(rule_id, len(trace.firings) + 1, support(rule.when, facts)))
-            for derive in rule.derives():
+                trace.firings.append(Firing(rule_id, len(trace.firings) + 1, step.support(facts)))
+            for derive in step.derives:
                 known = facts.get(derive.fact)
                 if known is not None:
                     if known != derive.value:
@@ -84,7 +80,7 @@ class ReferenceEvaluator:
                 facts[derive.fact] = derive.value
                 if trace is not None:
                     trace.derived[derive.fact] = derive.value
-                for key, reader in self._readers.get(derive.fact, ()):
-                    if reader.id not in fired and evaluate(reader.when, facts) is True:
-                        heapq.heappush(agenda, (key, reader.id, reader))
+                for reader in self._readers.get(derive.fact, ()):
+                    if reader.rule.id not in fired and reader.when(facts) is True:
+                        heapq.heappush(agenda, (reader.key, reader.rule.id, reader))
         return new

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .logic import asked, evaluate, unanswered_alarms
-from .model import Derive, KnowledgeBase, Recommend, SetUrgency
+from .model import CodeEntry, KnowledgeBase, Recommend
+from .prepared import prepared
 from .trace import Trace
 
 
@@ -127,31 +127,32 @@ def merge_window(current: tuple, conclusion: Recommend) -> tuple:
 def build(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Result:
     """The Result of one evaluation, without the look-ahead: `analysis.escalation.decide` adds
     `could_escalate` beside it (a chained re-evaluation per possible answer to each unanswered question)."""
-    rules = {r.id: r for r in kb.rules}
-    text_of = (lambda e: e.patient_text) if audience == "patient" else (lambda e: e.text)
-    urgency = kb.lowest_urgency
+    plan = prepared(kb)
+    patient = audience == "patient"
+    urgency = plan.lowest
+    top = plan.rank[urgency]
     groups: dict[str, dict[str, Item]] = {"action": {}, "warning": {}, "differential": {}}
+    fired = []
     for firing in trace.firings:
-        rule = rules[firing.rule]
-        for conclusion in rule.then:
-            if isinstance(conclusion, SetUrgency):
-                if kb.urgency_rank(conclusion.level) > kb.urgency_rank(urgency):
-                    urgency = conclusion.level
-            elif isinstance(conclusion, Recommend):
-                entry = kb.catalog[conclusion.kind][conclusion.code]
-                item = groups[conclusion.kind].get(conclusion.code)
-                if item is None:
-                    item = groups[conclusion.kind][conclusion.code] = Item(
-                        conclusion.code, text_of(entry), [], [], label=entry.label
-                    )
-                if rule.id not in item.because:
-                    item.because.append(rule.id)
-                item.citations = sorted(set(item.citations) | set(rule.cites))
-                item.within_hours, item.window, item.within_hours_min = merge_window(
-                    (item.within_hours, item.window, item.within_hours_min), conclusion
+        step = plan.rules[firing.rule]
+        rule = step.rule
+        for level, rank in step.urgencies:
+            if rank > top:
+                urgency, top = level, rank
+        for conclusion, entry in step.recommends:
+            group = groups[conclusion.kind]
+            item = group.get(conclusion.code)
+            if item is None:
+                item = group[conclusion.code] = Item(
+                    conclusion.code, entry.patient_text if patient else entry.text, [], [], label=entry.label
                 )
-            elif not isinstance(conclusion, Derive):  # pragma: no cover - the model has no other kind
-                raise TypeError(conclusion)
+            if rule.id not in item.because:
+                item.because.append(rule.id)
+            item.citations = sorted(set(item.citations) | set(rule.cites))
+            item.within_hours, item.window, item.within_hours_min = merge_window(
+                (item.within_hours, item.window, item.within_hours_min), conclusion
+            )
+        fired.append(FiredRule(rule.id, rule.title, firing.order, dict(firing.matched), list(rule.cites), rule.section))
 
     def ordered(kind: str) -> list[Item]:
         catalog = kb.catalog[kind]
@@ -162,38 +163,39 @@ def build(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Resul
         )
         return sorted(groups[kind].values(), key=key)
 
-    for code in list(groups["action"]):  # an action covered by another the result has (the catalogue's superseded_by)
-        if any(other in groups["action"] for other in kb.catalog["action"][code].superseded_by):
-            del groups["action"][code]
-    missing_alarms = unanswered_alarms(kb, trace.inputs)
+    actions = groups["action"]
+    for code in list(actions):  # an action covered by another the result has (the catalogue's superseded_by)
+        if any(other in actions for other in plan.action_entries[code].superseded_by):
+            del actions[code]
+    inputs = trace.inputs
+    missing_alarms = plan.unanswered_alarms(inputs)
     floor = kb.incomplete_floor
-    if missing_alarms and floor is not None and kb.urgency_rank(floor) > kb.urgency_rank(urgency):
+    if missing_alarms and floor is not None and plan.rank[floor] > top:
         urgency = floor  # unanswered is never "no": an unasked alarm question is never the lowest level
-    in_scope = kb.out_of_scope_when is None or evaluate(kb.out_of_scope_when, trace.inputs) is not True
+    in_scope = plan.out_of_scope is None or plan.out_of_scope(inputs) is not True
     if not in_scope:
         groups["differential"].clear()  # the differential is of a mass; the guideline is not for this patient
-    facts = trace.facts()
-    for item in groups["action"].values():
-        done_when = kb.catalog["action"][item.code].done_when
-        item.done = done_when is not None and evaluate(done_when, facts) is True
-    # a question that cannot be answered for this patient (its only_if is false) is not "unanswered"
-    unanswered = [f for f in kb.input_facts if f.name not in trace.inputs and asked(f, trace.inputs, kb.not_asked_when)]
-    unanswered.sort(key=lambda f: (not f.alarm, f.order))
-    question_of = (lambda f: f.patient_question) if audience == "patient" else (lambda f: f.question)
-    result = Result(
+    if actions:
+        facts = trace.facts()
+        for item in actions.values():
+            done_when = plan.done_when.get(item.code)
+            item.done = done_when is not None and done_when(facts) is True
+    # a question that cannot be answered for this patient (its only_if is false) is not "unanswered";
+    # alarm questions first, then vocabulary order (plan.question_order)
+    unanswered = [
+        Question(f.name, (f.patient_question if patient else f.question) or "", f.alarm)
+        for f in plan.question_order
+        if f.name not in inputs and plan.asked(f, inputs)
+    ]
+    return Result(
         urgency=urgency,
-        urgency_text=text_of(kb.catalog["urgency"][urgency]),
+        urgency_text=text_of(kb.catalog["urgency"][urgency], patient),
         actions=ordered("action"),
         warnings=ordered("warning"),
         differential=ordered("differential"),
-        fired=[
-            FiredRule(
-                f.rule, rules[f.rule].title, f.order, dict(f.matched), list(rules[f.rule].cites), rules[f.rule].section
-            )
-            for f in trace.firings
-        ],
-        unanswered=[Question(f.name, question_of(f) or "", f.alarm) for f in unanswered],
-        inputs={f.name: trace.inputs[f.name] for f in kb.input_facts if f.name in trace.inputs},
+        fired=fired,
+        unanswered=unanswered,
+        inputs={f.name: inputs[f.name] for f in plan.input_facts if f.name in inputs},
         derived=dict(trace.derived),
         knowledge_base=kb.identity(),
         audience=audience,
@@ -207,4 +209,8 @@ def build(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Resul
         if in_scope
         else (kb.out_of_scope_patient_text if audience == "patient" else kb.out_of_scope_text),
     )
-    return result
+
+
+def text_of(entry: CodeEntry, patient: bool) -> str:
+    """A catalogue entry's words for the audience."""
+    return entry.patient_text if patient else entry.text

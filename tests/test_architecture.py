@@ -22,7 +22,8 @@ LAYERS: list[tuple[str, ...]] = [
     # engine.outputs writes files safely, engine.discovery finds patient files
     ("engine.source", "engine.logic", "engine.trace", "engine.outputs", "engine.discovery"),  # files; logic; traces
     ("engine.loader", "engine.compiler", "engine.patient", "engine.guideline_text"),  # YAML -> model, rulesets, inputs
-    ("engine.session", "engine.reference"),  # the durable-rules engine and the plain-Python oracle
+    # engine.prepared: a knowledge base worked out once for evaluating many patients (conditions as predicates)
+    ("engine.prepared", "engine.session", "engine.reference"),  # evaluation: prepared form, durable engine, oracle
     ("engine.result", "engine.scenarios"),  # a trace made into the user's Result; expectations about Results
     ("engine.analysis",),  # look-ahead, proofs, explanations, coverage
     ("engine.api",),  # the small front door: load, evaluate

@@ -337,7 +337,18 @@ def _union_merge(a, b):
 def _first_derivation_only(init):
     def broken(self, kb, compiled=None):
         init(self, kb, compiled)
-        self._rules = {k: (rule, derives[:1]) for k, (rule, derives) in self._rules.items()}
+        self._rules = {k: (rule, derives[:1], cite) for k, (rule, derives, cite) in self._rules.items()}
+
+    return broken
+
+
+def _citing_every_known_fact(init):
+    def broken(self, kb, compiled=None):
+        init(self, kb, compiled)
+        self._rules = {
+            k: (rule, derives, lambda facts, when=rule.when: _cite_every_known_fact(when, facts))
+            for k, (rule, derives, _) in self._rules.items()
+        }
 
     return broken
 
@@ -345,11 +356,7 @@ def _first_derivation_only(init):
 DEFECTS = {
     "the compiled DNF reads `not X` as X": ("compiler", "to_dnf", lambda real: lambda c, d: real(_strip_not(c), d)),
     "a never-true rule drops every later rule": ("session", "compile_kb", _break_after_never_true),
-    "the trace cites answers that did not make the rule true": (
-        "session",
-        "support",
-        lambda real: _cite_every_known_fact,
-    ),
+    "the trace cites answers that did not make the rule true": ("session", "Engine.__init__", _citing_every_known_fact),
     "two tests of one fact inside `all` are unioned": ("logic", "_merge", lambda real: _union_merge),
     "a rule deriving several facts keeps only the first": ("session", "Engine.__init__", _first_derivation_only),
 }

@@ -125,14 +125,13 @@ def test_empty_patient_fires_nothing_and_is_incomplete_never_routine(kb, evaluat
 
 def test_an_exception_inside_an_action_is_not_swallowed(kb, monkeypatch):
     """durable-rules swallows exceptions raised in actions; the engine must surface them."""
-    import lumbar_kb.engine.session as session
-
     engine = Engine(kb)
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(session, "support", broken)
+    # every rule's action records its support first: make that raise
+    monkeypatch.setattr(engine, "_rules", {name: (r, d, broken) for name, (r, d, _) in engine._rules.items()})
     with pytest.raises(EngineError, match="boom"):
         engine.run({"leg_weakness": True})
     monkeypatch.undo()

@@ -514,7 +514,6 @@ def test_a_fact_derived_again_with_the_same_value_does_not_stop_the_rest_of_the_
 
 
 def test_an_exception_in_an_action_names_its_type_and_message(tmp_path, monkeypatch):
-    import lumbar_kb.engine.session as session
     from lumbar_kb.engine.errors import EngineError
 
     engine = Engine(kb_with(tmp_path, [LATER]))
@@ -522,7 +521,8 @@ def test_an_exception_in_an_action_names_its_type_and_message(tmp_path, monkeypa
     def broken(*args):
         raise ValueError("seeded")
 
-    monkeypatch.setattr(session, "support", broken)
+    # every rule's action records its support first: make that raise
+    monkeypatch.setattr(engine, "_rules", {name: (r, d, broken) for name, (r, d, _) in engine._rules.items()})
     with pytest.raises(EngineError, match=r"^a rule action failed: ValueError: seeded$"):
         engine.run({"b": True})
 

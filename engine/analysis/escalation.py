@@ -22,8 +22,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..errors import EngineError
-from ..logic import asked, breaks, contradicts_only_if
+from ..logic import breaks, contradicts_only_if
 from ..model import Derive, KnowledgeBase, Recommend, SetUrgency, Value
+from ..prepared import Prepared, prepared
 from ..reference import ReferenceEvaluator
 from ..result import Result, build, merge_window
 from ..trace import Trace
@@ -76,9 +77,18 @@ class _Reach:
 
     max_rank: int  # the highest urgency rank of any rule downstream of the fact (-1: none)
     earliest: dict  # imaging action code -> the earliest window downstream (None: only unfixed windows)
+    # the facts the rules downstream read or derive: what an answer to the fact adds is a function of the answer
+    # and of these facts' values alone (a rule has fired exactly when its condition is true of the facts, since
+    # the trace is chained to quiescence), so the look-ahead keeps each outcome by them (`_OUTCOMES_KEPT`)
+    depends: tuple = ()
 
 
-_PREPARED: list = []  # (kb, ReferenceEvaluator, {fact: _Reach}) for the last few knowledge bases used
+_PREPARED: list = []  # (kb, ReferenceEvaluator, {fact: _Reach}, {outcome key: outcome}) for the last few used
+# Outcomes of trial answers kept per knowledge base, by (fact, answer, the values of the facts it depends on):
+# patients share most of them (a few thousand keys cover a random cohort), so most trials are looked up, not
+# chained. Bounded (cleared when full), so memory stays flat; the answers are the same either way (tested).
+_OUTCOMES_KEPT = 50_000
+_FAILED = object()  # the outcome of a trial answer for which the knowledge base contradicts itself
 
 
 _PREPARED_LOCK = threading.Lock()
@@ -86,13 +96,13 @@ _PREPARED_LOCK = threading.Lock()
 
 def _prepared(kb: KnowledgeBase) -> tuple:
     with _PREPARED_LOCK:
-        for known, evaluator, reach in _PREPARED:
+        for known, evaluator, reach, outcomes in _PREPARED:
             if known is kb:
-                return evaluator, reach
-        evaluator, reach = ReferenceEvaluator(kb), _reach(kb)
-        _PREPARED.insert(0, (kb, evaluator, reach))
+                return evaluator, reach, outcomes
+        evaluator, reach, outcomes = ReferenceEvaluator(kb), _reach(kb), {}
+        _PREPARED.insert(0, (kb, evaluator, reach, outcomes))
         del _PREPARED[8:]
-        return evaluator, reach
+        return evaluator, reach, outcomes
 
 
 def _reach(kb: KnowledgeBase) -> dict:
@@ -107,11 +117,14 @@ def _reach(kb: KnowledgeBase) -> dict:
         seen_rules, seen_facts, todo = set(), {fact.name}, [fact.name]
         max_rank = -1
         earliest: dict[str, float] = {}
+        depends: set[str] = set()
         while todo:
             for rule in readers.get(todo.pop(), ()):
                 if rule.id in seen_rules:
                     continue
                 seen_rules.add(rule.id)
+                depends.update(rule.reads)
+                depends.update(d.fact for d in rule.derives())
                 for c in rule.then:
                     if isinstance(c, SetUrgency):
                         max_rank = max(max_rank, kb.urgency_rank(c.level))
@@ -122,7 +135,10 @@ def _reach(kb: KnowledgeBase) -> dict:
                     elif isinstance(c, Derive) and c.fact not in seen_facts:
                         seen_facts.add(c.fact)
                         todo.append(c.fact)
-        out[fact.name] = _Reach(max_rank, {code: (None if h == math.inf else h) for code, h in earliest.items()})
+        depends.discard(fact.name)
+        out[fact.name] = _Reach(
+            max_rank, {code: (None if h == math.inf else h) for code, h in earliest.items()}, tuple(sorted(depends))
+        )
     return out
 
 
@@ -145,82 +161,113 @@ def could_escalate(
 
     `baseline` (the patient's Result) and `trace` (the evaluation behind it) save re-computing them."""
 
-    shared_evaluator, reach = _prepared(kb)
+    shared_evaluator, reach, outcomes = _prepared(kb)
+    plan = prepared(kb)
+    if evaluator is not None and evaluator is not shared_evaluator:
+        outcomes = {}  # another evaluator's outcomes are its own
     evaluator = evaluator or shared_evaluator
     inputs = dict(inputs)
     if trace is None:
         trace = evaluator.run(inputs)
     if baseline is None:
         baseline = build(kb, trace, audience)
-    rank = kb.urgency_rank(baseline.urgency)
+    rank = plan.rank[baseline.urgency]
     before = {a.code: a.within_hours for a in baseline.actions}
+    candidates = [
+        fact
+        for fact in plan.input_facts
+        if fact.name not in inputs and not _cannot_escalate(reach[fact.name], rank, before)
+    ]
+    if not candidates:
+        return []
+    judged = bool(plan.only_if or plan.relations)  # some answers could not be given: judge each trial answer
+    if judged and not plan.allowed(inputs):
+        return []  # answers that already contradict each other stay contradictory whatever is added
     words = {a.code: a.window for a in baseline.actions}
-    imaging = set(kb.watched_actions)
-    constrained = [f for f in kb.input_facts if f.only_if is not None]
-    judged = bool(constrained or kb.relations)  # some answers could not be given: judge each trial answer
     added_by = evaluator.extender(trace)
-    catalog_order = {code: e.order for code, e in kb.catalog["action"].items()}
+    facts = {**trace.inputs, **trace.derived}
     found = []
-    for fact in kb.input_facts:
-        if fact.name in inputs or _cannot_escalate(reach[fact.name], rank, before):
-            continue
-        if fact.name in kb.not_asked_when and not asked(fact, inputs, kb.not_asked_when):
+    for fact in candidates:
+        if fact.name in plan.moot and not plan.asked(fact, inputs):
             continue  # moot for this patient (e.g. "suspected?" once compression is diagnosed): never asked
         best = None
+        state = tuple([facts.get(name) for name in reach[fact.name].depends])
         for answer in (True,) if fact.type == "bool" else fact.values:
-            if judged and not _allowed(kb, {**inputs, fact.name: answer}, constrained):
+            if judged and not plan.allowed_adding({**inputs, fact.name: answer}, fact.name):
                 continue
-            try:
-                added = added_by(fact.name, answer)
-            except EngineError:
-                continue  # the knowledge base contradicts itself here; `lumbar-kb check` reports it
-            raised, windows = _added_conclusions(kb, added, imaging)
-            raised = raised if raised is not None and kb.urgency_rank(raised) > rank else None
-            forward = tuple(
+            key = (fact.name, answer, state)
+            outcome = outcomes.get(key)
+            if outcome is None:
+                try:
+                    outcome = _added_conclusions(plan, added_by(fact.name, answer))
+                except EngineError:
+                    outcome = _FAILED  # the knowledge base contradicts itself here; `lumbar-kb check` reports it
+                if len(outcomes) >= _OUTCOMES_KEPT:
+                    outcomes.clear()
+                outcomes[key] = outcome
+            if outcome is _FAILED:
+                continue
+            raised, raised_rank, entries = outcome
+            up = raised_rank > rank
+            forward = [
+                entry
+                for entry in entries
+                if _sooner(entry[0], entry[1], before) and not any(other in before for other in entry[3])
+            ]
+            if not up and not forward:
+                continue
+            earliest = forward[0][1] if forward and forward[0][1] is not None else math.inf  # entries are sorted
+            severity = (-(raised_rank if up else -1), earliest, not forward)
+            if best is None or severity < best[0]:
+                best = (severity, answer, raised if up else None, forward)
+                equal = [answer]
+            elif severity == best[0]:
+                equal.append(answer)
+        if best is not None:
+            question = (fact.patient_question if audience == "patient" else fact.question) or fact.meaning
+            brought = tuple(
                 BroughtForward(
                     code,
-                    kb.catalog["action"][code].label,
+                    plan.action_entries[code].label,
                     hours,
                     window,
                     code in before,
                     before.get(code),
                     words.get(code),
                 )
-                for code, (hours, window) in sorted(
-                    windows.items(), key=lambda kv: (kv[1][0] is None, kv[1][0] or 0, catalog_order[kv[0]])
-                )
-                if _sooner(code, hours, before) and not _covered(kb, code, before, windows)
+                for code, hours, window, _ in best[3]
             )
-            if raised is None and not forward:
-                continue
-            key = _severity(kb, raised, forward)
-            if best is None or key < best[0]:
-                best = (key, answer, raised, forward)
-                equal = [answer]
-            elif key == best[0]:
-                equal.append(answer)
-        if best is not None:
-            question = (fact.patient_question if audience == "patient" else fact.question) or fact.meaning
             found.append(
-                (best[0], fact.order, Escalation(fact.name, question, best[1], best[2], best[3], tuple(equal)))
+                (best[0], fact.order, Escalation(fact.name, question, best[1], best[2], brought, tuple(equal)))
             )
     found.sort(key=lambda item: (item[0], item[1]))
     return [e for _, _, e in found]
 
 
-def _added_conclusions(kb: KnowledgeBase, rules: list, imaging: set) -> tuple:
-    """The highest urgency the added rules conclude, and each imaging action's earliest window among them
-    (hours, words), merged as `result.build` merges them."""
-    raised = None
+def _added_conclusions(plan: Prepared, rules: list) -> tuple:
+    """What the added rules conclude, independently of the patient's own result: the highest urgency (and its
+    rank, -1 for none), and each watched action with its earliest window among them (merged as `result.build`
+    merges them) as (code, hours, words, the actions that would cover it unless the patient already has them),
+    earliest first; an action another added one covers (`superseded_by`) is left out."""
+    raised, top = None, -1
     windows: dict[str, tuple] = {}
+    watched = plan.watched
     for rule in rules:
-        for c in rule.then:
-            if isinstance(c, SetUrgency):
-                if raised is None or kb.urgency_rank(c.level) > kb.urgency_rank(raised):
-                    raised = c.level
-            elif isinstance(c, Recommend) and c.kind == "action" and c.code in imaging:
+        step = plan.rules[rule.id]
+        for level, rank in step.urgencies:
+            if rank > top:
+                raised, top = level, rank
+        for c, _ in step.recommends:
+            if c.kind == "action" and c.code in watched:
                 windows[c.code] = merge_window(windows.get(c.code, (None, None)), c)
-    return raised, windows
+    entries = []
+    for code, (hours, window) in sorted(
+        windows.items(), key=lambda kv: (kv[1][0] is None, kv[1][0] or 0, plan.catalog_order[kv[0]])
+    ):
+        covering = plan.action_entries[code].superseded_by
+        if not any(other in windows for other in covering):
+            entries.append((code, hours, window, covering))
+    return raised, top, tuple(entries)
 
 
 def _allowed(kb: KnowledgeBase, facts: dict, constrained=None) -> bool:
@@ -231,23 +278,11 @@ def _allowed(kb: KnowledgeBase, facts: dict, constrained=None) -> bool:
     )
 
 
-def _covered(kb: KnowledgeBase, code: str, before: dict, added: dict) -> bool:
-    """The action would be dropped: an action that supersedes it is already required or would be (a lumbar MRI
-    beside a whole-spine MRI), so asking for it changes nothing."""
-    return any(other in before or other in added for other in kb.catalog["action"][code].superseded_by)
-
-
 def _sooner(code: str, hours: float | None, before: dict) -> bool:
     if code not in before:
         return True
     was = before[code]
     return hours is not None and (was is None or hours < was)
-
-
-def _severity(kb: KnowledgeBase, raised: str | None, forward: tuple) -> tuple:
-    """Sort key, most urgent first: the higher urgency, then the earliest imaging window."""
-    earliest = min((b.within_hours if b.within_hours is not None else math.inf for b in forward), default=math.inf)
-    return (-(kb.urgency_rank(raised) if raised else -1), earliest, not forward)
 
 
 def decide(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Result:

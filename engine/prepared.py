@@ -1,0 +1,162 @@
+"""A knowledge base prepared for evaluating many patients in Python: what `result.build`, the reference
+evaluator and the look-ahead read for every patient, worked out once per knowledge base.
+
+Nothing here decides anything: conditions become predicates (`logic.predicate`, equal to `logic.evaluate`),
+conclusions are sorted by kind with their catalogue entries looked up, and the questions are put in the order
+the Result lists them. `prepared(kb)` keeps the last few, by identity (a knowledge base is immutable).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .logic import Facts, Predicate, predicate, supporter
+from .model import CodeEntry, Derive, Fact, KnowledgeBase, Recommend, Relation, Rule, SetUrgency, condition_facts
+
+
+@dataclass(frozen=True)
+class PreparedRule:
+    rule: Rule
+    when: Predicate
+    key: tuple  # the conflict-resolution order: higher priority first, then definition order
+    urgencies: tuple  # tuple[(level, rank)] of its SetUrgency conclusions
+    recommends: tuple  # tuple[(Recommend, CodeEntry)] of its Recommend conclusions, in rule order
+    derives: tuple  # tuple[Derive, ...]
+    support: Callable  # logic.supporter(rule.when): the facts that made it true, for the trace
+
+
+def _never(facts: Facts) -> bool | None:
+    return None
+
+
+class Prepared:
+    def __init__(self, kb: KnowledgeBase):
+        self.kb = kb
+        self.rank: dict[str, int] = {code: e.rank for code, e in kb.catalog["urgency"].items()}
+        self.lowest: str = kb.lowest_urgency
+        self.input_facts: tuple[Fact, ...] = tuple(kb.input_facts)
+        # the order the Result lists unanswered questions in: alarm questions first, then vocabulary order
+        self.question_order: tuple[Fact, ...] = tuple(sorted(self.input_facts, key=lambda f: (not f.alarm, f.order)))
+        self.alarm_facts: tuple[Fact, ...] = tuple(f for f in self.input_facts if f.alarm)
+        self.rules: dict[str, PreparedRule] = {}
+        for rule in kb.rules:
+            urgencies, recommends, derives = [], [], []
+            for c in rule.then:
+                if isinstance(c, SetUrgency):
+                    urgencies.append((c.level, self.rank[c.level]))
+                elif isinstance(c, Recommend):
+                    recommends.append((c, kb.catalog[c.kind][c.code]))
+                elif isinstance(c, Derive):
+                    derives.append(c)
+                else:  # pragma: no cover - the model has no other kind
+                    raise TypeError(c)
+            self.rules[rule.id] = PreparedRule(
+                rule,
+                predicate(rule.when),
+                (-rule.priority, rule.order),
+                tuple(urgencies),
+                tuple(recommends),
+                tuple(derives),
+                supporter(rule.when),
+            )
+        # the rules that read each fact (input or derived), in conflict-resolution order
+        self.readers: dict[str, tuple[PreparedRule, ...]] = {}
+        for prepared_rule in sorted(self.rules.values(), key=lambda p: p.key):
+            for name in prepared_rule.rule.reads:
+                self.readers[name] = (*self.readers.get(name, ()), prepared_rule)
+        self.only_if: dict[str, Predicate] = {f.name: predicate(f.only_if) for f in self.input_facts if f.only_if}
+        self.moot: dict[str, Predicate] = {name: predicate(c) for name, c in kb.not_asked_when.items()}
+        self.done_when: dict[str, Predicate] = {
+            code: predicate(e.done_when) for code, e in kb.catalog["action"].items() if e.done_when is not None
+        }
+        self.out_of_scope: Predicate | None = (
+            predicate(kb.out_of_scope_when) if kb.out_of_scope_when is not None else None
+        )
+        self.relations: tuple[tuple[Relation, Predicate, Predicate, Predicate], ...] = tuple(
+            (
+                r,
+                predicate(r.when),
+                predicate(r.implies) if r.implies is not None else _never,
+                predicate(r.excludes) if r.excludes is not None else _never,
+            )
+            for r in kb.relations
+        )
+        # for each fact, the only_if conditions and relations an answer to it could change
+        self._checks: dict[str, tuple[tuple, tuple]] = {}
+        for fact in kb.facts.values():
+            only_ifs = tuple(
+                (name, check)
+                for name, check in self.only_if.items()
+                if name == fact.name or fact.name in condition_facts(kb.facts[name].only_if)
+            )
+            relations = tuple(
+                entry
+                for entry in self.relations
+                if fact.name
+                in {
+                    *condition_facts(entry[0].when),
+                    *(condition_facts(entry[0].implies) if entry[0].implies is not None else ()),
+                    *(condition_facts(entry[0].excludes) if entry[0].excludes is not None else ()),
+                }
+            )
+            self._checks[fact.name] = (only_ifs, relations)
+        self.watched: frozenset[str] = frozenset(kb.watched_actions)
+        self.catalog_order: dict[str, int] = {code: e.order for code, e in kb.catalog["action"].items()}
+        self.action_entries: dict[str, CodeEntry] = dict(kb.catalog["action"])
+
+    def asked(self, fact: Fact, facts: Facts) -> bool:
+        """`logic.asked`: the question may be put to this patient (its only_if is not false, it is not moot)."""
+        only_if = self.only_if.get(fact.name)
+        if only_if is not None and only_if(facts) is False:
+            return False
+        moot = self.moot.get(fact.name)
+        return moot is None or moot(facts) is not True
+
+    def unanswered_alarms(self, facts: Facts) -> list[str]:
+        """`logic.unanswered_alarms`: the alarm questions left to ask, in vocabulary order."""
+        return [f.name for f in self.alarm_facts if facts.get(f.name) is None and self.asked(f, facts)]
+
+    def allowed(self, facts: Facts) -> bool:
+        """Every given fact's only_if is not false and no relation is broken: a patient file would be accepted."""
+        for name, only_if in self.only_if.items():
+            if name in facts and only_if(facts) is False:
+                return False
+        return not any(self._breaks(entry, facts) for entry in self.relations)
+
+    def allowed_adding(self, facts: Facts, fact: str) -> bool:
+        """`allowed(facts)` for facts that were allowed before `fact` was added to them: only the only_if
+        conditions and relations that read `fact` (or `fact`'s own only_if) can have changed, since a known
+        answer never becomes unknown (Kleene's logic is monotone in what is known)."""
+        only_ifs, relations = self._checks[fact]
+        for name, only_if in only_ifs:
+            if name in facts and only_if(facts) is False:
+                return False
+        return not any(self._breaks(entry, facts) for entry in relations)
+
+    @staticmethod
+    def _breaks(entry: tuple, facts: Facts) -> bool:
+        """`logic.breaks`."""
+        _, when, implies, excludes = entry
+        return when(facts) is True and (implies(facts) is False or excludes(facts) is True)
+
+
+_PREPARED: list[Prepared] = []  # the last few, most recent first
+_KEPT = 8
+_LOCK = threading.Lock()
+
+
+def prepared(kb: KnowledgeBase) -> Prepared:
+    """The prepared form of `kb`, made once and kept while it is among the last few used."""
+    with _LOCK:
+        for i, known in enumerate(_PREPARED):
+            if known.kb is kb:
+                if i:
+                    _PREPARED.insert(0, _PREPARED.pop(i))
+                return known
+    made = Prepared(kb)
+    with _LOCK:
+        _PREPARED.insert(0, made)
+        del _PREPARED[_KEPT:]
+    return made

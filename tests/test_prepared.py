@@ -1,0 +1,155 @@
+"""The fast forms the engine, the Result and the look-ahead use are the slow ones, exactly.
+
+`logic.predicate` and `logic.supporter` turn a condition into functions once; `prepared.Prepared` works a
+knowledge base out once (questions asked, alarms left, answers allowed). Each is checked against the plain
+definition it replaces (`evaluate`, `support`, `asked`, `unanswered_alarms`, `contradicts_only_if` and
+`breaks`), which test_logic checks against the Kleene tables: on every three-valued assignment of a small
+vocabulary for generated conditions, and on patients of the bundled guideline drawn without validation (so
+that answers contradicting each other, which a patient file may not give, are among them).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lumbar_kb.engine.loader import load
+from lumbar_kb.engine.logic import (
+    asked,
+    breaks,
+    contradicts_only_if,
+    evaluate,
+    predicate,
+    support,
+    supporter,
+    unanswered_alarms,
+)
+from lumbar_kb.engine.model import All, AnyOf, Not
+from lumbar_kb.engine.model import Test as Is  # not `Test`: pytest would try to collect it
+from lumbar_kb.engine.prepared import Prepared, prepared
+
+DOMAINS = {"a": (True, False), "b": (True, False), "c": (True, False), "e": ("x", "y", "z")}
+# every assignment: each fact unknown (left out) or one of its values
+ASSIGNMENTS = [
+    {name: v for name, v in zip(DOMAINS, values, strict=True) if v is not None}
+    for values in itertools.product(*[(None, *domain) for domain in DOMAINS.values()])
+]
+
+tests = st.sampled_from(sorted(DOMAINS)).flatmap(
+    lambda fact: st.sets(st.sampled_from(DOMAINS[fact]), min_size=1).map(lambda vs: Is(fact, frozenset(vs)))
+)
+conditions = st.recursive(
+    tests,
+    lambda inner: st.one_of(
+        st.lists(inner, min_size=1, max_size=3).map(lambda items: All(tuple(items))),
+        st.lists(inner, min_size=1, max_size=3).map(lambda items: AnyOf(tuple(items))),
+        inner.map(Not),
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(conditions)
+def test_a_predicate_is_the_condition_evaluated_on_every_assignment(cond):
+    check = predicate(cond)
+    values = [check(facts) for facts in ASSIGNMENTS]
+    assert values == [evaluate(cond, facts) for facts in ASSIGNMENTS]
+    assert all(v is None or type(v) is bool for v in values)  # true, false or unknown: never another truthy value
+
+
+@settings(max_examples=300, deadline=None)
+@given(conditions)
+def test_a_supporter_cites_what_support_cites_in_the_same_order(cond):
+    cite = supporter(cond)
+    for facts in ASSIGNMENTS:
+        expected = support(cond, facts)
+        got = cite(facts)
+        assert got == expected and list(got) == list(expected), facts
+
+
+def test_predicates_of_the_three_connectives_follow_unknown_as_the_tables_do():
+    a, b = Is("a", frozenset({True})), Is("b", frozenset({True}))
+    # the table rows where unknown decides: unknown and true is unknown, unknown or false is unknown,
+    # unknown and false is false, unknown or true is true; not unknown is unknown
+    assert predicate(All((a, b)))({"b": True}) is None
+    assert predicate(AnyOf((a, b)))({"b": False}) is None
+    assert predicate(All((a, b)))({"b": False}) is False
+    assert predicate(AnyOf((a, b)))({"b": True}) is True
+    assert predicate(Not(a))({}) is None and predicate(Not(a))({"a": False}) is True
+
+
+# ---- the bundled guideline prepared ------------------------------------------------------------------------
+KB = load()
+
+
+def _raw_patients(n: int, seed: int) -> list[dict]:
+    """Answers drawn without validation: each input fact unknown, or any of its values, independently."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        facts = {}
+        for fact in KB.input_facts:
+            choice = rng.choice((None, None, *fact.values))
+            if choice is not None:
+                facts[fact.name] = choice
+        out.append(facts)
+    return out
+
+
+def _allowed(facts: dict) -> bool:
+    """The definition: no given fact's only_if is false, no relation broken."""
+    return not any(contradicts_only_if(f, facts) for f in KB.input_facts) and not any(
+        breaks(r, facts) for r in KB.relations
+    )
+
+
+def test_prepared_questions_asked_and_alarms_left_are_the_logic_ones():
+    plan = prepared(KB)
+    assert plan.alarm_facts and plan.moot and plan.only_if  # the guideline has all three: the test can bite
+    for facts in _raw_patients(3000, 11):
+        for fact in KB.input_facts:
+            assert plan.asked(fact, facts) == asked(fact, facts, KB.not_asked_when), (fact.name, facts)
+        assert plan.unanswered_alarms(facts) == unanswered_alarms(KB, facts)
+
+
+def test_prepared_allowed_is_the_definition_and_adding_one_answer_checks_only_what_it_can_change():
+    plan = prepared(KB)
+    seen = set()
+    for facts in _raw_patients(3000, 12):
+        allowed = _allowed(facts)
+        assert plan.allowed(facts) == allowed, facts
+        seen.add(allowed)
+        if not allowed:
+            continue
+        for fact in KB.input_facts:
+            if fact.name in facts:
+                continue
+            for answer in fact.values:
+                trial = {**facts, fact.name: answer}
+                assert plan.allowed_adding(trial, fact.name) == _allowed(trial), (fact.name, answer, facts)
+    assert seen == {True, False}  # both outcomes were drawn
+
+
+def test_prepared_is_made_once_per_knowledge_base_and_forgets_the_least_recent(tmp_path):
+    from lumbar_kb.engine import prepared as module
+
+    saved = list(module._PREPARED)
+    try:
+        module._PREPARED.clear()
+        first = prepared(KB)
+        assert prepared(KB) is first and isinstance(first, Prepared)
+        others = [load(KB.root) for _ in range(module._KEPT)]  # equal content, distinct objects
+        for kb in others:
+            assert prepared(kb).kb is kb
+        assert len(module._PREPARED) == module._KEPT
+        assert all(p.kb is not KB for p in module._PREPARED)  # the least recently used went first
+        prepared(others[0])  # touching one keeps it: the next one made evicts others[1], not it
+        prepared(KB)
+        kept = [p.kb for p in module._PREPARED]
+        assert any(kb is others[0] for kb in kept) and not any(kb is others[1] for kb in kept)
+    finally:
+        module._PREPARED[:] = saved
