@@ -7,6 +7,7 @@ Plain frozen dataclasses, built by `loader`, read by `compiler`, `session`, `ref
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 Value = bool | str
 
@@ -316,14 +317,14 @@ class KnowledgeBase:
     out_of_scope_patient_text: str = ""
     floors: tuple = ()  # tuple[Floor, ...]
 
-    # -- convenience views --
-    @property
-    def input_facts(self) -> list[Fact]:
-        return [f for f in self.facts.values() if not f.derived]
+    # -- convenience views (a knowledge base is immutable: each is worked out once) --
+    @cached_property
+    def input_facts(self) -> tuple[Fact, ...]:
+        return tuple(f for f in self.facts.values() if not f.derived)
 
-    @property
-    def derived_facts(self) -> list[Fact]:
-        return [f for f in self.facts.values() if f.derived]
+    @cached_property
+    def derived_facts(self) -> tuple[Fact, ...]:
+        return tuple(f for f in self.facts.values() if f.derived)
 
     def rule(self, rule_id: str) -> Rule:
         for r in self.rules:
@@ -334,7 +335,7 @@ class KnowledgeBase:
     def urgency_rank(self, level: str) -> int:
         return self.catalog["urgency"][level].rank
 
-    @property
+    @cached_property
     def lowest_urgency(self) -> str:
         return min(self.catalog["urgency"].values(), key=lambda e: e.rank).code
 

@@ -35,7 +35,6 @@ def parse_patient(data: Any, pos: Positions, kb: KnowledgeBase, at: tuple = ()) 
         raise PatientError(pos.problem(at, f"a patient must be a mapping of fact: value, not {kind}", hint=hint))
     problems: list[Problem] = []
     inputs: dict[str, Value] = {}
-    names = [f.name for f in kb.input_facts]
     for key, value in data.items():
         where = at + (key,)
         if key in META_KEYS:
@@ -45,7 +44,7 @@ def parse_patient(data: Any, pos: Positions, kb: KnowledgeBase, at: tuple = ()) 
         fact = kb.facts.get(key)
         if fact is None:
             hint = (
-                (glued_colon_hint(key) if ":" in key else did_you_mean(key, names))
+                (glued_colon_hint(key) if ":" in key else did_you_mean(key, [f.name for f in kb.input_facts]))
                 if len(problems) < MAX_HINTS
                 else None  # only the first are shown
             )

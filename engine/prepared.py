@@ -125,6 +125,11 @@ class Prepared:
                 return False
         return not any(self._breaks(entry, facts) for entry in self.relations)
 
+    def constrains(self, fact: str) -> bool:
+        """Some only_if or relation reads `fact`: `allowed_adding` has something to check for it."""
+        only_ifs, relations = self._checks[fact]
+        return bool(only_ifs or relations)
+
     def allowed_adding(self, facts: Facts, fact: str) -> bool:
         """`allowed(facts)` for facts that were allowed before `fact` was added to them: only the only_if
         conditions and relations that read `fact` (or `fact`'s own only_if) can have changed, since a known

@@ -131,7 +131,8 @@ def build(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Resul
     patient = audience == "patient"
     urgency = plan.lowest
     top = plan.rank[urgency]
-    groups: dict[str, dict[str, Item]] = {"action": {}, "warning": {}, "differential": {}}
+    # each code concluded: [catalogue entry, the rules in firing order, their citations, the window so far]
+    found: dict[str, dict[str, list]] = {"action": {}, "warning": {}, "differential": {}}
     fired = []
     for firing in trace.firings:
         step = plan.rules[firing.rule]
@@ -140,19 +141,37 @@ def build(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Resul
             if rank > top:
                 urgency, top = level, rank
         for conclusion, entry in step.recommends:
-            group = groups[conclusion.kind]
-            item = group.get(conclusion.code)
-            if item is None:
-                item = group[conclusion.code] = Item(
-                    conclusion.code, entry.patient_text if patient else entry.text, [], [], label=entry.label
-                )
-            if rule.id not in item.because:
-                item.because.append(rule.id)
-            item.citations = sorted(set(item.citations) | set(rule.cites))
-            item.within_hours, item.window, item.within_hours_min = merge_window(
-                (item.within_hours, item.window, item.within_hours_min), conclusion
-            )
+            group = found[conclusion.kind]
+            seen = group.get(conclusion.code)
+            if seen is None:
+                group[conclusion.code] = [
+                    entry,
+                    [rule.id],
+                    set(rule.cites),
+                    merge_window((None, None, None), conclusion),
+                ]
+                continue
+            if rule.id not in seen[1]:
+                seen[1].append(rule.id)
+            seen[2].update(rule.cites)
+            seen[3] = merge_window(seen[3], conclusion)
         fired.append(FiredRule(rule.id, rule.title, firing.order, dict(firing.matched), list(rule.cites), rule.section))
+    groups: dict[str, dict[str, Item]] = {
+        kind: {
+            code: Item(
+                code,
+                entry.patient_text if patient else entry.text,
+                because,
+                sorted(cites),
+                within_hours=window[0],
+                window=window[1],
+                label=entry.label,
+                within_hours_min=window[2],
+            )
+            for code, (entry, because, cites, window) in group.items()
+        }
+        for kind, group in found.items()
+    }
 
     def ordered(kind: str) -> list[Item]:
         catalog = kb.catalog[kind]

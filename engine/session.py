@@ -37,6 +37,7 @@ from .prepared import prepared
 from .trace import Firing, Trace
 
 _ASSERTED, _NOT_HANDLED, _OBSERVED, _QUEUED = 0, 1, 2, 3  # durable's assert result codes
+_ENCODE = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(..., ensure_ascii=False), one encoder for all
 
 
 def _create(name: str, rules: dict, kb: KnowledgeBase) -> int:
@@ -125,7 +126,7 @@ class Engine:
             return session.trace
 
     def _assert(self, message: dict) -> int:
-        code, state = _durable.assert_fact(self._handle, json.dumps(message, ensure_ascii=False))
+        code, state = _durable.assert_fact(self._handle, _ENCODE(message))
         if code != _ASSERTED:
             reason = {_NOT_HANDLED: "matched no rule", _OBSERVED: "was already asserted"}.get(code, f"code {code}")
             raise EngineError(f"durable-rules refused fact {message.get('id')} ({reason})")

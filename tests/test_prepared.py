@@ -153,3 +153,15 @@ def test_prepared_is_made_once_per_knowledge_base_and_forgets_the_least_recent(t
         assert any(kb is others[0] for kb in kept) and not any(kb is others[1] for kb in kept)
     finally:
         module._PREPARED[:] = saved
+
+
+def test_only_the_facts_some_only_if_or_relation_reads_are_constrained():
+    from lumbar_kb.engine.model import condition_facts
+
+    plan = prepared(KB)
+    read = {name for f in KB.input_facts if f.only_if for name in (f.name, *condition_facts(f.only_if))}
+    for r in KB.relations:
+        for cond in (r.when, r.implies, r.excludes):
+            read.update(condition_facts(cond) if cond is not None else ())
+    assert read and read != {f.name for f in KB.input_facts}  # some are constrained, some are not
+    assert {f.name for f in KB.input_facts if plan.constrains(f.name)} == read & {f.name for f in KB.input_facts}

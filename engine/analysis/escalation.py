@@ -192,8 +192,9 @@ def could_escalate(
             continue  # moot for this patient (e.g. "suspected?" once compression is diagnosed): never asked
         best = None
         state = tuple([facts.get(name) for name in reach[fact.name].depends])
+        judge = judged and plan.constrains(fact.name)  # an answer to it could contradict another, or be refused
         for answer in (True,) if fact.type == "bool" else fact.values:
-            if judged and not plan.allowed_adding({**inputs, fact.name: answer}, fact.name):
+            if judge and not plan.allowed_adding({**inputs, fact.name: answer}, fact.name):
                 continue
             key = (fact.name, answer, state)
             outcome = outcomes.get(key)

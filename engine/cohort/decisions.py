@@ -45,9 +45,12 @@ COLUMNS = (
 LIST_COLUMNS = ("warnings", "differential", "fired", "unanswered_alarm", "could_escalate")
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+
+
 def canonical(inputs: dict) -> str:
     """The validated answers as canonical JSON: what `input_sha256` hashes, and the decision cache's key."""
-    return json.dumps(inputs, sort_keys=True, separators=(",", ":"))
+    return _CANONICAL(inputs)
 
 
 def input_hash(inputs: dict) -> str:

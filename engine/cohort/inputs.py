@@ -392,8 +392,12 @@ def patients(chunk: Chunk, kb: KnowledgeBase, mapping: Mapping) -> Iterator[Pati
         for number, line in chunk.items:
             yield _jsonl_patient(chunk.source, number, line, kb)
     elif chunk.kind == "table":
+        # each column's fact and whether it is yes/no, worked out once per chunk
+        columns = [
+            (name, name is not None and name in kb.facts and kb.facts[name].type == "bool") for name in chunk.header
+        ]
         for row, cells in chunk.items:
-            yield _table_patient(chunk, row, cells, kb, mapping)
+            yield _table_patient(chunk, row, cells, kb, mapping, columns)
     elif chunk.kind == "stored":
         for source, row, patient_id, inputs, *_ in chunk.items:
             yield Patient(source, row, patient_id, inputs)
@@ -472,19 +476,20 @@ def _relocate(problem: Problem, source: str, row: int) -> Problem:
     return Problem(problem.message, source, row, problem.column, problem.subject, problem.hint)
 
 
-def _table_patient(chunk: Chunk, row: int, cells: Any, kb: KnowledgeBase, mapping: Mapping) -> Patient | list[Problem]:
+def _table_patient(
+    chunk: Chunk, row: int, cells: Any, kb: KnowledgeBase, mapping: Mapping, columns: list
+) -> Patient | list[Problem]:
     source = chunk.source
     if isinstance(cells, Exception):
         return [Problem(f"cannot read this CSV row: {cells}", file=source, line=row)]
     if len(cells) != len(chunk.header):
         return [Problem(f"this row has {len(cells)} cells; the header has {len(chunk.header)}", file=source, line=row)]
-    facts = kb.facts
     data: dict[str, Any] = {}
-    for fact_name, cell in zip(chunk.header, cells, strict=True):
-        if fact_name is None:
-            continue
-        fact = facts.get(fact_name)
-        value = mapping.convert(fact_name, cell, fact is not None and fact.type == "bool")
+    convert = mapping.convert
+    for (fact_name, bool_fact), cell in zip(columns, cells, strict=True):
+        if fact_name is None or cell is None or cell == "":
+            continue  # an ignored column, or an unknown answer
+        value = convert(fact_name, cell, bool_fact)
         if value is not None:
             data[fact_name] = value
     try:
