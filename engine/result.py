@@ -63,13 +63,13 @@ class Result:
     inputs: dict
     derived: dict
     knowledge_base: dict
+    complete: bool  # every alarm question is answered (or moot for this patient)
+    unanswered_alarm: list  # the alarm questions' fact names still to ask
+    incomplete_text: str  # the knowledge base's words for an incomplete result ("" when complete)
+    in_scope: bool  # False: the knowledge base's `out_of_scope_when` holds (no differential is given)
+    scope_text: str  # the knowledge base's words for an out-of-scope patient ("" in scope)
     audience: str = "clinician"
     could_escalate: list = field(default_factory=list)  # list[analysis.escalation.Escalation], most urgent first
-    complete: bool = True  # every alarm question is answered (or moot for this patient)
-    unanswered_alarm: list = field(default_factory=list)  # the alarm questions' fact names still to ask
-    incomplete_text: str = ""  # the knowledge base's words for an incomplete result ("" when complete)
-    in_scope: bool = True  # False: the knowledge base's `out_of_scope_when` holds (no differential is given)
-    scope_text: str = ""  # the knowledge base's words for an out-of-scope patient ("" in scope)
 
     def fired_ids(self) -> list[str]:
         return [f.rule for f in self.fired]

@@ -10,6 +10,7 @@ and false and keeps unknown. A rule fires exactly when its condition is true.
 import itertools
 
 import pytest
+import yaml
 
 from lumbar_kb.engine.compiler import INTAKE, compile_kb
 from lumbar_kb.engine.loader import load
@@ -686,3 +687,144 @@ def test_to_dnf_takes_exactly_max_alternatives_and_refuses_one_more():
     assert str(refused.value) == f"the condition expands to more than {MAX_ALTERNATIVES} alternatives"
     # a tighter cap is honoured
     assert alternatives(nine, cap=10) == 10
+
+
+# ---- completeness and scope in the Result, and a window's range ------------------------------------------------
+# The knowledge base's own words, one set per audience, so a text shown to the wrong audience (or made up) differs.
+INCOMPLETE = {"text": "alarm questions unanswered: ask them now", "patient_text": "please answer the warning questions"}
+OUT_OF_SCOPE = {"text": "no mass: this guideline does not apply", "patient_text": "this advice is not about you"}
+
+
+def kb_declaring(tmp_path, rules, alarms=(), **guideline):
+    """A generated knowledge base with `alarm: true` on the facts named and the guideline.yaml blocks given."""
+    root = write_kb(tmp_path / "kb", FACTS, rules)
+    for name, extra in (("facts.yaml", None), ("guideline.yaml", guideline)):
+        doc = yaml.safe_load((root / name).read_text())
+        if extra is None:
+            for fact in alarms:
+                doc["facts"][fact]["alarm"] = True
+        else:
+            doc.update(extra)
+        (root / name).write_text(yaml.safe_dump(doc, sort_keys=False))
+    return load(root)
+
+
+def test_an_unanswered_alarm_question_makes_the_result_incomplete_in_the_audiences_own_words(tmp_path):
+    """completeness: while an alarm question is unanswered (and not moot) the result is incomplete, names the
+    question, says so in the knowledge base's words for the audience, and its urgency is at least the floor; once
+    every alarm question is answered (a "no" is an answer) it is complete and says nothing."""
+    rule = {"id": "r.calm", "when": {"fact": "c", "is": True}, "then": [{"urgency": "low"}]}
+    kb = kb_declaring(tmp_path, [rule], alarms=("a", "b"), completeness={"floor": "mid", **INCOMPLETE})
+    engine = Engine(kb)
+    for audience, words in (("clinician", INCOMPLETE["text"]), ("patient", INCOMPLETE["patient_text"])):
+        missing = build(kb, engine.run({"b": False, "c": True}), audience)
+        assert (missing.complete, missing.unanswered_alarm, missing.incomplete_text) == (False, ["a"], words)
+        assert missing.urgency == "mid"  # the rule said low: the floor lifts it, unanswered is never "no"
+        answered = build(kb, engine.run({"a": False, "b": False, "c": True}), audience)
+        assert (answered.complete, answered.unanswered_alarm, answered.incomplete_text) == (True, [], "")
+        assert answered.urgency == "low"
+
+
+def test_a_patient_out_of_scope_is_told_so_in_the_audiences_own_words_and_gets_no_differential(tmp_path):
+    """scope: out of scope exactly when `out_of_scope_when` is true; unknown is never false, so an unanswered
+    condition keeps the patient in scope (with no scope text) and the differential."""
+    rule = {"id": "r.dx", "when": {"fact": "c", "is": True}, "then": [{"differential": "dx_a"}]}
+    scope = {"out_of_scope_when": {"fact": "b", "is": False}, **OUT_OF_SCOPE}
+    kb = kb_declaring(tmp_path, [rule], scope=scope)
+    engine = Engine(kb)
+    for audience, words in (("clinician", OUT_OF_SCOPE["text"]), ("patient", OUT_OF_SCOPE["patient_text"])):
+        out = build(kb, engine.run({"b": False, "c": True}), audience)
+        assert (out.in_scope, out.scope_text, out.differential) == (False, words, [])
+        for inside in ({"b": True, "c": True}, {"c": True}):
+            kept = build(kb, engine.run(inside), audience)
+            assert (kept.in_scope, kept.scope_text) == (True, ""), inside
+            assert [d.code for d in kept.differential] == ["dx_a"], inside
+
+
+def test_result_json_carries_completeness_and_scope_under_their_documented_keys(tmp_path):
+    """README's "The result": `complete`, `unanswered_alarm`, `incomplete_text`, `in_scope`, `scope_text`, with
+    the values the declarations give (here: a missing, then b answered no, which puts the patient out of scope)."""
+    rule = {"id": "r.dx", "when": {"fact": "c", "is": True}, "then": [{"differential": "dx_a"}]}
+    kb = kb_declaring(
+        tmp_path,
+        [rule],
+        alarms=("a",),
+        completeness={"floor": "mid", **INCOMPLETE},
+        scope={"out_of_scope_when": {"fact": "b", "is": False}, **OUT_OF_SCOPE},
+    )
+    engine = Engine(kb)
+    keys = ("complete", "unanswered_alarm", "incomplete_text", "in_scope", "scope_text")
+    incomplete_in_scope = build(kb, engine.run({"b": True}), "patient").to_dict()
+    assert {k: incomplete_in_scope[k] for k in keys} == {
+        "complete": False,
+        "unanswered_alarm": ["a"],
+        "incomplete_text": INCOMPLETE["patient_text"],
+        "in_scope": True,
+        "scope_text": "",
+    }
+    complete_out_of_scope = build(kb, engine.run({"a": False, "b": False}), "clinician").to_dict()
+    assert {k: complete_out_of_scope[k] for k in keys} == {
+        "complete": True,
+        "unanswered_alarm": [],
+        "incomplete_text": "",
+        "in_scope": False,
+        "scope_text": OUT_OF_SCOPE["text"],
+    }
+
+
+def test_an_action_given_as_a_range_keeps_its_lower_end_in_the_result_json(tmp_path):
+    """A guideline range (12 to 24 hours) is `within_hours_min` .. `within_hours`; the JSON carries both ends."""
+    rule = {
+        "id": "r.range",
+        "when": {"fact": "a", "is": True},
+        "then": [{"action": "act_a", "within_hours": 24, "within_hours_min": 12, "window": "in 12 to 24 hours"}],
+    }
+    kb = kb_with(tmp_path, [rule])
+    [action] = build(kb, Engine(kb).run({"a": True})).to_dict()["actions"]
+    assert (action["within_hours_min"], action["within_hours"], action["window"]) == (12, 24, "in 12 to 24 hours")
+
+
+# ---- the per-process cache of compiled knowledge bases ---------------------------------------------------------
+@pytest.fixture
+def empty_cache():
+    """compile_kb's cache, emptied for the test and given back afterwards (other tests share the process)."""
+    from lumbar_kb.engine import compiler
+
+    saved = list(compiler._CACHE.items())
+    compiler._CACHE.clear()
+    yield compiler
+    compiler._CACHE.clear()
+    compiler._CACHE.update(saved)
+
+
+def nine_knowledge_bases(tmp_path):
+    """Nine knowledge bases of distinct content: one rule each, taken from one generated knowledge base."""
+    import dataclasses
+
+    rules = [{"id": f"r.n{i}", "when": {"fact": "a", "is": True}, "then": [{"urgency": "mid"}]} for i in range(9)]
+    kb = kb_with(tmp_path, rules)
+    return [dataclasses.replace(kb, rules=(rule,)) for rule in kb.rules]
+
+
+def test_the_cache_keeps_the_eight_most_recently_compiled_and_evicts_the_least_recent(tmp_path, empty_cache):
+    """compile_kb's contract: the same content compiles once (the same object again); at most 8 are kept, and
+    the 9th distinct one evicts the least recently used, so the 8 most recent stay."""
+    kbs = nine_knowledge_bases(tmp_path)
+    first = [compile_kb(kb) for kb in kbs]
+    assert len(empty_cache._CACHE) == 8
+    for kb, compiled in zip(kbs[1:], first[1:], strict=True):
+        assert compile_kb(kb) is compiled  # kept: no new compile
+    again = compile_kb(kbs[0])  # evicted: compiled anew (an equal ruleset, a new object)
+    assert again is not first[0] and again == first[0]
+    assert len(empty_cache._CACHE) == 8
+
+
+def test_using_a_cached_knowledge_base_makes_it_the_most_recent(tmp_path, empty_cache):
+    """LRU: a hit moves the entry to the end, so the next eviction takes the one used least recently instead."""
+    kbs = nine_knowledge_bases(tmp_path)
+    first = [compile_kb(kb) for kb in kbs[:8]]
+    assert compile_kb(kbs[0]) is first[0]  # touched: now the most recent
+    last = compile_kb(kbs[8])  # the cache is full: the least recently used, kbs[1], goes
+    for kb, compiled in zip([kbs[0], *kbs[2:8], kbs[8]], [first[0], *first[2:], last], strict=True):
+        assert compile_kb(kb) is compiled
+    assert compile_kb(kbs[1]) is not first[1]
