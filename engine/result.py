@@ -68,7 +68,7 @@ class Result:
     incomplete_text: str  # the knowledge base's words for an incomplete result ("" when complete)
     in_scope: bool  # False: the knowledge base's `out_of_scope_when` holds (no differential is given)
     scope_text: str  # the knowledge base's words for an out-of-scope patient ("" in scope)
-    audience: str = "clinician"
+    audience: str  # "clinician" or "patient": whose words the texts are in
     could_escalate: list = field(default_factory=list)  # list[analysis.escalation.Escalation], most urgent first
 
     def fired_ids(self) -> list[str]:

@@ -11,6 +11,10 @@ from lumbar_kb.engine.reference import ReferenceEvaluator
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# the on-disk cache of loaded knowledge bases is off for the suite (and the commands it runs), so that every
+# load is a full one and a seeded loader defect is always met; tests/test_kb_cache.py turns it on in a folder
+os.environ["LUMBAR_KB_CACHE"] = "off"
+
 # `make mutation` asks for the same examples on every run, so that a mutant is judged by the same tests
 settings.register_profile("derandomize", derandomize=True)
 if os.environ.get("LUMBAR_KB_DERANDOMIZE"):

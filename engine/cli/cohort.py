@@ -133,6 +133,7 @@ def _run_cohort(args) -> int:
     snapshots = {kb.sha256: runner.snapshot(kb)}
     if compare_kb is not None:
         snapshots[compare_kb.sha256] = runner.snapshot(compare_kb)
+    runner.for_throughput()
     chunks = inp.chunks(args.paths, kb, mapping, args.chunk_size)
     first = list(islice(chunks, 2))
     if len(first) < 2 and not args.dask:

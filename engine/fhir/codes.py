@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import KnowledgeBaseError, Problem, did_you_mean
-from ..loader import schema_problems
 from ..model import KnowledgeBase, Value
 from ..source import DocumentError, read_document
 
@@ -137,6 +136,8 @@ def load_codes(kb: KnowledgeBase, path: Path | str | None = None) -> Codes:
         data, pos = read_document(path)
     except DocumentError as exc:
         raise KnowledgeBaseError(exc.problem) from None
+    from ..loader.schema import schema_problems  # jsonschema: only when a codes file is read
+
     problems = schema_problems(data, "codes", pos) if isinstance(data, dict) else []
     if not isinstance(data, dict):
         problems.append(Problem("must be a mapping at the top", file=pos.file, line=1))

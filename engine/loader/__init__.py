@@ -17,19 +17,40 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import KnowledgeBaseError, Problem, did_you_mean
 from ..model import KnowledgeBase, Reference, Rule, Section
 from ..source import DocumentError, Positions, display, read_bytes, read_document
-from .catalog import CATALOG_KINDS, build_catalog
-from .conditions import CONDITION_HEADS
-from .facts import RESERVED_FACT_NAMES, build_facts
+from . import cache
 from .files import default_kb_dir, kb_files, knowledge_root, schema_dir, stray_files
-from .governance import build_hazards, build_inconsistencies, build_relations
-from .rules import CONCLUSION_HEADS, build_rule
-from .safety import build_safety
-from .schema import load_schema, schema_problems, subject_of, typename
+
+if TYPE_CHECKING:
+    from .catalog import CATALOG_KINDS
+    from .conditions import CONDITION_HEADS
+    from .facts import RESERVED_FACT_NAMES
+    from .rules import CONCLUSION_HEADS
+    from .schema import load_schema, schema_problems
+
+# imported when first used: the builders bring jsonschema (~35 ms), which a knowledge base read back from the
+# cache never needs
+_LAZY = {
+    "CATALOG_KINDS": "catalog",
+    "CONDITION_HEADS": "conditions",
+    "RESERVED_FACT_NAMES": "facts",
+    "CONCLUSION_HEADS": "rules",
+    "load_schema": "schema",
+    "schema_problems": "schema",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CATALOG_KINDS",
@@ -51,16 +72,23 @@ __all__ = [
 def load(kb_dir: Path | str | None = None) -> KnowledgeBase:
     """Load and check a knowledge base; raise KnowledgeBaseError listing every problem found."""
     root = Path(kb_dir) if kb_dir is not None else default_kb_dir()
+    cache_key = cache.key(root) if cache.directory() is not None else None
+    if cache_key is not None and (kept := cache.get(cache_key)) is not None:
+        return kept  # loaded before, from the same bytes, by the same code (engine/loader/cache.py)
     problems: list[Problem] = []
     kb = _build(root, problems)
     if problems:
         raise KnowledgeBaseError(problems)
     assert kb is not None
+    if cache_key is not None:
+        cache.put(cache_key, kb)
     return kb
 
 
 def _read(problems: list[Problem], path: Path, schema: str) -> tuple[Any, Positions] | None:
     """One document, safely read with positions and checked against its schema (None when unreadable)."""
+    from .schema import schema_problems, subject_of, typename
+
     try:
         data, pos = read_document(path)
     except DocumentError as exc:
@@ -75,6 +103,12 @@ def _read(problems: list[Problem], path: Path, schema: str) -> tuple[Any, Positi
 
 
 def _build(root: Path, problems: list[Problem]) -> KnowledgeBase | None:
+    from .catalog import build_catalog
+    from .facts import build_facts
+    from .governance import build_hazards, build_inconsistencies, build_relations
+    from .rules import build_rule
+    from .safety import build_safety
+
     if not root.is_dir():
         what = "is not a directory" if root.exists() else "knowledge base directory not found"
         problems.append(Problem(what, file=display(root)))
