@@ -227,25 +227,28 @@ def test_incremental_look_ahead_equals_full_re_evaluation(kb):
 
 
 def test_kept_look_ahead_outcomes_equal_chaining_every_trial_answer_afresh(kb):
-    """The look-ahead keeps what each trial answer adds by the values of the facts downstream of it. Kept or
-    chained afresh (another evaluator: nothing kept), every patient gets the same escalations, in the same order
-    with the same reasons, on patients whose downstream facts vary (every stratum of tests/strategies)."""
+    """The look-ahead keeps what each trial answer adds by the values of the facts downstream of it, and its
+    verdict on each question by what that verdict reads. Kept or worked out afresh (another evaluator: nothing
+    kept), every patient gets the same escalations, in the same order with the same reasons."""
     import random as _random
 
     from lumbar_kb.engine.analysis import escalation
     from lumbar_kb.engine.patient import random_patient
     from lumbar_kb.engine.reference import ReferenceEvaluator
 
-    shared, _, kept = escalation._prepared(kb)
+    shared, _, outcomes, kept = escalation._prepared(kb)
+    outcomes.clear()
     kept.clear()
     afresh = ReferenceEvaluator(kb)
     rng = _random.Random(23)
     hits = 0
-    for _ in range(1500):
+    for n in range(1500):
         inputs = random_patient(kb, rng)
         trace = shared.run(inputs)
         before = len(kept)
-        found = [e.to_dict() for e in escalation.could_escalate(kb, inputs, trace=trace)]
+        audience = ("clinician", "patient")[n % 2]  # the question's words are the audience's
+        found = [e.to_dict() for e in escalation.could_escalate(kb, inputs, audience, trace=trace)]
         hits += len(kept) == before and bool(found)
-        assert found == [e.to_dict() for e in escalation.could_escalate(kb, inputs, evaluator=afresh)], inputs
+        again = escalation.could_escalate(kb, inputs, audience, evaluator=afresh)
+        assert found == [e.to_dict() for e in again], (audience, inputs)
     assert hits > 100  # most patients were answered from kept outcomes: the comparison tested them

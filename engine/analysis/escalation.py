@@ -16,6 +16,7 @@ proves, for every alarm question and every patient, that this never happens (`co
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 from collections.abc import Mapping
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 
 from ..errors import EngineError
 from ..logic import breaks, contradicts_only_if
-from ..model import Derive, KnowledgeBase, Recommend, SetUrgency, Value
+from ..model import Derive, Fact, KnowledgeBase, Recommend, SetUrgency, Value
 from ..prepared import Prepared, prepared
 from ..reference import ReferenceEvaluator
 from ..result import Result, build, merge_window
@@ -81,14 +82,24 @@ class _Reach:
     # and of these facts' values alone (a rule has fired exactly when its condition is true of the facts, since
     # the trace is chained to quiescence), so the look-ahead keeps each outcome by them (`_OUTCOMES_KEPT`)
     depends: tuple = ()
+    # the watched actions downstream and the actions that cover them (`superseded_by`): the part of the patient's
+    # own result an answer's verdict reads, with `depends` and the urgency (`_VERDICTS_KEPT`)
+    codes: tuple = ()
 
 
 _PREPARED: list = []  # (kb, ReferenceEvaluator, {fact: _Reach}, {outcome key: outcome}) for the last few used
 # Outcomes of trial answers kept per knowledge base, by (fact, answer, the values of the facts it depends on):
 # patients share most of them (a few thousand keys cover a random cohort), so most trials are looked up, not
-# chained. Bounded (cleared when full), so memory stays flat; the answers are the same either way (tested).
+# chained. Bounded (the older half forgotten when full), so memory stays flat; the answers are the same either
+# way (tested).
 _OUTCOMES_KEPT = 50_000
 _FAILED = object()  # the outcome of a trial answer for which the knowledge base contradicts itself
+# Verdicts on one unanswered question kept the same way, by what they read: the question, the audience, the
+# facts it depends on, which of its answers could be given, the urgency so far and the patient's own windows for
+# the actions it could bring forward (`_Reach.codes`). A verdict is the question's Escalation (frozen, shared)
+# or None; patients share most of them, so most questions are looked up, not judged.
+_VERDICTS_KEPT = 50_000
+_ABSENT = object()  # an action the patient's result does not have (a key part distinct from "no window")
 
 
 _PREPARED_LOCK = threading.Lock()
@@ -96,13 +107,13 @@ _PREPARED_LOCK = threading.Lock()
 
 def _prepared(kb: KnowledgeBase) -> tuple:
     with _PREPARED_LOCK:
-        for known, evaluator, reach, outcomes in _PREPARED:
+        for known, evaluator, reach, outcomes, verdicts in _PREPARED:
             if known is kb:
-                return evaluator, reach, outcomes
-        evaluator, reach, outcomes = ReferenceEvaluator(kb), _reach(kb), {}
-        _PREPARED.insert(0, (kb, evaluator, reach, outcomes))
+                return evaluator, reach, outcomes, verdicts
+        evaluator, reach, outcomes, verdicts = ReferenceEvaluator(kb), _reach(kb), {}, {}
+        _PREPARED.insert(0, (kb, evaluator, reach, outcomes, verdicts))
         del _PREPARED[8:]
-        return evaluator, reach, outcomes
+        return evaluator, reach, outcomes, verdicts
 
 
 def _reach(kb: KnowledgeBase) -> dict:
@@ -136,8 +147,12 @@ def _reach(kb: KnowledgeBase) -> dict:
                         seen_facts.add(c.fact)
                         todo.append(c.fact)
         depends.discard(fact.name)
+        codes = set(earliest) | {other for code in earliest for other in kb.catalog["action"][code].superseded_by}
         out[fact.name] = _Reach(
-            max_rank, {code: (None if h == math.inf else h) for code, h in earliest.items()}, tuple(sorted(depends))
+            max_rank,
+            {code: (None if h == math.inf else h) for code, h in earliest.items()},
+            tuple(sorted(depends)),
+            tuple(sorted(codes)),
         )
     return out
 
@@ -161,10 +176,10 @@ def could_escalate(
 
     `baseline` (the patient's Result) and `trace` (the evaluation behind it) save re-computing them."""
 
-    shared_evaluator, reach, outcomes = _prepared(kb)
+    shared_evaluator, reach, outcomes, verdicts = _prepared(kb)
     plan = prepared(kb)
     if evaluator is not None and evaluator is not shared_evaluator:
-        outcomes = {}  # another evaluator's outcomes are its own
+        outcomes, verdicts = {}, {}  # another evaluator's outcomes are its own
     evaluator = evaluator or shared_evaluator
     inputs = dict(inputs)
     if trace is None:
@@ -184,65 +199,114 @@ def could_escalate(
     if judged and not plan.allowed(inputs):
         return []  # answers that already contradict each other stay contradictory whatever is added
     words = {a.code: a.window for a in baseline.actions}
-    added_by = evaluator.extender(trace)
     facts = {**trace.inputs, **trace.derived}
+    chain = _Chain(evaluator, trace)
     found = []
     for fact in candidates:
         if fact.name in plan.moot and not plan.asked(fact, inputs):
             continue  # moot for this patient (e.g. "suspected?" once compression is diagnosed): never asked
-        best = None
-        state = tuple([facts.get(name) for name in reach[fact.name].depends])
-        judge = judged and plan.constrains(fact.name)  # an answer to it could contradict another, or be refused
-        for answer in (True,) if fact.type == "bool" else fact.values:
-            if judge and not plan.allowed_adding({**inputs, fact.name: answer}, fact.name):
-                continue
-            key = (fact.name, answer, state)
-            outcome = outcomes.get(key)
-            if outcome is None:
-                try:
-                    outcome = _added_conclusions(plan, added_by(fact.name, answer))
-                except EngineError:
-                    outcome = _FAILED  # the knowledge base contradicts itself here; `lumbar-kb check` reports it
-                if len(outcomes) >= _OUTCOMES_KEPT:
-                    outcomes.clear()
-                outcomes[key] = outcome
-            if outcome is _FAILED:
-                continue
-            raised, raised_rank, entries = outcome
-            up = raised_rank > rank
-            forward = [
-                entry
-                for entry in entries
-                if _sooner(entry[0], entry[1], before) and not any(other in before for other in entry[3])
-            ]
-            if not up and not forward:
-                continue
-            earliest = forward[0][1] if forward and forward[0][1] is not None else math.inf  # entries are sorted
-            severity = (-(raised_rank if up else -1), earliest, not forward)
-            if best is None or severity < best[0]:
-                best = (severity, answer, raised if up else None, forward)
-                equal = [answer]
-            elif severity == best[0]:
-                equal.append(answer)
-        if best is not None:
-            question = (fact.patient_question if audience == "patient" else fact.question) or fact.meaning
-            brought = tuple(
-                BroughtForward(
-                    code,
-                    plan.action_entries[code].label,
-                    hours,
-                    window,
-                    code in before,
-                    before.get(code),
-                    words.get(code),
-                )
-                for code, hours, window, _ in best[3]
-            )
-            found.append(
-                (best[0], fact.order, Escalation(fact.name, question, best[1], best[2], brought, tuple(equal)))
-            )
+        at = reach[fact.name]
+        answers = (True,) if fact.type == "bool" else fact.values
+        allowed = (
+            tuple(plan.allowed_adding({**inputs, fact.name: answer}, fact.name) for answer in answers)
+            if judged and plan.constrains(fact.name)  # an answer to it could contradict another, or be refused
+            else None
+        )
+        state = tuple([facts.get(name) for name in at.depends])
+        key = (
+            fact.name,
+            audience,
+            state,
+            allowed,
+            rank,
+            tuple([before.get(code, _ABSENT) for code in at.codes]),
+            tuple([words.get(code, _ABSENT) for code in at.codes]),
+        )
+        verdict = verdicts.get(key, _ABSENT)
+        if verdict is _ABSENT:
+            verdict = _verdict(plan, fact, audience, answers, allowed, state, rank, before, words, outcomes, chain)
+            _keep(verdicts, key, verdict, _VERDICTS_KEPT)
+        if verdict is not None:
+            found.append((verdict[0], fact.order, verdict[1]))
     found.sort(key=lambda item: (item[0], item[1]))
     return [e for _, _, e in found]
+
+
+def _keep(kept: dict, key: tuple, value: object, most: int) -> None:
+    """Keep `value`; when `most` are kept, forget the older half first (a dict keeps insertion order), so memory
+    stays bounded and the recent ones, which the next patients most likely share, stay."""
+    if len(kept) >= most:
+        for old in list(itertools.islice(kept, most // 2)):
+            del kept[old]
+    kept[key] = value
+
+
+class _Chain:
+    """The patient's trace made ready for trial answers on first use (most verdicts are looked up)."""
+
+    def __init__(self, evaluator: ReferenceEvaluator, trace: Trace):
+        self.evaluator, self.trace, self.added_by = evaluator, trace, None
+
+    def __call__(self, fact: str, answer: Value) -> list:
+        if self.added_by is None:
+            self.added_by = self.evaluator.extender(self.trace)
+        return self.added_by(fact, answer)
+
+
+def _verdict(
+    plan: Prepared,
+    fact: Fact,
+    audience: str,
+    answers: tuple,
+    allowed: tuple | None,
+    state: tuple,
+    rank: int,
+    before: dict,
+    words: dict,
+    outcomes: dict,
+    chain: _Chain,
+) -> tuple | None:
+    """(severity, Escalation) for one unanswered question, or None when no answer to it escalates."""
+    best = None
+    for i, answer in enumerate(answers):
+        if allowed is not None and not allowed[i]:
+            continue
+        key = (fact.name, answer, state)
+        outcome = outcomes.get(key)
+        if outcome is None:
+            try:
+                outcome = _added_conclusions(plan, chain(fact.name, answer))
+            except EngineError:
+                outcome = _FAILED  # the knowledge base contradicts itself here; `lumbar-kb check` reports it
+            _keep(outcomes, key, outcome, _OUTCOMES_KEPT)
+        if outcome is _FAILED:
+            continue
+        raised, raised_rank, entries = outcome
+        up = raised_rank > rank
+        forward = [
+            entry
+            for entry in entries
+            if _sooner(entry[0], entry[1], before) and not any(other in before for other in entry[3])
+        ]
+        if not up and not forward:
+            continue
+        earliest = forward[0][1] if forward and forward[0][1] is not None else math.inf  # entries are sorted
+        severity = (-(raised_rank if up else -1), earliest, not forward)
+        if best is None or severity < best[0]:
+            best = (severity, answer, raised if up else None, forward)
+            equal = [answer]
+        elif severity == best[0]:
+            equal.append(answer)
+    if best is None:
+        return None
+    question = (fact.patient_question if audience == "patient" else fact.question) or fact.meaning
+    brought = tuple(
+        BroughtForward(
+            code, plan.action_entries[code].label, hours, window, code in before, before.get(code), words.get(code)
+        )
+        for code, hours, window, _ in best[3]
+    )
+    return best[0], Escalation(fact.name, question, best[1], best[2], brought, tuple(equal))
 
 
 def _added_conclusions(plan: Prepared, rules: list) -> tuple:
