@@ -92,13 +92,13 @@ _PREPARED: list = []  # (kb, ReferenceEvaluator, {fact: _Reach}, {outcome key: o
 # patients share most of them (a few thousand keys cover a random cohort), so most trials are looked up, not
 # chained. Bounded (the older half forgotten when full), so memory stays flat; the answers are the same either
 # way (tested).
-_OUTCOMES_KEPT = 50_000
+_OUTCOMES_KEPT = 20_000
 _FAILED = object()  # the outcome of a trial answer for which the knowledge base contradicts itself
 # Verdicts on one unanswered question kept the same way, by what they read: the question, the audience, the
 # facts it depends on, which of its answers could be given, the urgency so far and the patient's own windows for
 # the actions it could bring forward (`_Reach.codes`). A verdict is the question's Escalation (frozen, shared)
 # or None; patients share most of them, so most questions are looked up, not judged.
-_VERDICTS_KEPT = 50_000
+_VERDICTS_KEPT = 30_000
 _ABSENT = object()  # an action the patient's result does not have (a key part distinct from "no window")
 
 
