@@ -138,8 +138,14 @@ def main() -> None:
         startup = min(run([*CLI, "--help"])[0] for _ in range(3))
         one = load().root + "/patients/01-cauda-equina.yaml"
         single = min(run([*CLI, "cohort", one, "--quiet"])[0] for _ in range(3))
+        evaluate = min(run([*CLI, "evaluate", one])[0] for _ in range(3))
+        os.environ["LUMBAR_KB_CACHE"] = "off"  # every load a full one: what the knowledge-base cache saves
+        cold = min(run([*CLI, "evaluate", one])[0] for _ in range(3))
+        del os.environ["LUMBAR_KB_CACHE"]
         print(
-            f"start-up: `lumbar-kb --help` {startup * 1000:.0f} ms; `cohort` of one patient file {single * 1000:.0f} ms"
+            f"start-up: `lumbar-kb --help` {startup * 1000:.0f} ms; `cohort` of one patient file "
+            f"{single * 1000:.0f} ms; `evaluate` of one {evaluate * 1000:.0f} ms ({cold * 1000:.0f} ms with "
+            "LUMBAR_KB_CACHE=off)"
         )
 
         print(
@@ -147,6 +153,7 @@ def main() -> None:
             f"{'cpu s':>7} {'per cpu s':>9}  decisions"
         )
         digests = set()
+        one_core_peak: dict[str, float] = {}
         for kind, path in inputs.items():
             base = None
             for mode in modes:
@@ -157,6 +164,9 @@ def main() -> None:
                 rate = n / seconds
                 base = base or (rate if mode == "1" else None)
                 ratio = f"{rate / base:.2f}" if base else "-"
+                if mode == "1":
+                    one_core_peak[kind] = peak
+                    checked = _equal_to_evaluate(path, out, SAMPLE)
                 digest = _decisions_digest(out)
                 digests.add(digest)
                 print(
@@ -165,17 +175,54 @@ def main() -> None:
                 )
                 out.unlink()
         print("decisions identical across inputs and modes:", "yes" if len(digests) == 1 else f"NO ({len(digests)})")
+        if "1" in modes:
+            print(f"rows equal to `lumbar-kb evaluate` of the same patient (the Python API): {checked}")
 
         small = max(n // 10, 1000)
         kind, path = next(iter(inputs.items()))
         (folder / "small").mkdir()
         tenth = generate(small, folder / "small", [kind], args.seed)
         _, peak_small, _, _ = run([*CLI, "cohort", str(tenth[kind]), "--jobs", "1", "--out", str(folder / "s.parquet")])
-        _, peak_full, _, _ = run([*CLI, "cohort", str(path), "--jobs", "1", "--out", str(folder / "f.parquet")])
+        peak_full = one_core_peak.get(kind)
+        if peak_full is None:  # --modes without 1: measure it
+            _, peak_full, _, _ = run([*CLI, "cohort", str(path), "--jobs", "1", "--out", str(folder / "f.parquet")])
         print(
             f"flat memory (--jobs 1, {kind}): peak {peak_small:.0f} MB at {small:,} patients, "
             f"{peak_full:.0f} MB at {n:,}"
         )
+
+
+SAMPLE = 2_000  # rows of each --jobs 1 output compared with evaluating the same patient through the API
+
+
+def _equal_to_evaluate(source: Path, out: Path, sample: int) -> str:
+    """Compare a spread sample of the output's rows with `Evaluator.evaluate` (what `lumbar-kb evaluate` runs)
+    of the same input row: every decision column equal."""
+    import pyarrow.parquet as pq
+
+    from lumbar_kb.engine.api import Evaluator
+    from lumbar_kb.engine.cohort.decisions import COLUMNS, decided
+
+    evaluator = Evaluator.open()
+    if source.suffix == ".parquet":
+        patients = pq.read_table(source).to_pylist()
+    else:
+        patients = [json.loads(line) for line in source.read_text().splitlines()]
+    rows = pq.read_table(out).to_pylist()
+    step = max(len(rows) // sample, 1)
+    compared = 0
+    for i in range(0, len(rows), step):
+        facts = {k: v for k, v in patients[i].items() if k != "id" and v is not None}
+        expected = decided(evaluator.evaluate(facts), evaluator.kb.sha256)
+        row = rows[i]
+        if row["patient_id"] != patients[i]["id"] or any(
+            json.dumps(row[c], sort_keys=True) != json.dumps(expected[c], sort_keys=True)
+            for c in COLUMNS
+            if c in expected
+        ):
+            return f"NO (row {i + 1}, patient {patients[i]['id']})"
+        compared += 1
+    return f"yes ({compared:,} rows compared)"
 
 
 def _decisions_digest(path: Path) -> str:

@@ -19,8 +19,9 @@ from __future__ import annotations
 import itertools
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import EngineError
 from ..logic import breaks, contradicts_only_if
@@ -245,7 +246,8 @@ class _Chain:
     """The patient's trace made ready for trial answers on first use (most verdicts are looked up)."""
 
     def __init__(self, evaluator: ReferenceEvaluator, trace: Trace):
-        self.evaluator, self.trace, self.added_by = evaluator, trace, None
+        self.evaluator, self.trace = evaluator, trace
+        self.added_by: Callable[[str, Value], list] | None = None
 
     def __call__(self, fact: str, answer: Value) -> list:
         if self.added_by is None:
@@ -272,7 +274,7 @@ def _verdict(
         if allowed is not None and not allowed[i]:
             continue
         key = (fact.name, answer, state)
-        outcome = outcomes.get(key)
+        outcome: Any = outcomes.get(key)
         if outcome is None:
             try:
                 outcome = _added_conclusions(plan, chain(fact.name, answer))
