@@ -3,7 +3,7 @@ evaluator and the look-ahead read for every patient, worked out once per knowled
 
 Nothing here decides anything: conditions become predicates (`logic.predicate`, equal to `logic.evaluate`),
 conclusions are sorted by kind with their catalogue entries looked up, and the questions are put in the order
-the Result lists them. `prepared(kb)` keeps the last few, by identity (a knowledge base is immutable).
+the Result lists them. `prepared(kb)` keeps the last 8 used, by identity (a knowledge base is immutable).
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ class Item:
     text: str
     because: list  # rule ids, in firing order
     citations: list  # reference numbers, ascending
-    within_hours: float | None = None
-    window: str | None = None
+    within_hours: float | None  # the earliest window in hours (None: none given)
+    window: str | None  # the window in words
     label: str = ""
     done: bool = False  # actions only: the patient's answers show it already done (the catalogue's done_when)
     within_hours_min: float | None = None  # actions only: the lower end where the guideline gives a range

@@ -828,3 +828,18 @@ def test_using_a_cached_knowledge_base_makes_it_the_most_recent(tmp_path, empty_
     for kb, compiled in zip([kbs[0], *kbs[2:8], kbs[8]], [first[0], *first[2:], last], strict=True):
         assert compile_kb(kb) is compiled
     assert compile_kb(kbs[1]) is not first[1]
+
+
+def test_a_rule_concluding_one_action_twice_is_one_reason_with_the_earlier_window(tmp_path):
+    """`because` lists the rules that concluded an item, each once, in firing order; a rule that gives one
+    action two windows is one reason, and the earlier window wins as between two rules."""
+    twice = {
+        "id": "r.twice",
+        "when": {"fact": "a", "is": True},
+        "then": [{"action": "act_a", "within_hours": 12}, {"action": "act_a", "within_hours": 6}],
+    }
+    later = {"id": "r.later", "when": {"fact": "b", "is": True}, "then": [{"action": "act_a", "within_hours": 24}]}
+    kb = kb_with(tmp_path, [twice, later])
+    for name, ev in evaluators(kb).items():
+        [action] = build(kb, ev.run({"a": True, "b": True})).actions
+        assert (action.because, action.within_hours) == (["r.twice", "r.later"], 6), name

@@ -142,15 +142,16 @@ def test_prepared_is_made_once_per_knowledge_base_and_forgets_the_least_recent(t
         module._PREPARED.clear()
         first = prepared(KB)
         assert prepared(KB) is first and isinstance(first, Prepared)
-        others = [load(KB.root) for _ in range(module._KEPT)]  # equal content, distinct objects
+        others = [load(KB.root) for _ in range(8)]  # equal content, distinct objects
         for kb in others:
             assert prepared(kb).kb is kb
-        assert len(module._PREPARED) == module._KEPT
+        assert len(module._PREPARED) == 8  # the documented "last 8 used"
         assert all(p.kb is not KB for p in module._PREPARED)  # the least recently used went first
-        prepared(others[0])  # touching one keeps it: the next one made evicts others[1], not it
+        prepared(others[0])  # touching one makes it the most recent: the next one made evicts others[1], not it
+        assert module._PREPARED[0].kb is others[0]
         prepared(KB)
         kept = [p.kb for p in module._PREPARED]
-        assert any(kb is others[0] for kb in kept) and not any(kb is others[1] for kb in kept)
+        assert kept[0] is KB and kept[1] is others[0] and not any(kb is others[1] for kb in kept)
     finally:
         module._PREPARED[:] = saved
 
@@ -165,3 +166,56 @@ def test_only_the_facts_some_only_if_or_relation_reads_are_constrained():
             read.update(condition_facts(cond) if cond is not None else ())
     assert read and read != {f.name for f in KB.input_facts}  # some are constrained, some are not
     assert {f.name for f in KB.input_facts if plan.constrains(f.name)} == read & {f.name for f in KB.input_facts}
+
+
+def test_allowed_on_a_generated_vocabulary_with_every_kind_of_constraint(tmp_path):
+    """Every assignment of a small vocabulary with an only_if, a relation that implies and one that excludes
+    (the excluded fact read nowhere else): Prepared.allowed is the definition, and adding any one answer to an
+    allowed assignment is judged as the definition judges the whole."""
+    import yaml
+
+    from .kbgen import write_kb
+
+    facts = {
+        "a": {"type": "bool"},
+        "b": {"type": "bool"},
+        "c": {"type": "bool"},
+        "e": {"type": "enum", "values": ["x", "y"]},
+    }
+    root = write_kb(
+        tmp_path / "kb", facts, [{"id": "r", "when": {"fact": "a", "is": True}, "then": [{"warning": "warn_a"}]}]
+    )
+    doc = yaml.safe_load((root / "facts.yaml").read_text())
+    doc["facts"]["e"]["only_if"] = {"fact": "a", "is": True}
+    doc["relations"] = [
+        {"id": "b_needs_a", "when": {"fact": "b", "is": True}, "implies": {"fact": "a", "is": True}, "because": "x"},
+        {
+            "id": "a_excludes_c",
+            "when": {"fact": "a", "is": True},
+            "excludes": {"fact": "c", "is": True},
+            "because": "y",
+        },
+    ]
+    (root / "facts.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    kb = load(root)
+    plan = Prepared(kb)
+
+    def definition(given):
+        return not any(contradicts_only_if(f, given) for f in kb.input_facts) and not any(
+            breaks(r, given) for r in kb.relations
+        )
+
+    names = [f.name for f in kb.input_facts]
+    choices = [(None, *kb.facts[n].values) for n in names]
+    refused = 0
+    for values in itertools.product(*choices):
+        given = {n: v for n, v in zip(names, values, strict=True) if v is not None}
+        assert plan.allowed(given) == definition(given), given
+        if not definition(given):
+            continue
+        for name in names:
+            for value in () if name in given else kb.facts[name].values:
+                trial = {**given, name: value}
+                assert plan.allowed_adding(trial, name) == definition(trial), trial
+                refused += not definition(trial)
+    assert refused and {n for n in names if plan.constrains(n)} == {"a", "b", "c", "e"}

@@ -308,6 +308,8 @@ def order_cards(
                 kb.catalog["action"][kind.requires_first].text,
                 [],
                 [],
+                None,
+                None,
                 label=kb.catalog["action"][kind.requires_first].label,
             )
             warning = [w for w in result.warnings if w.code in kb.catalog["warning"]]
