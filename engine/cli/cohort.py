@@ -133,7 +133,6 @@ def _run_cohort(args) -> int:
     snapshots = {kb.sha256: runner.snapshot(kb)}
     if compare_kb is not None:
         snapshots[compare_kb.sha256] = runner.snapshot(compare_kb)
-    runner.for_throughput()
     chunks = inp.chunks(args.paths, kb, mapping, args.chunk_size)
     first = list(islice(chunks, 2))
     if len(first) < 2 and not args.dask:
@@ -142,6 +141,7 @@ def _run_cohort(args) -> int:
         runner.remember(kb)
         if compare_kb is not None:
             runner.remember(compare_kb)
+        runner.for_throughput()  # this process evaluates (workers tune their own; a coordinator is left alone)
     run_id = None
     if store is not None:
         run_id = store.begin(kb, snapshots[kb.sha256], args.paths, _command(args), jobs, _backend(args, jobs))

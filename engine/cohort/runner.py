@@ -74,12 +74,16 @@ def for_throughput() -> None:
     knowledge bases, engines) is frozen out of collections, and the youngest generation is collected less often.
     A decision allocates many small containers but keeps none of them (no reference cycles), so the default
     threshold of 700 allocations runs a collection every few patients for nothing: about 7 % of the time
-    (`make bench`). Called by the cohort command and in each worker process, never by the library itself."""
+    (`make bench`). The older generations keep their default pace relative to it (a full collection every
+    5 million allocations), so whatever cycles there are still go. Only for a process that evaluates: the
+    cohort command with one process, and each worker process; never a coordinator (Dask's scheduler and
+    client make cyclic garbage all the time: with full collections this rare, its memory grew ~2 MB a
+    chunk), never by the library itself."""
     import gc
 
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    gc.set_threshold(50_000, 10, 10)
 
 
 def _engine(sha256: str, snapshots: dict | None) -> tuple:
@@ -275,12 +279,14 @@ def _run_dask(chunks: Iterable[Chunk], job: Job, snapshots: dict, jobs: int, add
     try:
         workers = max(len(client.scheduler_info().get("workers", {})), 1)
         shared = client.scatter(snapshots, broadcast=True)  # each worker gets the knowledge base once
-        yield from _ordered(
-            lambda c: client.submit(evaluate_chunk, c, job, shared, pure=False),
-            chunks,
-            workers * IN_FLIGHT_PER_WORKER,
-            lambda f: f.result(),
-        )
+
+        def submit(chunk: Chunk) -> Any:
+            # the chunk travels as data (to a worker, released with its task), not inside the task: a task's
+            # arguments stay in the scheduler's and client's records of it, which grew ~2 MB a chunk
+            data = client.scatter(chunk, hash=False)
+            return client.submit(evaluate_chunk, data, job, shared, pure=False)
+
+        yield from _ordered(submit, chunks, workers * IN_FLIGHT_PER_WORKER, lambda f: f.result())
     finally:
         client.close()
         if cluster is not None:
