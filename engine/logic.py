@@ -61,31 +61,19 @@ def predicate(cond: Condition) -> Predicate:
 
         return negation
     items = tuple(predicate(item) for item in cond.items)
-    if isinstance(cond, AnyOf):
+    decisive = isinstance(cond, AnyOf)  # one true item settles `any`; one false item settles `all` (as evaluate)
 
-        def disjunction(facts: Facts) -> bool | None:
-            result: bool | None = False
-            for item in items:
-                value = item(facts)
-                if value is True:
-                    return True
-                if value is None:
-                    result = None
-            return result
-
-        return disjunction
-
-    def conjunction(facts: Facts) -> bool | None:
-        result: bool | None = True
+    def junction(facts: Facts) -> bool | None:
+        result: bool | None = not decisive
         for item in items:
             value = item(facts)
-            if value is False:
-                return False
+            if value is decisive:
+                return decisive
             if value is None:
                 result = None
         return result
 
-    return conjunction
+    return junction
 
 
 def contradicts_only_if(fact: Fact, facts: Facts) -> bool:
@@ -114,42 +102,19 @@ def asked(fact: Fact, facts: Facts, not_asked_when: Mapping | None = None) -> bo
     return moot is None or evaluate(moot, facts) is not True
 
 
-def unanswered_alarms(kb, facts: Facts) -> list[str]:
-    """The alarm questions (`alarm: true`) this patient has not answered and may still be asked, in vocabulary
-    order: while any is left the result is incomplete."""
-    return [
-        f.name for f in kb.input_facts if f.alarm and facts.get(f.name) is None and asked(f, facts, kb.not_asked_when)
-    ]
-
-
 def support(cond: Condition, facts: Facts) -> dict[str, Value]:
     """The facts that make `cond` True (or, under a `not`, False), in condition order.
 
     For `any`, every true branch contributes, so a rule that fires on three red flags lists all three.
+    One-off use of `supporter`, which the engine builds once per rule.
     """
-    out: dict[str, Value] = {}
-    _support(cond, facts, True, out)
-    return out
-
-
-def _support(cond: Condition, facts: Facts, want: bool, out: dict) -> None:
-    if isinstance(cond, Test):
-        if cond.fact in facts and facts[cond.fact] is not None:
-            out.setdefault(cond.fact, facts[cond.fact])
-        return
-    if isinstance(cond, Not):
-        _support(cond.item, facts, not want, out)
-        return
-    # All is true when every item is true; AnyOf is false when every item is false: every item counts.
-    every = isinstance(cond, All) == want
-    for item in cond.items:
-        if every or evaluate(item, facts) is want:
-            _support(item, facts, want, out)
+    return supporter(cond)(facts)
 
 
 def supporter(cond: Condition) -> Callable[[Facts], dict[str, Value]]:
-    """`support` of `cond` as a function of the facts, equal to `support(cond, facts)` for every facts (tested),
-    built once from the condition's data like `predicate`: the engine records it at every firing."""
+    """`support` of `cond` as a function of the facts, built once from the condition's data like `predicate`
+    (tested against a plain recursive walk on every assignment of generated conditions): the engine records
+    it at every firing."""
     walk = _supporter(cond, True)
 
     def supported(facts: Facts) -> dict[str, Value]:

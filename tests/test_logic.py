@@ -8,6 +8,7 @@ and false and keeps unknown. A rule fires exactly when its condition is true.
 """
 
 import itertools
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -523,7 +524,7 @@ def test_an_exception_in_an_action_names_its_type_and_message(tmp_path, monkeypa
         raise ValueError("seeded")
 
     # every rule's action records its support first: make that raise
-    monkeypatch.setattr(engine, "_rules", {name: (r, d, broken) for name, (r, d, _) in engine._rules.items()})
+    monkeypatch.setattr(engine, "_rules", {name: replace(step, support=broken) for name, step in engine._rules.items()})
     with pytest.raises(EngineError, match=r"^a rule action failed: ValueError: seeded$"):
         engine.run({"b": True})
 
@@ -632,20 +633,22 @@ def test_a_question_is_asked_unless_its_only_if_is_false_or_it_is_moot():
 
 
 def test_the_alarm_questions_left_are_the_unanswered_ones_that_may_still_be_asked(kb):
-    from lumbar_kb.engine.logic import unanswered_alarms
+    from lumbar_kb.engine.prepared import prepared
+
+    unanswered_alarms = prepared(kb).unanswered_alarms
 
     alarms = [f.name for f in kb.input_facts if f.alarm]
-    assert alarms and unanswered_alarms(kb, {}) == alarms  # vocabulary order
-    assert unanswered_alarms(kb, dict.fromkeys(alarms, False)) == []  # a "no" is an answer
+    assert alarms and unanswered_alarms({}) == alarms  # vocabulary order
+    assert unanswered_alarms(dict.fromkeys(alarms, False)) == []  # a "no" is an answer
     first = alarms[0]
-    assert unanswered_alarms(kb, {first: True}) == alarms[1:]
+    assert unanswered_alarms({first: True}) == alarms[1:]
     # a question made moot by the knowledge base's `not_asked_when` is not left, once its condition is true
     assert kb.not_asked_when, "the bundled knowledge base declares one (suspected compression, once diagnosed)"
     for name, cond in kb.not_asked_when.items():
         assert isinstance(cond, Is) and len(cond.values) == 1
         (trigger,) = cond.values
-        assert name not in unanswered_alarms(kb, {cond.fact: trigger})
-        assert name in unanswered_alarms(kb, {})
+        assert name not in unanswered_alarms({cond.fact: trigger})
+        assert name in unanswered_alarms({})
 
 
 # ---- the bound on a condition's expansion (hostile rule files) -------------------------------------------------

@@ -172,7 +172,7 @@ class State:
 
     def incomplete(self) -> z3.BoolRef:
         """Some alarm question is unanswered and not moot (`not_asked_when`, judged on the inputs, as
-        `logic.unanswered_alarms` judges it): the result is incomplete."""
+        `Prepared.unanswered_alarms` judges it): the result is incomplete."""
         no_derived = lambda f, v: z3.BoolVal(False) if self.kb.facts[f].derived else self.var[(f, v)]
         parts = []
         for fact in self.kb.input_facts:
