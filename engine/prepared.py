@@ -36,7 +36,7 @@ class Prepared:
         self.kb = kb
         self.rank: dict[str, int] = {code: e.rank for code, e in kb.catalog["urgency"].items()}
         self.lowest: str = kb.lowest_urgency
-        self.input_facts: tuple[Fact, ...] = tuple(kb.input_facts)
+        self.input_facts: tuple[Fact, ...] = kb.input_facts
         # the order the Result lists unanswered questions in: alarm questions first, then vocabulary order
         self.question_order: tuple[Fact, ...] = tuple(sorted(self.input_facts, key=lambda f: (not f.alarm, f.order)))
         self.alarm_facts: tuple[Fact, ...] = tuple(f for f in self.input_facts if f.alarm)
@@ -103,8 +103,7 @@ class Prepared:
             )
             self._checks[fact.name] = (only_ifs, relations)
         self.watched: frozenset[str] = frozenset(kb.watched_actions)
-        self.catalog_order: dict[str, int] = {code: e.order for code, e in kb.catalog["action"].items()}
-        self.action_entries: dict[str, CodeEntry] = dict(kb.catalog["action"])
+        self.action_entries: dict[str, CodeEntry] = kb.catalog["action"]
 
     def asked(self, fact: Fact, facts: Facts) -> bool:
         """`logic.asked`: the question may be put to this patient (its only_if is not false, it is not moot)."""
@@ -115,7 +114,8 @@ class Prepared:
         return moot is None or moot(facts) is not True
 
     def unanswered_alarms(self, facts: Facts) -> list[str]:
-        """`logic.unanswered_alarms`: the alarm questions left to ask, in vocabulary order."""
+        """The alarm questions (`alarm: true`) not answered that may still be asked (`logic.asked`), in vocabulary
+        order: while any is left the result is incomplete."""
         return [f.name for f in self.alarm_facts if facts.get(f.name) is None and self.asked(f, facts)]
 
     def allowed(self, facts: Facts) -> bool:

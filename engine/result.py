@@ -160,7 +160,7 @@ def build(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Resul
         kind: {
             code: Item(
                 code,
-                entry.patient_text if patient else entry.text,
+                text_of(entry, patient),
                 because,
                 sorted(cites),
                 within_hours=window[0],

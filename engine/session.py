@@ -26,14 +26,14 @@ import itertools
 import json
 import threading
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import durable_rules_engine as _durable
 
 from .compiler import DERIVED, INTAKE, PATIENT, CompiledKB, compile_kb
 from .errors import EngineError, KnowledgeBaseError, Problem
-from .model import KnowledgeBase, Rule, Value
-from .prepared import prepared
+from .model import KnowledgeBase, Value
+from .prepared import PreparedRule, prepared
 from .trace import Firing, Trace
 
 _ASSERTED, _NOT_HANDLED, _OBSERVED, _QUEUED = 0, 1, 2, 3  # durable's assert result codes
@@ -89,10 +89,7 @@ class Engine:
         # a process-unique name: the C engine keeps every ruleset until it is deleted
         self._handle = _create(f"{self.compiled.ruleset_name}_{next(self._names)}", self.compiled.rules, kb)
         weakref.finalize(self, _durable.delete_ruleset, self._handle)  # free the C ruleset with the Engine
-        plan = prepared(kb)
-        self._rules: dict[str, tuple[Rule, tuple, Callable]] = {
-            r.id: (r, plan.rules[r.id].derives, plan.rules[r.id].support) for r in kb.rules
-        }
+        self._rules: dict[str, PreparedRule] = prepared(kb).rules  # each rule's derivations and supporter
         self._read_derived = self.compiled.read_derived
         self._lock = threading.Lock()
         self._sids = itertools.count(1)
@@ -135,11 +132,11 @@ class Engine:
     def _fire(self, session: _Session, name: str) -> None:
         if name in session.fired:
             return  # a further match of a rule that already fired: its conclusions are recorded
-        rule, derives, supported = self._rules[name]
+        step = self._rules[name]
         session.fired.add(name)
         trace = session.trace
-        trace.firings.append(Firing(name, len(trace.firings) + 1, supported(session.facts)))
-        for derive in derives:
+        trace.firings.append(Firing(name, len(trace.firings) + 1, step.support(session.facts)))
+        for derive in step.derives:
             known = session.facts.get(derive.fact)
             if known is not None:
                 if known != derive.value:

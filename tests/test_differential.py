@@ -21,6 +21,7 @@ runs n knowledge bases.
 import itertools
 import os
 import tempfile
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -337,7 +338,7 @@ def _union_merge(a, b):
 def _first_derivation_only(init):
     def broken(self, kb, compiled=None):
         init(self, kb, compiled)
-        self._rules = {k: (rule, derives[:1], cite) for k, (rule, derives, cite) in self._rules.items()}
+        self._rules = {k: replace(step, derives=step.derives[:1]) for k, step in self._rules.items()}
 
     return broken
 
@@ -346,8 +347,8 @@ def _citing_every_known_fact(init):
     def broken(self, kb, compiled=None):
         init(self, kb, compiled)
         self._rules = {
-            k: (rule, derives, lambda facts, when=rule.when: _cite_every_known_fact(when, facts))
-            for k, (rule, derives, _) in self._rules.items()
+            k: replace(step, support=lambda facts, when=step.rule.when: _cite_every_known_fact(when, facts))
+            for k, step in self._rules.items()
         }
 
     return broken

@@ -5,6 +5,7 @@ import os
 import random
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -131,7 +132,7 @@ def test_an_exception_inside_an_action_is_not_swallowed(kb, monkeypatch):
         raise RuntimeError("boom")
 
     # every rule's action records its support first: make that raise
-    monkeypatch.setattr(engine, "_rules", {name: (r, d, broken) for name, (r, d, _) in engine._rules.items()})
+    monkeypatch.setattr(engine, "_rules", {name: replace(step, support=broken) for name, step in engine._rules.items()})
     with pytest.raises(EngineError, match="boom"):
         engine.run({"leg_weakness": True})
     monkeypatch.undo()

@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import EngineError
-from ..logic import breaks, contradicts_only_if
-from ..model import Derive, Fact, KnowledgeBase, Recommend, SetUrgency, Value
+from ..model import Fact, KnowledgeBase, Value
 from ..prepared import Prepared, prepared
 from ..reference import ReferenceEvaluator
 from ..result import Result, build, merge_window
@@ -121,11 +120,7 @@ def _prepared(kb: KnowledgeBase) -> tuple:
 
 def _reach(kb: KnowledgeBase) -> dict:
     """For each input fact, what the rules downstream of it (through derived facts) can conclude."""
-    readers: dict[str, list] = {}
-    for rule in kb.rules:
-        for name in rule.reads:
-            readers.setdefault(name, []).append(rule)
-    imaging = set(kb.watched_actions)
+    plan = prepared(kb)
     out = {}
     for fact in kb.input_facts:
         seen_rules, seen_facts, todo = set(), {fact.name}, [fact.name]
@@ -133,22 +128,21 @@ def _reach(kb: KnowledgeBase) -> dict:
         earliest: dict[str, float] = {}
         depends: set[str] = set()
         while todo:
-            for rule in readers.get(todo.pop(), ()):
-                if rule.id in seen_rules:
+            for step in plan.readers.get(todo.pop(), ()):
+                if step.rule.id in seen_rules:
                     continue
-                seen_rules.add(rule.id)
-                depends.update(rule.reads)
-                depends.update(d.fact for d in rule.derives())
-                for c in rule.then:
-                    if isinstance(c, SetUrgency):
-                        max_rank = max(max_rank, kb.urgency_rank(c.level))
-                    elif isinstance(c, Recommend) and c.kind == "action" and c.code in imaging:
-                        known = earliest.get(c.code, math.inf)
+                seen_rules.add(step.rule.id)
+                depends.update(step.rule.reads)
+                depends.update(d.fact for d in step.derives)
+                max_rank = max([max_rank, *(rank for _, rank in step.urgencies)])
+                for c, _ in step.recommends:
+                    if c.kind == "action" and c.code in plan.watched:
                         hours = math.inf if c.within_hours is None else c.within_hours
-                        earliest[c.code] = min(known, hours)
-                    elif isinstance(c, Derive) and c.fact not in seen_facts:
-                        seen_facts.add(c.fact)
-                        todo.append(c.fact)
+                        earliest[c.code] = min(earliest.get(c.code, math.inf), hours)
+                for d in step.derives:
+                    if d.fact not in seen_facts:
+                        seen_facts.add(d.fact)
+                        todo.append(d.fact)
         depends.discard(fact.name)
         codes = set(earliest) | {other for code in earliest for other in kb.catalog["action"][code].superseded_by}
         out[fact.name] = _Reach(
@@ -331,20 +325,12 @@ def _added_conclusions(plan: Prepared, rules: list) -> tuple:
                 windows[c.code] = merge_window(windows.get(c.code, (None, None)), c)
     entries = []
     for code, (hours, window) in sorted(
-        windows.items(), key=lambda kv: (kv[1][0] is None, kv[1][0] or 0, plan.catalog_order[kv[0]])
+        windows.items(), key=lambda kv: (kv[1][0] is None, kv[1][0] or 0, plan.action_entries[kv[0]].order)
     ):
         covering = plan.action_entries[code].superseded_by
         if not any(other in windows for other in covering):
             entries.append((code, hours, window, covering))
     return raised, top, tuple(entries)
-
-
-def _allowed(kb: KnowledgeBase, facts: dict, constrained=None) -> bool:
-    """Every given fact's `only_if` is not false: the answer could be given in a patient file."""
-    candidates = constrained if constrained is not None else [kb.facts[name] for name in facts]
-    return not any(contradicts_only_if(f, facts) for f in candidates) and not any(
-        breaks(r, facts) for r in kb.relations
-    )
 
 
 def _sooner(code: str, hours: float | None, before: dict) -> bool:
