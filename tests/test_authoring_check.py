@@ -21,6 +21,8 @@ from lumbar_kb.engine.loader import default_kb_dir, load
 from lumbar_kb.engine.patient import random_patient
 from lumbar_kb.main import main
 
+from .guideline import NEUROLOGICAL
+
 
 # ---- helpers: a copy of the bundled knowledge base to break ------------------------------------------------------
 def copy_kb(tmp_path: Path) -> Path:
@@ -194,15 +196,7 @@ def test_unreachable_rule_blocked_by_only_if(tmp_path):
 
 def test_unreachable_rule_blocked_by_a_derived_fact(tmp_path):
     kb_dir = copy_kb(tmp_path)
-    neuro = [
-        "leg_weakness",
-        "gait_difficulty",
-        "radiating_numbness",
-        "unable_to_walk",
-        "bowel_bladder_dysfunction",
-        "saddle_anesthesia",
-        "progressive_neuro_deficit",
-    ]
+    neuro = list(NEUROLOGICAL)
     tests = ", ".join(f"{{fact: {f}, is: false}}" for f in neuro)
     add_rules(
         kb_dir,

@@ -26,6 +26,8 @@ from lumbar_kb.engine.errors import KnowledgeBaseError
 from lumbar_kb.engine.loader import CONCLUSION_HEADS, CONDITION_HEADS, default_kb_dir, load, load_schema, schema_dir
 from lumbar_kb.engine.scenarios import checked_conclusions, compare, load_scenarios
 
+from .guideline import NEUROLOGICAL
+
 
 class Recording(dict):
     """A dict that notes, under its schema location, every key looked up."""
@@ -213,15 +215,7 @@ def test_action_flags_are_refused_on_warnings(tmp_path):
 
 def test_bundled_flags():
     kb = load()
-    assert [f.name for f in kb.input_facts if f.neurological] == [
-        "leg_weakness",
-        "gait_difficulty",
-        "radiating_numbness",
-        "unable_to_walk",
-        "bowel_bladder_dysfunction",
-        "saddle_anesthesia",
-        "progressive_neuro_deficit",
-    ]
+    assert [f.name for f in kb.input_facts if f.neurological] == list(NEUROLOGICAL)
     assert {c for c, e in kb.catalog["action"].items() if e.imaging} == {"mri_whole_spine", "xray_lumbar", "mri_lumbar"}
     assert {c for c, e in kb.catalog["action"].items() if e.never_delay} == {"mri_whole_spine"}
     assert copy.deepcopy(kb.catalog["warning"]["do_not_delay_imaging"]).imaging is False

@@ -11,6 +11,8 @@ from lumbar_kb.engine.errors import KnowledgeBaseError
 from lumbar_kb.engine.loader import default_kb_dir, load
 from lumbar_kb.main import main
 
+from .guideline import NEUROLOGICAL
+
 
 def run_cli(capsys, *argv):
     code = main([str(a) for a in argv])
@@ -773,7 +775,7 @@ def test_an_engine_failure_is_an_internal_error_with_the_traceback_saved(kb_copy
     # knowledge base `lumbar-kb check` passes, so it is reported as a bug (exit 3), not as bad input (exit 2)
     rules = kb_copy / "rules" / "red_flags.yaml"
     rules.write_text(rules.read_text().replace("        - {fact: leg_weakness, is: false}\n", "", 1))
-    patient = write(tmp_path, "p.yaml", "".join(f"{f}: {str(f == 'leg_weakness').lower()}\n" for f in NEURO))
+    patient = write(tmp_path, "p.yaml", "".join(f"{f}: {str(f == 'leg_weakness').lower()}\n" for f in NEUROLOGICAL))
     crashes = tmp_path / "crashes"
     crashes.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(crashes))
@@ -788,17 +790,6 @@ def test_an_engine_failure_is_an_internal_error_with_the_traceback_saved(kb_copy
     ), err
     assert "Traceback (most recent call last)" in saved[0].read_text() and "Traceback" not in err
     assert saved[0].stat().st_mode & 0o777 == 0o600  # a traceback may quote patient data: private
-
-
-NEURO = (
-    "leg_weakness",
-    "gait_difficulty",
-    "radiating_numbness",
-    "unable_to_walk",
-    "bowel_bladder_dysfunction",
-    "saddle_anesthesia",
-    "progressive_neuro_deficit",
-)
 
 
 def test_an_unexpected_exception_is_exit_3_never_bad_input(tmp_path, capsys, monkeypatch):

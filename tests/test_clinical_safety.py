@@ -23,15 +23,11 @@ from lumbar_kb.engine.logic import evaluate
 from lumbar_kb.engine.report import render
 from lumbar_kb.main import main
 
+from .guideline import NEUROLOGICAL
+
 KB = load()
 ALARM = [
-    "leg_weakness",
-    "gait_difficulty",
-    "radiating_numbness",
-    "unable_to_walk",
-    "bowel_bladder_dysfunction",
-    "saddle_anesthesia",
-    "progressive_neuro_deficit",
+    *NEUROLOGICAL,
     "rapid_progression",
     "suspected_cord_compression",
     "cord_compression_confirmed",

@@ -19,6 +19,7 @@ from lumbar_kb.engine.scenarios import compare, load_scenarios
 from lumbar_kb.engine.session import Engine
 
 from .conftest import ROOT
+from .guideline import NEUROLOGICAL
 from .strategies import patients
 from .test_differential import brute_force, raw_rules
 
@@ -182,18 +183,7 @@ def test_priority_orders_firing_in_both_evaluators(kb_copy):
 
 
 def test_an_action_the_answers_show_done_is_marked_done_and_listed_last(evaluator):
-    no_neuro = dict.fromkeys(
-        (
-            "leg_weakness",
-            "gait_difficulty",
-            "radiating_numbness",
-            "unable_to_walk",
-            "bowel_bladder_dysfunction",
-            "saddle_anesthesia",
-            "progressive_neuro_deficit",
-        ),
-        False,
-    )
+    no_neuro = dict.fromkeys(NEUROLOGICAL, False)
     pending = evaluator.evaluate({**no_neuro, "palpable_mass": True})
     assert [(a.code, a.done) for a in pending.actions] == [("xray_lumbar", False)]
     read = evaluator.evaluate({**no_neuro, "palpable_mass": True, "radiograph": "abnormal"})
