@@ -76,6 +76,32 @@ def predicate(cond: Condition) -> Predicate:
     return junction
 
 
+def assume(cond: Condition, fact: str, value: Value) -> Condition | bool:
+    """`cond` once `fact` is known to be `value`: True or False when that settles it, else the condition that is
+    left, without the settled parts. For every facts where `fact` is unknown or `value`,
+    `evaluate(assume(cond, fact, value), facts) == evaluate(cond, {**facts, fact: value})` (Kleene: a true item
+    settles `any`, a false one settles `all`, and the other settled items drop out; tested on every assignment
+    of generated conditions). The look-ahead keeps what a trial answer adds by the facts its rules still read
+    once the answer is assumed."""
+    if isinstance(cond, Test):
+        return value in cond.values if cond.fact == fact else cond
+    if isinstance(cond, Not):
+        inner = assume(cond.item, fact, value)
+        return (not inner) if isinstance(inner, bool) else Not(inner)
+    decisive = isinstance(cond, AnyOf)
+    left: list[Condition] = []
+    for item in cond.items:
+        settled = assume(item, fact, value)
+        if isinstance(settled, bool):
+            if settled is decisive:
+                return decisive
+            continue  # settled the other way: it no longer counts
+        left.append(settled)
+    if not left:
+        return not decisive
+    return AnyOf(tuple(left)) if decisive else All(tuple(left))
+
+
 def contradicts_only_if(fact: Fact, facts: Facts) -> bool:
     """`fact` is given in `facts` although its `only_if` is false there (a patient file would be refused).
     An unknown `only_if` does not contradict: the fact may be given while what it depends on is unanswered."""

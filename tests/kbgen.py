@@ -15,6 +15,7 @@ import yaml
 
 URGENCY = {"low": 0, "mid": 1, "high": 2}  # rank: the result takes the highest rank a fired rule concluded
 ACTIONS = ("act_a", "act_b")
+WATCHED = {"act_a": {"imaging": True}, "act_b": {"time_critical": True}}
 WARNINGS = ("warn_a", "warn_b")
 DIFFERENTIAL = ("dx_a", "dx_b")
 
@@ -39,7 +40,8 @@ def guideline(name: str = "gen") -> dict:
         },
         "sections": {"one": {"title": "Section one"}, "two": {"title": "Section two"}},
         "urgency": {code: {"rank": rank, **_entry(code)} for code, rank in URGENCY.items()},
-        "actions": {code: _entry(code) for code in ACTIONS},
+        # act_a an imaging study and act_b a time-critical step: the look-ahead watches both (could_escalate)
+        "actions": {code: {**_entry(code), **WATCHED[code]} for code in ACTIONS},
         "warnings": {code: _entry(code) for code in WARNINGS},
         "differential": {code: _entry(code) for code in DIFFERENTIAL},
     }

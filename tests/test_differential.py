@@ -398,3 +398,150 @@ def raw_rules(kb):
         {"id": r.id, "priority": r.priority, "when": cond(r.when), "then": [conclusion(c) for c in r.then]}
         for r in kb.rules
     ]
+
+
+# ---- the look-ahead on generated knowledge bases ---------------------------------------------------------------
+def escalating(rules, patient):
+    """By first principles, the unanswered input facts one answer to which escalates: yes for a yes/no fact (the
+    look-ahead never asks about a "no"), each value of an enum; the patient with that answer, evaluated in full
+    by the brute force, has a higher urgency, or a watched action (all of kbgen's actions) it lacked or has
+    only with a later or no window. An answer that makes the rules contradict themselves escalates nothing."""
+    before = conclusions(rules, [rid for rid, _ in brute_force(rules, patient)[0]])
+    rank = kbgen.URGENCY
+    out = {}
+    for fact, values in INPUTS.items():
+        if fact in patient:
+            continue
+        for answer in (True,) if values == (True, False) else values:
+            try:
+                firings, _ = brute_force(rules, {**patient, fact: answer})
+            except Contradiction:
+                continue
+            after = conclusions(rules, [rid for rid, _ in firings])
+            sooner = any(
+                code not in before["actions"]
+                or (hours is not None and (before["actions"][code] is None or hours < before["actions"][code]))
+                for code, hours in after["actions"].items()
+            )
+            if rank[after["urgency"]] > rank[before["urgency"]] or sooner:
+                out.setdefault(fact, set()).add(answer)
+    return out
+
+
+def check_look_ahead(rules, split):
+    """On every patient of the vocabulary, in turn (so that later ones meet what the look-ahead kept from earlier
+    ones), for every trial answer: what the answer adds is the same for every patient its key (the values of the
+    facts and the fired-or-not of the rules `_Reach.keys` names) is the same for; and the look-ahead's
+    escalations equal the first-principles ones and the look-ahead's worked out afresh (nothing kept)."""
+    from lumbar_kb.engine.analysis.escalation import _answers, _reach, could_escalate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        kb = load(kbgen.write_kb(Path(tmp) / "kb", FACT_SPECS, rules, split))
+    reference = ReferenceEvaluator(kb)
+    reach = _reach(kb)
+    adds: dict = {}  # (fact, answer, key) -> the rules the answer adds, in firing order (or "contradiction")
+    escalations = 0
+    for patient in every_patient():
+        try:
+            expected = escalating(rules, patient)
+        except Contradiction:
+            continue
+        trace = reference.run(patient)
+        facts = {**trace.inputs, **trace.derived}
+        fired = {f.rule for f in trace.firings}
+        for fact in kb.input_facts:
+            if fact.name in patient:
+                continue
+            for answer, (reads, watch) in zip(_answers(fact), reach[fact.name].keys, strict=True):
+                key = (fact.name, answer, tuple(facts.get(n) for n in reads), tuple(r in fired for r in watch))
+                try:
+                    added = [r.id for r in reference.extend(trace, fact.name, answer)]
+                except EngineError:
+                    added = "contradiction"
+                assert adds.setdefault(key, added) == added, (key, patient)
+        kept = could_escalate(kb, patient)
+        assert {e.fact for e in kept} == set(expected), patient
+        assert all(set(e.answers) <= expected[e.fact] for e in kept), patient
+        afresh = could_escalate(kb, patient, evaluator=ReferenceEvaluator(kb))
+        assert [e.to_dict() for e in kept] == [e.to_dict() for e in afresh], patient
+        escalations += len(kept)
+    return escalations
+
+
+@SETTINGS
+@given(rule_sets())
+def test_the_look_ahead_kept_or_afresh_equals_full_re_evaluation_on_generated_knowledge_bases(rule_set):
+    """The look-ahead keeps what a trial answer adds by the facts and fired rules it depends on once the answer is
+    assumed, not by every fact downstream: on generated rule shapes (negation, several derivations of one fact,
+    chains, contradictions) the answers must stay the first-principles ones."""
+    event(f"escalations: {min(check_look_ahead(*rule_set), 3)}")
+
+
+LOOK_AHEAD_SEEDED = [
+    # a and b each derive d; e = z derives it the other way (a contradiction with either); c matters to an answer
+    # to a only through t6 having fired
+    {"id": "t0", "when": {"fact": "a", "is": True}, "then": [{"derive": "d", "value": True}]},
+    {"id": "t1", "when": {"fact": "b", "is": True}, "then": [{"derive": "d", "value": True}]},
+    {"id": "t2", "when": {"fact": "e", "is": "z"}, "then": [{"derive": "d", "value": False}, {"urgency": "high"}]},
+    {
+        "id": "t3",
+        "when": {"all": [{"fact": "d", "is": True}, {"fact": "e", "in": ["x", "y"]}]},
+        "then": [{"urgency": "mid"}],
+    },
+    {
+        "id": "t4",
+        "when": {"any": [{"fact": "a", "is": True}, {"fact": "e", "is": "z"}]},
+        "then": [{"action": "act_a", "within_hours": 24}],
+    },
+    {
+        "id": "t5",
+        "when": {"fact": "b", "is": True},
+        "then": [{"action": "act_a", "within_hours": 1}, {"action": "act_b"}],
+    },
+    {
+        "id": "t6",
+        "when": {"any": [{"fact": "a", "is": True}, {"fact": "c", "is": True}]},
+        "then": [{"action": "act_b", "within_hours": 2}],
+    },
+]
+
+
+def test_the_look_ahead_property_holds_on_its_seeded_knowledge_base():
+    assert check_look_ahead(LOOK_AHEAD_SEEDED, 3) > 50
+
+
+def _without_fired_rules(real):
+    return lambda downstream, fact, answer: (real(downstream, fact, answer)[0], ())
+
+
+def _without_derived_facts(real):
+    def broken(downstream, fact, answer):
+        facts, rules = real(downstream, fact, answer)
+        derived = {d.fact for step in downstream for d in step.derives}
+        return tuple(f for f in facts if f not in derived), rules
+
+    return broken
+
+
+def _only_derived_facts(real):
+    def broken(downstream, fact, answer):
+        _, rules = real(downstream, fact, answer)
+        return tuple(sorted({d.fact for step in downstream for d in step.derives})), rules
+
+    return broken
+
+
+LOOK_AHEAD_DEFECTS = {
+    "whether a rule has fired is left out of the key": _without_fired_rules,
+    "the values of derived facts are left out of the key": _without_derived_facts,
+    "the facts a rule still reads once the answer is assumed are left out of the key": _only_derived_facts,
+}
+
+
+@pytest.mark.parametrize("defect", sorted(LOOK_AHEAD_DEFECTS))
+def test_the_look_ahead_property_fails_on_a_seeded_key_defect(defect, monkeypatch):
+    from lumbar_kb.engine.analysis import escalation
+
+    monkeypatch.setattr(escalation, "_depends", LOOK_AHEAD_DEFECTS[defect](escalation._depends))
+    with pytest.raises(AssertionError):
+        check_look_ahead(LOOK_AHEAD_SEEDED, 3)

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from lumbar_kb.engine.loader import load
 from lumbar_kb.engine.logic import (
     asked,
+    assume,
     breaks,
     contradicts_only_if,
     evaluate,
@@ -27,7 +28,7 @@ from lumbar_kb.engine.logic import (
     support,
     supporter,
 )
-from lumbar_kb.engine.model import All, AnyOf, Not
+from lumbar_kb.engine.model import All, AnyOf, Not, condition_facts
 from lumbar_kb.engine.model import Test as Is  # not `Test`: pytest would try to collect it
 from lumbar_kb.engine.prepared import Prepared, prepared
 
@@ -59,6 +60,25 @@ def test_a_predicate_is_the_condition_evaluated_on_every_assignment(cond):
     values = [check(facts) for facts in ASSIGNMENTS]
     assert values == [evaluate(cond, facts) for facts in ASSIGNMENTS]
     assert all(v is None or type(v) is bool for v in values)  # true, false or unknown: never another truthy value
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    conditions, st.sampled_from(sorted(DOMAINS)).flatmap(lambda f: st.tuples(st.just(f), st.sampled_from(DOMAINS[f])))
+)
+def test_assuming_an_answer_leaves_the_condition_that_answer_makes_of_it(cond, answer):
+    """`assume(cond, fact, value)` is `cond` with the answer given, on every assignment: a settled True/False when
+    the answer settles it, else a condition that no longer reads the fact."""
+    fact, value = answer
+    left = assume(cond, fact, value)
+    for facts in ASSIGNMENTS:
+        given_answer = {**facts, fact: value}
+        if isinstance(left, bool):
+            assert evaluate(cond, given_answer) is left, (facts, left)
+        else:
+            assert evaluate(left, facts) == evaluate(cond, given_answer), (facts, left)
+    if not isinstance(left, bool):
+        assert fact not in condition_facts(left)
 
 
 def _walk(cond, facts: dict, want: bool, out: dict) -> None:

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import EngineError
-from ..model import Fact, KnowledgeBase, Value
+from ..logic import assume
+from ..model import Fact, KnowledgeBase, Value, condition_facts
 from ..prepared import Prepared, prepared
 from ..reference import ReferenceEvaluator
 from ..result import Result, build, merge_window
@@ -80,26 +81,32 @@ class _Reach:
 
     max_rank: int  # the highest urgency rank of any rule downstream of the fact (-1: none)
     earliest: dict  # imaging action code -> the earliest window downstream (None: only unfixed windows)
-    # the facts the rules downstream read or derive: what an answer to the fact adds is a function of the answer
-    # and of these facts' values alone (a rule has fired exactly when its condition is true of the facts, since
-    # the trace is chained to quiescence), so the look-ahead keeps each outcome by them (`_OUTCOMES_KEPT`)
-    depends: tuple = ()
+    # For each answer tried (yes; or each value of an enum, in vocabulary order), what its outcome depends on:
+    # (facts, rules). Once the answer is assumed (`logic.assume`), the rules downstream of the fact either
+    # cannot fire, or still read `facts` (or derive them: a derived value already known is a contradiction or
+    # nothing new); and a rule that could fire adds nothing when it has already fired, which `rules` lists
+    # unless the rule reads nothing but the fact (then it cannot have fired while the fact is unanswered).
+    # Chaining from the patient's trace (`ReferenceEvaluator.extender`) reads nothing else, so what an answer
+    # adds is a function of the answer, these facts' values and these rules' fired-or-not: the look-ahead keeps
+    # each outcome by them (`_OUTCOMES_KEPT`). Far fewer than every fact downstream: once "leg weakness: yes"
+    # is assumed, the other six neurological answers no longer matter, only whether their rules fired.
+    keys: tuple = ()
     # the watched actions downstream and the actions that cover them (`superseded_by`): the part of the patient's
-    # own result an answer's verdict reads, with `depends` and the urgency (`_VERDICTS_KEPT`)
+    # own result an answer's verdict reads, with `keys` and the urgency (`_VERDICTS_KEPT`)
     codes: tuple = ()
 
 
 _PREPARED: list = []  # (kb, ReferenceEvaluator, {fact: _Reach}, {outcome key: outcome}) for the last few used
-# Outcomes of trial answers kept per knowledge base, by (fact, answer, the values of the facts it depends on):
-# patients share most of them (a few thousand keys cover a random cohort), so most trials are looked up, not
+# Outcomes of trial answers kept per knowledge base, by (fact, answer, what it depends on: `_Reach.keys`):
+# patients share most of them (about 7,500 keys cover a random cohort), so most trials are looked up, not
 # chained. Bounded (the older half forgotten when full), so memory stays flat; the answers are the same either
 # way (tested).
 _OUTCOMES_KEPT = 20_000
 _FAILED = object()  # the outcome of a trial answer for which the knowledge base contradicts itself
-# Verdicts on one unanswered question kept the same way, by what they read: the question, the audience, the
-# facts it depends on, which of its answers could be given, the urgency so far and the patient's own windows for
-# the actions it could bring forward (`_Reach.codes`). A verdict is the question's Escalation (frozen, shared)
-# or None; patients share most of them, so most questions are looked up, not judged.
+# Verdicts on one unanswered question kept the same way, by what they read: the question, the audience, what
+# each answer's outcome depends on, which of its answers could be given, the urgency so far and the patient's own
+# windows for the actions it could bring forward (`_Reach.codes`). A verdict is the question's Escalation (frozen,
+# shared) or None; patients share most of them, so most questions are looked up, not judged.
 _VERDICTS_KEPT = 30_000
 _ABSENT = object()  # an action the patient's result does not have (a key part distinct from "no window")
 
@@ -126,14 +133,13 @@ def _reach(kb: KnowledgeBase) -> dict:
         seen_rules, seen_facts, todo = set(), {fact.name}, [fact.name]
         max_rank = -1
         earliest: dict[str, float] = {}
-        depends: set[str] = set()
+        downstream = []
         while todo:
             for step in plan.readers.get(todo.pop(), ()):
                 if step.rule.id in seen_rules:
                     continue
                 seen_rules.add(step.rule.id)
-                depends.update(step.rule.reads)
-                depends.update(d.fact for d in step.derives)
+                downstream.append(step)
                 max_rank = max([max_rank, *(rank for _, rank in step.urgencies)])
                 for c, _ in step.recommends:
                     if c.kind == "action" and c.code in plan.watched:
@@ -143,15 +149,36 @@ def _reach(kb: KnowledgeBase) -> dict:
                     if d.fact not in seen_facts:
                         seen_facts.add(d.fact)
                         todo.append(d.fact)
-        depends.discard(fact.name)
         codes = set(earliest) | {other for code in earliest for other in kb.catalog["action"][code].superseded_by}
         out[fact.name] = _Reach(
             max_rank,
             {code: (None if h == math.inf else h) for code, h in earliest.items()},
-            tuple(sorted(depends)),
+            tuple(_depends(downstream, fact.name, answer) for answer in _answers(fact)),
             tuple(sorted(codes)),
         )
     return out
+
+
+def _answers(fact: Fact) -> tuple:
+    """The trial answers to an unanswered question: yes (a "no" only ever adds reassurance), or each value."""
+    return (True,) if fact.type == "bool" else fact.values
+
+
+def _depends(downstream: list, fact: str, answer: Value) -> tuple:
+    """What the outcome of answering `fact` with `answer` depends on, besides the answer (`_Reach.keys`):
+    (the facts, the rules whose having fired matters), each sorted."""
+    facts: set[str] = set()
+    rules: set[str] = set()
+    for step in downstream:
+        left = assume(step.rule.when, fact, answer)
+        if left is False:
+            continue  # cannot fire once the answer is given
+        if left is not True:
+            facts.update(condition_facts(left))
+        facts.update(d.fact for d in step.derives)
+        if any(name != fact for name in step.rule.reads):
+            rules.add(step.rule.id)
+    return tuple(sorted(facts)), tuple(sorted(rules))
 
 
 def _cannot_escalate(reach: _Reach, rank: int, before: dict) -> bool:
@@ -197,19 +224,22 @@ def could_escalate(
         return []  # answers that already contradict each other stay contradictory whatever is added
     words = {a.code: a.window for a in baseline.actions}
     facts = {**trace.inputs, **trace.derived}
+    fired = {f.rule for f in trace.firings}
     chain = _Chain(evaluator, trace)
     found = []
     for fact in candidates:
         if fact.name in plan.moot and not plan.asked(fact, inputs):
             continue  # moot for this patient (e.g. "suspected?" once compression is diagnosed): never asked
         at = reach[fact.name]
-        answers = (True,) if fact.type == "bool" else fact.values
+        answers = _answers(fact)
         allowed = (
             tuple(plan.allowed_adding({**inputs, fact.name: answer}, fact.name) for answer in answers)
             if judged and plan.constrains(fact.name)  # an answer to it could contradict another, or be refused
             else None
         )
-        state = tuple([facts.get(name) for name in at.depends])
+        state = tuple(
+            [(tuple([facts.get(n) for n in reads]), tuple([r in fired for r in rules])) for reads, rules in at.keys]
+        )
         key = (
             fact.name,
             audience,
@@ -269,7 +299,7 @@ def _verdict(
     for i, answer in enumerate(answers):
         if allowed is not None and not allowed[i]:
             continue
-        key = (fact.name, answer, state)
+        key = (fact.name, answer, state[i])
         outcome: Any = outcomes.get(key)
         if outcome is None:
             try:
