@@ -124,16 +124,34 @@ def merge_window(current: tuple, conclusion: Recommend) -> tuple:
     return current
 
 
-def build(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Result:
-    """The Result of one evaluation, without the look-ahead: `analysis.escalation.decide` adds
-    `could_escalate` beside it (a chained re-evaluation per possible answer to each unanswered question)."""
+@dataclass
+class Decision:
+    """What the rules decided for one patient, without the words around it: the part of the Result every view
+    shares, and all a cohort's decision row reads (`conclude`; `build` dresses it as the Result)."""
+
+    urgency: str
+    actions: list  # list[Item], the Result's order
+    warnings: list
+    differential: list
+    rules: list  # the ids of the rules that fired, in firing order
+    complete: bool
+    unanswered_alarm: list
+    in_scope: bool
+    could_escalate: list = field(default_factory=list)  # analysis.escalation.decision fills it
+
+    def fired_ids(self) -> list[str]:
+        return self.rules
+
+
+def conclude(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Decision:
+    """The Decision of one evaluation, without the look-ahead (`analysis.escalation.decision` adds it)."""
     plan = prepared(kb)
     patient = audience == "patient"
     urgency = plan.lowest
     top = plan.rank[urgency]
     # each code concluded: [catalogue entry, the rules in firing order, their citations, the window so far]
     found: dict[str, dict[str, list]] = {"action": {}, "warning": {}, "differential": {}}
-    fired = []
+    rules = []
     for firing in trace.firings:
         step = plan.rules[firing.rule]
         rule = step.rule
@@ -155,7 +173,7 @@ def build(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Resul
                 seen[1].append(rule.id)
             seen[2].update(rule.cites)
             seen[3] = merge_window(seen[3], conclusion)
-        fired.append(FiredRule(rule.id, rule.title, firing.order, dict(firing.matched), list(rule.cites), rule.section))
+        rules.append(rule.id)
     groups: dict[str, dict[str, Item]] = {
         kind: {
             code: Item(
@@ -199,6 +217,29 @@ def build(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Resul
         for item in actions.values():
             done_when = plan.done_when.get(item.code)
             item.done = done_when is not None and done_when(facts) is True
+    return Decision(
+        urgency=urgency,
+        actions=ordered("action"),
+        warnings=ordered("warning"),
+        differential=ordered("differential"),
+        rules=rules,
+        complete=not missing_alarms,
+        unanswered_alarm=missing_alarms,
+        in_scope=in_scope,
+    )
+
+
+def build(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Result:
+    """The Result of one evaluation, without the look-ahead: `analysis.escalation.decide` adds
+    `could_escalate` beside it (a chained re-evaluation per possible answer to each unanswered question)."""
+    plan = prepared(kb)
+    patient = audience == "patient"
+    decision = conclude(kb, trace, audience)
+    fired = []
+    for firing in trace.firings:
+        rule = plan.rules[firing.rule].rule
+        fired.append(FiredRule(rule.id, rule.title, firing.order, dict(firing.matched), list(rule.cites), rule.section))
+    inputs = trace.inputs
     # a question that cannot be answered for this patient (its only_if is false) is not "unanswered";
     # alarm questions first, then vocabulary order (plan.question_order)
     unanswered = [
@@ -206,27 +247,25 @@ def build(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Resul
         for f in plan.question_order
         if f.name not in inputs and plan.asked(f, inputs)
     ]
+    missing_alarms = decision.unanswered_alarm
+    in_scope = decision.in_scope
     return Result(
-        urgency=urgency,
-        urgency_text=text_of(kb.catalog["urgency"][urgency], patient),
-        actions=ordered("action"),
-        warnings=ordered("warning"),
-        differential=ordered("differential"),
+        urgency=decision.urgency,
+        urgency_text=text_of(kb.catalog["urgency"][decision.urgency], patient),
+        actions=decision.actions,
+        warnings=decision.warnings,
+        differential=decision.differential,
         fired=fired,
         unanswered=unanswered,
         inputs={f.name: inputs[f.name] for f in plan.input_facts if f.name in inputs},
         derived=dict(trace.derived),
         knowledge_base=kb.identity(),
         audience=audience,
-        complete=not missing_alarms,
+        complete=decision.complete,
         unanswered_alarm=missing_alarms,
-        incomplete_text=(kb.incomplete_patient_text if audience == "patient" else kb.incomplete_text)
-        if missing_alarms
-        else "",
+        incomplete_text=(kb.incomplete_patient_text if patient else kb.incomplete_text) if missing_alarms else "",
         in_scope=in_scope,
-        scope_text=""
-        if in_scope
-        else (kb.out_of_scope_patient_text if audience == "patient" else kb.out_of_scope_text),
+        scope_text="" if in_scope else (kb.out_of_scope_patient_text if patient else kb.out_of_scope_text),
     )
 
 

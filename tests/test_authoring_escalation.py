@@ -255,3 +255,36 @@ def test_kept_look_ahead_outcomes_equal_chaining_every_trial_answer_afresh(kb):
         again = escalation.could_escalate(kb, inputs, audience, evaluator=afresh)
         assert found == [e.to_dict() for e in again], (audience, inputs)
     assert hits > 100  # most patients were answered from kept outcomes: the comparison tested them
+
+
+def test_a_decision_is_the_result_without_its_words(kb):
+    """`escalation.decision` (what a cohort row reads) is `decide`'s Result less its words, on random patients in
+    both audiences: the same urgency, items (texts included), rules, completeness, scope and look-ahead."""
+    import random as _random
+
+    from lumbar_kb.engine.analysis.escalation import decide, decision
+    from lumbar_kb.engine.patient import random_patient
+    from lumbar_kb.engine.session import Engine
+
+    engine = Engine(kb)
+    rng = _random.Random(29)
+    escalating = 0
+    for n in range(1000):
+        trace = engine.run(random_patient(kb, rng))
+        audience = ("clinician", "patient")[n % 2]
+        result, found = decide(kb, trace, audience), decision(kb, trace, audience)
+        assert found.urgency == result.urgency
+        assert (found.actions, found.warnings, found.differential) == (
+            result.actions,
+            result.warnings,
+            result.differential,
+        )
+        assert found.fired_ids() == result.fired_ids() == [f.rule for f in trace.firings]
+        assert (found.complete, found.unanswered_alarm, found.in_scope) == (
+            result.complete,
+            result.unanswered_alarm,
+            result.in_scope,
+        )
+        assert [e.to_dict() for e in found.could_escalate] == [e.to_dict() for e in result.could_escalate]
+        escalating += bool(found.could_escalate)
+    assert escalating > 100

@@ -30,7 +30,7 @@ from ..logic import assume
 from ..model import Fact, KnowledgeBase, Value, condition_facts
 from ..prepared import Prepared, prepared
 from ..reference import ReferenceEvaluator
-from ..result import Result, build, merge_window
+from ..result import Decision, Result, build, conclude, merge_window
 from ..trace import Trace
 
 
@@ -192,13 +192,13 @@ def could_escalate(
     kb: KnowledgeBase,
     inputs: Mapping[str, Value],
     audience: str = "clinician",
-    baseline=None,
+    baseline: Result | Decision | None = None,
     evaluator: ReferenceEvaluator | None = None,
     trace: Trace | None = None,
 ) -> list[Escalation]:
     """The escalating unanswered questions for this patient, most urgent first.
 
-    `baseline` (the patient's Result) and `trace` (the evaluation behind it) save re-computing them."""
+    `baseline` (the patient's Result or Decision) and `trace` (the evaluation behind it) save re-computing them."""
 
     shared_evaluator, reach, outcomes, verdicts = _prepared(kb)
     plan = prepared(kb)
@@ -209,7 +209,7 @@ def could_escalate(
     if trace is None:
         trace = evaluator.run(inputs)
     if baseline is None:
-        baseline = build(kb, trace, audience)
+        baseline = conclude(kb, trace, audience)
     rank = plan.rank[baseline.urgency]
     before = {a.code: a.within_hours for a in baseline.actions}
     candidates = [
@@ -375,3 +375,11 @@ def decide(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Resu
     result = build(kb, trace, audience)
     result.could_escalate = could_escalate(kb, trace.inputs, audience, baseline=result, trace=trace)
     return result
+
+
+def decision(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Decision:
+    """The Decision of one evaluation with its look-ahead, without the Result's words: what a cohort's decision
+    row reads (the same as `decide`'s Result gives it, about 10 µs sooner)."""
+    found = conclude(kb, trace, audience)
+    found.could_escalate = could_escalate(kb, trace.inputs, audience, baseline=found, trace=trace)
+    return found

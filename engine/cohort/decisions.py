@@ -83,7 +83,7 @@ def who(patient: Any, input_sha256: str) -> dict:
 
 
 def decided(result: Any, kb_sha256: str) -> dict:
-    """The columns that come from the Result: the same for every patient with the same answers."""
+    """The columns that come from the Result (or its Decision): the same for every patient with the same answers."""
     return {
         "kb_sha256": kb_sha256,
         "urgency": result.urgency,
@@ -91,15 +91,15 @@ def decided(result: Any, kb_sha256: str) -> dict:
         "actions": [_action(a) for a in result.actions],
         "warnings": [w.code for w in result.warnings],
         "differential": [d.code for d in result.differential],
-        "fired": [f.rule for f in result.fired],
+        "fired": list(result.fired_ids()),
         "unanswered_alarm": list(result.unanswered_alarm),
         "could_escalate": [e.fact for e in result.could_escalate],
     }
 
 
-def trace_rows(result: Any) -> list[tuple]:
-    """(step, rule, matched facts as JSON) for each firing: the audit store's trace table."""
-    return [(f.order, f.rule, json.dumps(f.matched, sort_keys=True, ensure_ascii=False)) for f in result.fired]
+def trace_rows(trace: Any) -> list[tuple]:
+    """(step, rule, matched facts as JSON) for each firing of an evaluation's Trace: the audit store's trace table."""
+    return [(f.order, f.rule, json.dumps(f.matched, sort_keys=True, ensure_ascii=False)) for f in trace.firings]
 
 
 DECIDING = ("urgency", "actions", "warnings")

@@ -120,7 +120,7 @@ class ChunkOut:
 
 def evaluate_chunk(chunk: Chunk, job: Job, snapshots: dict | None = None) -> ChunkOut:
     """Validate and evaluate one chunk's patients; the rows are what `lumbar-kb evaluate` shows for each."""
-    from ..analysis.escalation import decide
+    from ..analysis.escalation import decision
 
     kb, engine = _engine(job.kb_sha256, snapshots)
     chunk = materialize(chunk)
@@ -136,17 +136,17 @@ def evaluate_chunk(chunk: Chunk, job: Job, snapshots: dict | None = None) -> Chu
         key = (job.kb_sha256, job.compare_sha256, job.store, text)
         known = _DECIDED.get(key) if job.cache else None
         if known is None:
-            result = decide(kb, engine.run(patient.inputs))
-            part = decided(result, sha)
+            trace = engine.run(patient.inputs)
+            part = decided(decision(kb, trace), sha)
             changes = None
             if other is not None:
                 old_kb, old_engine = other
-                changes = differences(decided(decide(old_kb, old_engine.run(patient.inputs)), old_kb.sha256), part)
+                changes = differences(decided(decision(old_kb, old_engine.run(patient.inputs)), old_kb.sha256), part)
             known = (
                 hashlib.sha256(text.encode()).hexdigest(),
                 part,
                 changes,
-                trace_rows(result) if job.store else None,
+                trace_rows(trace) if job.store else None,
             )
             if job.cache:
                 if len(_DECIDED) >= DECIDED_KEPT:
