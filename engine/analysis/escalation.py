@@ -94,6 +94,10 @@ class _Reach:
     # the watched actions downstream and the actions that cover them (`superseded_by`): the part of the patient's
     # own result an answer's verdict reads, with `keys` and the urgency (`_VERDICTS_KEPT`)
     codes: tuple = ()
+    # `keys` and `codes` as what to look up in a patient's `_known` facts, fired rules and windows: each answer's
+    # part of an outcome key, and all of them with the codes for the verdict's key
+    answer_probes: tuple = ()
+    probe: tuple = ()
 
 
 _PREPARED: list = []  # (kb, ReferenceEvaluator, {fact: _Reach}, {outcome key: outcome}) for the last few used
@@ -108,7 +112,7 @@ _FAILED = object()  # the outcome of a trial answer for which the knowledge base
 # windows for the actions it could bring forward (`_Reach.codes`). A verdict is the question's Escalation (frozen,
 # shared) or None; patients share most of them, so most questions are looked up, not judged.
 _VERDICTS_KEPT = 30_000
-_ABSENT = object()  # an action the patient's result does not have (a key part distinct from "no window")
+_ABSENT = object()  # a verdict not kept (None is a kept verdict: the question escalates nothing)
 
 
 _PREPARED_LOCK = threading.Lock()
@@ -149,14 +153,35 @@ def _reach(kb: KnowledgeBase) -> dict:
                     if d.fact not in seen_facts:
                         seen_facts.add(d.fact)
                         todo.append(d.fact)
-        codes = set(earliest) | {other for code in earliest for other in kb.catalog["action"][code].superseded_by}
+        codes = tuple(
+            sorted(set(earliest) | {o for code in earliest for o in kb.catalog["action"][code].superseded_by})
+        )
+        keys = tuple(_depends(downstream, fact.name, answer) for answer in _answers(fact))
+        answer_probes = tuple((*facts, *((_FIRED, r) for r in rules)) for facts, rules in keys)
         out[fact.name] = _Reach(
             max_rank,
             {code: (None if h == math.inf else h) for code, h in earliest.items()},
-            tuple(_depends(downstream, fact.name, answer) for answer in _answers(fact)),
-            tuple(sorted(codes)),
+            keys,
+            codes,
+            answer_probes,
+            (*dict.fromkeys(p for probes in answer_probes for p in probes), *((_WINDOW, code) for code in codes)),
         )
     return out
+
+
+_FIRED, _WINDOW = "fired", "window"  # a _known entry's kind besides a fact's value (a fact's name is a string)
+
+
+def _known(trace: Trace, baseline: Result | Decision) -> dict:
+    """What a patient's look-ahead keys read, in one mapping: each fact's value by its name; True by
+    (_FIRED, rule id) for each rule that fired; (hours, words) by (_WINDOW, code) for each action the patient's
+    result has. Absent: None (an unknown fact, a rule that did not fire, an action the result does not have)."""
+    known: dict = {**trace.inputs, **trace.derived}
+    for firing in trace.firings:
+        known[_FIRED, firing.rule] = True
+    for action in baseline.actions:
+        known[_WINDOW, action.code] = (action.within_hours, action.window)
+    return known
 
 
 def _answers(fact: Fact) -> tuple:
@@ -223,8 +248,7 @@ def could_escalate(
     if judged and not plan.allowed(inputs):
         return []  # answers that already contradict each other stay contradictory whatever is added
     words = {a.code: a.window for a in baseline.actions}
-    facts = {**trace.inputs, **trace.derived}
-    fired = {f.rule for f in trace.firings}
+    known = _known(trace, baseline)
     chain = _Chain(evaluator, trace)
     found = []
     for fact in candidates:
@@ -237,21 +261,11 @@ def could_escalate(
             if judged and plan.constrains(fact.name)  # an answer to it could contradict another, or be refused
             else None
         )
-        state = tuple(
-            [(tuple([facts.get(n) for n in reads]), tuple([r in fired for r in rules])) for reads, rules in at.keys]
-        )
-        key = (
-            fact.name,
-            audience,
-            state,
-            allowed,
-            rank,
-            tuple([before.get(code, _ABSENT) for code in at.codes]),
-            tuple([words.get(code, _ABSENT) for code in at.codes]),
-        )
+        key = (fact.name, audience, allowed, rank, tuple([known.get(k) for k in at.probe]))
         verdict = verdicts.get(key, _ABSENT)
         if verdict is _ABSENT:
-            verdict = _verdict(plan, fact, audience, answers, allowed, state, rank, before, words, outcomes, chain)
+            states = tuple(tuple([known.get(k) for k in probe]) for probe in at.answer_probes)
+            verdict = _verdict(plan, fact, audience, answers, allowed, states, rank, before, words, outcomes, chain)
             _keep(verdicts, key, verdict, _VERDICTS_KEPT)
         if verdict is not None:
             found.append((verdict[0], fact.order, verdict[1]))
@@ -287,7 +301,7 @@ def _verdict(
     audience: str,
     answers: tuple,
     allowed: tuple | None,
-    state: tuple,
+    states: tuple,
     rank: int,
     before: dict,
     words: dict,
@@ -299,7 +313,7 @@ def _verdict(
     for i, answer in enumerate(answers):
         if allowed is not None and not allowed[i]:
             continue
-        key = (fact.name, answer, state[i])
+        key = (fact.name, answer, states[i])
         outcome: Any = outcomes.get(key)
         if outcome is None:
             try:
