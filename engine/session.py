@@ -135,7 +135,10 @@ class Engine:
         step = self._rules[name]
         session.fired.add(name)
         trace = session.trace
-        trace.firings.append(Firing(name, len(trace.firings) + 1, step.support(session.facts)))
+        derived = trace.derived
+        trace.firings.append(
+            Firing(name, len(trace.firings) + 1, None, (step.support, trace.inputs, derived, len(derived)))
+        )
         for derive in step.derives:
             known = session.facts.get(derive.fact)
             if known is not None:

@@ -6,16 +6,52 @@ Both evaluators (the durable-rules `session` and the plain-Python `reference`) p
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 from .model import Value
 
 
-@dataclass(frozen=True)
 class Firing:
-    rule: str
-    order: int  # 1-based firing order
-    matched: dict  # dict[str, Value]: the facts that made the rule's condition true when it fired
+    """One rule firing: the rule's id, its 1-based firing `order`, and `matched`, the facts that made the rule's
+    condition true when it fired (its evidence, cited in the trace).
+
+    The evaluators record the evidence as a way to work it out (`evidence`: the rule's supporter, with the
+    trace's inputs, its derived facts and how many of them were known when the rule fired): a cohort row never
+    reads it, so it costs nothing there; the first read of `matched` works it out from exactly the facts
+    known at the firing, and keeps it. Read-only, compared by value."""
+
+    __slots__ = ("rule", "order", "_matched", "_evidence")
+
+    def __init__(self, rule: str, order: int, matched: dict | None = None, evidence: tuple | None = None):
+        if (matched is None) == (evidence is None):
+            raise TypeError("a Firing needs its matched facts or the evidence to work them out, not both")
+        self.rule = rule
+        self.order = order
+        self._matched = matched
+        self._evidence = evidence  # (supporter, inputs, derived, how many derived facts were known)
+
+    @property
+    def matched(self) -> dict:  # dict[str, Value]
+        if self._matched is None:
+            supporter, inputs, derived, known = self._evidence  # type: ignore[misc]
+            facts = dict(inputs)
+            facts.update(itertools.islice(derived.items(), known))
+            self._matched, self._evidence = supporter(facts), None
+        return self._matched
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Firing):
+            return NotImplemented
+        return (self.rule, self.order, self.matched) == (other.rule, other.order, other.matched)
+
+    __hash__ = None  # type: ignore[assignment]  # compared by value, and matched is a dict
+
+    def __repr__(self) -> str:
+        return f"Firing(rule={self.rule!r}, order={self.order!r}, matched={self.matched!r})"
+
+    def __reduce__(self) -> tuple:
+        return (Firing, (self.rule, self.order, self.matched))
 
 
 @dataclass

@@ -5,7 +5,6 @@ import os
 import random
 import subprocess
 import sys
-from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -129,11 +128,12 @@ def test_an_exception_inside_an_action_is_not_swallowed(kb, monkeypatch):
     """durable-rules swallows exceptions raised in actions; the engine must surface them."""
     engine = Engine(kb)
 
-    def broken(*args, **kwargs):
-        raise RuntimeError("boom")
+    class Broken(dict):
+        def __getitem__(self, name):
+            raise RuntimeError("boom")
 
-    # every rule's action records its support first: make that raise
-    monkeypatch.setattr(engine, "_rules", {name: replace(step, support=broken) for name, step in engine._rules.items()})
+    # every rule's action looks its rule up first: make that raise
+    monkeypatch.setattr(engine, "_rules", Broken(engine._rules))
     with pytest.raises(EngineError, match="boom"):
         engine.run({"leg_weakness": True})
     monkeypatch.undo()
@@ -262,3 +262,27 @@ def test_engines_free_their_durable_rulesets(kb):
         Engine(kb).run({"leg_weakness": True})
     gc.collect()
     assert _rss_mb() - before < 60  # ~200 MB if the rulesets leaked
+
+
+def test_a_firing_works_its_evidence_out_from_the_facts_known_when_it_fired(kb):
+    """The engine records how to work a firing's evidence out, not the evidence: read later, it is the facts
+    known at the firing (not the ones derived after it), the same as the reference evaluator's, kept once read,
+    compared and pickled by value."""
+    import pickle
+
+    from lumbar_kb.engine.reference import ReferenceEvaluator
+    from lumbar_kb.engine.trace import Firing
+
+    patient = {"leg_weakness": True, "palpable_mass": True, "cancer_history": True}
+    trace, expected = Engine(kb).run(patient), ReferenceEvaluator(kb).run(patient)
+    assert len(trace.derived) >= 2  # facts were derived during the run, after the first firing
+    first = trace.firings[0]
+    assert not set(first.matched) & set(trace.derived)  # nothing derived later is cited by the first firing
+    assert [(f.rule, f.matched) for f in trace.firings] == [(f.rule, f.matched) for f in expected.firings]
+    assert first.matched is first.matched  # worked out once
+    assert pickle.loads(pickle.dumps(trace.firings)) == expected.firings
+    assert Firing("r", 1, {"a": True}) != Firing("r", 1, {"a": False}) and "matched={'a': True}" in repr(
+        Firing("r", 1, {"a": True})
+    )
+    with pytest.raises(TypeError):
+        Firing("r", 1)

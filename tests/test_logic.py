@@ -8,7 +8,6 @@ and false and keeps unknown. A rule fires exactly when its condition is true.
 """
 
 import itertools
-from dataclasses import replace
 
 import pytest
 import yaml
@@ -520,11 +519,12 @@ def test_an_exception_in_an_action_names_its_type_and_message(tmp_path, monkeypa
 
     engine = Engine(kb_with(tmp_path, [LATER]))
 
-    def broken(*args):
-        raise ValueError("seeded")
+    class Broken(dict):
+        def __getitem__(self, name):
+            raise ValueError("seeded")
 
-    # every rule's action records its support first: make that raise
-    monkeypatch.setattr(engine, "_rules", {name: replace(step, support=broken) for name, step in engine._rules.items()})
+    # every rule's action looks its rule up first: make that raise
+    monkeypatch.setattr(engine, "_rules", Broken(engine._rules))
     with pytest.raises(EngineError, match=r"^a rule action failed: ValueError: seeded$"):
         engine.run({"b": True})
 
