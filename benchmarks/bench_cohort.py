@@ -3,7 +3,8 @@
 For Parquet and JSON Lines inputs of N random valid patients (a third of answers unknown on average), runs
 `lumbar-kb cohort INPUT --out decisions.parquet` as a separate process with --jobs 1, --jobs all and --dask
 (a LocalCluster of all cores), and prints patients/s end to end (start-up included), the ratio to one core,
-the peak memory of the whole process tree (the command and its workers, sampled), the CPU seconds it used
+the peak memory of the whole process tree (the command and its workers, sampled: the sum of their resident
+sets, and of their proportional sets, which count a shared library's pages once), the CPU seconds it used
 (patients per CPU second is the per-core rate even on a machine other work shares), and checks that every run
 wrote identical decisions. Also the start-up time of the command line, and peak memory at a tenth of N (flat
 memory: the peak must not grow with N). Prints figures; never fails on speed.
@@ -64,8 +65,10 @@ def generate(n: int, folder: Path, formats: list[str], seed: int) -> dict[str, P
     return out
 
 
-def _tree_rss_mb(root: int) -> float:
-    """Resident memory of a process and all its descendants, in MB (Linux /proc)."""
+def _tree_mb(root: int) -> tuple[float, float]:
+    """Memory of a process and all its descendants, in MB (Linux /proc): the sum of their resident sets (RSS), and
+    of their proportional sets (PSS: a page shared by k of them, such as a shared library's code, counts 1/k
+    in each; what the tree takes from the machine)."""
     children: dict[int, list[int]] = {}
     rss: dict[int, int] = {}
     for entry in os.listdir("/proc"):
@@ -79,28 +82,38 @@ def _tree_rss_mb(root: int) -> float:
         pid, ppid = int(entry), int(fields[1])
         children.setdefault(ppid, []).append(pid)
         rss[pid] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-    total, todo = 0, [root]
+    total, proportional, todo = 0, 0, [root]
     while todo:
         pid = todo.pop()
         total += rss.get(pid, 0)
+        proportional += _pss(pid)
         todo.extend(children.get(pid, []))
-    return total / 2**20
+    return total / 2**20, proportional / 2**20
 
 
-def run(argv: list[str]) -> tuple[float, float, str, float]:
-    """Wall seconds, peak MB of the process tree, stderr's last line, CPU seconds of the tree (user + system:
-    a fair measure on a machine other work shares, where wall time is not)."""
+def _pss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            return next((int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:")), 0)
+    except OSError:
+        return 0
+
+
+def run(argv: list[str]) -> tuple[float, float, str, float, float]:
+    """Wall seconds, peak RSS MB of the process tree, stderr's last line, CPU seconds of the tree (user + system:
+    a fair measure on a machine other work shares, where wall time is not), peak PSS MB of the tree."""
     import resource
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    peak = [0.0]
+    peak = [0.0, 0.0]
 
     def sample() -> None:
         while proc.poll() is None:
-            peak[0] = max(peak[0], _tree_rss_mb(proc.pid))
-            time.sleep(0.1)
+            rss, pss = _tree_mb(proc.pid)
+            peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
+            time.sleep(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -111,7 +124,7 @@ def run(argv: list[str]) -> tuple[float, float, str, float]:
         raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{err}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return elapsed, peak[0], (err.strip().splitlines() or [""])[-1], cpu
+    return elapsed, peak[0], (err.strip().splitlines() or [""])[-1], cpu, peak[1]
 
 
 def main() -> None:
@@ -149,8 +162,8 @@ def main() -> None:
         )
 
         print(
-            f"\n{'input':<8} {'mode':<10} {'seconds':>8} {'patients/s':>11} {'x one core':>10} {'peak MB':>8} "
-            f"{'cpu s':>7} {'per cpu s':>9}  decisions"
+            f"\n{'input':<8} {'mode':<10} {'seconds':>8} {'patients/s':>11} {'x one core':>10} {'RSS MB':>7} "
+            f"{'PSS MB':>7} {'cpu s':>7} {'per cpu s':>9}  decisions"
         )
         digests = set()
         one_core_peak: dict[str, float] = {}
@@ -160,7 +173,7 @@ def main() -> None:
                 out = folder / f"out-{kind}-{mode}.parquet"
                 extra = ["--dask", "--jobs", "all"] if mode == "dask" else ["--jobs", mode]
                 argv = [*CLI, "cohort", str(path), "--out", str(out), "--chunk-size", str(args.chunk_size), *extra]
-                seconds, peak, _, cpu = run(argv)
+                seconds, peak, _, cpu, pss = run(argv)
                 rate = n / seconds
                 base = base or (rate if mode == "1" else None)
                 ratio = f"{rate / base:.2f}" if base else "-"
@@ -170,8 +183,8 @@ def main() -> None:
                 digest = _decisions_digest(out)
                 digests.add(digest)
                 print(
-                    f"{kind:<8} {mode:<10} {seconds:>8.1f} {rate:>11,.0f} {ratio:>10} {peak:>8.0f} {cpu:>7.1f} "
-                    f"{n / cpu:>9,.0f}  {digest[:12]}"
+                    f"{kind:<8} {mode:<10} {seconds:>8.1f} {rate:>11,.0f} {ratio:>10} {peak:>7.0f} {pss:>7.0f} "
+                    f"{cpu:>7.1f} {n / cpu:>9,.0f}  {digest[:12]}"
                 )
                 out.unlink()
         print("decisions identical across inputs and modes:", "yes" if len(digests) == 1 else f"NO ({len(digests)})")
@@ -182,10 +195,12 @@ def main() -> None:
         kind, path = next(iter(inputs.items()))
         (folder / "small").mkdir()
         tenth = generate(small, folder / "small", [kind], args.seed)
-        _, peak_small, _, _ = run([*CLI, "cohort", str(tenth[kind]), "--jobs", "1", "--out", str(folder / "s.parquet")])
+        _, peak_small, _, _, _ = run(
+            [*CLI, "cohort", str(tenth[kind]), "--jobs", "1", "--out", str(folder / "s.parquet")]
+        )
         peak_full = one_core_peak.get(kind)
         if peak_full is None:  # --modes without 1: measure it
-            _, peak_full, _, _ = run([*CLI, "cohort", str(path), "--jobs", "1", "--out", str(folder / "f.parquet")])
+            _, peak_full, _, _, _ = run([*CLI, "cohort", str(path), "--jobs", "1", "--out", str(folder / "f.parquet")])
         print(
             f"flat memory (--jobs 1, {kind}): peak {peak_small:.0f} MB at {small:,} patients, "
             f"{peak_full:.0f} MB at {n:,}"
