@@ -66,13 +66,14 @@ def _create(name: str, rules: dict, kb: KnowledgeBase) -> int:
 
 
 class _Session:
-    __slots__ = ("trace", "facts", "fired", "sid")
+    __slots__ = ("trace", "facts", "fired", "sid", "facts_after")
 
     def __init__(self, sid: str, inputs: Mapping[str, Value]):
         self.sid = sid
         self.trace = Trace(dict(inputs))
         self.facts = dict(inputs)  # inputs plus everything derived so far
         self.fired: set[str] = set()
+        self.facts_after: dict[int, dict] = {}  # the facts known after n derivations, shared by its firings' evidence
 
 
 class Engine:
@@ -136,9 +137,8 @@ class Engine:
         session.fired.add(name)
         trace = session.trace
         derived = trace.derived
-        trace.firings.append(
-            Firing(name, len(trace.firings) + 1, None, (step.support, trace.inputs, derived, len(derived)))
-        )
+        evidence = (step.support, trace.inputs, derived, len(derived), session.facts_after)
+        trace.firings.append(Firing(name, len(trace.firings) + 1, None, evidence))
         for derive in step.derives:
             known = session.facts.get(derive.fact)
             if known is not None:

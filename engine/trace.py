@@ -16,10 +16,11 @@ class Firing:
     """One rule firing: the rule's id, its 1-based firing `order`, and `matched`, the facts that made the rule's
     condition true when it fired (its evidence, cited in the trace).
 
-    The evaluators record the evidence as a way to work it out (`evidence`: the rule's supporter, with the
-    trace's inputs, its derived facts and how many of them were known when the rule fired): a cohort row never
-    reads it, so it costs nothing there; the first read of `matched` works it out from exactly the facts
-    known at the firing, and keeps it. Read-only, compared by value."""
+    The evaluators record the evidence as a way to work it out (`evidence`: the rule's supporter, the trace's
+    inputs, its derived facts, how many of them were known when the rule fired, and a mapping the firings of
+    one trace share, of the facts known after each number of derivations): a cohort row never reads it, so it
+    costs nothing there; the first read of `matched` works it out from exactly the facts known at the firing,
+    and keeps it. Read-only, compared by value."""
 
     __slots__ = ("rule", "order", "_matched", "_evidence")
 
@@ -29,14 +30,15 @@ class Firing:
         self.rule = rule
         self.order = order
         self._matched = matched
-        self._evidence = evidence  # (supporter, inputs, derived, how many derived facts were known)
+        self._evidence = evidence  # (supporter, inputs, derived, how many derived facts were known, shared facts)
 
     @property
     def matched(self) -> dict:  # dict[str, Value]
         if self._matched is None:
-            supporter, inputs, derived, known = self._evidence  # type: ignore[misc]
-            facts = dict(inputs)
-            facts.update(itertools.islice(derived.items(), known))
+            supporter, inputs, derived, known, facts_after = self._evidence  # type: ignore[misc]
+            facts = facts_after.get(known)
+            if facts is None:  # the first firing read after this many derivations: the facts known then
+                facts = facts_after[known] = {**inputs, **dict(itertools.islice(derived.items(), known))}
             self._matched, self._evidence = supporter(facts), None
         return self._matched
 
