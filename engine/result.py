@@ -1,4 +1,8 @@
-"""Turn a Trace into the Result a user reads: urgency, actions, warnings, differential, trace, questions.
+"""Turn a Trace into the Decision the rules made and the Result a user reads (the Decision with its words).
+
+`conclude` gives the Decision: urgency, actions, warnings, differential, the rules fired, completeness and
+scope (what a cohort's decision row reads); `build` gives the Result: the Decision with its texts, each fired
+rule's title and evidence, the questions left and the answers.
 
 Aggregation only; every decision was made by the rules. Urgency is the highest level any fired rule
 concluded (the lowest level when none did). Where several rules give one action a window, the earliest

@@ -186,7 +186,8 @@ def _known(trace: Trace, baseline: Result | Decision) -> dict:
 
 
 def _answers(fact: Fact) -> tuple:
-    """The trial answers to an unanswered question: yes (a "no" only ever adds reassurance), or each value."""
+    """The trial answers to an unanswered question: yes for a yes/no question (what a yes would bring: the
+    definition `lumbar-kb check` proves complete, could_escalate_complete), or each value of an enum."""
     return (True,) if fact.type == "bool" else fact.values
 
 
