@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "build" / "mutation"
 # shards (`;`-separated) of comma-separated files: each shard is mutated in its own copy, the shards concurrently
 MUTATE = os.environ.get(
-    "MUTATE", "engine/logic.py,engine/compiler.py,engine/prepared.py;engine/session.py,engine/result.py"
+    "MUTATE", "engine/logic.py,engine/compiler.py,engine/prepared.py;engine/session.py,engine/result.py,engine/trace.py"
 )
 SHARDS = [shard for shard in MUTATE.split(";") if shard]
 # the tests of the core: the unit tests, the differential test, the engine's (the safety properties test the
@@ -152,7 +152,9 @@ def report() -> int:
                 'SELECT m.id, m.status, s.filename, l.line, m."index", l.line_number FROM Mutant m '
                 "JOIN Line l ON m.line = l.id JOIN SourceFile s ON l.sourcefile = s.id ORDER BY m.id"
             )
-            rows += [(tree, *row) for row in db.execute(query)]
+            # only this shard's files: a reused cache keeps mutants of files an earlier run's shards held
+            files = set(SHARDS[shard].split(","))
+            rows += [(tree, *row) for row in db.execute(query) if row[2] in files]
     equivalents = read_equivalents()
     counts = {"killed": 0, "survived": 0, "equivalent": 0, "timeout": 0, "suspicious": 0, "untested": 0}
     survivors = []

@@ -47,8 +47,6 @@ class Firing:
             return NotImplemented
         return (self.rule, self.order, self.matched) == (other.rule, other.order, other.matched)
 
-    __hash__ = None  # type: ignore[assignment]  # compared by value, and matched is a dict
-
     def __repr__(self) -> str:
         return f"Firing(rule={self.rule!r}, order={self.order!r}, matched={self.matched!r})"
 

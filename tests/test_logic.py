@@ -846,3 +846,17 @@ def test_a_rule_concluding_one_action_twice_is_one_reason_with_the_earlier_windo
     for name, ev in evaluators(kb).items():
         [action] = build(kb, ev.run({"a": True, "b": True})).actions
         assert (action.because, action.within_hours) == (["r.twice", "r.later"], 6), name
+
+
+def test_a_decision_is_the_results_aggregate_and_leaves_the_look_ahead_empty():
+    """`conclude` gives what `build` dresses: the same urgency, items and completeness; the rules in firing order;
+    and no look-ahead (an empty list, never None: `escalation.decision` fills it)."""
+    from lumbar_kb.engine.result import conclude
+
+    kb = load()
+    engine = Engine(kb)
+    trace = engine.run({"palpable_mass": True, "leg_weakness": False, "cancer_history": True})
+    found, result = conclude(kb, trace), build(kb, trace)
+    assert found.could_escalate == [] and result.could_escalate == []
+    assert found.fired_ids() == [f.rule for f in trace.firings] == result.fired_ids()
+    assert (found.urgency, found.actions, found.complete) == (result.urgency, result.actions, result.complete)
