@@ -18,15 +18,19 @@ while incomplete the urgency is at least `completeness.floor`; `in_scope` is fal
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 
 from .model import CodeEntry, KnowledgeBase, Recommend
-from .prepared import prepared
+from .prepared import Prepared, prepared
 from .trace import Trace
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Item:
+    """One action, warning or differential entry of a Decision. Immutable (Decisions with the same firing
+    sequence share their Items; `because` and `citations` are read-only)."""
+
     code: str
     text: str
     because: list  # rule ids, in firing order
@@ -111,7 +115,7 @@ def _item_dict(item: Item, with_window: bool) -> dict:
         d["within_hours_min"] = item.within_hours_min
         d["window"] = item.window
         d["done"] = item.done
-    d.update({"label": item.label, "text": item.text, "because": item.because, "citations": item.citations})
+    d.update({"label": item.label, "text": item.text, "because": list(item.because), "citations": list(item.citations)})
     return d
 
 
@@ -147,86 +151,96 @@ class Decision:
         return self.rules
 
 
-def conclude(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Decision:
-    """The Decision of one evaluation, without the look-ahead (`analysis.escalation.decision` adds it)."""
-    plan = prepared(kb)
-    patient = audience == "patient"
+CONCLUDED_KEPT = 4096  # the conclusions of this many distinct firing sequences kept per knowledge base (bounded)
+
+
+def _concluded(kb: KnowledgeBase, plan: Prepared, rules: tuple[str, ...], patient: bool) -> tuple:
+    """What a sequence of fired rules concludes before the patient's answers are read: the urgency (level, rank)
+    and the actions, warnings and differential as Items in the Result's order (no action done yet), an action
+    another one covers already dropped.
+
+    Each item lists its rules in firing order with their citations; where several rules give an action a
+    window, the earliest wins with its words and lower end (`merge_window`)."""
     urgency = plan.lowest
     top = plan.rank[urgency]
-    # each code concluded: [catalogue entry, the rules in firing order, their citations, the window so far]
-    found: dict[str, dict[str, list]] = {"action": {}, "warning": {}, "differential": {}}
-    rules = []
-    for firing in trace.firings:
-        step = plan.rules[firing.rule]
-        rule = step.rule
+    found: dict[tuple[str, str], list] = {}  # (kind, code) -> [entry, because, cites, window (merge_window)]
+    for rule_id in rules:
+        step = plan.rules[rule_id]
         for level, rank in step.urgencies:
             if rank > top:
                 urgency, top = level, rank
         for conclusion, entry in step.recommends:
-            group = found[conclusion.kind]
-            seen = group.get(conclusion.code)
+            seen = found.get((conclusion.kind, conclusion.code))
             if seen is None:
-                group[conclusion.code] = [
-                    entry,
-                    [rule.id],
-                    set(rule.cites),
-                    merge_window((None, None, None), conclusion),
-                ]
-                continue
-            if rule.id not in seen[1]:
-                seen[1].append(rule.id)
-            seen[2].update(rule.cites)
+                seen = found[conclusion.kind, conclusion.code] = [entry, [], set(), (None, None, None)]
+            if rule_id not in seen[1]:
+                seen[1].append(rule_id)
+            seen[2].update(step.rule.cites)
             seen[3] = merge_window(seen[3], conclusion)
-        rules.append(rule.id)
-    groups: dict[str, dict[str, Item]] = {
-        kind: {
-            code: Item(
-                code,
-                text_of(entry, patient),
-                because,
-                sorted(cites),
-                within_hours=window[0],
-                window=window[1],
-                label=entry.label,
-                within_hours_min=window[2],
-            )
-            for code, (entry, because, cites, window) in group.items()
-        }
-        for kind, group in found.items()
-    }
-
-    def ordered(kind: str) -> list[Item]:
-        catalog = kb.catalog[kind]
-        key = (
-            (lambda i: (i.done, i.within_hours is None, i.within_hours or 0, catalog[i.code].order))
-            if kind == "action"
-            else (lambda i: catalog[i.code].order)
-        )
-        return sorted(groups[kind].values(), key=key)
-
+    groups: dict[str, list[Item]] = {"action": [], "warning": [], "differential": []}
+    for (kind, code), (entry, because, cites, (hours, words, low)) in found.items():
+        text = entry.patient_text if patient else entry.text
+        groups[kind].append(Item(code, text, because, sorted(cites), hours, words, entry.label, False, low))
     actions = groups["action"]
-    for code in list(actions):  # an action covered by another the result has (the catalogue's superseded_by)
-        if any(other in actions for other in plan.action_entries[code].superseded_by):
-            del actions[code]
+    codes = {item.code for item in actions}
+    for item in list(actions):  # an action covered by another the result still has (the catalogue's superseded_by)
+        if any(other in codes for other in plan.action_entries[item.code].superseded_by):
+            codes.discard(item.code)
+            actions.remove(item)
+    catalog = kb.catalog
+    return (
+        urgency,
+        top,
+        tuple(sorted(actions, key=_action_order(catalog["action"]))),
+        tuple(sorted(groups["warning"], key=lambda i: catalog["warning"][i.code].order)),
+        tuple(sorted(groups["differential"], key=lambda i: catalog["differential"][i.code].order)),
+    )
+
+
+def _action_order(entries: dict[str, CodeEntry]) -> Callable[[Item], tuple]:
+    """The Result's order of actions: not yet done first, then by window (the earliest first, none last), then
+    the catalogue's order (unique, so the order is total)."""
+    return lambda i: (i.done, i.within_hours is None, i.within_hours or 0, entries[i.code].order)
+
+
+def conclude(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Decision:
+    """The Decision of one evaluation, without the look-ahead (`analysis.escalation.decision` adds it).
+
+    What the fired rules conclude depends on nothing else (`_concluded`), so it is kept by their sequence and
+    audience, its Items shared (they are immutable); the answers then decide completeness, scope and which
+    actions are already done."""
+    plan = prepared(kb)
+    rules = tuple(firing.rule for firing in trace.firings)
+    key = (rules, audience == "patient")
+    made = plan.concluded.get(key)
+    if made is None:
+        if len(plan.concluded) >= CONCLUDED_KEPT:
+            plan.concluded.clear()
+        made = plan.concluded[key] = _concluded(kb, plan, rules, key[1])
+    urgency, top, actions, warnings, differential = made
     inputs = trace.inputs
     missing_alarms = plan.unanswered_alarms(inputs)
     floor = kb.incomplete_floor
     if missing_alarms and floor is not None and plan.rank[floor] > top:
         urgency = floor  # unanswered is never "no": an unasked alarm question is never the lowest level
     in_scope = plan.out_of_scope is None or plan.out_of_scope(inputs) is not True
-    if not in_scope:
-        groups["differential"].clear()  # the differential is of a mass; the guideline is not for this patient
-    if actions:
+    done_when = plan.done_when
+    if done_when and any(item.code in done_when for item in actions):
         facts = trace.facts()
-        for item in actions.values():
-            done_when = plan.done_when.get(item.code)
-            item.done = done_when is not None and done_when(facts) is True
+        done = [
+            replace(item, done=True)
+            if (check := done_when.get(item.code)) is not None and check(facts) is True
+            else item
+            for item in actions
+        ]
+        if any(item.done for item in done):
+            actions = tuple(sorted(done, key=_action_order(kb.catalog["action"])))
     return Decision(
         urgency=urgency,
-        actions=ordered("action"),
-        warnings=ordered("warning"),
-        differential=ordered("differential"),
-        rules=rules,
+        actions=list(actions),
+        warnings=list(warnings),
+        differential=list(differential) if in_scope else [],  # the differential is of a mass: none out of scope
+        rules=list(rules),
         complete=not missing_alarms,
         unanswered_alarm=missing_alarms,
         in_scope=in_scope,

@@ -860,3 +860,74 @@ def test_a_decision_is_the_results_aggregate_and_leaves_the_look_ahead_empty():
     assert found.could_escalate == [] and result.could_escalate == []
     assert found.fired_ids() == [f.rule for f in trace.firings] == result.fired_ids()
     assert (found.urgency, found.actions, found.complete) == (result.urgency, result.actions, result.complete)
+
+
+def _conclude_kept_and_fresh(kb, trace, audience):
+    """conclude with the store as it is, and with nothing kept (the store restored afterwards)."""
+    from lumbar_kb.engine.prepared import prepared
+    from lumbar_kb.engine.result import conclude
+
+    store = prepared(kb).concluded
+    kept = conclude(kb, trace, audience)
+    saved = dict(store)
+    store.clear()
+    try:
+        fresh = conclude(kb, trace, audience)
+    finally:
+        store.clear()
+        store.update(saved)
+    return kept, fresh
+
+
+def test_conclusions_kept_by_firing_sequence_change_no_decision():
+    """`conclude` keeps what a firing sequence concludes and shares its Items between patients: every Decision
+    must equal the one made with nothing kept, whatever came before it. Random patients in both audiences,
+    interleaved, so the same sequences recur in either (a store not keyed by audience gives the other
+    audience's words)."""
+    import random as _random
+
+    from lumbar_kb.engine.patient import random_patient
+    from lumbar_kb.engine.prepared import prepared
+
+    kb = load()
+    engine = Engine(kb)
+    store = prepared(kb).concluded
+    rng = _random.Random(41)
+    recurring, acting = 0, None
+    for _ in range(1500):
+        trace = engine.run(random_patient(kb, rng))
+        audience = ("clinician", "patient")[rng.random() < 0.5]
+        recurring += (tuple(f.rule for f in trace.firings), audience == "patient") in store
+        kept, fresh = _conclude_kept_and_fresh(kb, trace, audience)
+        assert kept == fresh, (audience, trace.inputs)
+        acting = kept if kept.actions else acting
+    assert recurring > 500
+    with pytest.raises(AttributeError):
+        acting.actions[0].done = True  # Items are immutable: they are shared
+
+
+def test_an_action_done_for_one_patient_is_not_done_for_the_next_with_the_same_rules(tmp_path):
+    """Two patients whose rules fired alike share the kept conclusions; whether an action is already done is
+    the patient's own (the catalogue's done_when reads an answer no rule reads): done first, then not, then
+    done again, each equal to a Decision made with nothing kept, and the done action listed after the others."""
+    from lumbar_kb.engine.result import conclude
+
+    root = write_kb(
+        tmp_path / "kb",
+        FACTS,
+        [
+            {"id": "r.a", "when": {"fact": "a", "is": True}, "then": [{"action": "act_a", "within_hours": 6}]},
+            {"id": "r.b", "when": {"fact": "a", "is": True}, "then": [{"action": "act_b", "within_hours": 24}]},
+        ],
+    )
+    doc = yaml.safe_load((root / "guideline.yaml").read_text())
+    doc["actions"]["act_a"]["done_when"] = {"fact": "c", "is": True}
+    (root / "guideline.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    kb = load(root)
+    engine = Engine(kb)
+    for c, order in ((True, ["act_b", "act_a"]), (False, ["act_a", "act_b"]), (True, ["act_b", "act_a"])):
+        trace = engine.run({"a": True, "c": c})
+        kept, fresh = _conclude_kept_and_fresh(kb, trace, "clinician")
+        assert kept == fresh
+        assert [(i.code, i.done) for i in kept.actions] == [(code, c and code == "act_a") for code in order]
+    assert conclude(kb, engine.run({"a": True})).actions[0].done is False  # unknown is not done
