@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .logic import Facts, Predicate, predicate, supporter
-from .model import CodeEntry, Derive, Fact, KnowledgeBase, Recommend, Relation, Rule, SetUrgency, condition_facts
+from .model import CodeEntry, Derive, Fact, KnowledgeBase, Recommend, Relation, Rule, SetUrgency, Value, condition_facts
+from .patient import META_KEYS
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,11 @@ class Prepared:
                 }
             )
             self._checks[fact.name] = (only_ifs, relations)
+        # each input fact's accepted values, for known_inputs: bool (true or false) or the enum's values
+        self._accepts: dict[str, object] = {
+            f.name: bool if f.type == "bool" else frozenset(v for v in f.values if isinstance(v, str))
+            for f in self.input_facts
+        }
         self.watched: frozenset[str] = frozenset(kb.watched_actions)
         self.action_entries: dict[str, CodeEntry] = kb.catalog["action"]
 
@@ -125,6 +131,32 @@ class Prepared:
             if name in facts and only_if(facts) is False:
                 return False
         return not any(self._breaks(entry, facts) for entry in self.relations)
+
+    def known_inputs(self, data: dict) -> dict[str, Value] | None:
+        """`patient.parse_patient` for a patient mapping it accepts, without positions: the answered input facts in
+        vocabulary order; None when anything in it would be a problem (an unknown or derived key, a value of the
+        wrong type or spelling, an `id` or `note` that is not text or a number, an answer its only_if refuses, a
+        broken relation): then `parse_patient` says what and where. Never accepts what `parse_patient` refuses
+        (tested on generated mappings)."""
+        accepts = self._accepts
+        given: dict[str, Value] = {}
+        for key, value in data.items():
+            accept = accepts.get(key)
+            if accept is None:
+                if key in META_KEYS and isinstance(value, (str, int)):
+                    continue
+                return None
+            if value is None:
+                continue  # explicitly unknown
+            if accept is bool:
+                if value is not True and value is not False:
+                    return None
+            elif type(value) is not str or value not in accept:  # type: ignore[operator]
+                return None
+            given[key] = value
+        if not self.allowed(given):
+            return None
+        return {f.name: given[f.name] for f in self.input_facts if f.name in given}
 
     def constrains(self, fact: str) -> bool:
         """Some only_if or relation reads `fact`: `allowed_adding` has something to check for it."""

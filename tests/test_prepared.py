@@ -14,7 +14,8 @@ from __future__ import annotations
 import itertools
 import random
 
-from hypothesis import given, settings
+import pytest
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from lumbar_kb.engine.loader import load
@@ -262,3 +263,87 @@ def test_allowed_on_a_generated_vocabulary_with_every_kind_of_constraint(tmp_pat
                 assert plan.allowed_adding(trial, name) == definition(trial), trial
                 refused += not definition(trial)
     assert refused and {n for n in names if plan.constrains(n)} == {"a", "b", "c", "e"}
+
+
+def _awkward_values(kb):
+    """Values a patient mapping may hold: each fact's own, the spellings a careless extract uses, and the types
+    parse_patient refuses (1 and 0 are equal to True and False in Python, but are not yes/no answers)."""
+    spelt = [v for f in kb.input_facts if f.type == "enum" for v in f.values]
+    return st.one_of(
+        st.none(),
+        st.booleans(),
+        st.sampled_from(spelt),
+        st.sampled_from([0, 1, 1.0, "yes", "true", "Breast", "", " breast", [], {}, ["breast"]]),
+        st.text(max_size=4),
+        st.integers(),
+    )
+
+
+def _mappings(kb):
+    names = [f.name for f in kb.input_facts]
+    derived = [name for name, f in kb.facts.items() if f.derived]
+    keys = st.one_of(
+        st.sampled_from(names),
+        st.sampled_from(names),  # mostly the vocabulary's own facts
+        st.sampled_from([*derived, "id", "note", "leg weakness", "unknown_fact", ""]),
+    )
+    return st.one_of(
+        # answers drawn from each fact's values: mostly valid, and contradicting each other or an only_if at times
+        st.fixed_dictionaries(
+            {},
+            optional={
+                f.name: st.one_of(st.none(), st.sampled_from(f.values if f.type == "enum" else (True, False)))
+                for f in kb.input_facts
+            },
+        ),
+        st.dictionaries(keys, _awkward_values(kb), max_size=8),
+    )
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.data())
+def test_known_inputs_accepts_exactly_what_parse_patient_accepts_and_gives_the_same_inputs(data):
+    """The cohort's fast reading (`Prepared.known_inputs`, no positions) gives parse_patient's inputs for every
+    mapping parse_patient accepts, in the same (vocabulary) order, and None for every mapping it refuses, so
+    that the slow reading then says why."""
+    from lumbar_kb.engine.errors import PatientError
+    from lumbar_kb.engine.patient import parse_patient
+    from lumbar_kb.engine.source import Positions
+
+    kb = KB
+    mapping = data.draw(_mappings(kb))
+    quick = prepared(kb).known_inputs(mapping)
+    try:
+        slow = parse_patient(mapping, Positions(""), kb)
+    except PatientError:
+        event("refused")
+        assert quick is None, mapping
+        return
+    event("accepted")
+    assert quick is not None, mapping
+    assert list(quick.items()) == list(slow.items()), mapping
+
+
+def test_known_inputs_refuses_what_an_extract_gets_wrong_as_parse_patient_does():
+    """Hand-picked mappings a careless extract holds: each refused by both readings (the fast one says None)."""
+    from lumbar_kb.engine.errors import PatientError
+    from lumbar_kb.engine.patient import parse_patient
+    from lumbar_kb.engine.source import Positions
+
+    awkward = [
+        {"leg_weakness": 1},  # equal to True in Python, not a yes/no answer
+        {"leg_weakness": 0.0},
+        {"leg_weakness": "yes"},
+        {"primary_cancer": []},  # unhashable: must not reach a set lookup
+        {"primary_cancer": {"breast": True}},
+        {"primary_cancer": "Breast"},
+        {"id": [1]},
+        {"note": None},
+        {"cancer_history": False, "primary_cancer": "breast"},  # only_if refuses it
+        {"suspected_cord_compression": "yes"},
+        {"leg weakness": True},
+    ]
+    for mapping in awkward:
+        with pytest.raises(PatientError):
+            parse_patient(mapping, Positions(""), KB)
+        assert prepared(KB).known_inputs(mapping) is None, mapping

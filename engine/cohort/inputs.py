@@ -38,6 +38,7 @@ from .. import discovery
 from ..errors import LumbarKBError, PatientError, Problem, did_you_mean
 from ..model import KnowledgeBase
 from ..patient import META_KEYS, parse_patient
+from ..prepared import prepared
 from ..source import DocumentError, Positions, display, parse_text, read_bytes, read_document
 
 PATIENT_SUFFIXES = (".yaml", ".yml", ".json")
@@ -392,9 +393,15 @@ def patients(chunk: Chunk, kb: KnowledgeBase, mapping: Mapping) -> Iterator[Pati
         for number, line in chunk.items:
             yield _jsonl_patient(chunk.source, number, line, kb)
     elif chunk.kind == "table":
-        # each column's fact and whether it is yes/no, worked out once per chunk
+        # each column's fact, whether it is yes/no, and whether the mapping respells its cells (once per chunk)
+        respelt = "*" in mapping.values
         columns = [
-            (name, name is not None and name in kb.facts and kb.facts[name].type == "bool") for name in chunk.header
+            (
+                name,
+                name is not None and name in kb.facts and kb.facts[name].type == "bool",
+                respelt or name in mapping.values,
+            )
+            for name in chunk.header
         ]
         for row, cells in chunk.items:
             yield _table_patient(chunk, row, cells, kb, mapping, columns)
@@ -416,7 +423,7 @@ def _facts(data: Any, pos: Positions, kb: KnowledgeBase) -> dict:
         from ..fhir.inbound import facts_from_document
 
         return facts_from_document(data, pos, kb)
-    return parse_patient(data, pos, kb)
+    return _quick(data, kb) if pos is _NOWHERE else parse_patient(data, pos, kb)
 
 
 def _file_patient(path: str, text: str | None, kb: KnowledgeBase) -> Patient | list[Problem]:
@@ -426,7 +433,7 @@ def _file_patient(path: str, text: str | None, kb: KnowledgeBase) -> Patient | l
                 data = json.loads(text, object_pairs_hook=_unique)
             else:
                 data = yaml.load(text, Loader=_FastLoader)  # a safe loader (C)
-            inputs = _facts(data, Positions(path), kb)
+            inputs = _facts(data, _NOWHERE, kb)  # no positions: a refusal is read again below
             return Patient(path, None, _meta_id(data), inputs)
         except (ValueError, yaml.YAMLError, _DuplicateKey, PatientError, RecursionError, TypeError):
             pass  # the slow path below says where and why
@@ -443,10 +450,17 @@ def _file_patient(path: str, text: str | None, kb: KnowledgeBase) -> Patient | l
     return Patient(path, None, _meta_id(data), inputs)
 
 
+def _quick(data: Any, kb: KnowledgeBase) -> dict:
+    """A patient mapping's inputs: the fast check (`Prepared.known_inputs`) when it accepts them, else
+    `parse_patient` without positions (which raises PatientError for a mapping it refuses)."""
+    inputs = prepared(kb).known_inputs(data) if type(data) is dict else None
+    return inputs if inputs is not None else parse_patient(data, _NOWHERE, kb)
+
+
 def _jsonl_patient(source: str, number: int, line: str, kb: KnowledgeBase) -> Patient | list[Problem]:
     try:
         data = json.loads(line, object_pairs_hook=_unique)
-        inputs = parse_patient(data, _NOWHERE, kb)
+        inputs = _quick(data, kb)
         return Patient(source, number, _meta_id(data), inputs)
     except (ValueError, _DuplicateKey, PatientError, RecursionError, TypeError):
         pass
@@ -486,14 +500,17 @@ def _table_patient(
         return [Problem(f"this row has {len(cells)} cells; the header has {len(chunk.header)}", file=source, line=row)]
     data: dict[str, Any] = {}
     convert = mapping.convert
-    for (fact_name, bool_fact), cell in zip(columns, cells, strict=True):
+    for (fact_name, bool_fact, respelt), cell in zip(columns, cells, strict=True):
         if fact_name is None or cell is None or cell == "":
             continue  # an ignored column, or an unknown answer
+        if not respelt and (cell is True or cell is False or not bool_fact):
+            data[fact_name] = cell  # what Mapping.convert gives a cell no spelling applies to
+            continue
         value = convert(fact_name, cell, bool_fact)
         if value is not None:
             data[fact_name] = value
     try:
-        return Patient(source, row, _meta_id(data), parse_patient(data, _NOWHERE, kb))
+        return Patient(source, row, _meta_id(data), _quick(data, kb))
     except PatientError:
         pass
     pos = Positions(source)
