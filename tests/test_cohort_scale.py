@@ -216,3 +216,22 @@ def test_progress_is_plain_lines_off_a_terminal_and_ends_with_the_rate(monkeypat
     assert lines[0].startswith("cohort: 10 of 30 rows") and lines[1].startswith("cohort: 30 of 30 rows")
     assert lines[-1] == last and last.startswith("cohort: 28 patient(s), 2 bad row(s) skipped in ")
     assert last.endswith(" patients/s") and "\x1b" not in stream.getvalue()  # no terminal codes in a log
+
+
+def test_a_parquet_file_gets_row_groups_of_several_chunks_and_every_row(capsys, cohort, tmp_path, monkeypatch):
+    """Chunks' rows are held until ROW_GROUP_ROWS and written as one row group; the rest at the end: 120 rows
+    in chunks of 15 with groups of at least 50 rows are groups of 60 and 60, the rows those of JSON Lines."""
+    import pyarrow.parquet as pq
+
+    from lumbar_kb.engine.cohort import output
+
+    monkeypatch.setattr(output, "ROW_GROUP_ROWS", 50)
+    folder, _ = cohort
+    for suffix in ("parquet", "jsonl"):
+        code, _, _ = cli(
+            capsys, "cohort", folder / "p.jsonl", "--chunk-size", "15", "--out", tmp_path / f"o.{suffix}", "--quiet"
+        )
+        assert code == 0
+    meta = pq.ParquetFile(tmp_path / "o.parquet").metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [60, 60]
+    assert pq.read_table(tmp_path / "o.parquet").to_pylist() == rows_of(tmp_path / "o.jsonl")
