@@ -42,15 +42,20 @@ class Summary:
         if row.get("completeness") is not None:
             self.completeness[row["completeness"]] += 1
         for a in row["actions"]:
-            self.actions.setdefault(a["code"], Counter())[_window_of(a)] += 1
+            code = a["code"]
+            windows = self.actions.get(code)
+            if windows is None:
+                windows = self.actions[code] = Counter()
+            hours = a["within_hours"]  # _window_of, inlined: a window without a figure is told by its words
+            windows[a.get("within_hours_min"), hours, a["window"] if hours is None else None] += 1
             if a["done"]:
-                self.done[a["code"]] += 1
-        self.warnings.update(row["warnings"])
-        self.differential.update(row["differential"])
-        self.rules.update(row["fired"])
-        self.pathways[tuple(row["fired"])] += 1
-        self.unanswered_alarm.update(row["unanswered_alarm"])
-        self.could_escalate.update(row["could_escalate"])
+                self.done[code] += 1
+        fired = row["fired"]
+        self.rules.update(fired)
+        self.pathways[tuple(fired)] += 1
+        for name in ("warnings", "differential", "unanswered_alarm", "could_escalate"):
+            if row[name]:  # most rows have none of some (Counter.update is a Python call)
+                getattr(self, name).update(row[name])
         if row.get("changes"):
             self.changed += 1
             self.changes.update(row["changes"])
