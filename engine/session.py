@@ -138,7 +138,9 @@ class Engine:
         trace = session.trace
         derived = trace.derived
         evidence = (step.support, trace.inputs, derived, len(derived), session.facts_after)
-        trace.firings.append(Firing(name, len(trace.firings) + 1, None, evidence))
+        # the model's own string for the rule id, not the one cut from durable's message: the traces, decisions
+        # and pathways that stores keep then share one copy of each id (~1 KB a kept sequence otherwise)
+        trace.firings.append(Firing(step.rule.id, len(trace.firings) + 1, None, evidence))
         for derive in step.derives:
             known = session.facts.get(derive.fact)
             if known is not None:

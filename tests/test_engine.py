@@ -287,3 +287,14 @@ def test_a_firing_works_its_evidence_out_from_the_facts_known_when_it_fired(kb):
         Firing("r", 1)
     with pytest.raises(TypeError, match="unhashable"):
         hash(first)  # compared by value, and its evidence is a dict
+
+
+def test_a_traces_rule_ids_are_the_knowledge_bases_own_strings(kb):
+    """The trace names each rule with the model's string, not a copy cut from durable's message: the decision
+    and look-ahead stores, and a cohort's pathways, keep many traces' rule ids, one copy of each id between
+    them (a copy per firing cost ~1 KB for each kept firing sequence)."""
+    by_id = {rule.id: rule.id for rule in kb.rules}
+    engine = Engine(kb)
+    for patient in ({"leg_weakness": True}, {"palpable_mass": True, "cancer_history": True}):
+        firings = engine.run(patient).firings
+        assert firings and all(f.rule is by_id[f.rule] for f in firings)
