@@ -151,7 +151,7 @@ class Decision:
         return self.rules
 
 
-CONCLUDED_KEPT = 4096  # the conclusions of this many distinct firing sequences kept per knowledge base (bounded)
+CONCLUDED_KEPT = 2048  # the conclusions of this many distinct firing sequences kept per knowledge base (bounded)
 
 
 def _concluded(kb: KnowledgeBase, plan: Prepared, rules: tuple[str, ...], patient: bool) -> tuple:

@@ -235,3 +235,17 @@ def test_a_parquet_file_gets_row_groups_of_several_chunks_and_every_row(capsys, 
     meta = pq.ParquetFile(tmp_path / "o.parquet").metadata
     assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [60, 60]
     assert pq.read_table(tmp_path / "o.parquet").to_pylist() == rows_of(tmp_path / "o.jsonl")
+
+
+def test_the_command_uses_the_system_allocator_for_arrow_unless_the_user_chose_one(capsys, cohort, monkeypatch):
+    """pyarrow's own allocator keeps ~20 MB more resident over a run: the cohort command (and the workers it
+    starts, which inherit the environment) asks for the C library's, but an allocator the user chose stays."""
+    import os
+
+    folder, _ = cohort
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    assert cli(capsys, "cohort", folder / "p.jsonl", "--quiet")[0] == 0
+    assert os.environ["ARROW_DEFAULT_MEMORY_POOL"] == "system"
+    monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
+    assert cli(capsys, "cohort", folder / "p.jsonl", "--quiet")[0] == 0
+    assert os.environ["ARROW_DEFAULT_MEMORY_POOL"] == "jemalloc"

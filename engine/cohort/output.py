@@ -2,8 +2,8 @@
 
 Rows are written as they come (memory stays flat) to a temporary file beside the target, renamed into place
 when the run finishes: a failed run leaves no half-written file under the name asked for. A Parquet file gets
-row groups of about ROW_GROUP_ROWS rows (a few chunks' rows written together: a smaller file, quicker to read
-and to write than a row group per chunk).
+row groups of ROW_GROUP_ROWS rows or a few more, the last one smaller (a few chunks' rows written together: a
+smaller file, quicker to read and to write than a row group per chunk).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from ..errors import LumbarKBError, Problem
 from .decisions import COLUMNS, csv_cells
 
 SUFFIXES = (".jsonl", ".csv", ".parquet")
-ROW_GROUP_ROWS = 8192  # Parquet rows held before they are written as one row group (~6 MB of decisions)
+ROW_GROUP_ROWS = 4096  # Parquet rows held before they are written as one row group (a few MB of decisions)
 
 
 def arrow_schema(compared: bool = False) -> Any:
