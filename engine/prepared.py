@@ -62,7 +62,8 @@ class Prepared:
                 tuple(derives),
                 supporter(rule.when),
             )
-        self.concluded: dict[tuple[str, ...], tuple] = {}  # result.conclude's store, by firing sequence (bounded)
+        # result.conclude's store: (firing sequence, for the patient's words?) -> its conclusions (bounded)
+        self.concluded: dict[tuple[tuple[str, ...], bool], tuple] = {}
         # the rules that read each fact (input or derived), in conflict-resolution order
         self.readers: dict[str, tuple[PreparedRule, ...]] = {}
         for prepared_rule in sorted(self.rules.values(), key=lambda p: p.key):
