@@ -918,6 +918,7 @@ def test_an_action_done_for_one_patient_is_not_done_for_the_next_with_the_same_r
         [
             {"id": "r.a", "when": {"fact": "a", "is": True}, "then": [{"action": "act_a", "within_hours": 6}]},
             {"id": "r.b", "when": {"fact": "a", "is": True}, "then": [{"action": "act_b", "within_hours": 24}]},
+            {"id": "r.only_a", "when": {"fact": "b", "is": True}, "then": [{"action": "act_a", "within_hours": 6}]},
         ],
     )
     doc = yaml.safe_load((root / "guideline.yaml").read_text())
@@ -931,3 +932,34 @@ def test_an_action_done_for_one_patient_is_not_done_for_the_next_with_the_same_r
         assert kept == fresh
         assert [(i.code, i.done) for i in kept.actions] == [(code, c and code == "act_a") for code in order]
     assert conclude(kb, engine.run({"a": True})).actions[0].done is False  # unknown is not done
+    [alone] = conclude(kb, engine.run({"b": True, "c": True})).actions  # the done action as the only one
+    assert (alone.code, alone.done) == ("act_a", True)
+
+
+def test_conclusions_are_kept_shared_and_bounded(monkeypatch):
+    """Two patients whose rules fired alike get the kept Items themselves (not a recomputation), and the store
+    never holds more than CONCLUDED_KEPT sequences, however many distinct ones come (flat memory)."""
+    import random as _random
+
+    from lumbar_kb.engine import result
+    from lumbar_kb.engine.patient import random_patient
+    from lumbar_kb.engine.prepared import prepared
+
+    kb = load()
+    engine = Engine(kb)
+    first = engine.run({"palpable_mass": True, "leg_weakness": False, "cancer_history": False})
+    again = engine.run({"palpable_mass": True, "leg_weakness": False, "cancer_history": False, "night_pain": False})
+    assert [f.rule for f in first.firings] == [f.rule for f in again.firings]
+    one, two = result.conclude(kb, first), result.conclude(kb, again)
+    items = [*one.actions, *one.warnings, *one.differential]
+    assert items and all(a is b for a, b in zip(items, [*two.actions, *two.warnings, *two.differential], strict=True))
+    monkeypatch.setattr(result, "CONCLUDED_KEPT", 5)
+    store = prepared(kb).concluded
+    rng = _random.Random(3)
+    sequences = set()
+    for _ in range(200):
+        trace = engine.run(random_patient(kb, rng))
+        sequences.add(tuple(f.rule for f in trace.firings))
+        result.conclude(kb, trace)
+        assert len(store) <= 5
+    assert len(sequences) > 20
