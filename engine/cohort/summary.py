@@ -46,8 +46,7 @@ class Summary:
             windows = self.actions.get(code)
             if windows is None:
                 windows = self.actions[code] = Counter()
-            hours = a["within_hours"]  # _window_of, inlined: a window without a figure is told by its words
-            windows[a.get("within_hours_min"), hours, a["window"] if hours is None else None] += 1
+            windows[_window_of(a)] += 1
             if a["done"]:
                 self.done[code] += 1
         fired = row["fired"]
