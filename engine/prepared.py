@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .logic import Facts, Predicate, predicate, supporter
 from .model import CodeEntry, Derive, Fact, KnowledgeBase, Recommend, Relation, Rule, SetUrgency, Value, condition_facts
@@ -24,6 +25,7 @@ class PreparedRule:
     key: tuple  # the conflict-resolution order: higher priority first, then definition order
     urgencies: tuple  # tuple[(level, rank)] of its SetUrgency conclusions
     recommends: tuple  # tuple[(Recommend, CodeEntry)] of its Recommend conclusions, in rule order
+    concludes: tuple  # the (kind, code) it recommends, each once, in rule order
     derives: tuple  # tuple[Derive, ...]
     support: Callable  # logic.supporter(rule.when): the facts that made it true, for the trace
 
@@ -59,11 +61,14 @@ class Prepared:
                 (-rule.priority, rule.order),
                 tuple(urgencies),
                 tuple(recommends),
+                tuple(dict.fromkeys((c.kind, c.code) for c, _ in recommends)),
                 tuple(derives),
                 supporter(rule.when),
             )
         # result.conclude's store: (firing sequence, for the patient's words?) -> its conclusions (bounded)
         self.concluded: dict[tuple[tuple[str, ...], bool], tuple] = {}
+        # and the items it shares between sequences: ((kind, code), the rules concluding it, patient?) -> Item
+        self.items: dict[tuple, Any] = {}
         # the rules that read each fact (input or derived), in conflict-resolution order
         self.readers: dict[str, tuple[PreparedRule, ...]] = {}
         for prepared_rule in sorted(self.rules.values(), key=lambda p: p.key):

@@ -152,6 +152,7 @@ class Decision:
 
 
 CONCLUDED_KEPT = 2048  # the conclusions of this many distinct firing sequences kept per knowledge base (bounded)
+ITEMS_KEPT = 4096  # the items of this many distinct (item, concluding rules, audience) kept per knowledge base
 
 
 def _concluded(kb: KnowledgeBase, plan: Prepared, rules: tuple[str, ...], patient: bool) -> tuple:
@@ -159,28 +160,32 @@ def _concluded(kb: KnowledgeBase, plan: Prepared, rules: tuple[str, ...], patien
     and the actions, warnings and differential as Items in the Result's order (no action done yet), an action
     another one covers already dropped.
 
-    Each item lists its rules in firing order with their citations; where several rules give an action a
-    window, the earliest wins with its words and lower end (`merge_window`)."""
+    An item depends only on the rules among them that conclude it, in firing order (`_item`), so items are kept
+    by that (sequences that differ elsewhere share them)."""
     urgency = plan.lowest
     top = plan.rank[urgency]
-    found: dict[tuple[str, str], list] = {}  # (kind, code) -> [entry, because, cites, window (merge_window)]
+    by: dict[tuple[str, str], list[str]] = {}  # (kind, code) -> the rules concluding it, in firing order
     for rule_id in rules:
         step = plan.rules[rule_id]
         for level, rank in step.urgencies:
             if rank > top:
                 urgency, top = level, rank
-        for conclusion, entry in step.recommends:
-            seen = found.get((conclusion.kind, conclusion.code))
+        for key in step.concludes:
+            seen = by.get(key)
             if seen is None:
-                seen = found[conclusion.kind, conclusion.code] = [entry, [], set(), (None, None, None)]
-            if rule_id not in seen[1]:
-                seen[1].append(rule_id)
-            seen[2].update(step.rule.cites)
-            seen[3] = merge_window(seen[3], conclusion)
+                by[key] = [rule_id]
+            else:
+                seen.append(rule_id)
+    kept = plan.items
     groups: dict[str, list[Item]] = {"action": [], "warning": [], "differential": []}
-    for (kind, code), (entry, because, cites, (hours, words, low)) in found.items():
-        text = entry.patient_text if patient else entry.text
-        groups[kind].append(Item(code, text, because, sorted(cites), hours, words, entry.label, False, low))
+    for key, because in by.items():
+        item_key = (key, tuple(because), patient)
+        item = kept.get(item_key)
+        if item is None:
+            if len(kept) >= ITEMS_KEPT:
+                kept.clear()
+            item = kept[item_key] = _item(plan, key, because, patient)
+        groups[key[0]].append(item)
     actions = groups["action"]
     codes = {item.code for item in actions}
     for item in list(actions):  # an action covered by another the result still has (the catalogue's superseded_by)
@@ -195,6 +200,23 @@ def _concluded(kb: KnowledgeBase, plan: Prepared, rules: tuple[str, ...], patien
         tuple(sorted(groups["warning"], key=lambda i: catalog["warning"][i.code].order)),
         tuple(sorted(groups["differential"], key=lambda i: catalog["differential"][i.code].order)),
     )
+
+
+def _item(plan: Prepared, key: tuple[str, str], because: list[str], patient: bool) -> Item:
+    """One action, warning or differential concluded by these rules (in firing order): their citations, and where
+    several give an action a window, the earliest with its words and lower end (`merge_window`)."""
+    entry = plan.kb.catalog[key[0]][key[1]]
+    cites: set[int] = set()
+    window: tuple = (None, None, None)
+    for rule_id in because:
+        step = plan.rules[rule_id]
+        cites.update(step.rule.cites)
+        for conclusion, _ in step.recommends:
+            if (conclusion.kind, conclusion.code) == key:
+                window = merge_window(window, conclusion)
+    hours, words, low = window
+    text = entry.patient_text if patient else entry.text
+    return Item(key[1], text, because, sorted(cites), hours, words, entry.label, False, low)
 
 
 def _action_order(entries: dict[str, CodeEntry]) -> Callable[[Item], tuple]:

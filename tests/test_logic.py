@@ -863,27 +863,31 @@ def test_a_decision_is_the_results_aggregate_and_leaves_the_look_ahead_empty():
 
 
 def _conclude_kept_and_fresh(kb, trace, audience):
-    """conclude with the store as it is, and with nothing kept (the store restored afterwards)."""
+    """conclude with the stores as they are, and with nothing kept: neither sequences nor items (the stores
+    restored afterwards)."""
     from lumbar_kb.engine.prepared import prepared
     from lumbar_kb.engine.result import conclude
 
-    store = prepared(kb).concluded
+    stores = (prepared(kb).concluded, prepared(kb).items)
     kept = conclude(kb, trace, audience)
-    saved = dict(store)
-    store.clear()
+    saved = [dict(store) for store in stores]
+    for store in stores:
+        store.clear()
     try:
         fresh = conclude(kb, trace, audience)
     finally:
-        store.clear()
-        store.update(saved)
+        for store, before in zip(stores, saved, strict=True):
+            store.clear()
+            store.update(before)
     return kept, fresh
 
 
 def test_conclusions_kept_by_firing_sequence_change_no_decision():
-    """`conclude` keeps what a firing sequence concludes and shares its Items between patients: every Decision
-    must equal the one made with nothing kept, whatever came before it. Random patients in both audiences,
-    interleaved, so the same sequences recur in either (a store not keyed by audience gives the other
-    audience's words)."""
+    """`conclude` keeps what a firing sequence concludes, and each item by the rules that concluded it, and
+    shares its Items between patients: every Decision must equal the one made with nothing kept, whatever came
+    before it. Random patients in both audiences, interleaved, so the same sequences recur in either (a store
+    not keyed by audience gives the other audience's words; an item kept by its code alone, another patient's
+    reasons and window)."""
     import random as _random
 
     from lumbar_kb.engine.patient import random_patient
@@ -963,3 +967,33 @@ def test_conclusions_are_kept_shared_and_bounded(monkeypatch):
         result.conclude(kb, trace)
         assert len(store) <= 5
     assert len(sequences) > 20
+
+
+def test_items_are_shared_between_sequences_and_bounded(monkeypatch):
+    """An item depends only on the rules that concluded it: two sequences that differ elsewhere share it (the
+    same Item), the same action concluded by other rules is another Item with their reasons, and the item store
+    never holds more than ITEMS_KEPT, however many come."""
+    import random as _random
+
+    from lumbar_kb.engine import result
+    from lumbar_kb.engine.patient import random_patient
+    from lumbar_kb.engine.prepared import prepared
+
+    kb = load()
+    engine = Engine(kb)
+    plain = engine.run({"palpable_mass": True, "leg_weakness": False, "cancer_history": False})
+    worse = engine.run({"palpable_mass": True, "leg_weakness": True, "cancer_history": False})
+    one, two = result.conclude(kb, plain), result.conclude(kb, worse)
+    shared = {w.code: w for w in one.warnings} | {d.code: d for d in one.differential}
+    again = [i for i in [*two.warnings, *two.differential] if i.code in shared]
+    assert again and all(i is shared[i.code] or i.because != shared[i.code].because for i in again)
+    assert any(i is shared[i.code] for i in again)  # reasons alike: the one Item
+    monkeypatch.setattr(result, "ITEMS_KEPT", 7)
+    store = prepared(kb).items
+    rng = _random.Random(5)
+    for _ in range(200):
+        trace = engine.run(random_patient(kb, rng))
+        for audience in ("clinician", "patient"):
+            kept, fresh = _conclude_kept_and_fresh(kb, trace, audience)
+            assert kept == fresh
+            assert len(store) <= 7
