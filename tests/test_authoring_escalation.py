@@ -230,18 +230,20 @@ def test_incremental_look_ahead_equals_full_re_evaluation(kb):
 
 
 def test_kept_look_ahead_outcomes_equal_chaining_every_trial_answer_afresh(kb):
-    """The look-ahead keeps what each trial answer adds by the values of the facts downstream of it, and its
-    verdict on each question by what that verdict reads. Kept or worked out afresh (another evaluator: nothing
-    kept), every patient gets the same escalations, in the same order with the same reasons."""
+    """The look-ahead keeps what each trial answer adds by the values of the facts downstream of it, its
+    verdict on each question by what that verdict reads, and the questions its static bound leaves open by the
+    urgency and windows that bound reads. Kept or worked out afresh (another evaluator: nothing kept), every
+    patient gets the same escalations, in the same order with the same reasons."""
     import random as _random
 
     from lumbar_kb.engine.analysis import escalation
     from lumbar_kb.engine.patient import random_patient
     from lumbar_kb.engine.reference import ReferenceEvaluator
 
-    shared, _, outcomes, kept = escalation._prepared(kb)
+    shared, _, _, outcomes, kept, open_ = escalation._prepared(kb)
     outcomes.clear()
     kept.clear()
+    open_.clear()
     afresh = ReferenceEvaluator(kb)
     rng = _random.Random(23)
     hits = 0
@@ -255,6 +257,34 @@ def test_kept_look_ahead_outcomes_equal_chaining_every_trial_answer_afresh(kb):
         again = escalation.could_escalate(kb, inputs, audience, evaluator=afresh)
         assert found == [e.to_dict() for e in again], (audience, inputs)
     assert hits > 100  # most patients were answered from kept outcomes: the comparison tested them
+
+
+def test_questions_left_open_are_kept_by_the_bound_they_read_and_bounded(kb, monkeypatch):
+    """The questions the static bound leaves open depend on the urgency and the actions' windows alone: a second
+    patient with the same result is not bounded again (the kept questions are read), and the store never holds
+    more than _OPEN_KEPT results however many come (flat memory)."""
+    import random as _random
+
+    from lumbar_kb.engine.analysis import escalation
+    from lumbar_kb.engine.patient import random_patient
+
+    shared, _, _, _, _, open_ = escalation._prepared(kb)
+    open_.clear()
+    bounded = []
+    real = escalation._cannot_escalate
+    monkeypatch.setattr(escalation, "_cannot_escalate", lambda *a: bounded.append(a) or real(*a))
+    first = {"palpable_mass": True, "leg_weakness": False}
+    escalation.could_escalate(kb, first)
+    assert bounded and len(open_) == 1
+    bounded.clear()
+    escalation.could_escalate(kb, {**first, "night_pain": False})  # the same urgency and windows
+    assert bounded == [] and len(open_) == 1
+    monkeypatch.setattr(escalation, "_OPEN_KEPT", 3)
+    rng = _random.Random(31)
+    for _ in range(300):
+        escalation.could_escalate(kb, random_patient(kb, rng))
+        assert len(open_) <= 3
+    assert len(bounded) > 300  # results kept no longer were bounded again
 
 
 def test_a_decision_is_the_result_without_its_words(kb):

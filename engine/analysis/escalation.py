@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -99,9 +100,23 @@ class _Reach:
     # part of an outcome key, and all of them with the codes for the verdict's key
     answer_probes: tuple = ()
     probe: tuple = ()
+    # `probe` read from a `_known` mapping in one call: the tuple of its values
+    read: Callable[[Mapping], tuple] = tuple
 
 
-_PREPARED: list = []  # (kb, ReferenceEvaluator, {fact: _Reach}, {outcome key: outcome}) for the last few used
+def _reader(keys: tuple) -> Callable[[Mapping], tuple]:
+    """A function giving the tuple of these keys' values in a mapping that has every one of them (`_known`)."""
+    if len(keys) > 1:
+        return operator.itemgetter(*keys)
+    if keys:
+        only = keys[0]
+        return lambda known: (known[only],)
+    return lambda known: ()
+
+
+# for the last few knowledge bases used: (kb, its ReferenceEvaluator, {fact: _Reach}, `_blank`, and the stores:
+# {outcome key: outcome}, {verdict key: verdict}, {bound key: the questions left open})
+_PREPARED: list = []
 # Outcomes of trial answers kept per knowledge base, by (fact, answer, what it depends on: `_Reach.keys`):
 # patients share most of them (about 7,500 keys cover a random cohort), so most trials are looked up, not
 # chained. Bounded (the older half forgotten when full), so memory stays flat; the answers are the same either
@@ -113,6 +128,9 @@ _FAILED = object()  # the outcome of a trial answer for which the knowledge base
 # windows for the actions it could bring forward (`_Reach.codes`). A verdict is the question's Escalation (frozen,
 # shared) or None; patients share most of them, so most questions are looked up, not judged.
 _VERDICTS_KEPT = 30_000
+# The questions the static bound leaves open (`_cannot_escalate`), kept by what the bound reads of the patient's
+# result: the urgency's rank and each action's window (a few hundred such results in a random cohort).
+_OPEN_KEPT = 4_096
 _ABSENT = object()  # a verdict not kept (None is a kept verdict: the question escalates nothing)
 
 
@@ -121,13 +139,14 @@ _PREPARED_LOCK = threading.Lock()
 
 def _prepared(kb: KnowledgeBase) -> tuple:
     with _PREPARED_LOCK:
-        for known, evaluator, reach, outcomes, verdicts in _PREPARED:
+        for known, *kept in _PREPARED:
             if known is kb:
-                return evaluator, reach, outcomes, verdicts
-        evaluator, reach, outcomes, verdicts = ReferenceEvaluator(kb), _reach(kb), {}, {}
-        _PREPARED.insert(0, (kb, evaluator, reach, outcomes, verdicts))
+                return tuple(kept)
+        reach = _reach(kb)
+        made = (ReferenceEvaluator(kb), reach, _blank(reach), {}, {}, {})
+        _PREPARED.insert(0, (kb, *made))
         del _PREPARED[8:]
-        return evaluator, reach, outcomes, verdicts
+        return made
 
 
 def _reach(kb: KnowledgeBase) -> dict:
@@ -159,25 +178,33 @@ def _reach(kb: KnowledgeBase) -> dict:
         )
         keys = tuple(_depends(downstream, fact.name, answer) for answer in _answers(fact))
         answer_probes = tuple((*facts, *((_FIRED, r) for r in rules)) for facts, rules in keys)
+        probe = (*dict.fromkeys(p for probes in answer_probes for p in probes), *((_WINDOW, code) for code in codes))
         out[fact.name] = _Reach(
             max_rank,
             {code: (None if h == math.inf else h) for code, h in earliest.items()},
             keys,
             codes,
             answer_probes,
-            (*dict.fromkeys(p for probes in answer_probes for p in probes), *((_WINDOW, code) for code in codes)),
+            probe,
+            _reader(probe),
         )
     return out
+
+
+def _blank(reach: dict) -> dict:
+    """Every key some question's probe reads, as None: what `_known` starts from."""
+    return dict.fromkeys(p for at in reach.values() for p in at.probe)
 
 
 _FIRED, _WINDOW = "fired", "window"  # a _known entry's kind besides a fact's value (a fact's name is a string)
 
 
-def _known(trace: Trace, baseline: Result | Decision) -> dict:
+def _known(trace: Trace, baseline: Result | Decision, blank: dict) -> dict:
     """What a patient's look-ahead keys read, in one mapping: each fact's value by its name; True by
     (_FIRED, rule id) for each rule that fired; (hours, words) by (_WINDOW, code) for each action the patient's
-    result has. Absent: None (an unknown fact, a rule that did not fire, an action the result does not have)."""
-    known: dict = {**trace.inputs, **trace.derived}
+    result has. None (every key of `blank`, `_blank`) for an unknown fact, a rule that did not fire, an action
+    the result does not have."""
+    known: dict = {**blank, **trace.inputs, **trace.derived}
     for firing in trace.firings:
         known[_FIRED, firing.rule] = True
     for action in baseline.actions:
@@ -227,10 +254,10 @@ def could_escalate(
 
     `baseline` (the patient's Result or Decision) and `trace` (the evaluation behind it) save re-computing them."""
 
-    shared_evaluator, reach, outcomes, verdicts = _prepared(kb)
+    shared_evaluator, reach, blank, outcomes, verdicts, open_ = _prepared(kb)
     plan = prepared(kb)
     if evaluator is not None and evaluator is not shared_evaluator:
-        outcomes, verdicts = {}, {}  # another evaluator's outcomes are its own
+        outcomes, verdicts, open_ = {}, {}, {}  # another evaluator's are its own (nothing kept: tests compare)
     evaluator = evaluator or shared_evaluator
     inputs = dict(inputs)
     if trace is None:
@@ -239,18 +266,19 @@ def could_escalate(
         baseline = conclude(kb, trace, audience)
     rank = plan.rank[baseline.urgency]
     before = {a.code: a.within_hours for a in baseline.actions}
-    candidates = [
-        fact
-        for fact in plan.input_facts
-        if fact.name not in inputs and not _cannot_escalate(reach[fact.name], rank, before)
-    ]
+    bound = (rank, *before.items())
+    facts = open_.get(bound)
+    if facts is None:
+        facts = tuple(fact for fact in plan.input_facts if not _cannot_escalate(reach[fact.name], rank, before))
+        _keep(open_, bound, facts, _OPEN_KEPT)
+    candidates = [fact for fact in facts if fact.name not in inputs]
     if not candidates:
         return []
     judged = bool(plan.only_if or plan.relations)  # some answers could not be given: judge each trial answer
     if judged and not plan.allowed(inputs):
         return []  # answers that already contradict each other stay contradictory whatever is added
     words = {a.code: a.window for a in baseline.actions}
-    known = _known(trace, baseline)
+    known = _known(trace, baseline, blank)
     chain = _Chain(evaluator, trace)
     found = []
     for fact in candidates:
@@ -263,7 +291,7 @@ def could_escalate(
             if judged and plan.constrains(fact.name)  # an answer to it could contradict another, or be refused
             else None
         )
-        key = (fact.name, audience, allowed, rank, tuple([known.get(k) for k in at.probe]))
+        key = (fact.name, audience, allowed, rank, at.read(known))
         verdict = verdicts.get(key, _ABSENT)
         if verdict is _ABSENT:
             states = tuple(tuple([known.get(k) for k in probe]) for probe in at.answer_probes)
