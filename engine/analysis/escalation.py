@@ -143,7 +143,7 @@ def _prepared(kb: KnowledgeBase) -> tuple:
             if known is kb:
                 return tuple(kept)
         reach = _reach(kb)
-        made = (ReferenceEvaluator(kb), reach, _blank(reach), {}, {}, {})
+        made: tuple = (ReferenceEvaluator(kb), reach, _blank(reach), {}, {}, {})
         _PREPARED.insert(0, (kb, *made))
         del _PREPARED[8:]
         return made
