@@ -137,7 +137,49 @@ def test_an_exception_inside_an_action_is_not_swallowed(kb, monkeypatch):
     with pytest.raises(EngineError, match="boom"):
         engine.run({"leg_weakness": True})
     monkeypatch.undo()
-    assert engine.run({"leg_weakness": True}).firings  # the engine is still usable afterwards
+    # the engine is still usable afterwards, and the failed patient's facts went with its session
+    for patient in ({"leg_weakness": True}, {}, {"palpable_mass": True}):
+        assert engine.run(patient) == Engine(kb).run(patient)
+
+
+def test_failed_evaluations_never_pile_up_sessions(kb, monkeypatch):
+    """A failed evaluation deletes its session before the next patient gets a new one: more failures than
+    durable's 1,024 live sessions, and the engine still evaluates (a session kept per failure would be refused)."""
+    engine = Engine(kb)
+    engine.run({"leg_weakness": True})
+
+    class Broken(dict):
+        def __getitem__(self, name):
+            raise RuntimeError("boom")
+
+    monkeypatch.setattr(engine, "_rules", Broken(engine._rules))
+    for _ in range(1100):
+        with pytest.raises(EngineError, match="boom"):
+            engine.run({"leg_weakness": True})
+    monkeypatch.undo()
+    assert engine.run({"palpable_mass": True}) == Engine(kb).run({"palpable_mass": True})
+
+
+def test_each_patient_finds_the_session_empty(kb):
+    """One durable session serves every patient of an Engine; what was asserted for one is retracted before the
+    next, so each trace equals a fresh Engine's: a patient with every alarm answered yes (many rules fired,
+    facts derived) followed by one with nothing answered, then random patients in turn."""
+    import random as _random
+
+    from lumbar_kb.engine.patient import random_patient
+
+    engine = Engine(kb)
+    alarming = {f.name: True for f in kb.input_facts if f.alarm and f.type == "bool"}
+    assert engine.run(alarming).derived  # something derived, so something to retract
+    assert engine.run({}).firings == []
+    rng = _random.Random(17)
+    patients = [random_patient(kb, rng) for _ in range(200)]
+    fresh = Engine(kb)
+    expected = []
+    for patient in patients:  # each on a session of its own, deleted after it
+        expected.append(fresh.run(patient))
+        fresh._new_session()
+    assert [engine.run(p) for p in patients] == expected
 
 
 def test_contradictory_derivation_is_an_engine_error(kb_copy):
