@@ -160,6 +160,33 @@ def test_failed_evaluations_never_pile_up_sessions(kb, monkeypatch):
     assert engine.run({"palpable_mass": True}) == Engine(kb).run({"palpable_mass": True})
 
 
+def test_an_engine_deletes_only_a_session_in_which_an_action_ran(kb, monkeypatch):
+    """durable crashes deleting a session in which no action ran and refuses one it never made: an engine freed
+    before it evaluated anyone, or right after a failed evaluation (its next session not made yet), deletes
+    none; one that evaluated deletes its own. Errors in a finalizer go to sys.unraisablehook: none may."""
+    import gc
+    import sys
+
+    raised = []
+    monkeypatch.setattr(sys, "unraisablehook", raised.append)
+
+    class Broken(dict):
+        def __getitem__(self, name):
+            raise RuntimeError("boom")
+
+    unused = Engine(kb)
+    failed = Engine(kb)
+    failed.run({"leg_weakness": True})
+    failed._rules = Broken(failed._rules)
+    with pytest.raises(EngineError, match="boom"):
+        failed.run({"leg_weakness": True})
+    used = Engine(kb)
+    used.run({"palpable_mass": True})
+    del unused, failed, used
+    gc.collect()
+    assert raised == []
+
+
 def test_each_patient_finds_the_session_empty(kb):
     """One durable session serves every patient of an Engine; what was asserted for one is retracted before the
     next, so each trace equals a fresh Engine's: a patient with every alarm answered yes (many rules fired,
