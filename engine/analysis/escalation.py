@@ -100,8 +100,8 @@ class _Reach:
     # part of an outcome key, and all of them with the codes for the verdict's key
     answer_probes: tuple = ()
     probe: tuple = ()
-    # `probe` read from a `_known` mapping in one call: the tuple of its values
-    read: Callable[[Mapping], tuple] = tuple
+    # `probe` read from a `_known` mapping in one call: the tuple of its values (`_reader`)
+    read: Callable[[Mapping], tuple] = lambda known: ()  # the empty probe's reader
 
 
 def _reader(keys: tuple) -> Callable[[Mapping], tuple]:
