@@ -93,6 +93,7 @@ class Prepared:
         )
         # for each fact, the only_if conditions and relations an answer to it could change
         self._checks: dict[str, tuple[tuple, tuple]] = {}
+        self.check_reads: dict[str, tuple[str, ...]] = {}
         for fact in kb.facts.values():
             only_ifs = tuple(
                 (name, check)
@@ -110,6 +111,20 @@ class Prepared:
                 }
             )
             self._checks[fact.name] = (only_ifs, relations)
+            # the facts those checks read: all `allowed_adding` reads besides the added answer (empty: no checks)
+            self.check_reads[fact.name] = tuple(
+                sorted(
+                    {name for name, _ in only_ifs}
+                    | {f for name, _ in only_ifs for f in condition_facts(kb.facts[name].only_if)}
+                    | {
+                        f
+                        for entry in relations
+                        for c in (entry[0].when, entry[0].implies, entry[0].excludes)
+                        if c is not None
+                        for f in condition_facts(c)
+                    }
+                )
+            )
         # each input fact's accepted values, for known_inputs: bool (true or false) or the enum's values
         self._accepts: dict[str, object] = {
             f.name: bool if f.type == "bool" else frozenset(v for v in f.values if isinstance(v, str))

@@ -240,10 +240,11 @@ def test_kept_look_ahead_outcomes_equal_chaining_every_trial_answer_afresh(kb):
     from lumbar_kb.engine.patient import random_patient
     from lumbar_kb.engine.reference import ReferenceEvaluator
 
-    shared, _, _, outcomes, kept, open_ = escalation._prepared(kb)
+    shared, _, _, outcomes, kept, open_, permitted = escalation._prepared(kb)
     outcomes.clear()
     kept.clear()
     open_.clear()
+    permitted.clear()
     afresh = ReferenceEvaluator(kb)
     rng = _random.Random(23)
     hits = 0
@@ -268,7 +269,7 @@ def test_questions_left_open_are_kept_by_the_bound_they_read_and_bounded(kb, mon
     from lumbar_kb.engine.analysis import escalation
     from lumbar_kb.engine.patient import random_patient
 
-    shared, _, _, _, _, open_ = escalation._prepared(kb)
+    shared, _, _, _, _, open_, _ = escalation._prepared(kb)
     open_.clear()
     bounded = []
     real = escalation._cannot_escalate
@@ -285,6 +286,38 @@ def test_questions_left_open_are_kept_by_the_bound_they_read_and_bounded(kb, mon
         escalation.could_escalate(kb, random_patient(kb, rng))
         assert len(open_) <= 3
     assert len(bounded) > 300  # results kept no longer were bounded again
+
+
+def test_answers_a_constrained_question_allows_are_kept_by_what_its_checks_read_and_bounded(kb, monkeypatch):
+    """Which answers to a constrained question can be given is judged once for the values its checks read
+    (primary_cancer's only_if reads cancer_history): a patient differing elsewhere reads the kept judgment; and the
+    store holds at most _PERMITTED_KEPT judgments (flat memory)."""
+    import random as _random
+
+    from lumbar_kb.engine.analysis import escalation
+    from lumbar_kb.engine.patient import random_patient
+    from lumbar_kb.engine.prepared import Prepared
+
+    *_, permitted = escalation._prepared(kb)
+    permitted.clear()
+    judged = []
+    real = Prepared.allowed_adding
+    monkeypatch.setattr(Prepared, "allowed_adding", lambda self, *a: judged.append(a[1]) or real(self, *a))
+    first = {"palpable_mass": True, "cancer_history": True}
+    escalation.could_escalate(kb, first)
+    assert "primary_cancer" in judged and ("primary_cancer", True, None) in permitted
+    judged.clear()
+    escalation.could_escalate(kb, {**first, "night_pain": True})  # the same values where the checks read
+    assert "primary_cancer" not in judged
+    escalation.could_escalate(kb, {"palpable_mass": True, "cancer_history": False})
+    assert "primary_cancer" in judged  # another value where they read: judged again
+    monkeypatch.setattr(escalation, "_PERMITTED_KEPT", 2)
+    permitted.clear()
+    rng = _random.Random(37)
+    for _ in range(200):
+        escalation.could_escalate(kb, random_patient(kb, rng))
+        assert len(permitted) <= 2
+    assert len(judged) > 200  # judgments kept no longer were made again
 
 
 def test_a_decision_is_the_result_without_its_words(kb):

@@ -252,6 +252,7 @@ def test_allowed_on_a_generated_vocabulary_with_every_kind_of_constraint(tmp_pat
     names = [f.name for f in kb.input_facts]
     choices = [(None, *kb.facts[n].values) for n in names]
     refused = 0
+    judged: dict = {}  # by what the look-ahead keeps a judgment by: the answer and the facts its checks read
     for values in itertools.product(*choices):
         given = {n: v for n, v in zip(names, values, strict=True) if v is not None}
         assert plan.allowed(given) == definition(given), given
@@ -262,7 +263,11 @@ def test_allowed_on_a_generated_vocabulary_with_every_kind_of_constraint(tmp_pat
                 trial = {**given, name: value}
                 assert plan.allowed_adding(trial, name) == definition(trial), trial
                 refused += not definition(trial)
+                key = (name, value, *(given.get(f) for f in plan.check_reads[name]))
+                assert judged.setdefault(key, definition(trial)) == definition(trial), (key, trial)
     assert refused and {n for n in names if plan.constrains(n)} == {"a", "b", "c", "e"}
+    # every fact's checks read the fact itself and what its only_if and relations name; the others none
+    assert plan.check_reads == {"a": ("a", "b", "c", "e"), "b": ("a", "b"), "c": ("a", "c"), "e": ("a", "e")}
 
 
 def _awkward_values(kb):

@@ -115,7 +115,8 @@ def _reader(keys: tuple) -> Callable[[Mapping], tuple]:
 
 
 # for the last few knowledge bases used: (kb, its ReferenceEvaluator, {fact: _Reach}, `_blank`, and the stores:
-# {outcome key: outcome}, {verdict key: verdict}, {bound key: the questions left open})
+# {outcome key: outcome}, {verdict key: verdict}, {bound key: the questions left open}, {the answers a constrained
+# question allows, by what its checks read})
 _PREPARED: list = []
 # Outcomes of trial answers kept per knowledge base, by (fact, answer, what it depends on: `_Reach.keys`):
 # patients share most of them (about 7,500 keys cover a random cohort), so most trials are looked up, not
@@ -131,6 +132,10 @@ _VERDICTS_KEPT = 30_000
 # The questions the static bound leaves open (`_cannot_escalate`), kept by what the bound reads of the patient's
 # result: the urgency's rank and each action's window (a few hundred such results in a random cohort).
 _OPEN_KEPT = 4_096
+# Which answers to a constrained question can be given (its only_if, the relations an answer to it could break:
+# `Prepared.allowed_adding`), kept by the question and the values of the facts those checks read
+# (`Prepared.check_reads`): a few dozen in a random cohort.
+_PERMITTED_KEPT = 4_096
 _ABSENT = object()  # a verdict not kept (None is a kept verdict: the question escalates nothing)
 
 
@@ -143,7 +148,7 @@ def _prepared(kb: KnowledgeBase) -> tuple:
             if known is kb:
                 return tuple(kept)
         reach = _reach(kb)
-        made: tuple = (ReferenceEvaluator(kb), reach, _blank(reach), {}, {}, {})
+        made: tuple = (ReferenceEvaluator(kb), reach, _blank(reach), {}, {}, {}, {})
         _PREPARED.insert(0, (kb, *made))
         del _PREPARED[8:]
         return made
@@ -254,10 +259,10 @@ def could_escalate(
 
     `baseline` (the patient's Result or Decision) and `trace` (the evaluation behind it) save re-computing them."""
 
-    shared_evaluator, reach, blank, outcomes, verdicts, open_ = _prepared(kb)
+    shared_evaluator, reach, blank, outcomes, verdicts, open_, permitted = _prepared(kb)
     plan = prepared(kb)
     if evaluator is not None and evaluator is not shared_evaluator:
-        outcomes, verdicts, open_ = {}, {}, {}  # another evaluator's are its own (nothing kept: tests compare)
+        outcomes, verdicts, open_, permitted = {}, {}, {}, {}  # another evaluator's are its own (tests compare)
     evaluator = evaluator or shared_evaluator
     inputs = dict(inputs)
     if trace is None:
@@ -278,6 +283,7 @@ def could_escalate(
     if judged and not plan.allowed(inputs):
         return []  # answers that already contradict each other stay contradictory whatever is added
     words = {a.code: a.window for a in baseline.actions}
+    check_reads = plan.check_reads
     known = _known(trace, baseline, blank)
     chain = _Chain(evaluator, trace)
     found = []
@@ -286,11 +292,14 @@ def could_escalate(
             continue  # moot for this patient (e.g. "suspected?" once compression is diagnosed): never asked
         at = reach[fact.name]
         answers = _answers(fact)
-        allowed = (
-            tuple(plan.allowed_adding({**inputs, fact.name: answer}, fact.name) for answer in answers)
-            if judged and plan.constrains(fact.name)  # an answer to it could contradict another, or be refused
-            else None
-        )
+        allowed = None
+        reads = check_reads[fact.name]
+        if judged and reads:  # an answer to it could contradict another, or be refused: which answers can be given
+            permit = (fact.name, *map(inputs.get, reads))
+            allowed = permitted.get(permit)
+            if allowed is None:
+                allowed = tuple(plan.allowed_adding({**inputs, fact.name: answer}, fact.name) for answer in answers)
+                _keep(permitted, permit, allowed, _PERMITTED_KEPT)
         key = (fact.name, audience, allowed, rank, at.read(known))
         verdict = verdicts.get(key, _ABSENT)
         if verdict is _ABSENT:
