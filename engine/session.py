@@ -42,6 +42,7 @@ from .trace import Firing, Trace
 
 _ASSERTED, _NOT_HANDLED, _OBSERVED, _QUEUED = 0, 1, 2, 3  # durable's assert result codes
 _ENCODE = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(..., ensure_ascii=False), one encoder for all
+_PLAIN = {bool: True, str: True}  # the types of an answer a fragment stands for (1 == True, but encodes as 1)
 
 
 def _create(name: str, rules: dict, kb: KnowledgeBase) -> int:
@@ -124,7 +125,22 @@ class Engine:
             (fact, value): _ENCODE({"id": f"d:{fact}", "t": DERIVED, "n": fact, "v": value})[1:]
             for fact, value in self.compiled.read_derived
         }
+        # each answer of the vocabulary as its part of the patient's message, `"fact": value`, encoded once
+        self._fragments: dict[str, dict] = {
+            f.name: {v: _ENCODE({f.name: v})[1:-1] for v in ((True, False) if f.type == "bool" else f.values)}
+            for f in kb.input_facts
+        }
         self._lock = threading.Lock()
+
+    def _answers(self, inputs: dict) -> str:
+        """The answers as the members of a JSON object (`_ENCODE(inputs)` without its braces), joined from the
+        fragments of the vocabulary's answers; anything else (a key or value outside the vocabulary, a value of
+        another type) is encoded as it is."""
+        fragments = self._fragments
+        try:
+            return ", ".join([fragments[k][v] for k, v in inputs.items() if _PLAIN[type(v)]])
+        except KeyError:
+            return _ENCODE(inputs)[1:-1]
 
     def run(self, inputs: Mapping[str, Value]) -> Trace:
         """Assert one patient's answered input facts, fire to quiescence, return the trace."""
@@ -133,8 +149,8 @@ class Engine:
             session = _Session(live.sid, inputs)
             handle = self._handle
             try:
-                answers = _ENCODE(session.trace.inputs)  # '{...}': spliced after the message's own keys
-                rest = "}" if answers == "{}" else ", " + answers[1:]
+                answers = self._answers(session.trace.inputs)  # spliced after the message's own keys
+                rest = ", " + answers + "}" if answers else "}"
                 state = self._assert(
                     session, f'{{"sid": "{session.sid}", "id": "patient", "t": "{PATIENT}"{rest}', "patient"
                 )

@@ -7,6 +7,7 @@ Random valid patients (seeded) are written as JSON Lines, CSV and Parquet; every
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import random
 
@@ -81,6 +82,10 @@ def test_every_row_is_what_evaluate_gives(capsys, cohort, evaluator, tmp_path):
         assert row["unanswered_alarm"] == [q["fact"] for q in expected["unanswered"] if q["alarm"]]
         assert row["could_escalate"] == [e["fact"] for e in expected["could_escalate"]]
         assert row["kb_sha256"] == expected["knowledge_base"]["sha256"]
+        # the documented hash: sha256 of the answers as JSON with sorted keys and no spaces
+        answered = {k: v for k, v in facts.items() if v is not None}
+        canonical = json.dumps(answered, sort_keys=True, separators=(",", ":"))
+        assert row["input_sha256"] == hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def test_the_same_patients_give_the_same_decisions_in_every_format(capsys, cohort, tmp_path):
@@ -249,3 +254,17 @@ def test_the_command_uses_the_system_allocator_for_arrow_unless_the_user_chose_o
     monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
     assert cli(capsys, "cohort", folder / "p.jsonl", "--quiet")[0] == 0
     assert os.environ["ARROW_DEFAULT_MEMORY_POOL"] == "jemalloc"
+
+
+def test_canonical_answers_joined_from_fragments_are_the_encoders(kb):
+    """A cohort hashes and keys each patient's answers by their canonical JSON, joined from each vocabulary answer's
+    fragment: byte for byte the encoder's text (sorted keys, no spaces) for random patients, and for what only an
+    API caller could pass (1 for yes, a key or value outside the vocabulary, no answers), encoded as it is."""
+    from lumbar_kb.engine.cohort.decisions import Canonical, canonical
+
+    joined = Canonical(kb)
+    rng = random.Random(43)
+    odd = [{}, {"leg_weakness": 1}, {"primary_cancer": "ünïcode"}, {"not_a_fact": True}, {"night_pain": None}]
+    for inputs in [random_patient(kb, rng) for _ in range(500)] + odd:
+        assert joined(inputs) == canonical(inputs) == json.dumps(inputs, sort_keys=True, separators=(",", ":"))
+    assert joined({"radiograph": "normal", "leg_weakness": True}) == '{"leg_weakness":true,"radiograph":"normal"}'

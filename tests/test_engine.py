@@ -367,3 +367,29 @@ def test_a_traces_rule_ids_are_the_knowledge_bases_own_strings(kb):
     for patient in ({"leg_weakness": True}, {"palpable_mass": True, "cancer_history": True}):
         firings = engine.run(patient).firings
         assert firings and all(f.rule is by_id[f.rule] for f in firings)
+
+
+def test_the_patients_message_joined_from_fragments_is_the_encoders(kb):
+    """The patient's answers go to durable as the members of one JSON object, joined from each vocabulary answer's
+    fragment encoded once: byte for byte what the JSON encoder gives the same mapping, for random patients, and for
+    what only an API caller could pass (a value of another type, such as 1 for yes, a key or value outside the
+    vocabulary, no answers at all), which is encoded as it is."""
+    engine = Engine(kb)
+    encode = json.JSONEncoder(ensure_ascii=False).encode
+    rng = random.Random(41)
+    odd = [
+        {},
+        {"leg_weakness": 1},
+        {"leg_weakness": True, "night_pain": 0},
+        {"primary_cancer": "breast", "radiograph": "not_a_value"},
+        {"not_a_fact": True},
+        {"primary_cancer": "ünïcode"},
+        {"leg_weakness": None},
+        {"leg_weakness": 1.0},
+    ]
+    for inputs in [random_patient(kb, rng) for _ in range(500)] + odd:
+        assert engine._answers(inputs) == encode(inputs)[1:-1], inputs
+    assert (
+        engine._answers({"leg_weakness": True, "primary_cancer": "lung"})
+        == '"leg_weakness": true, "primary_cancer": "lung"'
+    )

@@ -24,7 +24,7 @@ from typing import Any
 from ..errors import LumbarKBError, Problem
 from ..loader import kb_files, load
 from ..model import KnowledgeBase
-from .decisions import canonical, decided, differences, trace_rows, who
+from .decisions import Canonical, decided, differences, trace_rows, who
 from .inputs import Chunk, Mapping, Patient, materialize, patients
 from .summary import Summary
 
@@ -45,6 +45,7 @@ def snapshot(kb: KnowledgeBase) -> dict:
 
 
 _LOADED: dict[str, Any] = {}  # per process: sha256 -> (KnowledgeBase, Engine)
+_CANONICAL: dict[str, Canonical] = {}  # per process: sha256 -> its answers' canonical JSON
 
 
 def remember(kb: KnowledgeBase, engine: Any = None) -> None:
@@ -54,6 +55,7 @@ def remember(kb: KnowledgeBase, engine: Any = None) -> None:
 
         engine = Engine(kb)
     _LOADED[kb.sha256] = (kb, engine)
+    _CANONICAL[kb.sha256] = Canonical(kb)
 
 
 def from_snapshot(snap: dict) -> KnowledgeBase:
@@ -127,6 +129,7 @@ def evaluate_chunk(chunk: Chunk, job: Job, snapshots: dict | None = None) -> Chu
     other = _engine(job.compare_sha256, snapshots) if job.compare_sha256 else None
     out = ChunkOut(chunk.index, Summary(), [], [], [], [])
     sha = kb.sha256
+    canonical = _CANONICAL[sha]
     for item, patient in zip(chunk.items, patients(chunk, kb, job.mapping), strict=True):
         if not isinstance(patient, Patient):
             out.summary.bad_rows += 1
