@@ -268,3 +268,26 @@ def test_canonical_answers_joined_from_fragments_are_the_encoders(kb):
     for inputs in [random_patient(kb, rng) for _ in range(500)] + odd:
         assert joined(inputs) == canonical(inputs) == json.dumps(inputs, sort_keys=True, separators=(",", ":"))
     assert joined({"radiograph": "normal", "leg_weakness": True}) == '{"leg_weakness":true,"radiograph":"normal"}'
+
+
+def test_parquet_columns_built_from_flattened_lists_are_the_rows(kb):
+    """A chunk's decision rows become an Arrow table column by column, each list column from its values flattened
+    with offsets (an action's from a column per field): the table Arrow makes of the same rows one by one, for
+    random patients' rows, rows with no actions or an empty list, an action with no window, the --compare-kb
+    column, and a missing list (None)."""
+    import pyarrow as pa
+
+    from lumbar_kb.engine.cohort.inputs import Chunk
+    from lumbar_kb.engine.cohort.output import _for_arrow, arrow_schema, encode
+    from lumbar_kb.engine.cohort.runner import Job, evaluate_chunk, remember
+
+    remember(kb)
+    rng = random.Random(47)
+    items = [(n, json.dumps(random_patient(kb, rng))) for n in range(1, 301)]
+    rows = evaluate_chunk(Chunk(0, "jsonl", "p.jsonl", items), Job(kb.sha256)).rows
+    assert any(not r["actions"] for r in rows) and any(len(r["actions"]) > 1 for r in rows)
+    no_window = {"code": "x", "within_hours_min": None, "within_hours": None, "window": None, "done": False}
+    odd = [{**rows[0], "actions": [no_window], "warnings": []}, {**rows[1], "fired": None}]
+    for compared, chunk in ((False, rows), (False, odd), (True, [{**r, "changes": ["urgency a -> b"]} for r in rows])):
+        expected = pa.Table.from_pylist([_for_arrow(r) for r in chunk], arrow_schema(compared))
+        assert encode(chunk, "parquet", compared).equals(expected)

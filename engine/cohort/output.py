@@ -67,12 +67,43 @@ def encode(rows: list[dict], kind: str, compared: bool = False) -> Any:
 
         schema = arrow_schema(compared)
         rows = [_for_arrow(r) for r in rows]
-        return pa.Table.from_pydict({f.name: [r.get(f.name) for r in rows] for f in schema}, schema)
+        arrays = []
+        for f in schema:
+            name, kind = f.name, f.type  # read once: pyarrow makes a new object each time they are read
+            values = [r.get(name) for r in rows]
+            arrays.append(_list_array(values, kind) if pa.types.is_list(kind) else pa.array(values, kind))
+        return pa.Table.from_arrays(arrays, schema=schema)
     if kind == "csv":
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator="\n").writerows(csv_cells(r) for r in rows)
         return buffer.getvalue()
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def _list_array(values: list, kind: Any) -> Any:
+    """A list column from its rows' Python lists, built from the values flattened and their offsets (a struct's
+    from a column per field): the array `pa.array(values, kind)` gives (tested), in about half the time of
+    converting each list, and each action's dict, one by one. A missing list (None) takes that slower way."""
+    import pyarrow as pa
+
+    if any(v is None for v in values):
+        return pa.array(values, kind)
+    offsets = [0]
+    flat: list = []
+    for v in values:
+        flat.extend(v)
+        offsets.append(len(flat))
+    value_type = kind.value_type
+    if pa.types.is_struct(value_type):
+        fields = list(value_type)
+        children = []
+        for f in fields:
+            name = f.name  # read once: pyarrow makes a new str each time it is read
+            children.append(pa.array([item.get(name) for item in flat], f.type))
+        items = pa.StructArray.from_arrays(children, fields=fields)
+    else:
+        items = pa.array(flat, value_type)
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items)
 
 
 class Writer:
