@@ -447,12 +447,18 @@ def glued_colon_hint(text: str, lines: bool = False) -> str | None:
 
 
 def display(path: Path | str) -> str:
-    """How a file is named in messages: relative to the working directory when it is below it."""
-    path = Path(path)
-    try:  # the name as given (a symbolic link is not followed: a dangling one is named, not its target)
-        return str(Path(os.path.abspath(path)).relative_to(Path.cwd()))
-    except (ValueError, OSError):
-        return str(path)
+    """How a file is named in messages: relative to the working directory when it is below it (the name as
+    given otherwise; a symbolic link is not followed: a dangling one is named, not its target). A cohort names
+    every file it reads, so this is string work, not pathlib's (the same names: tested)."""
+    try:
+        absolute = os.path.abspath(path)  # normalised: no "." or ".." parts, no doubled or trailing separators
+        cwd = os.getcwd()
+    except (ValueError, OSError):  # a NUL in the name; a working directory that no longer exists
+        return str(Path(path))
+    if absolute == cwd:
+        return "."
+    below = cwd if cwd.endswith(os.sep) else cwd + os.sep
+    return absolute[len(below) :] if absolute.startswith(below) else str(Path(path))
 
 
 _KINDS = (
@@ -487,21 +493,23 @@ def read_bytes(path: Path | str, bounds: Limits | None = None) -> bytes:
     The file is checked before it is opened (a device is never opened), then opened non-blocking (a FIFO put
     in its place in between never blocks) and checked again on the open descriptor."""
     bounds = bounds or limits()
-    shown = display(path)
     try:
         kind = _kind_problem(os.stat(path).st_mode)
         if kind:
-            raise DocumentError(Problem(kind, file=shown))
+            raise DocumentError(Problem(kind, file=display(path)))
         flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
         fd = os.open(path, flags)
         try:
             info = os.fstat(fd)
             kind = _kind_problem(info.st_mode)
             if kind:
-                raise DocumentError(Problem(kind, file=shown))
+                raise DocumentError(Problem(kind, file=display(path)))
             if info.st_size > bounds.max_bytes:
                 raise DocumentError(
-                    Problem(f"{info.st_size:,} bytes, more than the {bounds.max_bytes:,} allowed: refused", file=shown)
+                    Problem(
+                        f"{info.st_size:,} bytes, more than the {bounds.max_bytes:,} allowed: refused",
+                        file=display(path),
+                    )
                 )
             chunks, size = [], 0
             while size <= bounds.max_bytes:
@@ -511,14 +519,16 @@ def read_bytes(path: Path | str, bounds: Limits | None = None) -> bytes:
                 chunks.append(chunk)
                 size += len(chunk)
             if size > bounds.max_bytes:
-                raise DocumentError(Problem(f"more than the {bounds.max_bytes:,} bytes allowed: refused", file=shown))
+                raise DocumentError(
+                    Problem(f"more than the {bounds.max_bytes:,} bytes allowed: refused", file=display(path))
+                )
             return b"".join(chunks)
         finally:
             os.close(fd)
     except OSError as exc:
-        raise DocumentError(Problem(_os_problem(exc), file=shown)) from None
+        raise DocumentError(Problem(_os_problem(exc), file=display(path))) from None
     except ValueError:  # a NUL byte in the name
-        raise DocumentError(Problem("not a valid file name", file=shown)) from None
+        raise DocumentError(Problem("not a valid file name", file=display(path))) from None
 
 
 def read_document(path: Path | str, bounds: Limits | None = None) -> tuple[Any, Positions]:

@@ -95,3 +95,43 @@ def test_a_file_name_that_is_not_utf8_is_found_and_shown_escaped(tmp_path, monke
     files, problems = found(tmp_path, monkeypatch, "c")
     assert [os.fsencode(f) for f in files] == [b"c/caf\xe9.yaml"]
     assert problems == ["c/z\\xff.yaml: a dangling symbolic link: skipped"]
+
+
+def test_a_file_is_named_relative_to_the_working_directory_exactly_as_pathlib_would(tmp_path, monkeypatch):
+    """Every file a cohort reads is named in its rows and messages (`source.display`), with string work: the
+    names pathlib's definition gives (the absolute path relative to the working directory when below it, the
+    name as given otherwise), for names relative and absolute, inside and outside, with "." and ".." parts,
+    doubled and trailing separators, the working directory itself, a symbolic link (not followed), from the
+    filesystem's root, and a name with a NUL."""
+    import os
+    from pathlib import Path
+
+    from lumbar_kb.engine.source import display
+
+    def definition(path):
+        path = Path(path)
+        try:
+            return str(Path(os.path.abspath(path)).relative_to(Path.cwd()))
+        except (ValueError, OSError):
+            return str(path)
+
+    work = tmp_path / "work"
+    (work / "sub").mkdir(parents=True)
+    (work / "link").symlink_to(tmp_path / "elsewhere")
+    names = [
+        "a.yaml", "./a.yaml", "sub/../a.yaml", "sub//b.json", "sub/", ".", "..", "../work/a.yaml", "../other/x.json",
+        "link", "link/c.yaml", str(work / "sub" / "b.json"), str(work), str(tmp_path), "/", "/etc/../etc/hosts",
+        "a\x00b", Path("sub") / "b.json", str(work) + "x/y.json",
+    ]  # fmt: skip
+    for cwd in (work, Path("/")):
+        monkeypatch.chdir(cwd)
+        for name in names:
+            assert display(name) == definition(name), (cwd, name)
+    monkeypatch.chdir(work)
+    assert display(work / "sub" / "b.json") == "sub/b.json" and display(tmp_path / "x") == str(tmp_path / "x")
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()  # a working directory that no longer exists: every name as given
+    for name in names:
+        assert display(name) == definition(name) == str(Path(name)), name

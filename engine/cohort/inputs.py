@@ -39,7 +39,7 @@ from ..errors import LumbarKBError, PatientError, Problem, did_you_mean
 from ..model import KnowledgeBase
 from ..patient import META_KEYS, parse_patient
 from ..prepared import prepared
-from ..source import DocumentError, Positions, display, parse_text, read_bytes, read_document
+from ..source import DocumentError, Positions, display, limits, parse_text, read_bytes, read_document
 
 PATIENT_SUFFIXES = (".yaml", ".yml", ".json")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -276,6 +276,7 @@ def chunks(paths: list[Path], kb: KnowledgeBase, mapping: Mapping, size: int = 1
     index = 0
     pending: list = []
     discovered = _Discovered()
+    bounds = limits()  # read once a run, not once a file
     for path in paths:
         kind = kind_of(path)
         shown = display(path)
@@ -285,7 +286,7 @@ def chunks(paths: list[Path], kb: KnowledgeBase, mapping: Mapping, size: int = 1
                     pending.append((problem.file if problem else shown, None, problem))
                 else:
                     try:  # regular files only, bounded; the worker re-reads a refused one to say why
-                        text: str | None = read_bytes(file).decode("utf-8-sig")
+                        text: str | None = read_bytes(file, bounds).decode("utf-8-sig")
                     except (DocumentError, UnicodeDecodeError):
                         text = None
                     pending.append((display(file), text, None))
