@@ -103,7 +103,8 @@ def _run_cohort(args) -> int:
     kb = kb_from(args)
     compare_kb = load(args.compare_kb) if args.compare_kb else None
     mapping = inp.Mapping.read(args.mapping, kb)
-    inp.check_inputs(args.paths, kb, mapping)
+    listing = inp.Listing()  # the patient files in each input, listed once for the check, the total and the chunks
+    inp.check_inputs(args.paths, kb, mapping, listing)
     # the feedback store is read before any work, so a bad one is refused before anything is written
     overrides = feedback_rates(args.feedback) if args.feedback is not None else None
     compared = compare_kb is not None
@@ -138,7 +139,8 @@ def _run_cohort(args) -> int:
     snapshots = {kb.sha256: runner.snapshot(kb)}
     if compare_kb is not None:
         snapshots[compare_kb.sha256] = runner.snapshot(compare_kb)
-    chunks = inp.chunks(args.paths, kb, mapping, args.chunk_size)
+    total = inp.count_rows(args.paths, listing)  # before the chunks take each listing as they read it
+    chunks = inp.chunks(args.paths, kb, mapping, args.chunk_size, listing)
     first = list(islice(chunks, 2))
     if len(first) < 2 and not args.dask:
         jobs = 1  # one chunk: a worker process would only add its start-up
@@ -150,7 +152,7 @@ def _run_cohort(args) -> int:
     run_id = None
     if store is not None:
         run_id = store.begin(kb, snapshots[kb.sha256], args.paths, _command(args), jobs, _backend(args, jobs))
-    progress = Progress(inp.count_rows(args.paths), quiet=args.quiet)
+    progress = Progress(total, quiet=args.quiet)
     summary = Summary()
     ok = False
     try:
