@@ -369,7 +369,7 @@ def test_a_traces_rule_ids_are_the_knowledge_bases_own_strings(kb):
         assert firings and all(f.rule is by_id[f.rule] for f in firings)
 
 
-def test_the_patients_message_joined_from_fragments_is_the_encoders(kb):
+def test_the_patients_message_joined_from_fragments_is_the_encoders(kb, monkeypatch):
     """The patient's answers go to durable as the members of one JSON object, joined from each vocabulary answer's
     fragment encoded once: byte for byte what the JSON encoder gives the same mapping, for random patients, and for
     what only an API caller could pass (a value of another type, such as 1 for yes, a key or value outside the
@@ -393,3 +393,15 @@ def test_the_patients_message_joined_from_fragments_is_the_encoders(kb):
         engine._answers({"leg_weakness": True, "primary_cancer": "lung"})
         == '"leg_weakness": true, "primary_cancer": "lung"'
     )
+    # every answer of the vocabulary has its fragment: a valid patient's message never goes through the encoder
+    import lumbar_kb.engine.session as session
+
+    encoded = []
+    monkeypatch.setattr(session, "_ENCODE", lambda value: encoded.append(value) or encode(value))
+    answers = {f.name: (True, False) if f.type == "bool" else f.values for f in kb.input_facts}
+    every = [
+        {n: values[i % len(values)] for n, values in answers.items()} for i in range(max(map(len, answers.values())))
+    ]
+    for inputs in every + [random_patient(kb, rng) for _ in range(200)]:
+        engine._answers(inputs)
+    assert encoded == []
