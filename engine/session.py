@@ -127,8 +127,7 @@ class Engine:
         }
         # each answer of the vocabulary as its part of the patient's message, `"fact": value`, encoded once
         self._fragments: dict[str, dict] = {
-            f.name: {v: _ENCODE({f.name: v})[1:-1] for v in ((True, False) if f.type == "bool" else f.values)}
-            for f in kb.input_facts
+            f.name: {v: _ENCODE({f.name: v})[1:-1] for v in f.values} for f in kb.input_facts
         }
         self._lock = threading.Lock()
 

@@ -398,7 +398,7 @@ def test_the_patients_message_joined_from_fragments_is_the_encoders(kb, monkeypa
 
     encoded = []
     monkeypatch.setattr(session, "_ENCODE", lambda value: encoded.append(value) or encode(value))
-    answers = {f.name: (True, False) if f.type == "bool" else f.values for f in kb.input_facts}
+    answers = {f.name: f.values for f in kb.input_facts}  # a yes/no fact's domain is (True, False)
     every = [
         {n: values[i % len(values)] for n, values in answers.items()} for i in range(max(map(len, answers.values())))
     ]

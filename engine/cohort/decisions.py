@@ -62,10 +62,7 @@ class Canonical:
     vocabulary, a value of another type) is encoded as it is."""
 
     def __init__(self, kb: Any):
-        self.fragments = {
-            f.name: {v: _CANONICAL({f.name: v})[1:-1] for v in ((True, False) if f.type == "bool" else f.values)}
-            for f in kb.input_facts
-        }
+        self.fragments = {f.name: {v: _CANONICAL({f.name: v})[1:-1] for v in f.values} for f in kb.input_facts}
 
     def __call__(self, inputs: dict) -> str:
         fragments = self.fragments
