@@ -37,12 +37,11 @@ import durable_rules_engine as _durable
 from .compiler import DERIVED, INTAKE, PATIENT, CompiledKB, compile_kb
 from .errors import EngineError, KnowledgeBaseError, Problem
 from .model import KnowledgeBase, Value
-from .prepared import PreparedRule, prepared
+from .prepared import Fragments, PreparedRule, prepared
 from .trace import Firing, Trace
 
 _ASSERTED, _NOT_HANDLED, _OBSERVED, _QUEUED = 0, 1, 2, 3  # durable's assert result codes
 _ENCODE = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(..., ensure_ascii=False), one encoder for all
-_PLAIN = {bool: True, str: True}  # the types of an answer a fragment stands for (1 == True, but encodes as 1)
 
 
 def _create(name: str, rules: dict, kb: KnowledgeBase) -> int:
@@ -125,21 +124,15 @@ class Engine:
             (fact, value): _ENCODE({"id": f"d:{fact}", "t": DERIVED, "n": fact, "v": value})[1:]
             for fact, value in self.compiled.read_derived
         }
-        # each answer of the vocabulary as its part of the patient's message, `"fact": value`, encoded once
-        self._fragments: dict[str, dict] = {
-            f.name: {v: _ENCODE({f.name: v})[1:-1] for v in f.values} for f in kb.input_facts
-        }
+        self._fragments = Fragments(kb, _ENCODE)  # each vocabulary answer's part of the patient's message
         self._lock = threading.Lock()
 
     def _answers(self, inputs: dict) -> str:
         """The answers as the members of a JSON object (`_ENCODE(inputs)` without its braces), joined from the
         fragments of the vocabulary's answers; anything else (a key or value outside the vocabulary, a value of
         another type) is encoded as it is."""
-        fragments = self._fragments
-        try:
-            return ", ".join([fragments[k][v] for k, v in inputs.items() if _PLAIN[type(v)]])
-        except KeyError:
-            return _ENCODE(inputs)[1:-1]
+        joined = self._fragments.join(inputs.items(), ", ")
+        return _ENCODE(inputs)[1:-1] if joined is None else joined
 
     def run(self, inputs: Mapping[str, Value]) -> Trace:
         """Assert one patient's answered input facts, fire to quiescence, return the trace."""
