@@ -180,9 +180,9 @@ class Prepared:
         return {f.name: given[f.name] for f in self.input_facts if f.name in given}
 
     def constrains(self, fact: str) -> bool:
-        """Some only_if or relation reads `fact`: `allowed_adding` has something to check for it."""
-        only_ifs, relations = self._checks[fact]
-        return bool(only_ifs or relations)
+        """Some only_if or relation reads `fact`: `allowed_adding` has something to check for it (and those checks
+        read some facts, `check_reads`)."""
+        return bool(self.check_reads[fact])
 
     def allowed_adding(self, facts: Facts, fact: str) -> bool:
         """`allowed(facts)` for facts that were allowed before `fact` was added to them: only the only_if
