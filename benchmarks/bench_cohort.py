@@ -35,7 +35,7 @@ import threading
 import time
 from pathlib import Path
 
-from lumbar_kb.engine.cohort.runner import cores
+from lumbar_kb.cohort.runner import cores
 from lumbar_kb.engine.loader import load
 from lumbar_kb.engine.patient import random_patient
 
@@ -324,8 +324,8 @@ def _equal_to_evaluate(source: Path, out: Path, sample: int) -> str:
     of the same input row: every decision column equal."""
     import pyarrow.parquet as pq
 
+    from lumbar_kb.cohort.decisions import COLUMNS, decided
     from lumbar_kb.engine.api import Evaluator
-    from lumbar_kb.engine.cohort.decisions import COLUMNS, decided
 
     evaluator = Evaluator.open()
     if source.suffix == ".parquet":

@@ -17,7 +17,7 @@ from pathlib import Path
 from lumbar_kb.engine.analysis.algorithm import build_algorithm
 from lumbar_kb.engine.analysis.diff import compare
 from lumbar_kb.engine.loader import default_kb_dir, load
-from lumbar_kb.visualize.review.model import build_pack
+from lumbar_kb.visualize.review.content import build_pack
 from lumbar_kb.visualize.review.pack import write_pack
 
 

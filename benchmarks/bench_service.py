@@ -26,8 +26,8 @@ from pathlib import Path
 
 import httpx
 
-from lumbar_kb.engine.fhir.codes import load_codes
-from lumbar_kb.engine.fhir.export import questionnaire_response
+from lumbar_kb.clinic.fhir.codes import load_codes
+from lumbar_kb.clinic.fhir.export import questionnaire_response
 from lumbar_kb.engine.loader import load
 from lumbar_kb.engine.patient import random_patient
 
@@ -105,8 +105,8 @@ def jwt_check_cost(n: int = 2000) -> float:
     import jwt
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    from lumbar_kb.engine.service.security import Issuer, Verifier
-    from lumbar_kb.engine.service.store import Store
+    from lumbar_kb.clinic.service.security import Issuer, Verifier
+    from lumbar_kb.clinic.service.store import Store
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))

@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from .analysis.escalation import decide
-from .loader import load
-from .model import KnowledgeBase, Value
-from .patient import load_patient, parse_patient
-from .reference import ReferenceEvaluator
-from .result import Result
-from .session import Engine
-from .source import Positions
+from lumbar_kb.engine.analysis.escalation import decide
+from lumbar_kb.engine.loader import load
+from lumbar_kb.engine.model import KnowledgeBase, Value
+from lumbar_kb.engine.patient import load_patient, parse_patient
+from lumbar_kb.engine.reference import ReferenceEvaluator
+from lumbar_kb.engine.result import Result
+from lumbar_kb.engine.session import Engine
+from lumbar_kb.engine.source import Positions
 
 
 class Evaluator:

@@ -22,8 +22,8 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from .logic import Conjunct, to_dnf
-from .model import KnowledgeBase
+from lumbar_kb.engine.logic import Conjunct, to_dnf
+from lumbar_kb.engine.model import KnowledgeBase
 
 INTAKE = "__intake__"
 PATIENT, DERIVED = "patient", "derived"

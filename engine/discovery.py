@@ -20,8 +20,8 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import Problem
-from .source import display
+from lumbar_kb.engine.errors import Problem
+from lumbar_kb.engine.source import display
 
 PATIENT_SUFFIXES = (".yaml", ".yml", ".json")
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import KnowledgeBaseError, Problem
-from .loader import schema_problems
-from .model import KnowledgeBase
-from .source import DocumentError, display, read_document
+from lumbar_kb.engine.errors import KnowledgeBaseError, Problem
+from lumbar_kb.engine.loader import schema_problems
+from lumbar_kb.engine.model import KnowledgeBase
+from lumbar_kb.engine.source import DocumentError, display, read_document
 
 FILE_NAME = "guideline_text.yaml"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from .model import All, AnyOf, Condition, Fact, Not, Relation, Test, Value
+from lumbar_kb.engine.model import All, AnyOf, Condition, Fact, Not, Relation, Test, Value
 
 Facts = Mapping[str, Value]
 Conjunct = dict  # dict[str, frozenset]: fact -> allowed values, all must hold

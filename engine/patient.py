@@ -10,10 +10,10 @@ import random
 from pathlib import Path
 from typing import Any
 
-from .errors import PatientError, Problem, did_you_mean
-from .logic import breaks, contradicts_only_if
-from .model import Fact, KnowledgeBase, Relation, Test, Value, condition_facts
-from .source import DocumentError, Positions, glued_colon_hint, read_document
+from lumbar_kb.engine.errors import PatientError, Problem, did_you_mean
+from lumbar_kb.engine.logic import breaks, contradicts_only_if
+from lumbar_kb.engine.model import Fact, KnowledgeBase, Relation, Test, Value, condition_facts
+from lumbar_kb.engine.source import DocumentError, Positions, glued_colon_hint, read_document
 
 META_KEYS = ("id", "note")
 MAX_HINTS = 50  # "did you mean" costs ~0.1 ms a key: computed for the first problems, the ones printed

@@ -13,9 +13,20 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .logic import Facts, Predicate, predicate, supporter
-from .model import CodeEntry, Derive, Fact, KnowledgeBase, Recommend, Relation, Rule, SetUrgency, Value, condition_facts
-from .patient import META_KEYS
+from lumbar_kb.engine.logic import Facts, Predicate, predicate, supporter
+from lumbar_kb.engine.model import (
+    CodeEntry,
+    Derive,
+    Fact,
+    KnowledgeBase,
+    Recommend,
+    Relation,
+    Rule,
+    SetUrgency,
+    Value,
+    condition_facts,
+)
+from lumbar_kb.engine.patient import META_KEYS
 
 
 @dataclass(frozen=True)

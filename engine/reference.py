@@ -13,10 +13,10 @@ from __future__ import annotations
 import heapq
 from collections.abc import Mapping
 
-from .errors import EngineError
-from .model import KnowledgeBase, Value
-from .prepared import prepared
-from .trace import Firing, Trace
+from lumbar_kb.engine.errors import EngineError
+from lumbar_kb.engine.model import KnowledgeBase, Value
+from lumbar_kb.engine.prepared import prepared
+from lumbar_kb.engine.trace import Firing, Trace
 
 
 class ReferenceEvaluator:

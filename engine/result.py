@@ -21,9 +21,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
-from .model import CodeEntry, KnowledgeBase, Recommend
-from .prepared import Prepared, prepared
-from .trace import Trace
+from lumbar_kb.engine.model import CodeEntry, KnowledgeBase, Recommend
+from lumbar_kb.engine.prepared import Prepared, prepared
+from lumbar_kb.engine.trace import Trace
 
 
 @dataclass(frozen=True, slots=True)

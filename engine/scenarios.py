@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import KnowledgeBaseError, LumbarKBError, Problem, did_you_mean
-from .loader import schema_problems, stray_files
-from .model import KnowledgeBase
-from .patient import parse_patient
-from .result import Result
-from .source import DocumentError, Positions, display, read_document
+from lumbar_kb.engine.errors import KnowledgeBaseError, LumbarKBError, Problem, did_you_mean
+from lumbar_kb.engine.loader import schema_problems, stray_files
+from lumbar_kb.engine.model import KnowledgeBase
+from lumbar_kb.engine.patient import parse_patient
+from lumbar_kb.engine.result import Result
+from lumbar_kb.engine.source import DocumentError, Positions, display, read_document
 
 
 @dataclass(frozen=True)

@@ -34,11 +34,11 @@ from collections.abc import Mapping
 
 import durable_rules_engine as _durable
 
-from .compiler import DERIVED, INTAKE, PATIENT, CompiledKB, compile_kb
-from .errors import EngineError, KnowledgeBaseError, Problem
-from .model import KnowledgeBase, Value
-from .prepared import Fragments, PreparedRule, prepared
-from .trace import Firing, Trace
+from lumbar_kb.engine.compiler import DERIVED, INTAKE, PATIENT, CompiledKB, compile_kb
+from lumbar_kb.engine.errors import EngineError, KnowledgeBaseError, Problem
+from lumbar_kb.engine.model import KnowledgeBase, Value
+from lumbar_kb.engine.prepared import Fragments, PreparedRule, prepared
+from lumbar_kb.engine.trace import Firing, Trace
 
 _ASSERTED, _NOT_HANDLED, _OBSERVED, _QUEUED = 0, 1, 2, 3  # durable's assert result codes
 _ENCODE = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(..., ensure_ascii=False), one encoder for all

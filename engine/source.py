@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from .errors import LumbarKBError, Problem, safe_text
+from lumbar_kb.engine.errors import LumbarKBError, Problem, safe_text
 
 PathKey = tuple  # tuple[str | int, ...]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-from .model import Value
+from lumbar_kb.engine.model import Value
 
 
 class Firing:

@@ -15,7 +15,7 @@ from lumbar_kb.engine.api import Evaluator, reference_result
 from lumbar_kb.engine.loader import load
 from lumbar_kb.engine.logic import asked, breaks, evaluate
 from lumbar_kb.engine.patient import random_patient
-from lumbar_kb.engine.report import render
+from lumbar_kb.engine.result_text import render
 from lumbar_kb.main import main
 
 

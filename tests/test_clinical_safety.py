@@ -20,7 +20,7 @@ from lumbar_kb.engine.analysis.escalation import decide
 from lumbar_kb.engine.api import Evaluator
 from lumbar_kb.engine.loader import load
 from lumbar_kb.engine.logic import evaluate
-from lumbar_kb.engine.report import render
+from lumbar_kb.engine.result_text import render
 from lumbar_kb.main import main
 
 from .guideline import NEUROLOGICAL

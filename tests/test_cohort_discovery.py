@@ -65,7 +65,7 @@ def test_each_input_folder_is_listed_once_a_run_and_the_progress_total_counts_ev
     for p in bundled:
         shutil.copy(p, folder / p.name)
     os.symlink(tmp_path / "gone.yaml", folder / "dangling.yaml")  # reported, and counted in the total
-    from lumbar_kb.engine.cohort import progress
+    from lumbar_kb.cohort import progress
 
     monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0)  # a progress line after every chunk
     listed = []

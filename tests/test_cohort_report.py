@@ -65,7 +65,7 @@ def test_the_report_opens_offline_in_chromium_with_every_figure(capsys, kb, tmp_
 
 def test_the_report_shows_override_rates_per_rule_from_the_service_store(tmp_path, capsys):
     """With --feedback, the rule section lists what clinicians did with the CDS cards each rule was behind."""
-    from lumbar_kb.engine.service.store import Store
+    from lumbar_kb.clinic.service.store import Store
 
     db = tmp_path / "service.sqlite3"
     store = Store(db)

@@ -209,7 +209,7 @@ def test_a_bad_mapping_file_is_bad_input_naming_its_line(capsys, cohort, tmp_pat
 def test_progress_is_plain_lines_off_a_terminal_and_ends_with_the_rate(monkeypatch):
     import io
 
-    from lumbar_kb.engine.cohort import progress
+    from lumbar_kb.cohort import progress
 
     monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)
     stream = io.StringIO()
@@ -228,7 +228,7 @@ def test_a_parquet_file_gets_row_groups_of_several_chunks_and_every_row(capsys, 
     in chunks of 15 with groups of at least 50 rows are groups of 60 and 60, the rows those of JSON Lines."""
     import pyarrow.parquet as pq
 
-    from lumbar_kb.engine.cohort import output
+    from lumbar_kb.cohort import output
 
     monkeypatch.setattr(output, "ROW_GROUP_ROWS", 50)
     folder, _ = cohort
@@ -260,7 +260,7 @@ def test_canonical_answers_joined_from_fragments_are_the_encoders(kb):
     """A cohort hashes and keys each patient's answers by their canonical JSON, joined from each vocabulary answer's
     fragment: byte for byte the encoder's text (sorted keys, no spaces) for random patients, and for what only an
     API caller could pass (1 for yes, a key or value outside the vocabulary, no answers), encoded as it is."""
-    from lumbar_kb.engine.cohort.decisions import Canonical, canonical
+    from lumbar_kb.cohort.decisions import Canonical, canonical
 
     joined = Canonical(kb)
     rng = random.Random(43)
@@ -277,9 +277,9 @@ def test_parquet_columns_built_from_flattened_lists_are_the_rows(kb):
     column, and a missing list (None)."""
     import pyarrow as pa
 
-    from lumbar_kb.engine.cohort.inputs import Chunk
-    from lumbar_kb.engine.cohort.output import _for_arrow, arrow_schema, encode
-    from lumbar_kb.engine.cohort.runner import Job, evaluate_chunk, remember
+    from lumbar_kb.cohort.inputs import Chunk
+    from lumbar_kb.cohort.output import _for_arrow, arrow_schema, encode
+    from lumbar_kb.cohort.runner import Job, evaluate_chunk, remember
 
     remember(kb)
     rng = random.Random(47)

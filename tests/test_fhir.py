@@ -16,10 +16,10 @@ import shutil
 
 import pytest
 
+from lumbar_kb.clinic.fhir.codes import load_codes
+from lumbar_kb.clinic.fhir.export import export_all, questionnaire, questionnaire_response
+from lumbar_kb.clinic.fhir.inbound import FhirInputError, map_fhir
 from lumbar_kb.engine.errors import KnowledgeBaseError
-from lumbar_kb.engine.fhir.codes import load_codes
-from lumbar_kb.engine.fhir.export import export_all, questionnaire, questionnaire_response
-from lumbar_kb.engine.fhir.inbound import FhirInputError, map_fhir
 from lumbar_kb.engine.loader import default_kb_dir, load
 from lumbar_kb.engine.patient import load_patient
 from lumbar_kb.main import main

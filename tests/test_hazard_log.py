@@ -17,10 +17,10 @@ import pytest
 
 from lumbar_kb.engine.analysis.checks import run_checks
 from lumbar_kb.engine.errors import KnowledgeBaseError
-from lumbar_kb.engine.hazards import to_markdown
 from lumbar_kb.engine.loader import default_kb_dir, load
 from lumbar_kb.engine.model import LIKELIHOODS, SEVERITIES, Control, risk_rating
 from lumbar_kb.main import main
+from lumbar_kb.visualize.hazard_log import to_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lumbar_kb.engine.cohort.decisions import COLUMNS
+from lumbar_kb.cohort.decisions import COLUMNS
 from lumbar_kb.main import build_parser, main
 
 from .conftest import ROOT

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lumbar_kb.engine.loader import load
-from lumbar_kb.visualize.review.model import build_pack, rule_anchor
+from lumbar_kb.visualize.review.content import build_pack, rule_anchor
 from lumbar_kb.visualize.review.pack import write_pack
 
 from .chromium import CHROMIUM

@@ -12,7 +12,7 @@ from markupsafe import escape
 
 from lumbar_kb.engine.loader import load
 from lumbar_kb.main import main
-from lumbar_kb.visualize.review.model import build_pack
+from lumbar_kb.visualize.review.content import build_pack
 from lumbar_kb.visualize.review.pack import write_pack
 
 
@@ -88,7 +88,7 @@ def test_the_issues_page_renders_what_the_knowledge_base_records(kb, tmp_path):
 
 def test_rule_cards_show_how_clinicians_answered_the_cds_cards(tmp_path, capsys):
     """Override rates per rule from the service's own store (no CDS product feeds them back to the authors)."""
-    from lumbar_kb.engine.service.store import Store
+    from lumbar_kb.clinic.service.store import Store
 
     db = tmp_path / "service.sqlite3"
     store = Store(db)

@@ -24,13 +24,13 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lumbar_kb.engine.fhir.codes import load_codes
-from lumbar_kb.engine.fhir.export import questionnaire_response
+from lumbar_kb.clinic.fhir.codes import load_codes
+from lumbar_kb.clinic.fhir.export import questionnaire_response
+from lumbar_kb.clinic.service.app import create_app
+from lumbar_kb.clinic.service.state import Settings
+from lumbar_kb.clinic.service.store import override_rates
 from lumbar_kb.engine.loader import default_kb_dir, load
 from lumbar_kb.engine.patient import load_patient
-from lumbar_kb.engine.service.app import create_app
-from lumbar_kb.engine.service.state import Settings
-from lumbar_kb.engine.service.store import override_rates
 from lumbar_kb.main import main
 
 from .servers import serving

@@ -23,7 +23,7 @@ import yaml
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-import lumbar_kb.graph as graph_command
+import lumbar_kb.graph_cmd as graph_command
 from lumbar_kb.engine.api import Evaluator
 from lumbar_kb.engine.errors import PatientError
 from lumbar_kb.engine.loader import default_kb_dir, load

@@ -14,10 +14,10 @@ import graphviz
 import networkx as nx
 from graphviz.quoting import attr_list, nohtml, quote
 
-from . import legend, style
-from .graph import CONCLUSION_KINDS, pathway, restrict
-from .overlay import Overlay
-from .text import hours_phrase, show_value, wrap
+from lumbar_kb.visualize import legend, style
+from lumbar_kb.visualize.graph import CONCLUSION_KINDS, pathway, restrict
+from lumbar_kb.visualize.overlay import Overlay
+from lumbar_kb.visualize.text import hours_phrase, show_value, wrap
 
 CONCLUSION_TITLES = {
     "urgency": "Urgency",

@@ -30,9 +30,8 @@ import networkx as nx
 
 from lumbar_kb.engine.analysis.structure import resolve_name
 from lumbar_kb.engine.model import All, AnyOf, Condition, Derive, KnowledgeBase, Not, Recommend, Rule, SetUrgency, Test
-
-from .errors import UnknownNodeError
-from .text import describe_condition, values_phrase
+from lumbar_kb.visualize.errors import UnknownNodeError
+from lumbar_kb.visualize.text import describe_condition, values_phrase
 
 FACT, RULE = "fact", "rule"
 CONCLUSION_KINDS = ("urgency", "action", "warning", "differential")

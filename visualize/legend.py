@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from html import escape
 
-from . import style
+from lumbar_kb.visualize import style
 
 # (meanings to compose, what they mean). Node entries, then edge entries.
 NODE_ENTRIES = (

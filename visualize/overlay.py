@@ -17,8 +17,7 @@ import networkx as nx
 
 from lumbar_kb.engine.model import Value
 from lumbar_kb.engine.result import Result
-
-from .graph import CONCLUSION_KINDS, conclusion_id, fact_id, rule_id
+from lumbar_kb.visualize.graph import CONCLUSION_KINDS, conclusion_id, fact_id, rule_id
 
 FACT_STATES = ("fact-true", "fact-false", "fact-unknown", "fact-value")
 RULE_STATES = ("fired", "not-fired")

@@ -16,9 +16,8 @@ from pathlib import Path
 
 from lumbar_kb.engine.errors import Problem, did_you_mean
 from lumbar_kb.engine.outputs import TEMP_MARK, file_mode, sweep_stale
-
-from .errors import GraphvizFailedError, GraphvizMissingError, OutputError
-from .svg import titles_from_tooltips
+from lumbar_kb.visualize.errors import GraphvizFailedError, GraphvizMissingError, OutputError
+from lumbar_kb.visualize.svg import titles_from_tooltips
 
 FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", ".gv": "dot"}
 PNG_DPI = 110  # legible at screen size without a huge file

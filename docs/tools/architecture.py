@@ -42,7 +42,13 @@ END = "<!-- END GENERATED -->"
 SHA_KEY = "dot-sha256"
 
 # packages drawn as one box (their modules listed inside it); any other module gets a box of its own
-COLLAPSED = {"": "engine/cli/", "visualize": "visualize/", "engine.analysis.checks": "engine/analysis/checks/"}
+COLLAPSED = {
+    "": "cli/",
+    "visualize": "visualize/",
+    "cohort": "cohort/",
+    "clinic": "clinic/",
+    "engine.analysis.checks": "engine/analysis/checks/",
+}
 # a collapsed box's job is its package docstring's, except where that describes the product rather than the job
 JOB_FROM = {"": "main"}
 

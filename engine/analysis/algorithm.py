@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 import z3
 
-from ..model import KnowledgeBase, Recommend, Value, condition_facts, hours_text
-from .encoding import Semantics, State
-from .structure import analyse
+from lumbar_kb.engine.analysis.encoding import Semantics, State
+from lumbar_kb.engine.analysis.structure import analyse
+from lumbar_kb.engine.model import KnowledgeBase, Recommend, Value, condition_facts, hours_text
 
 NOT_RECOMMENDED = "not recommended"
 DEPENDS = "depending on other answers"

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import KnowledgeBaseError, LumbarKBError, Problem, did_you_mean
-from ..loader import schema_problems
-from ..model import All, AnyOf, Condition, Derive, KnowledgeBase, Not, Recommend, Rule, SetUrgency, Test
-from ..source import DocumentError, display, read_document
+from lumbar_kb.engine.errors import KnowledgeBaseError, LumbarKBError, Problem, did_you_mean
+from lumbar_kb.engine.loader import schema_problems
+from lumbar_kb.engine.model import All, AnyOf, Condition, Derive, KnowledgeBase, Not, Recommend, Rule, SetUrgency, Test
+from lumbar_kb.engine.source import DocumentError, display, read_document
 
 FILE_NAME = "approvals.yaml"
 STATUSES = ("submitted", "under_review", "approved", "changed")

@@ -16,14 +16,14 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import EngineError, LumbarKBError, Problem
-from ..model import KnowledgeBase, Rule, hours_text
-from ..outputs import TEMP_MARK, sweep_stale
-from ..result import Result, build
-from ..scenarios import Mismatch, Scenario, checked_conclusions, compare, load_scenarios, scenario_dir
-from ..session import Engine
-from .escalation import decide
-from .structure import logic_value
+from lumbar_kb.engine.analysis.escalation import decide
+from lumbar_kb.engine.analysis.structure import logic_value
+from lumbar_kb.engine.errors import EngineError, LumbarKBError, Problem
+from lumbar_kb.engine.model import KnowledgeBase, Rule, hours_text
+from lumbar_kb.engine.outputs import TEMP_MARK, sweep_stale
+from lumbar_kb.engine.result import Result, build
+from lumbar_kb.engine.scenarios import Mismatch, Scenario, checked_conclusions, compare, load_scenarios, scenario_dir
+from lumbar_kb.engine.session import Engine
 
 
 @dataclass
@@ -122,7 +122,7 @@ def write_missing(kb: KnowledgeBase, report: TestReport, directory: Path) -> lis
     All or nothing: every scenario is found first, then written into a temporary directory inside
     `directory` and moved into place; if anything cannot be written, what was moved is removed again (and a
     directory this call created), and the error names the path (a LumbarKBError, exit 2)."""
-    from .encoding import Semantics, solve_min
+    from lumbar_kb.engine.analysis.encoding import Semantics, solve_min
 
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():

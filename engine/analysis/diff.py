@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 
 import z3
 
-from ..model import All, AnyOf, Condition, KnowledgeBase, Not, Test, Value, condition_facts
-from .approvals import rule_content
-from .encoding import Semantics, State, solve_min
-from .reproduce import Runner, decisions
+from lumbar_kb.engine.analysis.approvals import rule_content
+from lumbar_kb.engine.analysis.encoding import Semantics, State, solve_min
+from lumbar_kb.engine.analysis.reproduce import Runner, decisions
+from lumbar_kb.engine.model import All, AnyOf, Condition, KnowledgeBase, Not, Test, Value, condition_facts
 
 FIELDS = ("title", "section", "priority", "when", "then", "cites", "rationale", "interpretation")
 LIMIT = 20_000  # expansions per count

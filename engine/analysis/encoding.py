@@ -29,8 +29,8 @@ from collections.abc import Iterable, Mapping, Set
 
 import z3
 
-from ..model import All, Condition, KnowledgeBase, Not, Recommend, SetUrgency, Test, Value
-from .structure import Structure, analyse
+from lumbar_kb.engine.analysis.structure import Structure, analyse
+from lumbar_kb.engine.model import All, Condition, KnowledgeBase, Not, Recommend, SetUrgency, Test, Value
 
 _names = itertools.count()
 

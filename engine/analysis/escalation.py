@@ -28,13 +28,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import EngineError
-from ..logic import assume
-from ..model import Fact, KnowledgeBase, Value, condition_facts
-from ..prepared import Prepared, prepared
-from ..reference import ReferenceEvaluator
-from ..result import Decision, Result, build, conclude, merge_window
-from ..trace import Trace
+from lumbar_kb.engine.errors import EngineError
+from lumbar_kb.engine.logic import assume
+from lumbar_kb.engine.model import Fact, KnowledgeBase, Value, condition_facts
+from lumbar_kb.engine.prepared import Prepared, prepared
+from lumbar_kb.engine.reference import ReferenceEvaluator
+from lumbar_kb.engine.result import Decision, Result, build, conclude, merge_window
+from lumbar_kb.engine.trace import Trace
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,13 @@ import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .. import logic
-from ..model import All, Condition, KnowledgeBase, Not, Recommend, SetUrgency, Test, Value, hours_text
-from ..reference import ReferenceEvaluator
-from ..result import Result, build
-from ..trace import Trace
-from .escalation import decide
-from .structure import logic_value, resolve_name
+from lumbar_kb.engine import logic
+from lumbar_kb.engine.analysis.escalation import decide
+from lumbar_kb.engine.analysis.structure import logic_value, resolve_name
+from lumbar_kb.engine.model import All, Condition, KnowledgeBase, Not, Recommend, SetUrgency, Test, Value, hours_text
+from lumbar_kb.engine.reference import ReferenceEvaluator
+from lumbar_kb.engine.result import Result, build
+from lumbar_kb.engine.trace import Trace
 
 KINDS = ("urgency", "action", "warning", "differential")
 MAX_ALTERNATIVES = 5
@@ -207,7 +207,7 @@ def explain(kb: KnowledgeBase, patient: Mapping[str, Value], target: Target, wan
                 "Answering the questions listed under could_escalate may change it."
             )
         return out
-    from .encoding import Semantics
+    from lumbar_kb.engine.analysis.encoding import Semantics
 
     state = Semantics(kb).state("s")
     out.nearest, out.other_rules = _nearest(kb, trace, patient, target, state)

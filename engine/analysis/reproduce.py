@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..errors import EngineError, LumbarKBError
-from ..model import KnowledgeBase, Value
-from ..patient import parse_patient
-from ..result import Result
-from ..session import Engine
-from ..source import Positions
-from .escalation import decide
+from lumbar_kb.engine.analysis.escalation import decide
+from lumbar_kb.engine.errors import EngineError, LumbarKBError
+from lumbar_kb.engine.model import KnowledgeBase, Value
+from lumbar_kb.engine.patient import parse_patient
+from lumbar_kb.engine.result import Result
+from lumbar_kb.engine.session import Engine
+from lumbar_kb.engine.source import Positions
 
 
 class Runner:

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from .. import logic
-from ..errors import LumbarKBError, Problem
-from ..model import KnowledgeBase, Recommend, Rule, SetUrgency, condition_facts, hours_text
+from lumbar_kb.engine import logic
+from lumbar_kb.engine.errors import LumbarKBError, Problem
+from lumbar_kb.engine.model import KnowledgeBase, Recommend, Rule, SetUrgency, condition_facts, hours_text
 
 
 def conclusion_key(conclusion) -> tuple:

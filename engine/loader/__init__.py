@@ -19,18 +19,18 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import KnowledgeBaseError, Problem, did_you_mean
-from ..model import KnowledgeBase, Reference, Rule, Section
-from ..source import DocumentError, Positions, display, read_bytes, read_document
-from . import cache
-from .files import default_kb_dir, kb_files, knowledge_root, schema_dir, stray_files
+from lumbar_kb.engine.errors import KnowledgeBaseError, Problem, did_you_mean
+from lumbar_kb.engine.loader import cache
+from lumbar_kb.engine.loader.files import default_kb_dir, kb_files, knowledge_root, schema_dir, stray_files
+from lumbar_kb.engine.model import KnowledgeBase, Reference, Rule, Section
+from lumbar_kb.engine.source import DocumentError, Positions, display, read_bytes, read_document
 
 if TYPE_CHECKING:
-    from .catalog import CATALOG_KINDS
-    from .conditions import CONDITION_HEADS
-    from .facts import RESERVED_FACT_NAMES
-    from .rules import CONCLUSION_HEADS
-    from .schema import load_schema, schema_problems
+    from lumbar_kb.engine.loader.catalog import CATALOG_KINDS
+    from lumbar_kb.engine.loader.conditions import CONDITION_HEADS
+    from lumbar_kb.engine.loader.facts import RESERVED_FACT_NAMES
+    from lumbar_kb.engine.loader.rules import CONCLUSION_HEADS
+    from lumbar_kb.engine.loader.schema import load_schema, schema_problems
 
 # imported when first used: the builders bring jsonschema (~35 ms), which a knowledge base read back from the
 # cache never needs
@@ -87,7 +87,7 @@ def load(kb_dir: Path | str | None = None) -> KnowledgeBase:
 
 def _read(problems: list[Problem], path: Path, schema: str) -> tuple[Any, Positions] | None:
     """One document, safely read with positions and checked against its schema (None when unreadable)."""
-    from .schema import schema_problems, subject_of, typename
+    from lumbar_kb.engine.loader.schema import schema_problems, subject_of, typename
 
     try:
         data, pos = read_document(path)
@@ -103,11 +103,11 @@ def _read(problems: list[Problem], path: Path, schema: str) -> tuple[Any, Positi
 
 
 def _build(root: Path, problems: list[Problem]) -> KnowledgeBase | None:
-    from .catalog import build_catalog
-    from .facts import build_facts
-    from .governance import build_hazards, build_inconsistencies, build_relations
-    from .rules import build_rule
-    from .safety import build_safety
+    from lumbar_kb.engine.loader.catalog import build_catalog
+    from lumbar_kb.engine.loader.facts import build_facts
+    from lumbar_kb.engine.loader.governance import build_hazards, build_inconsistencies, build_relations
+    from lumbar_kb.engine.loader.rules import build_rule
+    from lumbar_kb.engine.loader.safety import build_safety
 
     if not root.is_dir():
         what = "is not a directory" if root.exists() else "knowledge base directory not found"

@@ -27,8 +27,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..model import KnowledgeBase
-from ..source import DocumentError, limits, read_bytes
+from lumbar_kb.engine.model import KnowledgeBase
+from lumbar_kb.engine.source import DocumentError, limits, read_bytes
 
 ENV = "LUMBAR_KB_CACHE"
 KEPT = 32  # entries kept; the oldest beyond these are removed when one is written

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..errors import Problem, did_you_mean
-from ..model import CodeEntry
-from ..source import Positions
-from .conditions import Conditions
+from lumbar_kb.engine.errors import Problem, did_you_mean
+from lumbar_kb.engine.loader.conditions import Conditions
+from lumbar_kb.engine.model import CodeEntry
+from lumbar_kb.engine.source import Positions
 
 CATALOG_KINDS = {"urgency": "urgency", "actions": "action", "warnings": "warning", "differential": "differential"}
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import Problem, did_you_mean
-from ..logic import MAX_CONDITION_DEPTH
-from ..model import All, AnyOf, Condition, Fact, Not, Test
-from ..source import Positions
-from .schema import typename
+from lumbar_kb.engine.errors import Problem, did_you_mean
+from lumbar_kb.engine.loader.schema import typename
+from lumbar_kb.engine.logic import MAX_CONDITION_DEPTH
+from lumbar_kb.engine.model import All, AnyOf, Condition, Fact, Not, Test
+from lumbar_kb.engine.source import Positions
 
 CONDITION_HEADS = ("fact", "all", "any", "not")
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..errors import Problem
-from ..model import Fact
-from ..patient import META_KEYS
-from ..source import Positions
-from .conditions import Conditions
+from lumbar_kb.engine.errors import Problem
+from lumbar_kb.engine.loader.conditions import Conditions
+from lumbar_kb.engine.model import Fact
+from lumbar_kb.engine.patient import META_KEYS
+from lumbar_kb.engine.source import Positions
 
 RESERVED_FACT_NAMES = META_KEYS + ("sid", "t")  # patient-file metadata; keys of the engine's fact messages
 

@@ -3,10 +3,10 @@ guideline's own inconsistencies (inconsistencies.yaml) and the hazard log (hazar
 
 from __future__ import annotations
 
-from ..errors import Problem, did_you_mean
-from ..model import Condition, Control, Fact, Hazard, Inconsistency, Relation, condition_facts
-from ..source import Positions
-from .conditions import Conditions
+from lumbar_kb.engine.errors import Problem, did_you_mean
+from lumbar_kb.engine.loader.conditions import Conditions
+from lumbar_kb.engine.model import Condition, Control, Fact, Hazard, Inconsistency, Relation, condition_facts
+from lumbar_kb.engine.source import Positions
 
 
 def build_relations(data: dict, pos: Positions, facts: dict[str, Fact], problems: list[Problem]) -> tuple:

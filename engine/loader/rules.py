@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 
-from ..errors import Problem, did_you_mean
-from ..logic import MAX_ALTERNATIVES, alternatives
-from ..model import Conclusion, Derive, Recommend, Rule, SetUrgency
-from ..source import Positions
-from .conditions import Conditions
+from lumbar_kb.engine.errors import Problem, did_you_mean
+from lumbar_kb.engine.loader.conditions import Conditions
+from lumbar_kb.engine.logic import MAX_ALTERNATIVES, alternatives
+from lumbar_kb.engine.model import Conclusion, Derive, Recommend, Rule, SetUrgency
+from lumbar_kb.engine.source import Positions
 
 CONCLUSION_HEADS = ("urgency", "action", "warning", "differential", "derive")
 

@@ -8,10 +8,10 @@ floors:        claims `lumbar-kb check` proves: whenever `when` is true the urge
 
 from __future__ import annotations
 
-from ..errors import Problem, did_you_mean
-from ..model import Floor
-from ..source import Positions
-from .conditions import Conditions
+from lumbar_kb.engine.errors import Problem, did_you_mean
+from lumbar_kb.engine.loader.conditions import Conditions
+from lumbar_kb.engine.model import Floor
+from lumbar_kb.engine.source import Positions
 
 
 def build_safety(g: dict, pos: Positions, facts: dict, catalog: dict, problems: list[Problem]) -> dict:

@@ -8,9 +8,9 @@ from typing import Any
 
 import jsonschema
 
-from ..errors import Problem, did_you_mean
-from ..source import Positions
-from .files import schema_dir
+from lumbar_kb.engine.errors import Problem, did_you_mean
+from lumbar_kb.engine.loader.files import schema_dir
+from lumbar_kb.engine.source import Positions
 
 
 @cache

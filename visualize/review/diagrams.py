@@ -20,12 +20,11 @@ from graphviz.quoting import attr_list, nohtml, quote
 
 from lumbar_kb.engine.model import KnowledgeBase
 from lumbar_kb.engine.result import Result
-
-from .. import style
-from ..dot import edge_label, edge_meanings, node_label, node_meanings, tooltip
-from ..graph import conclusion_id, fact_id, rule_id
-from ..text import hours_phrase, wrap
-from .model import rule_anchor, section_page
+from lumbar_kb.visualize import style
+from lumbar_kb.visualize.dot import edge_label, edge_meanings, node_label, node_meanings, tooltip
+from lumbar_kb.visualize.graph import conclusion_id, fact_id, rule_id
+from lumbar_kb.visualize.review.content import rule_anchor, section_page
+from lumbar_kb.visualize.text import hours_phrase, wrap
 
 RULES_PAGE = "rules.html"
 OVERRIDDEN = {"style": "filled,dashed", "fillcolor": "#f4f4f4", "color": "#9e9e9e", "fontcolor": "#757575"}

@@ -13,12 +13,11 @@ from pathlib import Path
 import jinja2
 
 from lumbar_kb.engine.errors import Problem
-
-from ..errors import OutputError
-from ..graph import build_graph
-from ..render import run_dot, write_atomic
-from . import diagrams
-from .model import Pack, rule_anchor, sentence_anchor
+from lumbar_kb.visualize.errors import OutputError
+from lumbar_kb.visualize.graph import build_graph
+from lumbar_kb.visualize.render import run_dot, write_atomic
+from lumbar_kb.visualize.review import diagrams
+from lumbar_kb.visualize.review.content import Pack, rule_anchor, sentence_anchor
 
 ASSETS = ("pack.css", "pack.js")
 

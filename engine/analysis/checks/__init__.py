@@ -29,24 +29,29 @@ from __future__ import annotations
 
 import time
 
-from ...model import KnowledgeBase
-from .. import encoding
-from ..structure import input_state_count
-from .clinical import check_clinical
-from .context import Context
-from .guideline import check_inconsistencies
-from .reach import (
+from lumbar_kb.engine.analysis import encoding
+from lumbar_kb.engine.analysis.checks.clinical import check_clinical
+from lumbar_kb.engine.analysis.checks.context import Context
+from lumbar_kb.engine.analysis.checks.findings import CheckReport, Finding, render
+from lumbar_kb.engine.analysis.checks.guideline import check_inconsistencies
+from lumbar_kb.engine.analysis.checks.reach import (
     check_codes_reach,
     check_contradictions,
     check_derived_reach,
     check_redundant,
     check_unreachable_rules,
 )
-from .report import CheckReport, Finding, render
-from .safety import check_escalation, check_monotone, check_neurological
-from .structural import check_cycles, check_derived, check_unconcluded, check_unread_facts
-from .traceability import check_traceability
-from .windows import check_windows
+from lumbar_kb.engine.analysis.checks.safety import check_escalation, check_monotone, check_neurological
+from lumbar_kb.engine.analysis.checks.structural import (
+    check_cycles,
+    check_derived,
+    check_unconcluded,
+    check_unread_facts,
+)
+from lumbar_kb.engine.analysis.checks.traceability import check_traceability
+from lumbar_kb.engine.analysis.checks.windows import check_windows
+from lumbar_kb.engine.analysis.structure import input_state_count
+from lumbar_kb.engine.model import KnowledgeBase
 
 __all__ = ["CheckReport", "render", "run_checks"]
 

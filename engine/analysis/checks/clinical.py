@@ -16,9 +16,9 @@ import math
 
 import z3
 
-from ...logic import evaluate
-from .context import Context
-from .report import Check, Finding
+from lumbar_kb.engine.analysis.checks.context import Context
+from lumbar_kb.engine.analysis.checks.findings import Check, Finding
+from lumbar_kb.engine.logic import evaluate
 
 
 def check_clinical(ctx: Context) -> list[Check]:

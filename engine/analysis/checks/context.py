@@ -6,13 +6,13 @@ from pathlib import Path
 
 import z3
 
-from ...model import KnowledgeBase
-from ...source import DocumentError, Positions, read_document
-from ..encoding import Semantics, State, canonical, solve_min
-from ..reproduce import Runner
-from ..structure import (
+from lumbar_kb.engine.analysis.encoding import Semantics, State, canonical, solve_min
+from lumbar_kb.engine.analysis.reproduce import Runner
+from lumbar_kb.engine.analysis.structure import (
     analyse,
 )
+from lumbar_kb.engine.model import KnowledgeBase
+from lumbar_kb.engine.source import DocumentError, Positions, read_document
 
 
 # ---- the context shared by the checks -----------------------------------------------------------------------

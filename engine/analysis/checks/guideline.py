@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .context import Context
-from .report import Check, Finding
+from lumbar_kb.engine.analysis.checks.context import Context
+from lumbar_kb.engine.analysis.checks.findings import Check, Finding
 
 
 def check_inconsistencies(ctx: Context) -> Check:

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import z3
 
-from ... import logic
-from ...model import All, Condition, KnowledgeBase, Not, Test
-from ..encoding import solve_min
-from ..structure import (
+from lumbar_kb.engine import logic
+from lumbar_kb.engine.analysis.checks.context import Context
+from lumbar_kb.engine.analysis.checks.findings import Check, Finding
+from lumbar_kb.engine.analysis.encoding import solve_min
+from lumbar_kb.engine.analysis.structure import (
     conclusion_key,
     describe_key,
     logic_value,
 )
-from .context import Context
-from .report import Check, Finding
+from lumbar_kb.engine.model import All, Condition, KnowledgeBase, Not, Test
 
 
 # ---- reachability -------------------------------------------------------------------------------------------

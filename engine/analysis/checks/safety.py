@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import z3
 
-from ..encoding import State, canonical, solve_min
-from ..escalation import could_escalate
-from ..reproduce import later, windows
-from .context import Context
-from .report import Check, Finding
+from lumbar_kb.engine.analysis.checks.context import Context
+from lumbar_kb.engine.analysis.checks.findings import Check, Finding
+from lumbar_kb.engine.analysis.encoding import State, canonical, solve_min
+from lumbar_kb.engine.analysis.escalation import could_escalate
+from lumbar_kb.engine.analysis.reproduce import later, windows
 
 
 # ---- safety invariants --------------------------------------------------------------------------------------

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import z3
 
-from ..reproduce import decisions
-from ..structure import (
+from lumbar_kb.engine.analysis.checks.context import Context
+from lumbar_kb.engine.analysis.checks.findings import Check, Finding
+from lumbar_kb.engine.analysis.reproduce import decisions
+from lumbar_kb.engine.analysis.structure import (
     logic_value,
 )
-from .context import Context
-from .report import Check, Finding
 
 
 # ---- structure -----------------------------------------------------------------------------------------------

@@ -8,10 +8,10 @@ leave a dead link). A knowledge base without a guideline_text.yaml skips the thr
 
 from __future__ import annotations
 
-from ...errors import did_you_mean
-from ...guideline_text import FILE_NAME, load_text
-from .context import Context
-from .report import Check, Finding
+from lumbar_kb.engine.analysis.checks.context import Context
+from lumbar_kb.engine.analysis.checks.findings import Check, Finding
+from lumbar_kb.engine.errors import did_you_mean
+from lumbar_kb.engine.guideline_text import FILE_NAME, load_text
 
 
 def check_traceability(ctx: Context) -> list[Check]:

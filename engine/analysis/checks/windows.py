@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import z3
 
-from ...model import hours_text
-from ..reproduce import windows
-from ..structure import (
+from lumbar_kb.engine.analysis.checks.context import Context
+from lumbar_kb.engine.analysis.checks.findings import Check, Finding
+from lumbar_kb.engine.analysis.reproduce import windows
+from lumbar_kb.engine.analysis.structure import (
     action_conclusions,
     stated_hours,
     stated_lower,
 )
-from .context import Context
-from .report import Check, Finding
+from lumbar_kb.engine.model import hours_text
 
 
 def check_windows(ctx: Context) -> tuple[Check, Check]:

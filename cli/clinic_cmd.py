@@ -1,0 +1,101 @@
+"""Commands for the clinic: `serve` (the CDS Hooks service and the questionnaire page) and `export fhir`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lumbar_kb.common import EXIT_OK, add_kb_option, dumps, kb_from
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="the CDS Hooks 2.0 service and the questionnaire page (FastAPI + uvicorn)",
+        description="Serve CDS Hooks 2.0 (GET /cds-services, POST /cds-services/{id}, feedback), the "
+        "questionnaire page at / and the OpenAPI schema at /openapi.json. Every CDS call must carry a JWT "
+        "bearer token from an issuer in --trust, unless --insecure-dev (local trials only).",
+    )
+    add_kb_option(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--workers", type=int, default=1, help="worker processes (each compiles the knowledge base once)")
+    p.add_argument("--trust", type=Path, help="JSON file of trusted issuers and their JWKS")
+    p.add_argument("--public-url", help="the URL clients call (the JWT audience), e.g. https://cds.example.org")
+    p.add_argument("--db", type=Path, default=Path("lumbar-kb-service.sqlite3"), help="SQLite file: cards, feedback")
+    p.add_argument("--codes", type=Path, help="terminology bindings (default: codes.yaml of the knowledge base)")
+    p.add_argument("--max-body", type=int, default=1_000_000, help="largest request body in bytes")
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a browser-based CDS client allowed to call (e.g. https://sandbox.cds-hooks.org); repeatable",
+    )
+    p.add_argument("--insecure-dev", action="store_true", help="do NOT check tokens (local trials only; loud)")
+    p.set_defaults(run=_run_serve)
+
+    e = sub.add_parser("export", help="export the knowledge base in another format")
+    formats = e.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    f = formats.add_parser(
+        "fhir",
+        help="FHIR R4 Questionnaire, PlanDefinition and ActivityDefinitions",
+        description="Write the Questionnaire (clinician and patient wording; alarm questions first), the "
+        "PlanDefinition (one action per rule) and an ActivityDefinition per action, one JSON file each.",
+    )
+    f.add_argument("-o", "--output", type=Path, required=True, metavar="DIR")
+    f.add_argument("--codes", type=Path, help="terminology bindings (default: codes.yaml of the knowledge base)")
+    add_kb_option(f)
+    f.set_defaults(run=_run_export_fhir)
+
+
+def _run_serve(args) -> int:
+    import uvicorn
+
+    from lumbar_kb.clinic.service.app import INSECURE_BANNER, create_app, settings_to_env
+    from lumbar_kb.clinic.service.state import Settings
+
+    settings = Settings(
+        kb_dir=args.kb,
+        codes_file=args.codes,
+        db=args.db,
+        trust=args.trust,
+        public_url=args.public_url,
+        insecure_dev=args.insecure_dev,
+        max_body=args.max_body,
+        cors_origins=args.cors_origin,
+    )
+    if args.insecure_dev:
+        bar = "!" * 100
+        print(f"{bar}\n{INSECURE_BANNER}\n{bar}", file=sys.stderr)
+    app = create_app(settings)  # fails early (exit 2) on a bad knowledge base, codes or trust file
+    if args.workers > 1:
+        import os
+
+        os.environ["LUMBAR_KB_SERVICE"] = settings_to_env(settings)
+        uvicorn.run(
+            "lumbar_kb.clinic.service.app:app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+        )
+    else:
+        uvicorn.run(app, host=args.host, port=args.port)
+    return EXIT_OK
+
+
+def _run_export_fhir(args) -> int:
+    from lumbar_kb.clinic.fhir.codes import load_codes
+    from lumbar_kb.clinic.fhir.export import export_all
+
+    kb = kb_from(args)
+    files = export_all(kb, load_codes(kb, args.codes))
+    args.output.mkdir(parents=True, exist_ok=True)
+    for name, resource in files.items():
+        tmp = args.output / f".{name}.tmp"
+        tmp.write_text(dumps(resource), encoding="utf-8")
+        tmp.replace(args.output / name)
+    print(f"wrote {len(files)} FHIR resources to {args.output}")
+    return EXIT_OK

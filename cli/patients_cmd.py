@@ -1,0 +1,163 @@
+"""Commands about patients and the vocabulary: `evaluate`, `validate`, `facts` (`cohort` is in cli/cohort_cmd.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lumbar_kb.common import EXIT_FAILED, EXIT_OK, add_kb_option, dumps, dumps_line, kb_from, print_problems
+from lumbar_kb.engine.errors import KnowledgeBaseError, LumbarKBError, Problem, safe_text
+from lumbar_kb.engine.loader import default_kb_dir, load
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    for add in (_add_evaluate, _add_validate, _add_facts):
+        add(sub)
+
+
+# ---- evaluate ----------------------------------------------------------------------------------------------
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate patient files against the guideline",
+        description="Evaluate one or more patient files (YAML or JSON mapping of fact: value). "
+        "One file gives one JSON object; several give one JSON object per line.",
+    )
+    p.add_argument("patients", nargs="+", metavar="PATIENT", type=Path)
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--audience", choices=("clinician", "patient"), default="clinician")
+    add_kb_option(p)
+    p.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args) -> int:
+    from lumbar_kb.engine.analysis.escalation import decide
+    from lumbar_kb.engine.api import Evaluator
+    from lumbar_kb.engine.result_text import render
+
+    evaluator = Evaluator(kb_from(args))
+    kb = evaluator.kb
+    inputs = _load_all(args.patients, kb)
+    chunks = []
+    for path, facts in zip(args.patients, inputs, strict=False):
+        result = decide(kb, evaluator.engine.run(facts), args.audience)
+        if args.format == "json":
+            data = result.to_dict()
+            if len(args.patients) > 1:
+                chunks.append(dumps_line({"patient_file": safe_text(path), **data}))
+            else:
+                chunks.append(dumps(data))
+        else:
+            header = f"== {safe_text(path)} ==\n" if len(args.patients) > 1 else ""
+            chunks.append(header + render(result, kb))
+    sys.stdout.write(("\n" if args.format == "text" else "").join(chunks))
+    return EXIT_OK
+
+
+def _load_all(paths: list[Path], kb) -> list[dict]:
+    """Every patient file validated before any is evaluated: one bad file means nothing is written."""
+
+    problems: list[Problem] = []
+    inputs = []
+    for path in paths:
+        try:
+            inputs.append(_load_one(path, kb))
+        except LumbarKBError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise LumbarKBError(problems)
+    return inputs
+
+
+def _load_one(path: Path, kb) -> dict:
+    """A patient file, or a FHIR Bundle / QuestionnaireResponse (a document with a `resourceType`), read once
+    through the bounded front door."""
+    from lumbar_kb.clinic.fhir.inbound import facts_from_document, is_fhir
+    from lumbar_kb.engine.errors import PatientError
+    from lumbar_kb.engine.patient import parse_patient
+    from lumbar_kb.engine.source import DocumentError, read_document
+
+    try:
+        data, pos = read_document(path)
+    except DocumentError as exc:
+        raise PatientError(exc.problem) from None
+    return facts_from_document(data, pos, kb) if is_fhir(data) else parse_patient(data, pos, kb)
+
+
+# ---- validate ----------------------------------------------------------------------------------------------
+def _add_validate(sub) -> None:
+    p = sub.add_parser(
+        "validate",
+        help="load and compile a knowledge base, report every problem",
+        description="Load, check and compile a knowledge base into durable-rules. Prints every "
+        "problem (file:line: subject: message) and exits 1 if there is any.",
+    )
+    add_kb_option(p)
+    p.set_defaults(run=_run_validate)
+
+
+def _run_validate(args) -> int:
+    from lumbar_kb.engine.session import Engine
+
+    where = args.kb or default_kb_dir()
+    if not where.is_dir():
+        kb_from(args)  # a missing folder is bad input (error:, exit 2) as for every command, not a finding
+    try:
+        kb = load(args.kb)
+        engine = Engine(kb)
+        engine.run({})  # one empty evaluation proves the compiled ruleset runs
+    except KnowledgeBaseError as exc:
+        print_problems(exc.problems, prefix="")
+        print(f"{len(exc.problems)} problem(s) in {safe_text(where)}", file=sys.stderr)
+        return EXIT_FAILED
+    inputs = len(kb.input_facts)
+    print(
+        f"ok: {kb.name} {kb.version}: {len(kb.rules)} rules, {inputs} input facts, {len(kb.derived_facts)} derived "
+        f"facts, {len(kb.references)} references; compiled to durable-rules ({kb.sha256[:12]})"
+    )
+    if engine.compiled.never_true:
+        print("note: these rules' conditions can never be true: " + ", ".join(engine.compiled.never_true))
+    return EXIT_OK
+
+
+# ---- facts -------------------------------------------------------------------------------------------------
+def _add_facts(sub) -> None:
+    p = sub.add_parser("facts", help="the fact vocabulary and its questions")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--audience", choices=("clinician", "patient"), default="clinician")
+    p.add_argument("--derived", action="store_true", help="also list the facts the rules derive")
+    add_kb_option(p)
+    p.set_defaults(run=_run_facts)
+
+
+def _run_facts(args) -> int:
+    kb = kb_from(args)
+    facts = [f for f in kb.facts.values() if args.derived or not f.derived]
+    if args.format == "json":
+        sys.stdout.write(
+            dumps(
+                [
+                    {
+                        "name": f.name,
+                        "type": f.type,
+                        "values": list(f.values),
+                        "alarm": f.alarm,
+                        "derived": f.derived,
+                        "meaning": f.meaning,
+                        "question": f.question,
+                        "patient_question": f.patient_question,
+                    }
+                    for f in facts
+                ]
+            )
+        )
+        return EXIT_OK
+    width = max(len(f.name) for f in facts)
+    for f in facts:
+        kind = "yes/no" if f.type == "bool" else " | ".join(map(str, f.values))
+        ask = f.patient_question if args.audience == "patient" else f.question
+        flag = "ALARM " if f.alarm else ("derived " if f.derived else "")
+        print(f"{f.name:<{width}}  {flag}{kind}")
+        print(f"{'':<{width}}  {ask or f.meaning}")
+    return EXIT_OK

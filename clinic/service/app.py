@@ -1,0 +1,78 @@
+"""The ASGI app: `create_app(settings)` builds the knowledge base once (per worker) and mounts the routers.
+
+Run by `lumbar-kb serve`; with several workers uvicorn imports `app_from_env` in each, reading the settings
+from LUMBAR_KB_SERVICE (JSON) so every worker compiles its own copy once at startup.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from lumbar_kb.clinic.service import cds, page, problems
+from lumbar_kb.clinic.service.state import Settings, build_state
+
+log = logging.getLogger("lumbar_kb.service")
+INSECURE_BANNER = (
+    "INSECURE DEV MODE: JWT bearer tokens are NOT checked; anyone who can reach this port can call the service. "
+    "Never use --insecure-dev with real patient data or on a network."
+)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    st = build_state(settings)
+    app = FastAPI(
+        title=f"lumbar-kb CDS Hooks service: {st.kb.title}",
+        version=st.kb.version,
+        description="CDS Hooks 2.0 services, feedback, explanations and the questionnaire page. " + st.kb.disclaimer,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.lumbar = st
+    problems.install(app)
+    app.include_router(cds.router)
+    app.include_router(page.router)
+    app.mount("/static", StaticFiles(directory=page.STATIC), name="static")
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict:
+        return {"status": "ok", "knowledge_base": st.kb.identity()}
+
+    if settings.insecure_dev:
+        log.warning(INSECURE_BANNER)
+
+        @app.middleware("http")
+        async def _mark(request, call_next):
+            response = await call_next(request)
+            response.headers["X-Insecure-Dev"] = "tokens are not checked"
+            return response
+
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(problems.BodyLimit, limit=settings.max_body)
+    return app
+
+
+def settings_to_env(settings: Settings) -> str:
+    return json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in vars(settings).items()})
+
+
+def app_from_env() -> FastAPI:
+    raw = json.loads(os.environ["LUMBAR_KB_SERVICE"])
+    for key in ("kb_dir", "codes_file", "db", "trust"):
+        if raw.get(key) is not None:
+            raw[key] = Path(raw[key])
+    return create_app(Settings(**raw))

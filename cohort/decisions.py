@@ -1,0 +1,164 @@
+"""One decision row per patient: what `lumbar-kb evaluate` shows for that patient, flattened for analysis.
+
+Columns (in this order; the same in `--out` .jsonl, .csv and .parquet, and in the audit store):
+
+| column | what |
+| --- | --- |
+| source | the file the patient came from |
+| row | the line (JSON Lines, CSV) or 1-based row (Parquet) in it; empty for a patient file |
+| patient_id | the patient's `id` (key or column), when given |
+| input_sha256 | sha256 of the validated answers as canonical JSON: the same patient hashes alike in any format |
+| kb_sha256 | the knowledge base's content hash (`lumbar-kb validate` shows its first 12 digits) |
+| urgency | the urgency code (emergency, urgent, soon, routine) |
+| completeness | the Result's completeness, when the knowledge base's Result has one (else empty) |
+| actions | each action: code, within_hours_min, within_hours, window (the words), done; the Result's order |
+| warnings, differential | their codes, the Result's order |
+| fired | the rules that fired, in firing order |
+| unanswered_alarm | the unanswered alarm questions (fact names), most important first |
+| could_escalate | the unanswered questions whose answer would escalate (fact names), most urgent first |
+| changes | only with --compare-kb: how the decision differs under the other knowledge base |
+
+In CSV a list is joined with ";" and `actions` is JSON text; in JSON Lines and Parquet they are lists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from lumbar_kb.engine.prepared import Fragments
+
+COLUMNS = (
+    "source",
+    "row",
+    "patient_id",
+    "input_sha256",
+    "kb_sha256",
+    "urgency",
+    "completeness",
+    "actions",
+    "warnings",
+    "differential",
+    "fired",
+    "unanswered_alarm",
+    "could_escalate",
+)
+LIST_COLUMNS = ("warnings", "differential", "fired", "unanswered_alarm", "could_escalate")
+
+
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+
+
+def canonical(inputs: dict) -> str:
+    """The validated answers as canonical JSON: what `input_sha256` hashes, and the decision cache's key."""
+    return _CANONICAL(inputs)
+
+
+class Canonical:
+    """`canonical` for one knowledge base's answers, joined from each vocabulary answer's fragment encoded once
+    (`"fact":value`, `prepared.Fragments`): the same text (tested), in about half the time. Anything else (a key
+    or value outside the vocabulary, a value of another type) is encoded as it is."""
+
+    def __init__(self, kb: Any):
+        self.fragments = Fragments(kb, _CANONICAL)
+
+    def __call__(self, inputs: dict) -> str:
+        joined = self.fragments.join(sorted(inputs.items()), ",")
+        return canonical(inputs) if joined is None else "{" + joined + "}"
+
+
+def input_hash(inputs: dict) -> str:
+    return hashlib.sha256(canonical(inputs).encode()).hexdigest()
+
+
+def _action(a: Any) -> dict:
+    return {
+        "code": a.code,
+        "within_hours_min": getattr(a, "within_hours_min", None),  # a window range (issue 9), when present
+        "within_hours": a.within_hours,
+        "window": a.window,
+        "done": bool(a.done),
+    }
+
+
+def who(patient: Any, input_sha256: str) -> dict:
+    """The columns that say whose decision a row is."""
+    return {
+        "source": patient.source,
+        "row": patient.row,
+        "patient_id": patient.patient_id,
+        "input_sha256": input_sha256,
+    }
+
+
+def decided(result: Any, kb_sha256: str) -> dict:
+    """The columns that come from the Result (or its Decision): the same for every patient with the same answers."""
+    return {
+        "kb_sha256": kb_sha256,
+        "urgency": result.urgency,
+        "completeness": "complete" if result.complete else "incomplete",
+        "actions": [_action(a) for a in result.actions],
+        "warnings": [w.code for w in result.warnings],
+        "differential": [d.code for d in result.differential],
+        "fired": list(result.fired_ids()),
+        "unanswered_alarm": list(result.unanswered_alarm),
+        "could_escalate": [e.fact for e in result.could_escalate],
+    }
+
+
+def trace_rows(trace: Any) -> list[tuple]:
+    """(step, rule, matched facts as JSON) for each firing of an evaluation's Trace: the audit store's trace table."""
+    return [(f.order, f.rule, json.dumps(f.matched, sort_keys=True, ensure_ascii=False)) for f in trace.firings]
+
+
+DECIDING = ("urgency", "actions", "warnings")
+
+
+def differences(old: dict, new: dict) -> list[str]:
+    """How a decision changed, in words an analyst reads: urgency, actions added or removed, windows moved,
+    warnings added or removed. Empty when the decision is the same (rules fired may still differ)."""
+    out = []
+    if old["urgency"] != new["urgency"]:
+        out.append(f"urgency {old['urgency']} -> {new['urgency']}")
+    before = {a["code"]: a for a in old["actions"]}
+    after = {a["code"]: a for a in new["actions"]}
+    for code in after:
+        if code not in before:
+            out.append(f"action {code} added ({window_text(after[code])})")
+        elif _window(before[code]) != _window(after[code]):
+            out.append(f"action {code} window {window_text(before[code])} -> {window_text(after[code])}")
+        elif before[code]["done"] != after[code]["done"]:
+            out.append(f"action {code} done {before[code]['done']} -> {after[code]['done']}")
+    out.extend(f"action {code} removed" for code in before if code not in after)
+    for code in new["warnings"]:
+        if code not in old["warnings"]:
+            out.append(f"warning {code} added")
+    out.extend(f"warning {code} removed" for code in old["warnings"] if code not in new["warnings"])
+    return out
+
+
+def _window(action: dict) -> tuple:
+    return (action.get("within_hours_min"), action["within_hours"], action["window"])
+
+
+def window_text(action: dict) -> str:
+    hours = action["within_hours"]
+    if hours is None:
+        return action["window"] or "no window"
+    low = action.get("within_hours_min")
+    return f"{low:g}-{hours:g} h" if low is not None else f"{hours:g} h"
+
+
+def csv_cells(row: dict) -> list:
+    out = []
+    for column in COLUMNS:
+        value = row[column]
+        if column == "actions":
+            value = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        elif column in LIST_COLUMNS:
+            value = ";".join(value)
+        out.append("" if value is None else value)
+    if "changes" in row:
+        out.append(";".join(row["changes"]))
+    return out

@@ -1,0 +1,296 @@
+"""Run a cohort in chunks: in this process, on N worker processes, or on a Dask cluster; same output.
+
+The input is read as a stream of chunks (`inputs.chunks`); each chunk is one task: its patients validated,
+evaluated (durable-rules, then the Result with its could_escalate look-ahead, exactly as `lumbar-kb evaluate`),
+and turned into decision rows plus the chunk's counts. Results are consumed in input order whatever finishes
+first, and at most a few chunks per worker are in flight, so memory stays flat however long the input.
+
+Each worker process compiles the knowledge base once (durable-rules state is per process): the knowledge base
+travels as a content-addressed snapshot (its files, keyed by sha256), so a Dask worker on another machine
+needs only `lumbar-kb` installed, not the files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lumbar_kb.cohort.decisions import Canonical, decided, differences, trace_rows, who
+from lumbar_kb.cohort.inputs import Chunk, Mapping, Patient, materialize, patients
+from lumbar_kb.cohort.summary import Summary
+from lumbar_kb.engine.errors import LumbarKBError, Problem
+from lumbar_kb.engine.loader import kb_files, load
+from lumbar_kb.engine.model import KnowledgeBase
+
+IN_FLIGHT_PER_WORKER = 3
+# Patients with the same answers get the same decision (a pure function of the answers and the rules), so each
+# process keeps the last few thousand decisions by canonical answers: an extract of a few coded columns
+# repeats itself a lot. Bounded, so memory stays flat; the rows are the same either way (tested).
+DECIDED_KEPT = 10_000
+_DECIDED: dict[tuple, tuple] = {}
+
+
+# ---- the knowledge base as content ---------------------------------------------------------------------------
+def snapshot(kb: KnowledgeBase) -> dict:
+    """The files that define the knowledge base (what its sha256 is computed over), keyed by relative path."""
+    root = Path(kb.root)
+    files = {p.relative_to(root).as_posix(): p.read_bytes() for p in kb_files(root) if p.exists()}
+    return {"sha256": kb.sha256, "name": kb.name, "version": kb.version, "files": files}
+
+
+_LOADED: dict[str, Any] = {}  # per process: sha256 -> (KnowledgeBase, Engine)
+_CANONICAL: dict[str, Canonical] = {}  # per process: sha256 -> its answers' canonical JSON
+
+
+def remember(kb: KnowledgeBase, engine: Any = None) -> None:
+    """Use an already loaded knowledge base in this process (jobs=1 saves loading it twice)."""
+    if engine is None:
+        from lumbar_kb.engine.session import Engine
+
+        engine = Engine(kb)
+    _LOADED[kb.sha256] = (kb, engine)
+    _CANONICAL[kb.sha256] = Canonical(kb)
+
+
+def from_snapshot(snap: dict) -> KnowledgeBase:
+    """Load a snapshot's knowledge base from a private folder; its content hash must be the snapshot's."""
+    folder = Path(tempfile.mkdtemp(prefix=f"lumbar-kb-{snap['sha256'][:12]}-"))
+    for name, data in snap["files"].items():
+        target = folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    kb = load(folder)
+    if kb.sha256 != snap["sha256"]:
+        raise ValueError(f"knowledge base snapshot {snap['sha256'][:12]} loads as {kb.sha256[:12]}")
+    return kb
+
+
+def for_throughput() -> None:
+    """Tune this process's garbage collector for a long run of small decisions: what is loaded so far (modules,
+    knowledge bases, engines) is frozen out of collections, and the youngest generation is collected less often.
+    A decision allocates many small containers but keeps none of them (no reference cycles), so the default
+    threshold of 700 allocations runs a collection every few patients for nothing: about 7 % of the time
+    (`make bench`). The older generations keep their default pace relative to it (a full collection every
+    5 million allocations), so whatever cycles there are still go. Only for a process that evaluates: the
+    cohort command with one process, and each worker process; never a coordinator (Dask's scheduler and
+    client make cyclic garbage all the time: with full collections this rare, its memory grew ~2 MB a
+    chunk), never by the library itself."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 10, 10)
+
+
+def _engine(sha256: str, snapshots: dict | None) -> tuple:
+    if sha256 not in _LOADED:
+        if not snapshots or sha256 not in snapshots:
+            raise RuntimeError(f"knowledge base {sha256[:12]} was not sent to this worker")
+        remember(from_snapshot(snapshots[sha256]))
+    return _LOADED[sha256]
+
+
+# ---- one chunk -----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Job:
+    kb_sha256: str
+    mapping: Mapping = field(default_factory=Mapping)
+    compare_sha256: str | None = None  # --compare-kb: the other knowledge base
+    rows: bool = True  # return the decision rows (for --out, the store, CSV on stdout)
+    store: bool = False  # also the validated inputs and the trace (the audit store)
+    out_kind: str | None = None  # --out: the rows encoded here for the file (parquet, csv, jsonl)
+    cache: bool = True  # reuse the decision of the same answers (replay says False: it re-evaluates every one)
+
+
+@dataclass
+class ChunkOut:
+    index: int
+    summary: Summary
+    rows: list  # decision rows, input order
+    inputs: list  # store only: the validated inputs of each row
+    traces: list  # store only: trace_rows of each row
+    bad: list  # [str]: one line per problem of each bad row
+    replay_differences: list = field(default_factory=list)  # stored chunks: [(who, [what differs])]
+    encoded: Any = None  # job.out_kind: the chunk's rows in that format (output.encode)
+
+
+def evaluate_chunk(chunk: Chunk, job: Job, snapshots: dict | None = None) -> ChunkOut:
+    """Validate and evaluate one chunk's patients; the rows are what `lumbar-kb evaluate` shows for each."""
+    from lumbar_kb.engine.analysis.escalation import decision
+
+    kb, engine = _engine(job.kb_sha256, snapshots)
+    chunk = materialize(chunk)
+    other = _engine(job.compare_sha256, snapshots) if job.compare_sha256 else None
+    out = ChunkOut(chunk.index, Summary(), [], [], [], [])
+    sha = kb.sha256
+    canonical = _CANONICAL[sha]
+    for item, patient in zip(chunk.items, patients(chunk, kb, job.mapping), strict=True):
+        if not isinstance(patient, Patient):
+            out.summary.bad_rows += 1
+            out.bad.extend(str(p) for p in patient)
+            continue
+        text = canonical(patient.inputs)
+        key = (job.kb_sha256, job.compare_sha256, job.store, text)
+        known = _DECIDED.get(key) if job.cache else None
+        if known is None:
+            trace = engine.run(patient.inputs)
+            part = decided(decision(kb, trace), sha)
+            changes = None
+            if other is not None:
+                old_kb, old_engine = other
+                changes = differences(decided(decision(old_kb, old_engine.run(patient.inputs)), old_kb.sha256), part)
+            known = (
+                hashlib.sha256(text.encode()).hexdigest(),
+                part,
+                changes,
+                trace_rows(trace) if job.store else None,
+            )
+            if job.cache:
+                if len(_DECIDED) >= DECIDED_KEPT:
+                    _DECIDED.clear()
+                _DECIDED[key] = known
+        digest, part, changes, steps = known
+        row = {**who(patient, digest), **part}
+        if changes is not None:
+            row["changes"] = changes
+        out.summary.add(row)
+        if chunk.kind == "stored":
+            expected = item[4]
+            differs = [c for c in expected if c in row and not _same(expected[c], row[c])]
+            if differs:
+                out.replay_differences.append(
+                    (row["source"] if row["row"] is None else f"{row['source']}:{row['row']}", differs, expected, row)
+                )
+        if job.rows or job.out_kind:
+            out.rows.append(row)
+        if job.store:
+            out.inputs.append(patient.inputs)
+            out.traces.append(steps)
+    if job.out_kind:
+        from lumbar_kb.cohort.output import encode
+
+        out.encoded = encode(out.rows, job.out_kind, job.compare_sha256 is not None) if out.rows else None
+        if not job.rows:
+            out.rows = []
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+# ---- running the chunks --------------------------------------------------------------------------------------
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def run(
+    chunks: Iterable[Chunk],
+    job: Job,
+    snapshots: dict,
+    jobs: int = 1,
+    dask: str | bool | None = None,
+) -> Iterator[ChunkOut]:
+    """Each chunk's output, in input order: here (jobs=1), on `jobs` processes, or on Dask (`dask` True for a
+    LocalCluster of `jobs` workers, or a scheduler address)."""
+    if dask:
+        yield from _run_dask(chunks, job, snapshots, jobs, None if dask is True else str(dask))
+    elif jobs <= 1:
+        for chunk in chunks:
+            yield evaluate_chunk(chunk, job, snapshots)
+    else:
+        yield from _run_processes(chunks, job, snapshots, jobs)
+
+
+def _init_worker(snapshots: dict) -> None:
+    for snap in snapshots.values():
+        _engine(snap["sha256"], snapshots)
+    for_throughput()
+
+
+def _evaluate_here(chunk: Chunk, job: Job) -> ChunkOut:
+    return evaluate_chunk(chunk, job, None)
+
+
+def _ordered(submit: Callable, chunks: Iterable[Chunk], limit: int, result: Callable) -> Iterator[ChunkOut]:
+    pending: deque = deque()
+    for chunk in chunks:
+        pending.append(submit(chunk))
+        if len(pending) >= limit:
+            yield result(pending.popleft())
+    while pending:
+        yield result(pending.popleft())
+
+
+def _run_processes(chunks: Iterable[Chunk], job: Job, snapshots: dict, jobs: int) -> Iterator[ChunkOut]:
+    import multiprocessing
+
+    # spawn, not fork: a forked child would inherit durable-rules' C state and any threads of this process
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(jobs, initializer=_init_worker, initargs=(snapshots,)) as pool:
+        yield from _ordered(
+            lambda c: pool.apply_async(_evaluate_here, (c, job)),
+            chunks,
+            jobs * IN_FLIGHT_PER_WORKER,
+            lambda r: r.get(),
+        )
+
+
+def _run_dask(chunks: Iterable[Chunk], job: Job, snapshots: dict, jobs: int, address: str | None) -> Iterator[ChunkOut]:
+    import logging
+
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise LumbarKBError(
+            Problem("--dask needs Dask distributed", hint="pip install 'lumbar-kb[dask]' (or distributed)")
+        ) from None
+
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    cluster = None
+    if address is None:
+        cluster = LocalCluster(
+            n_workers=max(jobs, 1),
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
+        client = Client(cluster)
+    else:
+        try:
+            client = Client(address, timeout="15s")
+        except (OSError, TimeoutError) as exc:
+            raise LumbarKBError(
+                Problem(f"cannot reach the Dask scheduler at {address}: {exc}", hint="e.g. --dask tcp://host:8786")
+            ) from None
+    try:
+        workers = max(len(client.scheduler_info().get("workers", {})), 1)
+        shared = client.scatter(snapshots, broadcast=True)  # each worker gets the knowledge base once
+
+        def submit(chunk: Chunk) -> Any:
+            # the chunk travels as data (to a worker, released with its task), not inside the task: a task's
+            # arguments stay in the scheduler's and client's records of it, which grew ~2 MB a chunk
+            data = client.scatter(chunk, hash=False)
+            return client.submit(evaluate_chunk, data, job, shared, pure=False)
+
+        yield from _ordered(submit, chunks, workers * IN_FLIGHT_PER_WORKER, lambda f: f.result())
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
