@@ -1,12 +1,15 @@
-"""The author toolkit's subcommands: `check`, `test` and `explain` (found by `main` through `add_commands`).
+"""The author toolkit's subcommands: `validate`, `check`, `test`, `explain` and `new-kb` (found by `main`
+through `add_commands`).
 
 Glue only: parse arguments, call `engine.analysis`, print, choose the exit code (0 ok, 1 a check or a
-scenario failed, 2 bad input). The work lives in `lumbar_kb.engine.analysis`.
+scenario failed, 2 bad input: a knowledge base that does not load is bad input for every command). The work
+lives in `lumbar_kb.engine.analysis`.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -15,6 +18,8 @@ from lumbar_kb.engine.errors import LumbarKBError
 
 
 def add_commands(sub) -> None:
+    _add_validate(sub)
+    _add_new_kb(sub)
     _add_check(sub)
     _add_test(sub)
     _add_explain(sub)
@@ -23,6 +28,157 @@ def add_commands(sub) -> None:
 def _need_solver() -> None:
     if importlib.util.find_spec("z3") is None:
         raise LumbarKBError("this command needs the z3 solver: pip install z3-solver")
+
+
+# ---- validate ------------------------------------------------------------------------------------------------
+def _add_validate(sub) -> None:
+    p = sub.add_parser(
+        "validate",
+        help="load and compile a knowledge base, report every problem",
+        description="Load, check and compile a knowledge base into durable-rules, and look for two rules that "
+        "derive one fact with two values for one patient. Prints every problem as `error: file:line: subject: "
+        "message` and exits 2 if there is any (a knowledge base that does not load is bad input, for every "
+        "command).",
+    )
+    add_kb_option(p)
+    p.set_defaults(run=_run_validate)
+
+
+def _run_validate(args) -> int:
+    from lumbar_kb.common import EXIT_BAD_INPUT, print_problems
+    from lumbar_kb.engine.errors import KnowledgeBaseError, safe_text
+    from lumbar_kb.engine.loader import default_kb_dir
+    from lumbar_kb.engine.session import Engine
+
+    where = args.kb or default_kb_dir()
+    if not where.is_dir():
+        kb_from(args)  # a missing folder: the same one-line error as every command
+    try:
+        kb = kb_from(args)
+        engine = Engine(kb)
+        engine.run({})  # one empty evaluation proves the compiled ruleset runs
+        _no_contradictions(kb)
+    except KnowledgeBaseError as exc:  # bad input, as for every command, with how many problems and where
+        print_problems(exc.problems)
+        print(f"{len(exc.problems)} problem(s) in {safe_text(where)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(
+        f"ok: {kb.name} {kb.version}: {len(kb.rules)} rules, {len(kb.input_facts)} input facts, "
+        f"{len(kb.derived_facts)} derived facts, {len(kb.references)} references; compiled to durable-rules "
+        f"({kb.sha256[:12]})"
+    )
+    if engine.compiled.never_true:
+        print("note: these rules' conditions can never be true: " + ", ".join(engine.compiled.never_true))
+    return EXIT_OK
+
+
+def _no_contradictions(kb) -> None:
+    """Two rules that derive one fact with two values for one patient (the engine would stop for that patient),
+    named with such a patient."""
+    from lumbar_kb.engine.analysis.checks import contradictions
+    from lumbar_kb.engine.errors import KnowledgeBaseError, Problem
+
+    problems = []
+    for finding in contradictions(kb):
+        patient = ", ".join(f"{k}: {_yaml_value(v)}" for k, v in sorted((finding.patient or {}).items()))
+        problems.append(
+            Problem(
+                f"{finding.message} (for example the patient {{{patient}}}); the engine would stop for such a "
+                "patient: make the two rules' conditions exclusive",
+                finding.file,
+                finding.line,
+                subject=finding.subject,
+            )
+        )
+    if problems:
+        raise KnowledgeBaseError(problems)
+
+
+def _yaml_value(value) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+# ---- new-kb ------------------------------------------------------------------------------------------------
+SCHEMA_LINE = re.compile(r"^(# yaml-language-server: \$schema=)(\S+)$", re.M)
+NOT_COPIED = ("approvals.yaml",)  # the board's sign-off belongs to the knowledge base it signed
+
+
+def _add_new_kb(sub) -> None:
+    p = sub.add_parser(
+        "new-kb",
+        help="start a knowledge base of your own as a copy of another, with working editor schemas",
+        description="Copy a knowledge base (the bundled lumbar_mass unless --from) into DIR, which must not "
+        "exist yet, with the JSON Schemas in DIR/schema/ and every `$schema=` line pointing at them, so an "
+        "editor keeps checking the copy wherever it lives. The board's approvals are not copied: a new "
+        "knowledge base starts unapproved. Then: `make author-check KB=DIR`.",
+    )
+    p.add_argument("dir", metavar="DIR", type=Path)
+    p.add_argument("--from", dest="source", metavar="KB", type=Path, default=None, help="the knowledge base to copy")
+    p.set_defaults(run=_run_new_kb)
+
+
+def _run_new_kb(args) -> int:
+    import os
+    import shutil
+    import tempfile
+
+    from lumbar_kb.engine.errors import Problem
+    from lumbar_kb.engine.loader import default_kb_dir, load
+    from lumbar_kb.engine.loader.files import schema_dir
+    from lumbar_kb.engine.source import display
+
+    source = args.source or default_kb_dir()
+    load(source)  # only a knowledge base that loads is copied (bad input otherwise: exit 2)
+    target: Path = args.dir
+    if target.exists() or target.is_symlink():
+        raise LumbarKBError(Problem("already exists: choose a new folder", file=display(target)))
+    parent = target.absolute().parent
+    if not parent.is_dir():
+        raise LumbarKBError(Problem("no such folder to create it in", file=display(parent)))
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=parent))  # renamed into place when whole
+    try:
+        for path in sorted(source.rglob("*")):
+            rel = path.relative_to(source)
+            if path.is_symlink():
+                raise LumbarKBError(Problem("a symbolic link: not copied", file=display(path)))
+            if path.is_dir():
+                (staging / rel).mkdir(parents=True, exist_ok=True)
+            elif path.is_file() and rel.as_posix() not in NOT_COPIED and "__pycache__" not in rel.parts:
+                (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+                data = path.read_bytes()
+                if path.suffix == ".yaml":
+                    data = _point_at(data.decode(), os.path.relpath(staging / "schema", (staging / rel).parent))
+                (staging / rel).write_bytes(data)
+        (staging / "schema").mkdir(exist_ok=True)
+        for schema in sorted(schema_dir().glob("*.json")):
+            shutil.copyfile(schema, staging / "schema" / schema.name)
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's 0700 widened to what the umask allows, as mkdir gives
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    print(
+        f"new knowledge base: {display(target)} (a copy of {display(source)}; schemas in {display(target / 'schema')})"
+    )
+    print(f"next: edit its rules, then `make author-check KB={display(target)}` (validate, check, test)")
+    return EXIT_OK
+
+
+def _point_at(text: str, schemas: str) -> bytes:
+    """The file's `$schema=` lines pointed at the copy's own schema folder (`schemas`, relative to the file)."""
+
+    def point(match: re.Match) -> str:
+        return f"{match.group(1)}{schemas}/{Path(match.group(2)).name}"
+
+    return SCHEMA_LINE.sub(point, text).encode()
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 # ---- check ---------------------------------------------------------------------------------------------------

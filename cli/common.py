@@ -21,6 +21,12 @@ from lumbar_kb.engine.source import Limits, limits
 # 0 ok; 1 a finding (a check, a scenario or validation failed); 2 the input is bad (a file, an argument);
 # 3 an internal error (a bug: "internal error, please report", the traceback saved to a file)
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_CODES_HELP = (
+    "Exit codes: 0 success; 1 a finding (check, test, a release gate or a replay found a problem); "
+    "2 bad input (a file, an argument, or a knowledge base that does not load or "
+    "contradicts itself), with `error:` lines naming where; 3 an internal error (a bug: please report it, "
+    "the traceback is saved to a file)."
+)
 
 
 class Parser(argparse.ArgumentParser):
@@ -30,6 +36,10 @@ class Parser(argparse.ArgumentParser):
     message names the command (`lumbar-kb evaluate: error: unrecognized arguments: --fromat (did you mean
     '--format'?)`); usage errors still exit 2.
     """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("epilog", EXIT_CODES_HELP)  # every command's --help lists the exit codes
+        super().__init__(*args, **kwargs)
 
     def parse_known_args(self, args=None, namespace=None):
         namespace, extras = super().parse_known_args(args, namespace)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 
-from lumbar_kb.common import EXIT_OK, add_kb_option
+from lumbar_kb.common import EXIT_CODES_HELP, EXIT_OK, add_kb_option
 from lumbar_kb.engine.loader import load
 from lumbar_kb.visualize.render import FORMATS, check_output, render_to
 
@@ -41,7 +42,7 @@ def add_commands(sub) -> None:
         "graph",
         help="draw the decision graph (DOT, SVG, PNG, PDF); a patient's path; a pathway",
         description=DESCRIPTION,
-        epilog=EPILOG,
+        epilog=EPILOG + "\n" + textwrap.fill(EXIT_CODES_HELP, 80),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(

@@ -41,7 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lumbar-kb",
         description="The lumbar region mass guideline as rules: evaluate patients, check and test the rules, "
         "explain a conclusion, draw the decision graph. `lumbar-kb COMMAND --help` describes each command.",
-        epilog="Exit codes: 0 success; 1 a check found problems (validate, check, test); 2 bad input.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMAND_FAMILIES:

@@ -1,4 +1,4 @@
-"""Commands about patients and the vocabulary: `evaluate`, `validate`, `facts` (`cohort` is in cli/cohort_cmd.py)."""
+"""Commands about patients and the vocabulary: `evaluate`, `facts` (`cohort` is in cli/cohort_cmd.py)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from lumbar_kb.common import EXIT_FAILED, EXIT_OK, add_kb_option, dumps, dumps_line, kb_from, print_problems
-from lumbar_kb.engine.errors import KnowledgeBaseError, LumbarKBError, Problem, safe_text
-from lumbar_kb.engine.loader import default_kb_dir, load
+from lumbar_kb.common import EXIT_OK, add_kb_option, dumps, dumps_line, kb_from
+from lumbar_kb.engine.errors import LumbarKBError, Problem, safe_text
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    for add in (_add_evaluate, _add_validate, _add_facts):
+    for add in (_add_evaluate, _add_facts):
         add(sub)
 
 
@@ -83,42 +82,6 @@ def _load_one(path: Path, kb) -> dict:
     except DocumentError as exc:
         raise PatientError(exc.problem) from None
     return facts_from_document(data, pos, kb) if is_fhir(data) else parse_patient(data, pos, kb)
-
-
-# ---- validate ----------------------------------------------------------------------------------------------
-def _add_validate(sub) -> None:
-    p = sub.add_parser(
-        "validate",
-        help="load and compile a knowledge base, report every problem",
-        description="Load, check and compile a knowledge base into durable-rules. Prints every "
-        "problem (file:line: subject: message) and exits 1 if there is any.",
-    )
-    add_kb_option(p)
-    p.set_defaults(run=_run_validate)
-
-
-def _run_validate(args) -> int:
-    from lumbar_kb.engine.session import Engine
-
-    where = args.kb or default_kb_dir()
-    if not where.is_dir():
-        kb_from(args)  # a missing folder is bad input (error:, exit 2) as for every command, not a finding
-    try:
-        kb = load(args.kb)
-        engine = Engine(kb)
-        engine.run({})  # one empty evaluation proves the compiled ruleset runs
-    except KnowledgeBaseError as exc:
-        print_problems(exc.problems, prefix="")
-        print(f"{len(exc.problems)} problem(s) in {safe_text(where)}", file=sys.stderr)
-        return EXIT_FAILED
-    inputs = len(kb.input_facts)
-    print(
-        f"ok: {kb.name} {kb.version}: {len(kb.rules)} rules, {inputs} input facts, {len(kb.derived_facts)} derived "
-        f"facts, {len(kb.references)} references; compiled to durable-rules ({kb.sha256[:12]})"
-    )
-    if engine.compiled.never_true:
-        print("note: these rules' conditions can never be true: " + ", ".join(engine.compiled.never_true))
-    return EXIT_OK
 
 
 # ---- facts -------------------------------------------------------------------------------------------------

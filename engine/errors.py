@@ -71,6 +71,27 @@ class KnowledgeBaseError(LumbarKBError):
     """The knowledge base (rule, fact or guideline files) is invalid."""
 
 
+class ContradictoryRules(KnowledgeBaseError):
+    """Two rules derive one fact with two values for the patient being evaluated: the knowledge base contradicts
+    itself, which is the author's to fix (exit 2, naming both rules), never an internal error."""
+
+    def __init__(self, fact: str, first, first_value, second, second_value):
+        def at(rule) -> str:
+            return f"{rule.file}:{rule.line}" if rule is not None and rule.file and rule.line else "?"
+
+        def shown(value) -> str:
+            return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+        first_id = first.id if first is not None else "?"
+        message = (
+            f"rules {first_id} ({at(first)}) and {second.id} derive {fact} = {shown(first_value)} and {fact} = "
+            f"{shown(second_value)} for this patient: the knowledge base contradicts itself; fix one of the two rules "
+            "(`lumbar-kb validate` names a patient for whom both fire)"
+        )
+        super().__init__(Problem(message, second.file or None, second.line, subject=f"rule {second.id}"))
+        self.fact, self.rules = fact, (first_id, second.id)
+
+
 class PatientError(LumbarKBError):
     """A patient file is invalid."""
 

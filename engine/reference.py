@@ -13,7 +13,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Mapping
 
-from lumbar_kb.engine.errors import EngineError
+from lumbar_kb.engine.errors import ContradictoryRules
 from lumbar_kb.engine.model import KnowledgeBase, Value
 from lumbar_kb.engine.prepared import prepared
 from lumbar_kb.engine.trace import Firing, Trace
@@ -72,10 +72,16 @@ class ReferenceEvaluator:
                 known = facts.get(derive.fact)
                 if known is not None:
                     if known != derive.value:
-                        raise EngineError(
-                            f"rule {rule_id} derives {derive.fact}={derive.value!r} but it was "
-                            f"already derived as {known!r}"
+                        first = next(
+                            (
+                                p.rule
+                                for p in self._rules
+                                if p.rule.id in fired
+                                and any(d.fact == derive.fact and d.value == known for d in p.derives)
+                            ),
+                            None,
                         )
+                        raise ContradictoryRules(derive.fact, first, known, step.rule, derive.value)
                     continue
                 facts[derive.fact] = derive.value
                 if trace is not None:

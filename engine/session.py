@@ -35,7 +35,7 @@ from collections.abc import Mapping
 import durable_rules_engine as _durable
 
 from lumbar_kb.engine.compiler import DERIVED, INTAKE, PATIENT, CompiledKB, compile_kb
-from lumbar_kb.engine.errors import EngineError, KnowledgeBaseError, Problem
+from lumbar_kb.engine.errors import ContradictoryRules, EngineError, KnowledgeBaseError, Problem
 from lumbar_kb.engine.model import KnowledgeBase, Value
 from lumbar_kb.engine.prepared import Fragments, PreparedRule, prepared
 from lumbar_kb.engine.trace import Firing, Trace
@@ -164,7 +164,7 @@ class Engine:
                         raise EngineError(f"durable-rules could not retract a fact (code {code})")
             except BaseException as exc:
                 self._new_session()
-                if isinstance(exc, EngineError) or not isinstance(exc, Exception):
+                if isinstance(exc, EngineError | ContradictoryRules) or not isinstance(exc, Exception):
                     raise
                 raise EngineError(f"a rule action failed: {type(exc).__name__}: {exc}") from exc
             return session.trace
@@ -199,10 +199,15 @@ class Engine:
             known = session.facts.get(derive.fact)
             if known is not None:
                 if known != derive.value:
-                    raise EngineError(
-                        f"rule {name} derives {derive.fact}={derive.value!r} but it was already "
-                        f"derived as {known!r}: the knowledge base contradicts itself for this patient"
+                    first = next(
+                        (
+                            self._rules[f.rule].rule
+                            for f in trace.firings
+                            if any(d.fact == derive.fact and d.value == known for d in self._rules[f.rule].derives)
+                        ),
+                        None,
                     )
+                    raise ContradictoryRules(derive.fact, first, known, step.rule, derive.value)
                 continue
             session.facts[derive.fact] = derive.value
             trace.derived[derive.fact] = derive.value

@@ -414,7 +414,7 @@ def _parse_yaml(text: str, file: str, bounds: Limits) -> tuple[Any, Positions]:
         line = mark.line + 1 if mark else None
         column = mark.column + 1 if mark else None
         message = " ".join(part for part in (exc.context, exc.problem) if part)
-        hint = glued_colon_hint(text, lines=True)
+        hint = glued_colon_hint(text, lines=True) or yaml_syntax_hint(text, message, line)
         raise DocumentError(
             Problem(f"invalid YAML: {message}", file=file, line=line, column=column, hint=hint)
         ) from None
@@ -424,6 +424,38 @@ def _parse_yaml(text: str, file: str, bounds: Limits) -> tuple[Any, Positions]:
         raise DocumentError(Problem(f"invalid YAML: {exc}", file=file)) from None
     finally:
         loader.dispose()
+
+
+def yaml_syntax_hint(text: str, message: str, line: int | None) -> str | None:
+    """Plain words for PyYAML's commonest complaints: a `: ` inside an unquoted value, a line indented unlike
+    its neighbours, a tab used to indent."""
+    rows = text.splitlines()
+    if line is None or not 1 <= line <= len(rows):
+        return None
+    here = rows[line - 1]
+    if "\t" in here[: len(here) - len(here.lstrip())] or "'\\t'" in message:
+        return "YAML indents with spaces, never with tabs: replace the tab at the start of the line"
+    if "mapping values are not allowed" in message:
+        key, _, value = here.strip().removeprefix("- ").partition(": ")
+        if value and ": " in value:
+            return (
+                f"the value of '{key}' contains ': ', which YAML reads as another key: put the value in quotes, "
+                f'e.g. {key}: "{value}"'
+            )
+    if "expected <block end>" in message or "did not find expected key" in message or "mapping values" in message:
+
+        def indent(row: str) -> int:  # where the row's key starts (after a list item's "- ")
+            body = row.lstrip(" ")
+            return len(row) - len(body) + (len(body) - len(body[1:].lstrip(" ")) if body.startswith("- ") else 0)
+
+        previous = next((r for r in reversed(rows[: line - 1]) if r.strip() and not r.lstrip().startswith("#")), None)
+        if previous is not None and indent(here) != indent(previous):
+            return (
+                f"an indentation mistake? this line starts at column {indent(here) + 1}, the line above at column "
+                f"{indent(previous) + 1}: the keys of one mapping must start in the same column"
+            )
+        return "an indentation mistake? the keys of one mapping must start in the same column"
+    return None
 
 
 # `name:value` at the start of a line (or of a list item, or anywhere in a scalar): a key glued to its value

@@ -41,14 +41,17 @@ def serving(folder: Path, *extra: str) -> Iterator[Served]:
     with served.log.open("w") as log:
         proc = subprocess.Popen([*argv, "--insecure-dev", *extra], stdout=subprocess.DEVNULL, stderr=log)
         try:
-            for _ in range(200):
+            # a start-up bound generous enough for a loaded 2-core machine running the suite on every core;
+            # a server that exits fails at once, with what it printed
+            deadline = time.monotonic() + 90
+            while True:
                 try:
                     if httpx.get(f"{served.base}/healthz", timeout=1).status_code == 200:
                         break
                 except httpx.HTTPError:
                     time.sleep(0.05)
-            else:
-                pytest.fail("the server did not start")
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"the server did not start: {served.log.read_text()[-2000:]}")
             yield served
         finally:
             proc.terminate()

@@ -16,7 +16,7 @@ from lumbar_kb.engine.analysis.checks import run_checks
 from lumbar_kb.engine.analysis.encoding import Semantics
 from lumbar_kb.engine.analysis.structure import stated_hours
 from lumbar_kb.engine.api import Evaluator, reference_result
-from lumbar_kb.engine.errors import EngineError
+from lumbar_kb.engine.errors import ContradictoryRules
 from lumbar_kb.engine.loader import default_kb_dir, load
 from lumbar_kb.engine.patient import random_patient
 from lumbar_kb.main import main
@@ -406,7 +406,7 @@ def test_contradictory_derivation_stops_the_engine(tmp_path):
     [finding] = findings(report, "contradictory_derivations")
     assert "neuro.present derives true; seeded.mass_means_no_neuro derives false" in finding.message
     assert len(finding.patient) == 2
-    with pytest.raises(EngineError, match="neuro_symptom"):
+    with pytest.raises(ContradictoryRules, match="neuro_symptom"):
         Evaluator(kb).evaluate(finding.patient)
 
 

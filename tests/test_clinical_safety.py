@@ -292,7 +292,7 @@ def test_a_malformed_range_is_bad_input_naming_file_and_line(kb_copy, capsys, lo
         "        within_hours_min: 12\n",
         f"        within_hours_min: {lower}\n",
     )
-    assert main(["validate", "--kb", str(kb_copy)]) == 1  # validate: 1 = the knowledge base has problems
+    assert main(["validate", "--kb", str(kb_copy)]) == 2  # a knowledge base with problems is bad input
     err = capsys.readouterr().err
     assert message in err and re.search(r"red_flags\.yaml:\d+:\d+", err), err
 
@@ -303,7 +303,7 @@ def test_a_lower_end_without_an_upper_end_is_refused(kb_copy, capsys):
         "        within_hours: 24\n        within_hours_min: 12\n",
         "        within_hours_min: 12\n",
     )
-    assert main(["validate", "--kb", str(kb_copy)]) == 1  # validate: 1 = the knowledge base has problems
+    assert main(["validate", "--kb", str(kb_copy)]) == 2  # a knowledge base with problems is bad input
     assert "needs within_hours, the upper end" in capsys.readouterr().err
 
 

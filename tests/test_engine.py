@@ -11,9 +11,10 @@ from hypothesis import HealthCheck, given, settings
 
 from lumbar_kb.engine.analysis.escalation import decide as build
 from lumbar_kb.engine.api import reference_result
-from lumbar_kb.engine.errors import EngineError
+from lumbar_kb.engine.errors import ContradictoryRules, EngineError, KnowledgeBaseError
 from lumbar_kb.engine.loader import default_kb_dir, load
 from lumbar_kb.engine.patient import random_patient
+from lumbar_kb.engine.reference import ReferenceEvaluator
 from lumbar_kb.engine.scenarios import compare, load_scenarios
 from lumbar_kb.engine.session import Engine
 
@@ -209,7 +210,7 @@ def test_each_patient_finds_the_session_empty(kb):
     assert [engine.run(p) for p in patients] == expected
 
 
-def test_contradictory_derivation_is_an_engine_error(kb_copy):
+def test_contradictory_derivation_names_both_rules_as_a_knowledge_base_error(kb_copy):
     rules = kb_copy / "rules" / "red_flags.yaml"
     text = rules.read_text()
     # make neuro.absent fire on a patient whose leg weakness also makes neuro.present fire
@@ -224,8 +225,13 @@ def test_contradictory_derivation_is_an_engine_error(kb_copy):
         "saddle_anesthesia": False,
         "progressive_neuro_deficit": False,
     }
-    with pytest.raises(EngineError, match="neuro_symptom"):
+    with pytest.raises(ContradictoryRules, match="neuro_symptom") as info:
         Engine(kb).run(patient)
+    assert info.value.rules == ("neuro.present", "neuro.absent")
+    assert isinstance(info.value, KnowledgeBaseError) and not isinstance(info.value, EngineError)
+    with pytest.raises(ContradictoryRules) as oracle:  # the reference evaluator says the same
+        ReferenceEvaluator(kb).run(patient)
+    assert oracle.value.rules == ("neuro.present", "neuro.absent")
 
 
 def test_reference_result_helper_matches_engine(kb, evaluator):
@@ -309,7 +315,7 @@ def test_a_rule_durable_cannot_compile_is_named(kb_copy, monkeypatch, capsys):
     path.write_text(path.read_text() + BIG_RULE)
     code = main(["validate", "--kb", str(kb_copy)])
     err = capsys.readouterr().err
-    assert code == 1
+    assert code == 2
     assert "rule seeded.many_branches: durable-rules cannot compile this rule" in err
     assert "pitfalls.yaml:" in err and "Traceback" not in err
 

@@ -107,7 +107,7 @@ def test_the_loader_refuses_a_control_naming_an_unknown_rule(tmp_path):
         KnowledgeBaseError, match=r"hazards.yaml:\d+:\d+: hazard H\d+: unknown rule 'cancer.treatment_24'"
     ):
         load(target)
-    assert main(["validate", "--kb", str(target)]) == 1
+    assert main(["validate", "--kb", str(target)]) == 2
 
 
 def test_risk_ratings_follow_the_matrix_and_never_fall_with_worse_inputs():

@@ -159,7 +159,7 @@ def test_the_help_speaks_to_a_user_and_lists_the_exit_codes(capsys):
     out = " ".join(out.split())  # argparse wraps to the terminal's width
     assert code == 0
     assert "evaluate patients" in out and "COMMAND --help" in out
-    assert "Exit codes: 0 success; 1 a check found problems" in out
+    assert "Exit codes: 0 success; 1 a finding" in out and "2 bad input" in out and "3 an internal error" in out
     assert "argument parser" not in out  # the module's docstring is for developers, not for the help
 
 
@@ -167,5 +167,5 @@ def test_an_unknown_conclusion_code_says_where_a_new_one_is_declared(kb_copy, ca
     rules = kb_copy / "rules" / "differential.yaml"
     rules.write_text(rules.read_text().replace("differential: lipoma", "differential: soft_tissue_metastasis", 1))
     code, _, err = run(capsys, "validate", "--kb", kb_copy)
-    assert code == 1 and "unknown differential 'soft_tissue_metastasis'" in err
+    assert code == 2 and "unknown differential 'soft_tissue_metastasis'" in err
     assert "declared in guideline.yaml under 'differential:'" in err

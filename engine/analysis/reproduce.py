@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from lumbar_kb.engine.analysis.escalation import decide
-from lumbar_kb.engine.errors import EngineError, LumbarKBError
+from lumbar_kb.engine.errors import ContradictoryRules, EngineError, LumbarKBError
 from lumbar_kb.engine.model import KnowledgeBase, Value
 from lumbar_kb.engine.patient import parse_patient
 from lumbar_kb.engine.result import Result
@@ -39,7 +39,7 @@ class Runner:
         """The engine's error for this patient, or None when it evaluates normally."""
         try:
             self.engine.run(self.check_patient(patient))
-        except EngineError as exc:
+        except (EngineError, ContradictoryRules) as exc:
             return str(exc)
         except LumbarKBError:
             raise

@@ -51,9 +51,10 @@ from lumbar_kb.engine.analysis.checks.structural import (
 from lumbar_kb.engine.analysis.checks.traceability import check_traceability
 from lumbar_kb.engine.analysis.checks.windows import check_windows
 from lumbar_kb.engine.analysis.structure import input_state_count
+from lumbar_kb.engine.errors import LumbarKBError
 from lumbar_kb.engine.model import KnowledgeBase
 
-__all__ = ["CheckReport", "render", "run_checks"]
+__all__ = ["CheckReport", "contradictions", "render", "run_checks"]
 
 
 # ---- the front door ------------------------------------------------------------------------------------------
@@ -81,10 +82,44 @@ def run_checks(kb: KnowledgeBase) -> CheckReport:
     for check in checks:
         for finding in check.findings:
             _reproduce(ctx, finding)
+            if check.group in ("safety", "clinical") and finding.severity == "problem":
+                _name_the_path(ctx, finding)
     count, exact = input_state_count(kb)
     report = CheckReport(kb, checks, count, exact, f"z3 {encoding.version()}")
     report.elapsed = time.perf_counter() - started
     return report
+
+
+def contradictions(kb: KnowledgeBase) -> list[Finding]:
+    """Facts that two rules derive with two values for one patient, each with that patient (for `validate`)."""
+    return check_contradictions(Context(kb)).findings
+
+
+def _name_the_path(ctx: Context, finding: Finding) -> None:
+    """A failing proof names the rules its counterexample's evaluation fires (with file:line), and for a pair of
+    patients the rules that fire for one and not the other: the edit that broke the proof is among them."""
+    rules = {r.id: r for r in ctx.kb.rules}
+
+    def named(ids) -> str:
+        return ", ".join(f"{i} ({rules[i].file}:{rules[i].line})" if i in rules else i for i in ids) or "none"
+
+    def path(patient) -> list[str] | None:
+        try:
+            return [f.rule for f in ctx.runner.engine.run(ctx.runner.check_patient(patient)).firings]
+        except LumbarKBError:
+            return None
+
+    first = path(finding.patient) if finding.patient is not None else None
+    if first is None:
+        return
+    second = path(finding.then) if finding.then is not None else None
+    if second is None:
+        finding.details.append(f"rules on this patient's path: {named(first)}")
+        return
+    a, b = finding.labels
+    finding.details.append(f"rules that fire for `{a}` only: {named([r for r in first if r not in second])}")
+    finding.details.append(f"rules that fire for `{b}` only: {named([r for r in second if r not in first])}")
+    finding.details.append(f"rules that fire for both: {named([r for r in first if r in second])}")
 
 
 def _reproduce(ctx: Context, finding: Finding) -> None:
