@@ -32,7 +32,7 @@ demo: setup
 
 # every test, on all cores (pytest-xdist); PYTHONHASHSEED fixed so that every worker collects the same ids
 test: setup
-	PYTHONHASHSEED=0 $(BIN)/python -m pytest -q -n auto
+	PYTHONHASHSEED=0 $(BIN)/python -m pytest -q -n auto --dist worksteal
 
 # the code's gates: ruff (lint and format) and mypy (through .ci/typecheck, which maps the import names)
 lint: setup

@@ -75,8 +75,11 @@ def _run_validate(args) -> int:
 def _no_contradictions(kb) -> None:
     """Two rules that derive one fact with two values for one patient (the engine would stop for that patient),
     named with such a patient."""
-    from lumbar_kb.engine.analysis.checks import contradictions
     from lumbar_kb.engine.errors import KnowledgeBaseError, Problem
+
+    if _exclusive_derivers(kb):
+        return  # every two rules deriving one fact both ways test one input fact for values that cannot meet
+    from lumbar_kb.engine.analysis.checks import contradictions  # the solver, only when the quick look cannot tell
 
     problems = []
     for finding in contradictions(kb):
@@ -92,6 +95,29 @@ def _no_contradictions(kb) -> None:
         )
     if problems:
         raise KnowledgeBaseError(problems)
+
+
+def _exclusive_derivers(kb) -> bool:
+    """True when every two rules that derive one fact with two values have conditions no patient meets together,
+    seen from their disjunctive normal forms alone (each pair of alternatives asks one fact for disjoint values).
+    False means "cannot tell this way" (derived facts, relations): the solver decides."""
+    from lumbar_kb.engine.logic import to_dnf
+
+    domains = {name: tuple(f.values) for name, f in kb.facts.items()}
+    derivers: dict[str, list] = {}
+    for rule in kb.rules:
+        for derive in rule.derives():
+            derivers.setdefault(derive.fact, []).append((derive.value, to_dnf(rule.when, domains)))
+    for rules in derivers.values():
+        for n, (value, alternatives) in enumerate(rules):
+            for other, others in rules[n + 1 :]:
+                if value == other:
+                    continue
+                for a in alternatives:
+                    for b in others:
+                        if not any(f in b and not (a[f] & b[f]) for f in a):
+                            return False
+    return True
 
 
 def _yaml_value(value) -> str:
