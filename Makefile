@@ -47,6 +47,7 @@ check: lint author-check
 # COHORT_PATIENTS=1000000 make bench for the issue's million (minutes on 2 cores)
 COHORT_PATIENTS ?= 100000
 bench: setup
+	$(BIN)/python benchmarks/bench_author.py
 	$(BIN)/python benchmarks/bench_engine.py
 	$(BIN)/python benchmarks/bench_review.py
 	$(BIN)/python benchmarks/bench_cohort.py --patients $(COHORT_PATIENTS)
