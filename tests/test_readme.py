@@ -147,7 +147,7 @@ INLINE = re.compile(r"(?<!`)`(lumbar-kb [^`]+)`(?!`)")
 def shown_commands(text: str) -> list[tuple[str, int]]:
     """Every `lumbar-kb ...` command line in a block that is not run (`$ ` prompts stripped), and every one
     written inline in the text (`lumbar-kb ...` in backticks) that is a command rather than a synopsis (a
-    synopsis has `[`, `|` or `...` in it)."""
+    synopsis has `[`, `|` or `...` in it) or the bare name of a command that exists."""
     names = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     found = []
     for lang, body, line in blocks(text):
@@ -162,7 +162,9 @@ def shown_commands(text: str) -> list[tuple[str, int]]:
     for m in INLINE.finditer(outside):
         cmd = m.group(1).replace("\\|", "|")
         words = cmd.split()
-        if len(words) > 1 and words[1] in names and not any(s in cmd for s in ("[", "|", "...")):
+        if len(words) < 2 or words[1].startswith("-") or any(s in cmd for s in ("[", "|", "...")):
+            continue
+        if words[1] not in names or len(words) > 2:  # `lumbar-kb evaluate` alone names a command
             found.append((cmd, outside.count("\n", 0, m.start()) + 1))
     return found
 
@@ -184,9 +186,9 @@ def test_commands_shown_but_not_run_parse():
 
 def test_a_misspelt_command_is_caught():
     """Guards the parse check itself: a misspelt option or a synopsis-free typo fails it."""
-    text = "Run `lumbar-kb check --relase` or\n\n```text\n$ lumbar-kb evaluate\n```\n"
+    text = "Run `lumbar-kb check --relase`, `lumbar-kb chekc` or\n\n```text\n$ lumbar-kb evaluate\n```\n"
     shown = shown_commands(text)
-    assert [c for c, _ in shown] == ["lumbar-kb evaluate", "lumbar-kb check --relase"]
+    assert [c for c, _ in shown] == ["lumbar-kb evaluate", "lumbar-kb check --relase", "lumbar-kb chekc"]
     for cmd in shown:
         with pytest.raises(pytest.fail.Exception):
             assert_commands_parse([cmd], "x.md")
