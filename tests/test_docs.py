@@ -26,12 +26,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lumbar_kb.clinic.service.cards import SUMMARY_MAX
 from lumbar_kb.cohort.decisions import COLUMNS
+from lumbar_kb.cohort.output import ROW_GROUP_ROWS
 from lumbar_kb.engine import logic
 from lumbar_kb.engine.loader import cache
 from lumbar_kb.engine.outputs import STALE_AFTER_S
 from lumbar_kb.engine.source import Limits
-from lumbar_kb.main import main
+from lumbar_kb.main import build_parser, main
 
 from .conftest import ROOT
 from .test_readme import README, assert_commands_parse, blocks, run_in_a_fresh_clone, shown_commands
@@ -113,11 +115,14 @@ def test_the_console_matcher_keeps_order_and_wildcards():
 def test_console_blocks_show_what_the_commands_print(capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     checked = 0
+    ran: dict[str, tuple[int, str, str]] = {}  # a command shown twice is run once
     for path in documents():
         for cmd, shown, line in console_blocks(path):
-            capsys.readouterr()
-            code = main(shlex.split(cmd)[1:])
-            out, err = capsys.readouterr()
+            if cmd not in ran:
+                capsys.readouterr()
+                code = main(shlex.split(cmd)[1:])
+                ran[cmd] = (code, *capsys.readouterr())
+            code, out, err = ran[cmd]
             where = f"{label(path)} line {line}: `{cmd}`"
             assert code == 0, f"{where} exits {code}:\n{err}"
             missing = unmatched(shown, (out + err).splitlines())
@@ -259,6 +264,16 @@ def test_the_long_runs_are_described_with_the_makefiles_defaults():
     assert f"{int(default['COHORT_PATIENTS']):,} patients in the cohort benchmark" in bench
 
 
+def test_the_defaults_the_pages_state_are_the_codes():
+    parser = build_parser()
+    cohort = parser._subparsers._group_actions[0].choices["cohort"]  # type: ignore[union-attr]
+    [chunk] = [a for a in cohort._actions if a.dest == "chunk_size"]
+    analysts = page("analysts").read_text(encoding="utf-8")
+    assert f"(`--chunk-size`, default {chunk.default:,})" in analysts
+    assert f"in row groups of {ROW_GROUP_ROWS:,} rows" in analysts
+    assert f"A card's `summary` is at most {SUMMARY_MAX} characters" in page("clinic").read_text(encoding="utf-8")
+
+
 def test_the_benchmarks_goals_are_the_ones_they_print():
     source = {path.name: path.read_text() for path in (ROOT / "benchmarks").glob("bench_*.py")}
     rows = {row[0]: row[2] for row in table_rows(page("benchmarks").read_text(encoding="utf-8"), "## The benchmarks")}
@@ -272,11 +287,13 @@ def test_the_benchmarks_goals_are_the_ones_they_print():
 
 
 # ---- the contract tables ----------------------------------------------------------------------------------------
-def test_the_authors_page_lists_every_input_fact_with_its_type(kb):
+def test_the_authors_page_lists_every_input_fact_with_its_type_and_alarm(kb):
     text = page("authors").read_text(encoding="utf-8")
     for fact in kb.input_facts:
         kind = "bool" if fact.type == "bool" else ", ".join(fact.values)
-        assert f"| `{fact.name}` | {kind} |" in text, fact.name
+        alarm = "yes" if fact.alarm else ""
+        row = f"| `{fact.name}` | {kind} | {alarm} |".replace("|  |", "| |")
+        assert row in text.replace("|  |", "| |"), fact.name
     listed = re.findall(r"^\| `(\w+)` \| (?:bool|[a-z_, ]+) \|", text[text.index("## The fact vocabulary") :], re.M)
     assert len(set(listed) & {f.name for f in kb.input_facts}) == len(kb.input_facts)
 
@@ -294,3 +311,11 @@ def test_the_analysts_page_lists_the_cohort_decision_columns_in_order():
     table = text[text.index("## The decision rows") :].split("\n\n", 2)[1]
     listed = [name for row in table.splitlines()[2:] for name in re.findall(r"`(\w+)`", row.split(" | ")[0])]
     assert listed == [*COLUMNS, "changes"]  # `changes` only with --compare-kb
+
+
+def test_the_clinic_page_describes_every_key_of_the_result(evaluator):
+    result = page("clinic").read_text(encoding="utf-8")
+    rows = table_rows(result, "## The result")
+    described = {key for row in rows for key in re.findall(r"`(\w+)`", row[0])}
+    keys = set(evaluator.evaluate({"palpable_mass": True}).to_dict())
+    assert described == keys
