@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from lumbar_kb.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERNAL, EXIT_OK
 from lumbar_kb.main import build_parser
 
 from .conftest import ROOT
@@ -224,3 +225,14 @@ def test_ci_runs_lint_then_the_readmes_test_command():
     steps = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.startswith("make ")]
     assert steps == ["make lint", "make test"]
     assert "CI (`.ci/run`) runs `make lint`, then `make test`" in README.read_text(encoding="utf-8")
+
+
+def test_the_exit_codes_are_the_ones_the_commands_use():
+    readme = README.read_text(encoding="utf-8")
+    table = readme[readme.index("| exit code | meaning |") :].split("\n\n", 1)[0]
+    meanings = {row.split(" | ")[0].strip("| "): row.split(" | ")[1].rstrip(" |") for row in table.splitlines()[2:]}
+    assert list(meanings) == [str(c) for c in (EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL)]
+    assert meanings[str(EXIT_OK)] == "success"
+    assert meanings[str(EXIT_FAILED)].startswith("a finding")
+    assert meanings[str(EXIT_BAD_INPUT)].startswith("bad input")
+    assert meanings[str(EXIT_INTERNAL)].startswith("an internal error")
