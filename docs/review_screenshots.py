@@ -1,4 +1,4 @@
-"""Screenshots of the review pack's main pages for the README, taken in Debian's headless Chromium.
+"""Screenshots of the review pack's main pages for docs/board.md, taken in Debian's headless Chromium.
 
 python docs/review_screenshots.py out/review docs/images
 """

@@ -2,10 +2,9 @@
 
 durable-rules is a C rete engine (`durable_rules_engine`) under a Python wrapper (`durable.engine`). The
 wrapper costs about 20 µs per action (a Closure, two clock reads, a JSON round trip of the session state),
-more than the rete itself, and brings the sharp edges measured on this project's machines (README, "durable-rules,
-and its sharp edges"). This
-module drives the C engine directly with a lean dispatch loop of its own, and is the only place that knows
-about durable at all:
+more than the rete itself, and brings the sharp edges measured on this project's machines
+(docs/security-and-limits.md, "durable-rules, and its sharp edges"). This module drives the C engine directly
+with a lean dispatch loop of its own, and is the only place that knows about durable at all:
   * the compiled ruleset is created once per Engine, and so is the one session (sid) its patients go through:
     once a patient's rules have fired, the facts asserted for it are retracted, which leaves the session
     empty for the next. A new session costs durable ~0.5 MB of memory set to zero (its index tables: ~30 % of

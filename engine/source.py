@@ -7,7 +7,7 @@ strict `json` parse (a JSON syntax error is reported with json's own line and co
 YAML composer for positions.
 
 Every read is bounded by `Limits` (named, documented, configurable through `LUMBAR_KB_LIMIT_<NAME>`
-environment variables; the README's "Security and limits" lists them): only regular files are read (a FIFO,
+environment variables; docs/security-and-limits.md lists them): only regular files are read (a FIFO,
 a device such as /dev/zero, a directory or a symlink loop is refused by name, and a FIFO is opened
 non-blocking so it never hangs), at most `max_bytes` of them; aliases are counted and their expansion
 measured once per anchor, so a "billion laughs" document is refused before it is expanded; nesting depth,

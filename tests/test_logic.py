@@ -394,7 +394,7 @@ def test_a_derived_value_no_rule_tests_is_recorded_without_an_engine_error(tmp_p
 
 
 def test_result_json_has_every_documented_key_and_texts_from_the_catalogue(tmp_path):
-    """The keys README's "The result" table documents, each filled from the model: texts and labels from the
+    """The keys docs/clinic.md's "The result" table documents, each filled from the model: texts and labels from the
     catalogue for the audience asked for, citations the union of the citing rules' in ascending order, fired
     rules with their title, order, evidence and citations, questions in the audience's words."""
     rules = [
@@ -675,7 +675,7 @@ def test_alternatives_counts_the_conjuncts_of_the_unpruned_dnf():
 def test_to_dnf_takes_exactly_max_alternatives_and_refuses_one_more():
     from lumbar_kb.engine.logic import MAX_ALTERNATIVES, MAX_CONDITION_DEPTH, ConditionTooLarge, alternatives
 
-    # the documented bounds (README, "Security and limits": 256 alternatives, 32 levels of conditions)
+    # the documented bounds (docs/security-and-limits.md: 256 alternatives, 32 levels of conditions)
     assert (MAX_ALTERNATIVES, MAX_CONDITION_DEPTH) == (2**8, 32)
     names = [f"f{i}" for i in range(9)]
     domains = dict.fromkeys(names, (True, False))
@@ -745,7 +745,7 @@ def test_a_patient_out_of_scope_is_told_so_in_the_audiences_own_words_and_gets_n
 
 
 def test_result_json_carries_completeness_and_scope_under_their_documented_keys(tmp_path):
-    """README's "The result": `complete`, `unanswered_alarm`, `incomplete_text`, `in_scope`, `scope_text`, with
+    """docs/clinic.md, "The result": `complete`, `unanswered_alarm`, `incomplete_text`, `in_scope`, `scope_text`, with
     the values the declarations give (here: a missing, then b answered no, which puts the patient out of scope)."""
     rule = {"id": "r.dx", "when": {"fact": "c", "is": True}, "then": [{"differential": "dx_a"}]}
     kb = kb_declaring(

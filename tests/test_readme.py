@@ -1,4 +1,4 @@
-"""The README runs as written, and its contract tables stay true to the knowledge base and the code.
+"""The README runs as written, promises what a newcomer needs, and shows only commands that exist.
 
 Every ```sh and ```python block of README.md is run, in order, in one bash session, in a fresh clone of the
 repository's last commit (HEAD), as a new user pasting them one after the other would: a `cd`, a file
@@ -10,14 +10,16 @@ The one block not run is the set-up (`make demo` / `make test`): it would instal
 test from inside itself. The test checks that block is there unchanged and, in its place, leaves the clone
 as `make setup` would: `.venv` is the venv running these tests (already built; its editable install is this
 checkout's code) and the clone's files are older than its `.installed` stamp, so `make` targets see the
-set-up done rather than reinstalling into it. ```text and ```console blocks are never run (servers, long
-jobs, placeholders), but every `lumbar-kb` command line in them must still parse. YAML snippets that are
-patients or scenarios are evaluated, and JSON snippets parsed.
+set-up done rather than reinstalling into it. ```text and ```console blocks are not run in the clone, but
+every `lumbar-kb` command line in them, and every one written inline in the text, must still parse.
+
+tests/test_docs.py does the same for each page under docs/ and checks, for the README and the pages alike,
+the ```console blocks against what the commands print, the YAML and JSON snippets, the relative links, the
+figures, and the contract tables (facts, conclusion codes, decision columns) against the code.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
@@ -27,10 +29,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from lumbar_kb.cohort.decisions import COLUMNS
-from lumbar_kb.main import build_parser, main
+from lumbar_kb.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERNAL, EXIT_OK
+from lumbar_kb.main import build_parser
 
 from .conftest import ROOT
 
@@ -82,9 +83,9 @@ def test_the_set_up_block_is_the_two_make_commands():
     assert commands(setup[1]) == SETUP, setup[1]
 
 
-def test_every_sh_and_python_block_runs_in_a_fresh_clone(tmp_path):
-    text = README.read_text(encoding="utf-8")
-    _, to_run = runnable(text)
+def run_in_a_fresh_clone(tmp_path: Path, to_run: list[tuple[str, str, int]], name: str, prelude: str = "") -> None:
+    """Runs the blocks in one bash session in a fresh clone of HEAD (the venv linked, as `make setup` leaves
+    it); fails naming the first failing block's line in `name` and what it printed."""
     stamp = Path(sys.prefix) / ".installed"
     assert stamp.is_file(), f"run the tests in the venv `make setup` builds ({stamp} is missing)"
     clone = tmp_path / "clone"
@@ -95,7 +96,7 @@ def test_every_sh_and_python_block_runs_in_a_fresh_clone(tmp_path):
         if ".git" not in path.relative_to(clone).parts and not path.is_symlink():
             os.utime(path, (old, old))
     proc = subprocess.run(
-        ["bash", "-c", script(to_run)],
+        ["bash", "-c", prelude + script(to_run)],
         cwd=clone,
         env=_without_the_venv(dict(os.environ)),
         stdout=subprocess.PIPE,
@@ -113,9 +114,15 @@ def test_every_sh_and_python_block_runs_in_a_fresh_clone(tmp_path):
             printed = [f"[... {len(printed) - 60} lines cut ...]"] + printed[-60:]
         printed = "\n".join(printed)
         pytest.fail(
-            f"README.md line {line}: this ```{lang} block failed (exit status {proc.returncode}):\n{body}\n"
+            f"{name} line {line}: this ```{lang} block failed (exit status {proc.returncode}):\n{body}\n"
             f"--- its output ---\n{printed}"
         )
+
+
+def test_every_sh_and_python_block_runs_in_a_fresh_clone(tmp_path):
+    _, to_run = runnable(README.read_text(encoding="utf-8"))
+    assert to_run, "README.md should have ```sh or ```python blocks after the set-up block"
+    run_in_a_fresh_clone(tmp_path, to_run, "README.md")
 
 
 def test_a_failing_block_is_reported_with_its_output(tmp_path):
@@ -134,9 +141,14 @@ def test_the_clone_starts_without_the_venv(tmp_path):
     assert found is None, found
 
 
-# ---- blocks that are not run --------------------------------------------------------------------------------
-def _shown_commands(text: str) -> list[tuple[str, int]]:
-    """Every `lumbar-kb ...` command line in a block that is not run (`$ ` prompts stripped)."""
+# ---- blocks that are not run, and commands in the text ------------------------------------------------------
+INLINE = re.compile(r"(?<!`)`(lumbar-kb [^`]+)`(?!`)")
+
+
+def shown_commands(text: str) -> list[tuple[str, int]]:
+    """Every `lumbar-kb ...` command line in a block that is not run (`$ ` prompts stripped), and every one
+    written inline in the text (`lumbar-kb ...` in backticks) that is a command rather than a synopsis (a
+    synopsis has `[`, `|` or `...` in it) or the bare name of a command that exists."""
     names = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     found = []
     for lang, body, line in blocks(text):
@@ -147,73 +159,80 @@ def _shown_commands(text: str) -> list[tuple[str, int]]:
             words = cmd.split()
             if len(words) > 1 and words[0] == "lumbar-kb" and words[1] in names:
                 found.append((cmd, line + offset))
+    outside = FENCE.sub(lambda m: "\n" * m.group(0).count("\n"), text)  # fenced blocks blanked, lines kept
+    for m in INLINE.finditer(outside):
+        cmd = m.group(1).replace("\\|", "|")
+        words = cmd.split()
+        if len(words) < 2 or words[1].startswith("-") or any(s in cmd for s in ("[", "|", "...")):
+            continue
+        if words[1] not in names or len(words) > 2:  # `lumbar-kb evaluate` alone names a command
+            found.append((cmd, outside.count("\n", 0, m.start()) + 1))
     return found
 
 
-def test_commands_shown_but_not_run_parse():
-    shown = _shown_commands(README.read_text(encoding="utf-8"))
-    assert len(shown) >= 3  # explain --why/--why-not, validate --kb my-kb, ...
+def assert_commands_parse(shown: list[tuple[str, int]], name: str) -> None:
     parser = build_parser()
     for cmd, line in shown:
         try:
             parser.parse_args(shlex.split(cmd)[1:])
         except SystemExit:
-            pytest.fail(f"README.md line {line}: `{cmd}` is not a valid command")
+            pytest.fail(f"{name} line {line}: `{cmd}` is not a valid command")
 
 
-def test_patient_and_scenario_snippets_are_valid(tmp_path, capsys, kb):
-    snippets = [(body, line) for lang, body, line in blocks(README.read_text(encoding="utf-8")) if lang == "yaml"]
-    names = {f.name for f in kb.input_facts} | {"id", "note"}
-    patients = scenarios = 0
-    for i, (body, line) in enumerate(snippets):
-        data = yaml.safe_load(body)
-        if isinstance(data, dict) and {"name", "patient", "expect"} <= set(data):
-            folder = tmp_path / f"scenarios-{i}"
-            folder.mkdir()
-            (folder / "snippet.yaml").write_text(body)
-            code = main(["test", "--scenarios", str(folder)])
-            scenarios += 1
-        elif isinstance(data, dict) and set(data) <= names:
-            (tmp_path / "patient.yaml").write_text(body)
-            code = main(["evaluate", str(tmp_path / "patient.yaml")])
-            patients += 1
-        else:
-            continue
-        out, err = capsys.readouterr()
-        assert code == 0, f"README.md line {line}: this snippet fails:\n{body}\n{out}{err}"
-    assert patients >= 1 and scenarios >= 1
+def test_commands_shown_but_not_run_parse():
+    shown = shown_commands(README.read_text(encoding="utf-8"))
+    assert len(shown) >= 20  # the four audiences' tables, the examples
+    assert_commands_parse(shown, "README.md")
 
 
-def test_json_snippets_parse():
-    for lang, body, line in blocks(README.read_text(encoding="utf-8")):
-        if lang == "json":
-            try:
-                json.loads(body)
-            except json.JSONDecodeError as exc:
-                pytest.fail(f"README.md line {line}: invalid JSON ({exc})")
+def test_a_misspelt_command_is_caught():
+    """Guards the parse check itself: a misspelt option or a synopsis-free typo fails it."""
+    text = "Run `lumbar-kb check --relase`, `lumbar-kb chekc` or\n\n```text\n$ lumbar-kb evaluate\n```\n"
+    shown = shown_commands(text)
+    assert [c for c, _ in shown] == ["lumbar-kb evaluate", "lumbar-kb check --relase", "lumbar-kb chekc"]
+    for cmd in shown:
+        with pytest.raises(pytest.fail.Exception):
+            assert_commands_parse([cmd], "x.md")
 
 
-# ---- the contract tables ----------------------------------------------------------------------------------------
-def test_readme_lists_every_input_fact_with_its_type(kb):
-    readme = README.read_text()
-    for fact in kb.input_facts:
-        kind = "bool" if fact.type == "bool" else ", ".join(fact.values)
-        assert f"| `{fact.name}` | {kind} |" in readme, fact.name
+# ---- what the README promises a newcomer ---------------------------------------------------------------------
+def test_the_readme_reads_in_ten_minutes():
+    lines = README.read_text(encoding="utf-8").count("\n")
+    assert lines <= 300, f"README.md has {lines} lines: move detail to a page under docs/"
 
 
-def test_readme_names_every_conclusion_code(kb):
-    readme = README.read_text()
-    for kind in ("action", "warning", "differential"):
-        for code in kb.catalog[kind]:
-            assert f"`{code}`" in readme, code
+def test_the_readme_links_a_page_per_audience():
+    readme = README.read_text(encoding="utf-8")
+    contents = readme[readme.index("## Contents") :].split("\n## ", 1)[0]
+    for page in ("authors", "board", "analysts", "clinic", "security-and-limits", "benchmarks", "architecture"):
+        assert f"](docs/{page}.md)" in contents, page
 
 
-def test_readme_lists_the_cohort_decision_columns_in_order():
-    readme = README.read_text()
-    table = readme[readme.index("### The decision rows") :].split("\n\n", 2)[1]
-    listed = [name for row in table.splitlines()[2:] for name in re.findall(r"`(\w+)`", row.split(" | ")[0])]
-    assert listed == [*COLUMNS, "changes"]  # `changes` only with --compare-kb
+def test_the_layout_names_every_file_of_the_bundled_knowledge_base():
+    readme = README.read_text(encoding="utf-8")
+    layout = readme[readme.index("## The folder layout") :].split("\n## ", 1)[0]
+    kb = ROOT / "knowledge" / "lumbar_mass"
+    names = {p.name + ("/" if p.is_dir() else "") for p in kb.iterdir() if p.name != "__pycache__"}
+    names |= {"approvals.yaml"}  # written by `lumbar-kb approve`
+    for name in sorted(names):
+        shown = {"rules/": "rules/*.yaml", "scenarios/": "scenarios/*.yaml"}.get(name, name)
+        assert re.search(rf"^\s+{re.escape(shown)}\s", layout, re.M), name
+    for folder in ("engine", "visualize", "cohort", "clinic", "cli", "knowledge", "tests", "benchmarks", "docs"):
+        assert (ROOT / folder).is_dir() and re.search(rf"^{folder}/\s", layout, re.M), folder
 
 
-def test_ci_runs_the_readmes_test_command():
-    assert "make test" in (ROOT / ".ci" / "run").read_text()
+def test_ci_runs_lint_then_the_readmes_test_command():
+    steps = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.startswith("make ")]
+    assert steps == ["make lint", "make test"]
+    assert "CI (`.ci/run`) runs `make lint`, then `make test`" in README.read_text(encoding="utf-8")
+
+
+def test_the_exit_codes_are_the_ones_the_commands_use():
+    readme = README.read_text(encoding="utf-8")
+    table = readme[readme.index("| exit code | meaning |") :].split("\n\n", 1)[0]
+    meanings = {row.split(" | ")[0].strip("| "): row.split(" | ")[1].rstrip(" |") for row in table.splitlines()[2:]}
+    assert list(meanings) == [str(c) for c in (EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL)]
+    assert meanings[str(EXIT_OK)] == "success"
+    assert meanings[str(EXIT_FAILED)].startswith("a finding")
+    assert meanings[str(EXIT_BAD_INPUT)].startswith("bad input")
+    assert meanings[str(EXIT_INTERNAL)].startswith("an internal error")

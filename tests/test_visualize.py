@@ -812,7 +812,7 @@ def test_graph_of_another_knowledge_base(kb_with_not, capsys):
 
 
 # ---- 7. the committed pictures are the current knowledge base ---------------------------------------------------
-REGENERATE = "regenerate them with the commands under 'Regenerating the pictures above' in README.md"
+REGENERATE = "regenerate them with the commands under 'Regenerating the pictures above' in docs/board.md"
 
 
 def test_the_committed_whole_guideline_picture_is_current(graph):

@@ -5,7 +5,7 @@ Every check is a claim about all patients at once (each input fact unknown or on
 the monotonicity invariants) that the engine is then made to evaluate (`reproduce`), so what is printed
 is what the engine does. Patients are minimised: as few answered facts as the finding allows.
 
-Definitions (also in the README, "For guideline authors"):
+Definitions (also in docs/authors.md, "check, test, explain"):
   * unreachable rule: no patient makes its condition true at the fixpoint;
   * redundant rule R: another rule S fires for every patient R fires for, and S's conclusions include
     every conclusion of R (an action only with the same `within_hours`, a derivation with the same value);
