@@ -284,6 +284,15 @@ def test_the_benchmarks_goals_are_the_ones_they_print():
         rows["`benchmarks/bench_engine.py`"]
         == ">= 8,000 patients/s on one core, within 3x of the reference, RSS growth < 5 MB"
     )
+    assert (
+        "(goal: under 10 s)" in source["bench_author.py"]
+        and rows["`benchmarks/bench_author.py`"] == "the loop under 10 s"
+    )
+    make = (ROOT / "Makefile").read_text()
+    ran = re.findall(r"benchmarks/(bench_\w+\.py)", make[make.index("\nbench:") :].split("\n\n")[0])
+    assert sorted(ran) == sorted(source), "make bench runs every benchmark"
+    count = {5: "five", 6: "six", 7: "seven", 8: "eight"}[len(source)]
+    assert f"`make bench` runs the {count} below" in page("benchmarks").read_text(encoding="utf-8")
 
 
 # ---- the contract tables ----------------------------------------------------------------------------------------
