@@ -21,9 +21,37 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--workers", type=int, default=1, help="worker processes (each compiles the knowledge base once)")
-    p.add_argument("--trust", type=Path, help="JSON file of trusted issuers and their JWKS")
-    p.add_argument("--public-url", help="the URL clients call (the JWT audience), e.g. https://cds.example.org")
-    p.add_argument("--db", type=Path, default=Path("lumbar-kb-service.sqlite3"), help="SQLite file: cards, feedback")
+    p.add_argument(
+        "--trust", type=Path, help="JSON file of trusted issuers: their JWKS (or jwks_url) and their FHIR servers"
+    )
+    p.add_argument(
+        "--public-url",
+        help="the URL clients call, e.g. https://cds.example.org: every token's audience is built from it "
+        "(required with --trust)",
+    )
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        help="folder for the service's store (created 0700; default $LUMBAR_KB_STATE_DIR, else "
+        "$XDG_STATE_HOME/lumbar-kb, else ~/.local/state/lumbar-kb)",
+    )
+    p.add_argument(
+        "--db", type=Path, help="the SQLite store itself (cards, feedback; created 0600); default: in --state-dir"
+    )
+    p.add_argument(
+        "--max-token-lifetime",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="longest JWT accepted, exp - iat (default 300)",
+    )
+    p.add_argument(
+        "--link-ttl",
+        type=float,
+        default=12 * 3600.0,
+        metavar="SECONDS",
+        help="how long a card's signed explanation link stays valid (default 12 hours)",
+    )
     p.add_argument("--codes", type=Path, help="terminology bindings (default: codes.yaml of the knowledge base)")
     p.add_argument("--max-body", type=int, default=1_000_000, help="largest request body in bytes")
     p.add_argument(
@@ -60,7 +88,10 @@ def _run_serve(args) -> int:
         kb_dir=args.kb,
         codes_file=args.codes,
         db=args.db,
+        state_dir=args.state_dir,
         trust=args.trust,
+        max_token_lifetime=args.max_token_lifetime,
+        link_ttl=args.link_ttl,
         public_url=args.public_url,
         insecure_dev=args.insecure_dev,
         max_body=args.max_body,

@@ -63,7 +63,47 @@ def create_app(settings: Settings) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
         )
     app.add_middleware(problems.BodyLimit, limit=settings.max_body)
+    app.add_middleware(SecurityHeaders)
     return app
+
+
+# the questionnaire page loads only its own script and style; nothing may frame it, and no page sends the
+# address it was opened at (an explanation link carries its signature) to another site
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+)
+
+
+class SecurityHeaders:
+    """ASGI middleware: nosniff, no referrer and no framing on every response; a strict Content-Security-Policy
+    on every HTML page (and on the plain-text explanations, which a browser opens)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in {h for h, _ in HEADERS}]
+                headers += list(HEADERS)
+                kind = dict(headers).get(b"content-type", b"")
+                if kind.startswith(b"text/"):
+                    headers.append((b"content-security-policy", CSP.encode()))
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, sending)
 
 
 def settings_to_env(settings: Settings) -> str:
@@ -72,7 +112,7 @@ def settings_to_env(settings: Settings) -> str:
 
 def app_from_env() -> FastAPI:
     raw = json.loads(os.environ["LUMBAR_KB_SERVICE"])
-    for key in ("kb_dir", "codes_file", "db", "trust"):
+    for key in ("kb_dir", "codes_file", "db", "state_dir", "trust"):
         if raw.get(key) is not None:
             raw[key] = Path(raw[key])
     return create_app(Settings(**raw))
