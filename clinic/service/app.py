@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
@@ -26,7 +28,16 @@ INSECURE_BANNER = (
 
 def create_app(settings: Settings) -> FastAPI:
     st = build_state(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        # a few threads run the hook calls in arrival order: with the GIL, 40 threads interleaving 16 calls
+        # make every call slow; a handful keeps the tail short and the event loop free
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threads
+        yield
+
     app = FastAPI(
+        lifespan=lifespan,
         title=f"lumbar-kb CDS Hooks service: {st.kb.title}",
         version=st.kb.version,
         description="CDS Hooks 2.0 services, feedback, explanations and the questionnaire page. " + st.kb.disclaimer,

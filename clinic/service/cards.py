@@ -10,6 +10,7 @@ alarm question is unanswered: the card says the answers are incomplete and asks 
 from __future__ import annotations
 
 import re
+import string
 import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from lumbar_kb.engine.result import Item, Result
 
 SUMMARY_MAX = 139  # the spec: a "<140-character summary"
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
-_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation mark (CommonMark escapes them all)
+_ESCAPED = str.maketrans({c: "\\" + c for c in string.punctuation})  # every ASCII punctuation mark
 
 
 def md(text: str) -> str:
@@ -30,7 +31,7 @@ def md(text: str) -> str:
     backslash-escaped (CommonMark's rule: an escaped mark is a literal), so record text can open no link,
     image, HTML tag, emphasis, code, table or autolink (`www.` and `https:` no longer match); line breaks become
     spaces."""
-    return _PUNCTUATION.sub(r"\\\1", " ".join(str(text).split()))
+    return " ".join(str(text).split()).translate(_ESCAPED)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from lumbar_kb.clinic.fhir.codes import MalformedOrder
@@ -54,16 +55,21 @@ LINK_PROBLEMS: dict[int | str, dict[str, Any]] = {
 router = APIRouter(tags=["CDS Hooks"])
 
 
-def authenticated(request: Request) -> dict:
-    """The token's claims; the audience is the URL of the endpoint invoked, made from --public-url."""
+async def authenticated(request: Request) -> dict:
+    """The token's claims; the audience is the URL of the endpoint invoked, made from --public-url. The check
+    (a signature, a SQLite write, at times a JWKS fetch) runs in a worker thread, never on the event loop; under
+    --insecure-dev there is nothing to check and no thread is taken."""
     st = state(request)
-    if st.verifier is None:  # --insecure-dev
+    verifier = st.verifier
+    if verifier is None:  # --insecure-dev
         return {}
     route = request.scope.get("route")
     template = getattr(route, "path", "/cds-services")
     endpoint = template.format(**dict(request.path_params)) if request.path_params else template
     try:
-        return st.verifier.verify(request.headers.get("authorization"), st.base_url(request) + endpoint)
+        return await run_in_threadpool(
+            verifier.verify, request.headers.get("authorization"), st.base_url(request) + endpoint
+        )
     except AuthError as exc:
         raise ProblemError(401, exc.detail, "Authorization", headers={"WWW-Authenticate": "Bearer"}) from None
 

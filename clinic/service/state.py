@@ -45,6 +45,7 @@ class Settings:
     fhir_max_bytes: int = 5_000_000  # bytes read from fhirServer per hook call
     fhir_deadline: float = 8.0  # seconds spent on fhirServer per hook call
     fhir_max_pages: int = 10  # searchset pages followed per prefetch key
+    threads: int = 8  # worker threads per process for the engine and fhirServer fetches (anyio's default is 40)
     cors_origins: list = field(default_factory=list)  # browser-based CDS clients allowed to call (e.g. a sandbox)
     extra: dict = field(default_factory=dict)
 
