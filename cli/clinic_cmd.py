@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from lumbar_kb.common import EXIT_OK, add_kb_option, dumps, kb_from
+from lumbar_kb.engine.errors import LumbarKBError
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -61,6 +62,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         metavar="ORIGIN",
         help="a browser-based CDS client allowed to call (e.g. https://sandbox.cds-hooks.org); repeatable",
     )
+    p.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve HTTPS with this certificate (chain)")
+    p.add_argument("--tls-key", type=Path, metavar="PEM", help="the certificate's private key")
     p.add_argument("--insecure-dev", action="store_true", help="do NOT check tokens (local trials only; loud)")
     p.set_defaults(run=_run_serve)
 
@@ -100,6 +103,9 @@ def _run_serve(args) -> int:
     if args.insecure_dev:
         bar = "!" * 100
         print(f"{bar}\n{INSECURE_BANNER}\n{bar}", file=sys.stderr)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise LumbarKBError("give both --tls-cert and --tls-key (or neither, behind a TLS-terminating proxy)")
+    tls = {"ssl_certfile": str(args.tls_cert), "ssl_keyfile": str(args.tls_key)} if args.tls_cert else {}
     app = create_app(settings)  # fails early (exit 2) on a bad knowledge base, codes or trust file
     if args.workers > 1:
         import os
@@ -111,9 +117,10 @@ def _run_serve(args) -> int:
             host=args.host,
             port=args.port,
             workers=args.workers,
+            **tls,
         )
     else:
-        uvicorn.run(app, host=args.host, port=args.port)
+        uvicorn.run(app, host=args.host, port=args.port, **tls)
     return EXIT_OK
 
 

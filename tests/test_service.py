@@ -40,7 +40,7 @@ CODES = load_codes(KB)
 PATIENTS = sorted((default_kb_dir() / "patients").iterdir())
 SERVICE = "/cds-services/lumbar-mass-patient-view"
 ISS = "https://ehr.test.invalid"
-AUD = "http://testserver/cds-services"
+AUD = "https://testserver/cds-services"
 
 
 # ---- fixtures -------------------------------------------------------------------------------------------------
@@ -57,8 +57,8 @@ def secure(tmp_path_factory, keys):
     jwk.update(kid="k1", alg="RS256", use="sig")
     trust = folder / "trust.json"
     trust.write_text(json.dumps({"issuers": {ISS: {"jwks": {"keys": [jwk]}}}}))
-    app = create_app(Settings(db=folder / "service.sqlite3", trust=trust, public_url="http://testserver"))
-    return TestClient(app), folder / "service.sqlite3"
+    app = create_app(Settings(db=folder / "service.sqlite3", trust=trust, public_url="https://testserver"))
+    return TestClient(app, base_url="https://testserver"), folder / "service.sqlite3"
 
 
 @pytest.fixture(scope="module")
@@ -519,7 +519,7 @@ def test_the_hook_call_is_checked_before_its_body(secure, keys):
     problem_ok(client.post(SERVICE, json={"hook": 5}), 401, "Authorization")
     assert (
         client.post(
-            SERVICE, json=hook_body(RED_FLAG), headers=auth(keys, aud=f"http://testserver{SERVICE}")
+            SERVICE, json=hook_body(RED_FLAG), headers=auth(keys, aud=f"https://testserver{SERVICE}")
         ).status_code
         == 200
     )

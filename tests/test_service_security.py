@@ -414,3 +414,76 @@ def test_the_store_is_private_under_a_state_folder(tmp_path, monkeypatch):
     loose.touch(mode=0o644)
     Store(loose)
     assert stat.S_IMODE(loose.stat().st_mode) == 0o600  # an existing store is narrowed
+
+
+def test_the_public_url_must_be_https_off_loopback(tmp_path, keys):
+    trust = tmp_path / "trust.json"
+    trust.write_text(json.dumps({"issuers": {ISS: {"jwks": {"keys": [_jwk(keys["k1"], "k1")]}}}}))
+    with pytest.raises(LumbarKBError, match="https"):
+        build_state(Settings(db=tmp_path / "s.sqlite3", trust=trust, public_url="http://cds.example.org"))
+    state = build_state(Settings(db=tmp_path / "s.sqlite3", trust=trust, public_url="http://127.0.0.1:8080/"))
+    assert state.settings.public_url == "http://127.0.0.1:8080"
+
+
+def _self_signed(folder):
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return folder / "cert.pem", folder / "key.pem"
+
+
+def test_serve_speaks_https_with_a_certificate(tmp_path):
+    import ssl
+    import subprocess
+    import sys
+
+    import httpx
+
+    from .servers import free_port
+
+    cert, key = _self_signed(tmp_path)
+    port = free_port()
+    argv = [sys.executable, "-m", "lumbar_kb", "serve", "--port", str(port), "--db", str(tmp_path / "s.sqlite3")]
+    argv += ["--insecure-dev", "--tls-cert", str(cert), "--tls-key", str(key)]
+    context = ssl.create_default_context(cafile=str(cert))
+    with (tmp_path / "stderr").open("w") as log:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            for _ in range(200):
+                try:
+                    response = httpx.get(f"https://127.0.0.1:{port}/healthz", verify=context, timeout=1)
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.05)
+            else:
+                pytest.fail("the server did not start")
+            assert response.status_code == 200
+            with pytest.raises(httpx.HTTPError):  # no plain-http answer on the TLS port
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).raise_for_status()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+    assert main(["serve", "--insecure-dev", "--tls-cert", str(cert), "--port", "1"]) == 2

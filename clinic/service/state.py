@@ -71,10 +71,15 @@ class State:
         return (self.settings.public_url or str(request.base_url)).rstrip("/")
 
 
-def check_public_url(url: str) -> str:
+def check_public_url(url: str, insecure_dev: bool = False) -> str:
+    """The spec: every exchange over HTTPS. Plain http only on loopback or under --insecure-dev."""
+    from lumbar_kb.clinic.service.security import is_loopback
+
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
-        raise LumbarKBError(f"--public-url must be an absolute http(s) URL without query or fragment, not {url!r}")
+        raise LumbarKBError(f"--public-url must be an absolute https URL without query or fragment, not {url!r}")
+    if parts.scheme == "http" and not (insecure_dev or is_loopback(url)):
+        raise LumbarKBError(f"--public-url must be https (CDS Hooks exchanges go over TLS), not {url!r}")
     return url.rstrip("/")
 
 
@@ -83,7 +88,7 @@ def build_state(settings: Settings) -> State:
     codes = load_codes(evaluator.kb, settings.codes_file)
     verifier = None
     if settings.public_url:
-        settings.public_url = check_public_url(settings.public_url)
+        settings.public_url = check_public_url(settings.public_url, settings.insecure_dev)
     if not settings.insecure_dev:
         if settings.trust is None:
             raise LumbarKBError("give a trust file (--trust FILE: the issuers' JWKS) or run with --insecure-dev")
