@@ -105,7 +105,7 @@ def _run_serve(args) -> int:
         print(f"{bar}\n{INSECURE_BANNER}\n{bar}", file=sys.stderr)
     if (args.tls_cert is None) != (args.tls_key is None):
         raise LumbarKBError("give both --tls-cert and --tls-key (or neither, behind a TLS-terminating proxy)")
-    tls = {"ssl_certfile": str(args.tls_cert), "ssl_keyfile": str(args.tls_key)} if args.tls_cert else {}
+    cert, key = (str(args.tls_cert), str(args.tls_key)) if args.tls_cert else (None, None)
     app = create_app(settings)  # fails early (exit 2) on a bad knowledge base, codes or trust file
     if args.workers > 1:
         import os
@@ -117,10 +117,11 @@ def _run_serve(args) -> int:
             host=args.host,
             port=args.port,
             workers=args.workers,
-            **tls,
+            ssl_certfile=cert,
+            ssl_keyfile=key,
         )
     else:
-        uvicorn.run(app, host=args.host, port=args.port, **tls)
+        uvicorn.run(app, host=args.host, port=args.port, ssl_certfile=cert, ssl_keyfile=key)
     return EXIT_OK
 
 
