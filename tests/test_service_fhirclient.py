@@ -268,3 +268,14 @@ def test_fhir_authorization_without_a_fhir_server_is_a_400(tmp_path):
     body = fetching("https://x.invalid")
     del body["fhirServer"]
     problem_ok(dev(tmp_path).post(SERVICE, json=body), 400, "fhirServer")
+
+
+def test_the_fhir_access_token_is_transient_never_stored(tmp_path, fhir):
+    a, _ = fhir
+    a.routes["Condition"] = lambda h: h.json(bundle(CAUDA_EQUINA))
+    client = dev(tmp_path)
+    (card,) = client.post(SERVICE, json=fetching(a.base)).json()["cards"]
+    assert ("/fhir/Condition?patient=p1", f"Bearer {TOKEN}") in a.seen
+    for stored in tmp_path.glob("s.sqlite3*"):  # the store, its WAL and shared memory
+        assert TOKEN.encode() not in stored.read_bytes(), stored
+    assert TOKEN not in client.get(card["links"][0]["url"].removeprefix("http://testserver")).text
