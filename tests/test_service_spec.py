@@ -296,3 +296,17 @@ def test_a_suggested_lumbar_xray_carries_cpt_loinc_and_snomed_codes(client):
     systems = [c["system"] for c in xr["code"]["coding"]]
     assert {"http://www.ama-assn.org/go/cpt", "http://loinc.org", "http://snomed.info/sct"} <= set(systems)
     assert len(systems) == len(set(systems))  # one code per system: one CodeableConcept says one thing
+
+
+def test_the_conformance_table_names_tests_that_exist():
+    """docs/clinic-cds-hooks-conformance.md: every `tests/file.py::test_name` it cites is a test of that file."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "docs" / "clinic-cds-hooks-conformance.md").read_text(encoding="utf-8")
+    cited = set(re.findall(r"`(tests/test_[a-z_]+\.py)::(test_[a-z0-9_]+)`", text))
+    assert len(cited) >= 40
+    for path, name in sorted(cited):
+        source = (root / path).read_text(encoding="utf-8")
+        assert re.search(rf"^def {name}\(", source, re.M), f"{path}::{name} is cited but does not exist"
