@@ -487,3 +487,25 @@ def test_serve_speaks_https_with_a_certificate(tmp_path):
             proc.terminate()
             proc.wait(timeout=20)
     assert main(["serve", "--insecure-dev", "--tls-cert", str(cert), "--port", "1"]) == 2
+
+
+def test_a_store_of_the_previous_release_is_upgraded_in_place(tmp_path):
+    import sqlite3
+
+    old = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(old)
+    db.executescript(
+        """
+        CREATE TABLE cards (uuid TEXT PRIMARY KEY, service TEXT NOT NULL, hook_instance TEXT NOT NULL,
+            rules TEXT NOT NULL, kb_sha256 TEXT NOT NULL, urgency TEXT NOT NULL, issued_at REAL NOT NULL,
+            explanation TEXT NOT NULL);
+        INSERT INTO cards VALUES ('c0', 'svc', 'h0', '["r1"]', 'sha', 'emergency', 0, 'x');
+        """
+    )
+    db.commit()
+    db.close()
+    store = Store(old)
+    store.record_card("c1", "svc", "h1", ["r1"], "sha", "emergency", "y", client="iss", suggestions=["s1"])
+    assert store.card("c0")["client"] == "" and store.card("c0")["suggestions"] == []
+    assert store.card("c1")["client"] == "iss" and store.card("c1")["suggestions"] == ["s1"]
+    assert override_rates(old)["r1"]["cards"] == 2

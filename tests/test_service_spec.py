@@ -276,6 +276,22 @@ def test_an_order_that_is_not_spine_imaging_gets_no_card(client):
     assert sign(client, lab) == []
 
 
+def test_for_a_patient_not_on_the_pathway_an_unclassified_order_is_as_silent_as_a_classified_one(client):
+    """Nothing in the record about a lumbar mass: neither a known nor an unknown X-ray code gets a card."""
+    for order in (xray("http://loinc.org", "24970-6"), xray("urn:local", "RAD-1", text="XR L-spine 2 views")):
+        body = {
+            "hook": "order-sign",
+            "hookInstance": "5d8c2a47-2b1c-4b7e-8a34-2f3f6d9b0e18",
+            "context": {
+                "userId": "Practitioner/example",
+                "patientId": PATIENT,
+                "draftOrders": {"resourceType": "Bundle", "entry": [{"resource": order}]},
+            },
+            "prefetch": nulls(),
+        }
+        assert check_cards(client, client.post("/cds-services/lumbar-mass-order-sign", json=body)) == []
+
+
 def test_a_suggested_lumbar_xray_carries_cpt_loinc_and_snomed_codes(client):
     no = {
         f.name: False

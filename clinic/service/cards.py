@@ -319,8 +319,9 @@ def order_cards(
     rules = result.fired_ids()
     cards = []
     for ref, kind in orders:
-        if kind.unclassified:  # imaging of the spine no binding names: say so, never stay silent
-            cards.append(_unclassified(kb, codes, result, mapped, ctx, rules, ref, kind, imaging))
+        if kind.unclassified:  # imaging of the spine no binding names: for a patient on the pathway, say so
+            if has_something_to_say(result, mapped) or ctx.incomplete:
+                cards.append(_unclassified(kb, codes, result, mapped, ctx, rules, ref, kind, imaging))
             continue
         if kind.requires_first and kind.requires_first not in {a.code for a in result.actions if a.done}:
             first = pending.get(kind.requires_first) or Item(
