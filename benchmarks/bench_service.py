@@ -158,6 +158,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=10000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes (the issue's goal: 2)")
+    parser.add_argument("--access-log", action="store_true", help="keep uvicorn's line per request (off by default)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     with socket.socket() as s:
@@ -177,6 +178,7 @@ def main() -> None:
                 "--workers",
                 str(args.workers),
                 "--insecure-dev",
+                *([] if args.access_log else ["--no-access-log"]),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

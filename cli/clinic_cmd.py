@@ -62,6 +62,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         metavar="ORIGIN",
         help="a browser-based CDS client allowed to call (e.g. https://sandbox.cds-hooks.org); repeatable",
     )
+    p.add_argument("--no-access-log", action="store_true", help="do not log a line per request (uvicorn's access log)")
     p.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve HTTPS with this certificate (chain)")
     p.add_argument("--tls-key", type=Path, metavar="PEM", help="the certificate's private key")
     p.add_argument("--insecure-dev", action="store_true", help="do NOT check tokens (local trials only; loud)")
@@ -119,9 +120,12 @@ def _run_serve(args) -> int:
             workers=args.workers,
             ssl_certfile=cert,
             ssl_keyfile=key,
+            access_log=not args.no_access_log,
         )
     else:
-        uvicorn.run(app, host=args.host, port=args.port, ssl_certfile=cert, ssl_keyfile=key)
+        uvicorn.run(
+            app, host=args.host, port=args.port, ssl_certfile=cert, ssl_keyfile=key, access_log=not args.no_access_log
+        )
     return EXIT_OK
 
 

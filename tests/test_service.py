@@ -630,7 +630,9 @@ def test_hostile_input_is_never_a_500(dev, answers, prefetch, context):
 def test_lumbar_kb_serve_runs_a_real_uvicorn_on_loopback(tmp_path):
     with serving(tmp_path) as served:
         base = served.base
-        assert len(httpx.get(f"{base}/cds-services").json()["services"]) == 3
+        discovery = httpx.get(f"{base}/cds-services")
+        assert len(discovery.json()["services"]) == 3
+        assert discovery.headers["x-insecure-dev"] == "tokens are not checked"  # every answer says it
         (card,) = httpx.post(f"{base}{SERVICE}", json=hook_body(RED_FLAG)).json()["cards"]
         assert card["indicator"] == "critical"
         assert httpx.get(f"{base}/").headers["content-type"].startswith("text/html")

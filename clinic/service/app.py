@@ -58,12 +58,6 @@ def create_app(settings: Settings) -> FastAPI:
     if settings.insecure_dev:
         log.warning(INSECURE_BANNER)
 
-        @app.middleware("http")
-        async def _mark(request, call_next):
-            response = await call_next(request)
-            response.headers["X-Insecure-Dev"] = "tokens are not checked"
-            return response
-
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -74,7 +68,7 @@ def create_app(settings: Settings) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
         )
     app.add_middleware(problems.BodyLimit, limit=settings.max_body)
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders, insecure_dev=settings.insecure_dev)
     return app
 
 
@@ -89,14 +83,17 @@ HEADERS = (
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
 )
+NAMES = {name for name, _ in HEADERS}
 
 
 class SecurityHeaders:
     """ASGI middleware: nosniff, no referrer and no framing on every response; a strict Content-Security-Policy
-    on every HTML page (and on the plain-text explanations, which a browser opens)."""
+    on every HTML page (and on the plain-text explanations, which a browser opens); under --insecure-dev an
+    `X-Insecure-Dev` header on every response. Pure ASGI: no per-request task as BaseHTTPMiddleware makes."""
 
-    def __init__(self, app):
+    def __init__(self, app, insecure_dev: bool = False):
         self.app = app
+        self.always = list(HEADERS) + ([(b"x-insecure-dev", b"tokens are not checked")] if insecure_dev else [])
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -105,8 +102,8 @@ class SecurityHeaders:
 
         async def sending(message):
             if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in {h for h, _ in HEADERS}]
-                headers += list(HEADERS)
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in NAMES]
+                headers += self.always
                 kind = dict(headers).get(b"content-type", b"")
                 if kind.startswith(b"text/"):
                     headers.append((b"content-security-policy", CSP.encode()))
