@@ -279,3 +279,33 @@ def test_the_fhir_access_token_is_transient_never_stored(tmp_path, fhir):
     for stored in tmp_path.glob("s.sqlite3*"):  # the store, its WAL and shared memory
         assert TOKEN.encode() not in stored.read_bytes(), stored
     assert TOKEN not in client.get(card["links"][0]["url"].removeprefix("http://testserver")).text
+
+
+def test_a_slow_call_does_not_block_the_event_loop(tmp_path, fhir):
+    """While a hook call waits on a slow fhirServer in a worker thread, a real server still answers at once."""
+    import httpx
+
+    from .servers import serving
+
+    a, _ = fhir
+
+    def slow(h):
+        time.sleep(2.5)
+        h.json(bundle(CAUDA_EQUINA))
+
+    a.routes["Condition"] = slow
+    with serving(tmp_path) as served:
+        results: dict = {}
+
+        def hook_call():
+            results["call"] = httpx.post(f"{served.base}{SERVICE}", json=fetching(a.base), timeout=30)
+
+        caller = threading.Thread(target=hook_call)
+        caller.start()
+        time.sleep(0.5)  # the call is now waiting on the FHIR server
+        started = time.monotonic()
+        assert httpx.get(f"{served.base}/healthz", timeout=30).status_code == 200
+        waited = time.monotonic() - started
+        caller.join()
+    assert results["call"].status_code == 200
+    assert waited < 1.5, waited  # not the 2 s the FHIR server still had to go

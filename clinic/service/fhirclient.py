@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from urllib.parse import quote, urljoin, urlsplit
@@ -46,6 +48,17 @@ class Policy:
     max_bytes: int = 5_000_000
     deadline: float = 8.0
     max_pages: int = 10
+
+
+def _shut(response: httpx.Response) -> None:
+    """End a response's connection now, from another thread: a blocked read returns at once."""
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 class _Stop(Exception):
@@ -138,9 +151,14 @@ class FhirFetcher:
         headers = {"Accept": "application/fhir+json", "Accept-Encoding": "identity"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
+        watchdog: threading.Timer | None = None
         try:
-            timeout = httpx.Timeout(min(left, 5.0), read=min(left, 2.0))
-            with client.stream("GET", url, headers=headers, timeout=timeout) as response:
+            with client.stream("GET", url, headers=headers, timeout=httpx.Timeout(left)) as response:
+                # a hard deadline: a server sending a byte at a time is cut off when the time is up, whatever
+                # each read's timeout (the socket is shut down from a timer thread, which ends a blocked read)
+                watchdog = threading.Timer(max(self._left(), 0.0), _shut, (response,))
+                watchdog.daemon = True
+                watchdog.start()
                 if response.status_code != 200:
                     raise self._fail(key, f"status {response.status_code}")
                 if response.headers.get("content-encoding", "identity").lower() != "identity":
@@ -157,8 +175,13 @@ class FhirFetcher:
                         raise _Stop("the time allowed for fhirServer ran out")
         except httpx.TimeoutException:
             raise _Stop("the time allowed for fhirServer ran out") from None
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, OSError) as exc:
+            if self._left() <= 0:
+                raise _Stop("the time allowed for fhirServer ran out") from None
             raise self._fail(key, type(exc).__name__) from None
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
         self.read += len(body)
         try:
             data = json.loads(bytes(body))
