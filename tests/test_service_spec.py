@@ -243,8 +243,9 @@ def sign(client, *orders) -> list[dict]:
         ("http://loinc.org", "24970-6"),
         ("http://loinc.org", "24972-2"),
         ("http://snomed.info/sct", "840361000"),
+        ("http://www.radlex.org", "RPID2652"),
     ],
-    ids=["cpt", "loinc-ap-lateral", "loinc-views", "snomed"],
+    ids=["cpt", "loinc-ap-lateral", "loinc-views", "snomed", "radlex"],
 )
 def test_a_lumbar_xray_for_a_cauda_equina_patient_gets_the_critical_card_in_any_code_system(client, system, code):
     (card,) = sign(client, xray(system, code))
