@@ -309,3 +309,14 @@ def test_a_slow_call_does_not_block_the_event_loop(tmp_path, fhir):
         caller.join()
     assert results["call"].status_code == 200
     assert waited < 1.5, waited  # not the 2 s the FHIR server still had to go
+
+
+def test_an_order_call_on_an_incomplete_record_says_so_even_without_an_order_card(tmp_path, fhir):
+    a, _ = fhir
+    a.routes["Condition"] = lambda h: h.json(bundle(next_url=f"{a.base}/Condition?more"))
+    body = fetching(a.base)
+    body["hook"] = "order-sign"
+    body["context"]["draftOrders"] = {"resourceType": "Bundle", "entry": []}
+    response = dev(tmp_path, fhir_max_pages=2).post("/cds-services/lumbar-mass-order-sign", json=body)
+    (card,) = response.json()["cards"]
+    assert "more than 2 pages" in card["detail"] and card["indicator"] != "info"

@@ -144,6 +144,8 @@ def call(service_id: str, body: HookRequest, request: Request, claims: Claims) -
         cards = cardmod.patient_view(st.kb, st.codes, result, mapped, context)
     else:
         cards = cardmod.order_cards(st.kb, st.codes, result, mapped, context, orders)
+        if not cards and incomplete:  # the record could not be read whole: say so, never silently less
+            cards = cardmod.patient_view(st.kb, st.codes, result, mapped, context)
     # the explanation is rendered when asked for (the card's link), from the facts and the same knowledge base
     explanation = json.dumps({"facts": mapped.facts, "provenance": _provenance(mapped, incomplete)})
     client = client_of(claims)
