@@ -320,3 +320,13 @@ def test_an_order_call_on_an_incomplete_record_says_so_even_without_an_order_car
     response = dev(tmp_path, fhir_max_pages=2).post("/cds-services/lumbar-mass-order-sign", json=body)
     (card,) = response.json()["cards"]
     assert "more than 2 pages" in card["detail"] and card["indicator"] != "info"
+
+
+def test_an_access_token_for_another_patient_is_refused_before_any_fetch(tmp_path, fhir):
+    a, _ = fhir
+    body = fetching(a.base)
+    body["fhirAuthorization"]["patient"] = "someone-else"
+    problem_ok(dev(tmp_path).post(SERVICE, json=body), 400, "fhirAuthorization.patient")
+    assert a.seen == []
+    body["fhirAuthorization"]["patient"] = "p1"
+    assert dev(tmp_path).post(SERVICE, json=body).status_code == 200

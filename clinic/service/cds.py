@@ -125,6 +125,9 @@ def call(service_id: str, body: HookRequest, request: Request, claims: Claims) -
             raise ProblemError(400, f"context.{name} must be a string", f"context.{name}")
     if body.fhirAuthorization is not None and not body.fhirServer:
         raise ProblemError(400, "fhirServer is required when fhirAuthorization is given", "fhirServer")
+    granted = body.fhirAuthorization.patient if body.fhirAuthorization else None
+    if granted is not None and granted != patient_id:  # a token for one patient, a call about another
+        raise ProblemError(400, "fhirAuthorization.patient is not context.patientId", "fhirAuthorization.patient")
     orders = []
     if hook in ("order-select", "order-sign"):
         orders = _draft_orders(st, ctx, hook)
