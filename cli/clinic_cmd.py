@@ -23,6 +23,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--workers", type=int, default=1, help="worker processes (each compiles the knowledge base once)")
     p.add_argument(
+        "--threads",
+        type=int,
+        default=8,
+        help="threads per worker for hook calls (the engine and fhirServer fetches; default 8)",
+    )
+    p.add_argument(
         "--trust", type=Path, help="JSON file of trusted issuers: their JWKS (or jwks_url) and their FHIR servers"
     )
     p.add_argument(
@@ -96,6 +102,7 @@ def _run_serve(args) -> int:
         trust=args.trust,
         max_token_lifetime=args.max_token_lifetime,
         link_ttl=args.link_ttl,
+        threads=max(1, args.threads),
         public_url=args.public_url,
         insecure_dev=args.insecure_dev,
         max_body=args.max_body,
