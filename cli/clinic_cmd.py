@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from lumbar_kb.common import EXIT_OK, add_kb_option, dumps, kb_from
+from lumbar_kb.engine.errors import LumbarKBError
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -21,9 +22,43 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--workers", type=int, default=1, help="worker processes (each compiles the knowledge base once)")
-    p.add_argument("--trust", type=Path, help="JSON file of trusted issuers and their JWKS")
-    p.add_argument("--public-url", help="the URL clients call (the JWT audience), e.g. https://cds.example.org")
-    p.add_argument("--db", type=Path, default=Path("lumbar-kb-service.sqlite3"), help="SQLite file: cards, feedback")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=8,
+        help="threads per worker for hook calls (the engine and fhirServer fetches; default 8)",
+    )
+    p.add_argument(
+        "--trust", type=Path, help="JSON file of trusted issuers: their JWKS (or jwks_url) and their FHIR servers"
+    )
+    p.add_argument(
+        "--public-url",
+        help="the URL clients call, e.g. https://cds.example.org: every token's audience is built from it "
+        "(required with --trust)",
+    )
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        help="folder for the service's store (created 0700; default $LUMBAR_KB_STATE_DIR, else "
+        "$XDG_STATE_HOME/lumbar-kb, else ~/.local/state/lumbar-kb)",
+    )
+    p.add_argument(
+        "--db", type=Path, help="the SQLite store itself (cards, feedback; created 0600); default: in --state-dir"
+    )
+    p.add_argument(
+        "--max-token-lifetime",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="longest JWT accepted, exp - iat (default 300)",
+    )
+    p.add_argument(
+        "--link-ttl",
+        type=float,
+        default=12 * 3600.0,
+        metavar="SECONDS",
+        help="how long a card's signed explanation link stays valid (default 12 hours)",
+    )
     p.add_argument("--codes", type=Path, help="terminology bindings (default: codes.yaml of the knowledge base)")
     p.add_argument("--max-body", type=int, default=1_000_000, help="largest request body in bytes")
     p.add_argument(
@@ -33,6 +68,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         metavar="ORIGIN",
         help="a browser-based CDS client allowed to call (e.g. https://sandbox.cds-hooks.org); repeatable",
     )
+    p.add_argument("--no-access-log", action="store_true", help="do not log a line per request (uvicorn's access log)")
+    p.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve HTTPS with this certificate (chain)")
+    p.add_argument("--tls-key", type=Path, metavar="PEM", help="the certificate's private key")
     p.add_argument("--insecure-dev", action="store_true", help="do NOT check tokens (local trials only; loud)")
     p.set_defaults(run=_run_serve)
 
@@ -60,7 +98,11 @@ def _run_serve(args) -> int:
         kb_dir=args.kb,
         codes_file=args.codes,
         db=args.db,
+        state_dir=args.state_dir,
         trust=args.trust,
+        max_token_lifetime=args.max_token_lifetime,
+        link_ttl=args.link_ttl,
+        threads=max(1, args.threads),
         public_url=args.public_url,
         insecure_dev=args.insecure_dev,
         max_body=args.max_body,
@@ -69,6 +111,9 @@ def _run_serve(args) -> int:
     if args.insecure_dev:
         bar = "!" * 100
         print(f"{bar}\n{INSECURE_BANNER}\n{bar}", file=sys.stderr)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise LumbarKBError("give both --tls-cert and --tls-key (or neither, behind a TLS-terminating proxy)")
+    cert, key = (str(args.tls_cert), str(args.tls_key)) if args.tls_cert else (None, None)
     app = create_app(settings)  # fails early (exit 2) on a bad knowledge base, codes or trust file
     if args.workers > 1:
         import os
@@ -80,9 +125,14 @@ def _run_serve(args) -> int:
             host=args.host,
             port=args.port,
             workers=args.workers,
+            ssl_certfile=cert,
+            ssl_keyfile=key,
+            access_log=not args.no_access_log,
         )
     else:
-        uvicorn.run(app, host=args.host, port=args.port)
+        uvicorn.run(
+            app, host=args.host, port=args.port, ssl_certfile=cert, ssl_keyfile=key, access_log=not args.no_access_log
+        )
     return EXIT_OK
 
 

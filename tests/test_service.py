@@ -40,7 +40,7 @@ CODES = load_codes(KB)
 PATIENTS = sorted((default_kb_dir() / "patients").iterdir())
 SERVICE = "/cds-services/lumbar-mass-patient-view"
 ISS = "https://ehr.test.invalid"
-AUD = "http://testserver/cds-services"
+AUD = "https://testserver/cds-services"
 
 
 # ---- fixtures -------------------------------------------------------------------------------------------------
@@ -57,8 +57,8 @@ def secure(tmp_path_factory, keys):
     jwk.update(kid="k1", alg="RS256", use="sig")
     trust = folder / "trust.json"
     trust.write_text(json.dumps({"issuers": {ISS: {"jwks": {"keys": [jwk]}}}}))
-    app = create_app(Settings(db=folder / "service.sqlite3", trust=trust))
-    return TestClient(app), folder / "service.sqlite3"
+    app = create_app(Settings(db=folder / "service.sqlite3", trust=trust, public_url="https://testserver"))
+    return TestClient(app, base_url="https://testserver"), folder / "service.sqlite3"
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def token(keys, **override) -> str:
     claims = {"iss": ISS, "aud": AUD, "exp": now + 300, "iat": now, "jti": uuid.uuid4().hex}
     claims.update(override)
     claims = {k: v for k, v in claims.items() if v is not None}
-    return jwt.encode(claims, keys, algorithm="RS256", headers={"kid": "k1"})
+    return jwt.encode(claims, keys, algorithm="RS256", headers={"kid": "k1", "typ": "JWT"})
 
 
 def auth(keys, **override) -> dict:
@@ -175,16 +175,32 @@ def test_cards_for_the_bundled_patients_equal_evaluate(dev, patient, capsys):
     assert explained.status_code == 200 and explained.text.startswith(report)
 
 
-def test_card_uuids_derive_from_the_rules_the_kb_and_the_hook_instance(dev):
+def test_card_uuids_are_random_and_never_replace_another_patients_card(dev):
+    """Patient B sent with A's hookInstance gets a card of its own: A's explanation still shows A's record."""
     client, _ = dev
-    body = hook_body({"leg_weakness": True})
-    first = client.post(SERVICE, json=body).json()["cards"][0]["uuid"]
-    assert client.post(SERVICE, json=body).json()["cards"][0]["uuid"] == first
-    body["hookInstance"] = str(uuid.uuid4())
-    assert client.post(SERVICE, json=body).json()["cards"][0]["uuid"] != first
-    other = hook_body({"leg_weakness": True, "cancer_history": True})
-    other["hookInstance"] = body["hookInstance"]
-    assert client.post(SERVICE, json=other).json()["cards"][0]["uuid"] != first
+    a = hook_body({"leg_weakness": True})
+    (card_a,) = client.post(SERVICE, json=a).json()["cards"]
+    again = client.post(SERVICE, json=a).json()["cards"][0]["uuid"]
+    assert again != card_a["uuid"]  # the same call twice: two cards, two rows
+    b = hook_body({"cancer_history": True, "palpable_mass": True})
+    b["hookInstance"] = a["hookInstance"]
+    b["prefetch"]["observations"]["entry"] = [
+        {
+            "resource": {
+                "resourceType": "Observation",
+                "id": "patient-b-record",
+                "status": "final",
+                "code": {"coding": [{"system": CODES.kb_system, "code": "palpable_mass"}]},
+                "valueBoolean": True,
+            }
+        }
+    ]
+    (card_b,) = client.post(SERVICE, json=b).json()["cards"]
+    assert card_b["uuid"] != card_a["uuid"]
+    explained = client.get(card_a["links"][0]["url"].removeprefix("http://testserver"))
+    assert explained.status_code == 200
+    assert "patient-b-record" not in explained.text and "leg_weakness" in explained.text
+    assert uuid.UUID(card_a["uuid"]).version == 4
 
 
 def test_nothing_known_means_no_cards_and_no_nulls_anywhere(dev):
@@ -379,7 +395,7 @@ def test_a_radiograph_for_a_red_flag_patient_is_replaced_by_a_whole_spine_mri(de
         assert delete == {
             "type": "delete",
             "description": delete["description"],
-            "resourceId": ["ServiceRequest/draft1"],
+            "resourceId": "ServiceRequest/draft1",  # spec 2.0: a string (a relative reference)
         }
         assert create["resource"]["code"]["coding"][0]["code"] == "mri_whole_spine"
         assert mri["window"] in create["resource"]["note"][0]["text"]
@@ -425,7 +441,10 @@ def test_feedback_is_stored_and_gives_override_rates_per_rule(tmp_path):
     fired = client.post("/api/evaluate", json={"answers": RED_FLAG}).json()["why"]
     outcomes = ["overridden", "accepted", "overridden"]
     for card, outcome in zip(cards, outcomes, strict=True):
-        item = {"card": card["uuid"], "outcome": outcome, "outcomeTimestamp": "2026-12-01T12:00:00Z"}
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        item = {"card": card["uuid"], "outcome": outcome, "outcomeTimestamp": now}
+        if outcome == "accepted":
+            item["acceptedSuggestions"] = [{"id": card["suggestions"][0]["uuid"]}]
         if outcome == "overridden":
             item["overrideReason"] = {"reason": card["overrideReasons"][2], "userComment": "seen yesterday"}
         response = client.post(f"{SERVICE}/feedback", json={"feedback": [item]})
@@ -436,7 +455,7 @@ def test_feedback_is_stored_and_gives_override_rates_per_rule(tmp_path):
         assert (entry["cards"], entry["accepted"], entry["overridden"]) == (3, 1, 2)
         assert entry["override_rate"] == pytest.approx(2 / 3)
         assert entry["reasons"] == {"Clinical judgement differs": 2}
-    unknown = {"card": "nope", "outcome": "accepted", "outcomeTimestamp": "2026-12-01T12:00:00Z"}
+    unknown = {"card": "nope", "outcome": "overridden", "outcomeTimestamp": "2026-12-01T12:00:00Z"}
     problem_ok(client.post(f"{SERVICE}/feedback", json={"feedback": [unknown]}), 404, "feedback[0].card")
     problem_ok(
         client.post(f"{SERVICE}/feedback", json={"feedback": [{**unknown, "outcome": "maybe"}]}),
@@ -498,7 +517,12 @@ def _hs256(keys) -> str:
 def test_the_hook_call_is_checked_before_its_body(secure, keys):
     client, _ = secure
     problem_ok(client.post(SERVICE, json={"hook": 5}), 401, "Authorization")
-    assert client.post(SERVICE, json=hook_body(RED_FLAG), headers=auth(keys)).status_code == 200
+    assert (
+        client.post(
+            SERVICE, json=hook_body(RED_FLAG), headers=auth(keys, aud=f"https://testserver{SERVICE}")
+        ).status_code
+        == 200
+    )
 
 
 # ---- the contract: every response matches the OpenAPI schema the app serves ---------------------------------------
@@ -606,7 +630,9 @@ def test_hostile_input_is_never_a_500(dev, answers, prefetch, context):
 def test_lumbar_kb_serve_runs_a_real_uvicorn_on_loopback(tmp_path):
     with serving(tmp_path) as served:
         base = served.base
-        assert len(httpx.get(f"{base}/cds-services").json()["services"]) == 3
+        discovery = httpx.get(f"{base}/cds-services")
+        assert len(discovery.json()["services"]) == 3
+        assert discovery.headers["x-insecure-dev"] == "tokens are not checked"  # every answer says it
         (card,) = httpx.post(f"{base}{SERVICE}", json=hook_body(RED_FLAG)).json()["cards"]
         assert card["indicator"] == "critical"
         assert httpx.get(f"{base}/").headers["content-type"].startswith("text/html")

@@ -24,6 +24,7 @@ class Coding:
     code: str
     display: str | None = None
     prefix: bool = False
+    to_confirm: bool = False  # chosen without a terminologist: to be confirmed before clinical use
 
     def to_fhir(self) -> dict:
         out = {"system": self.system, "code": self.code}
@@ -48,6 +49,63 @@ class OrderKind:
     requires_first: str | None
     imaging: bool
     codes: tuple[Coding, ...]
+    unclassified: bool = False  # the kind given to imaging of the lumbar spine no other kind names
+
+
+@dataclass(frozen=True)
+class LumbarImaging:
+    """How a draft order no kind names is recognised as imaging of the lumbar spine all the same."""
+
+    kind: OrderKind  # the kind such an order is given ("cannot classify")
+    categories: frozenset  # (system, code) of ServiceRequest.category meaning imaging
+    body_sites: frozenset  # (system, code) of ServiceRequest.bodySite meaning the lumbar spine
+    imaging_systems: frozenset  # code systems whose every code is an imaging procedure
+    imaging_words: re.Pattern
+    site_words: re.Pattern
+
+
+def _words(words: list[str]) -> re.Pattern:
+    return re.compile(r"(?<![\w-])(" + "|".join(re.escape(w) for w in words) + r")(?![\w-])", re.IGNORECASE)
+
+
+class MalformedOrder(Exception):
+    """A draft order whose code, category or bodySite has the wrong shape; `field` names where."""
+
+    def __init__(self, field: str, message: str):
+        self.field, self.message = field, message
+        super().__init__(message)
+
+
+def _concepts(value, at: str, many: bool) -> list[tuple[str, list[tuple[str | None, str | None, str]]]]:
+    """CodeableConcept(s) as (text, [(system, code, display)]); raise MalformedOrder naming the field."""
+    if value is None:
+        return []
+    items = value if many else [value]
+    if many and not isinstance(value, list):
+        raise MalformedOrder(at, "must be a list of CodeableConcepts")
+    out = []
+    for i, concept in enumerate(items):
+        here = f"{at}[{i}]" if many else at
+        if not isinstance(concept, dict):
+            raise MalformedOrder(here, "must be a CodeableConcept with a list of codings")
+        codings = concept.get("coding", [])
+        if not isinstance(codings, list):
+            raise MalformedOrder(f"{here}.coding", "must be a list of codings")
+        found = []
+        for j, coding in enumerate(codings):
+            if not isinstance(coding, dict):
+                raise MalformedOrder(f"{here}.coding[{j}]", "a coding must be an object")
+            system, code, display = coding.get("system"), coding.get("code"), coding.get("display")
+            found.append(
+                (
+                    system if isinstance(system, str) else None,
+                    code if isinstance(code, str) else None,
+                    display if isinstance(display, str) else "",
+                )
+            )
+        text = concept.get("text")
+        out.append((text if isinstance(text, str) else "", found))
+    return out
 
 
 @dataclass
@@ -64,6 +122,7 @@ class Codes:
     action_orders: dict  # action code -> order kind name
     orders: dict  # name -> OrderKind
     file: str = ""
+    lumbar_imaging: LumbarImaging | None = None
     _exact: dict = field(default_factory=dict, repr=False)  # (system, code) -> [Binding]
     _prefix: dict = field(default_factory=dict, repr=False)  # system -> [(prefix, Binding)]
 
@@ -119,13 +178,46 @@ class Codes:
                 return kind
         return None
 
+    def classify_order(self, resource: dict, at: str = "") -> OrderKind | None:
+        """The kind of a draft order (a ServiceRequest): the first of its codings a kind names; else, when it is
+        recognisably imaging of the lumbar spine (see `lumbar_imaging` in codes.yaml), the "cannot classify"
+        kind; else None. A malformed code, category or bodySite raises MalformedOrder naming the field."""
+        code = _concepts(resource.get("code"), f"{at}.code", many=False)
+        for _text, codings in code:
+            for system, value, _display in codings:
+                kind = self.order_kind(system, value)
+                if kind is not None:
+                    return kind
+        hint = self.lumbar_imaging
+        if hint is None:
+            return None
+        categories = _concepts(resource.get("category"), f"{at}.category", many=True)
+        sites = _concepts(resource.get("bodySite"), f"{at}.bodySite", many=True)
+        texts = " | ".join([t for t, _ in code] + [d for _, cs in code for _, _, d in cs])
+        site_texts = texts + " | " + " | ".join([t for t, _ in sites] + [d for _, cs in sites for _, _, d in cs])
+        imaging = (
+            any((s, c) in hint.categories for _, cs in categories for s, c, _ in cs)
+            or any(s in hint.imaging_systems for _, cs in code for s, _, _ in cs)
+            or bool(hint.imaging_words.search(texts))
+        )
+        lumbar = any((s, c) in hint.body_sites for _, cs in sites for s, c, _ in cs) or bool(
+            hint.site_words.search(site_texts)
+        )
+        return hint.kind if imaging and lumbar else None
+
     def action_coding(self, kb: KnowledgeBase, action: str) -> list[dict]:
-        """The codings of an order carrying out a catalogue action: the kb's own code, then the site's codes."""
+        """The codings of an order carrying out a catalogue action: the kb's own code, then the standard codes
+        of the order kind that performs it, the first of each code system (the codings of one CodeableConcept
+        say one thing)."""
         entry = kb.catalog["action"][action]
         out = [{"system": self.action_system, "code": action, "display": entry.label}]
         kind = self.orders.get(self.action_orders.get(action, ""))
         if kind is not None:
-            out.extend(c.to_fhir() for c in kind.codes)
+            seen: set[str] = set()
+            for c in kind.codes:
+                if c.system not in seen:
+                    seen.add(c.system)
+                    out.append(c.to_fhir())
         return out
 
 
@@ -153,7 +245,13 @@ def load_codes(kb: KnowledgeBase, path: Path | str | None = None) -> Codes:
             hint = did_you_mean(raw["system"], systems)
             problems.append(pos.problem(at + ("system",), f"unknown system alias '{raw['system']}'", None, hint))
             system = raw["system"]
-        return Coding(system, str(raw["code"]), raw.get("display"), bool(raw.get("prefix", False)))
+        return Coding(
+            system,
+            str(raw["code"]),
+            raw.get("display"),
+            bool(raw.get("prefix", False)),
+            bool(raw.get("to_confirm", False)),
+        )
 
     def codings(raw: list, at: tuple) -> tuple[Coding, ...]:
         return tuple(coding(c, at + (i,)) for i, c in enumerate(raw))
@@ -235,6 +333,17 @@ def load_codes(kb: KnowledgeBase, path: Path | str | None = None) -> Codes:
             problems.append(Problem(f"action '{action}' of the catalogue has no order under `actions`", file=pos.file))
     answers = data["answers"]
     yes, no = codings(answers["yes"], ("answers", "yes")), codings(answers["no"], ("answers", "no"))
+    lumbar_imaging = None
+    if data.get("lumbar_imaging") is not None:
+        raw = data["lumbar_imaging"]
+        lumbar_imaging = LumbarImaging(
+            OrderKind("unclassified_lumbar_imaging", raw["display"], None, None, True, (), unclassified=True),
+            frozenset((c.system, c.code) for c in codings(raw["categories"], ("lumbar_imaging", "categories"))),
+            frozenset((c.system, c.code) for c in codings(raw["body_sites"], ("lumbar_imaging", "body_sites"))),
+            frozenset(systems.get(alias, alias) for alias in raw.get("imaging_systems", [])),
+            _words(raw["imaging_words"]),
+            _words(raw["site_words"]),
+        )
     if problems:
         raise KnowledgeBaseError(problems)
     codes = Codes(
@@ -250,6 +359,7 @@ def load_codes(kb: KnowledgeBase, path: Path | str | None = None) -> Codes:
         action_orders=action_orders,
         orders=orders,
         file=pos.file,
+        lumbar_imaging=lumbar_imaging,
     )
     for binding in codes.bindings:
         for c in binding.codes:

@@ -137,7 +137,7 @@ def map_parts(parts: list, kb: KnowledgeBase, codes: Codes, patient_id: str | No
 
 # ---- readers ---------------------------------------------------------------------------------------------
 def _observation(res: dict, at: str, kb: KnowledgeBase, codes: Codes, skipped: list, label: str) -> list:
-    status = res.get("status")
+    status = _status(res, at)
     if status not in codes.observation_status:
         skipped.append(f"{label}: status {status or 'missing'}")
         return []
@@ -210,7 +210,7 @@ def _condition(res: dict, at: str, kb: KnowledgeBase, codes: Codes, skipped: lis
 
 
 def _questionnaire(res: dict, at: str, kb: KnowledgeBase, codes: Codes, skipped: list, label: str) -> list:
-    status = res.get("status")
+    status = _status(res, at)
     if status not in codes.questionnaire_response_status:
         skipped.append(f"{label}: status {status or 'missing'}")
         return []
@@ -247,6 +247,15 @@ def _questionnaire(res: dict, at: str, kb: KnowledgeBase, codes: Codes, skipped:
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------
+def _status(res: dict, at: str) -> str | None:
+    """A resource's `status`: a code (a string) or absent; anything else is malformed (a list or an object
+    cannot be looked up among the usable statuses)."""
+    status = res.get("status")
+    if status is not None and not isinstance(status, str):
+        raise FhirInputError(_join(at, "status"), f"must be a code (a string), not {_kind(status)}")
+    return status
+
+
 def _items(items: Any, at: str) -> Iterator[tuple[str, dict]]:
     if not isinstance(items, list):
         raise FhirInputError(at, f"must be a list, not {_kind(items)}")

@@ -9,7 +9,10 @@ alarm question is unanswered: the card says the answers are incomplete and asks 
 
 from __future__ import annotations
 
+import re
+import string
 import uuid as uuidlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from lumbar_kb.clinic.fhir.codes import Codes, OrderKind
@@ -18,8 +21,17 @@ from lumbar_kb.clinic.fhir.inbound import Mapped
 from lumbar_kb.engine.model import KnowledgeBase, hours_text
 from lumbar_kb.engine.result import Item, Result
 
-NAMESPACE = uuidlib.UUID("6f1c3a52-3f0e-4b8e-9a52-1d5a0c3e7b11")
-SUMMARY_MAX = 140
+SUMMARY_MAX = 139  # the spec: a "<140-character summary"
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_ESCAPED = str.maketrans({c: "\\" + c for c in string.punctuation})  # every ASCII punctuation mark
+
+
+def md(text: str) -> str:
+    """Text from the record made inert in (GitHub-flavoured) markdown: every ASCII punctuation mark is
+    backslash-escaped (CommonMark's rule: an escaped mark is a literal), so record text can open no link,
+    image, HTML tag, emphasis, code, table or autolink (`www.` and `https:` no longer match); line breaks become
+    spaces."""
+    return " ".join(str(text).split()).translate(_ESCAPED)
 
 
 @dataclass(frozen=True)
@@ -28,12 +40,14 @@ class Context:
     hook_instance: str
     patient_id: str
     base_url: str  # where this service is reached (links)
+    explanation_url: Callable[[str], str] | None = None  # a card's uuid -> its (signed) explanation link
+    incomplete: tuple[str, ...] = ()  # what of the record could not be read (caps, page limit)
 
 
-def card_uuid(kb: KnowledgeBase, ctx: Context, rules: list[str], part: str = "") -> str:
-    """Derived from the rules behind the card, the knowledge-base hash and the hook instance: stable, so
-    feedback joins back to the decision."""
-    return str(uuidlib.uuid5(NAMESPACE, "|".join([kb.sha256, ctx.service, ctx.hook_instance, part, *rules])))
+def card_uuid() -> str:
+    """Random (version 4): never derived from anything an outsider knows, and never the same for two cards, so
+    one patient's card can never stand for another's."""
+    return str(uuidlib.uuid4())
 
 
 def indicator(kb: KnowledgeBase, result: Result) -> str:
@@ -134,13 +148,13 @@ def detail(kb: KnowledgeBase, result: Result, mapped: Mapped | None) -> str:
         lines.append("**Conflicting records, left unknown (please ask):**")
         for fact, votes in mapped.conflicts.items():
             question = kb.facts[fact].question or kb.facts[fact].meaning
-            lines.append(f"- {question} Records say: {'; '.join(votes)}")
+            lines.append(f"- {question} Records say: {md('; '.join(votes))}")
         lines.append("")
     if mapped is not None and mapped.evidence:
         lines.append(
             "**From the record:** "
             + "; ".join(
-                f"{fact} = {kb.facts[fact].label(mapped.facts[fact])} ({', '.join(src)})"
+                f"{fact} = {kb.facts[fact].label(mapped.facts[fact])} ({md(', '.join(src))})"
                 for fact, src in mapped.evidence.items()
             )
         )
@@ -190,9 +204,7 @@ def _suggestion(
 ) -> dict:
     actions: list[dict] = []
     if replaces:
-        actions.append(
-            {"type": "delete", "description": f"Remove the draft order {replaces}", "resourceId": [replaces]}
-        )
+        actions.append({"type": "delete", "description": f"Remove the draft order {replaces}", "resourceId": replaces})
     actions.append(
         {
             "type": "create",
@@ -202,14 +214,17 @@ def _suggestion(
     )
     return {
         "label": f"Order: {item.label}, {window(item)}",
-        "uuid": str(uuidlib.uuid5(uuidlib.UUID(card), item.code + (replaces or ""))),
+        "uuid": card_uuid(),
         "isRecommended": True,
         "actions": actions,
     }
 
 
 def _card(kb, codes, result, ctx, rules, summary_text, indicator_text, detail_text, suggestions, part="") -> dict:
-    uid = card_uuid(kb, ctx, rules, part)
+    uid = card_uuid()
+    if ctx.incomplete:  # never a reassuring card from a partial record, and the card says what is missing
+        indicator_text = "warning" if indicator_text == "info" else indicator_text
+        detail_text = incomplete_text(ctx) + detail_text
     card: dict = {
         "uuid": uid,
         "summary": summary_text[:SUMMARY_MAX],
@@ -225,7 +240,9 @@ def _card(kb, codes, result, ctx, rules, summary_text, indicator_text, detail_te
     card["links"] = [
         {
             "label": "Why: the full explanation",
-            "url": f"{ctx.base_url.rstrip('/')}/explanations/{uid}",
+            "url": ctx.explanation_url(uid)
+            if ctx.explanation_url
+            else f"{ctx.base_url.rstrip('/')}/explanations/{uid}",
             "type": "absolute",
         }
     ]
@@ -262,7 +279,7 @@ def has_something_to_say(result: Result, mapped: Mapped | None) -> bool:
 
 
 def patient_view(kb: KnowledgeBase, codes: Codes, result: Result, mapped: Mapped | None, ctx: Context) -> list[dict]:
-    if not has_something_to_say(result, mapped):
+    if not has_something_to_say(result, mapped) and not ctx.incomplete:
         return []
     rules = result.fired_ids()
     suggestions = [
@@ -302,6 +319,10 @@ def order_cards(
     rules = result.fired_ids()
     cards = []
     for ref, kind in orders:
+        if kind.unclassified:  # imaging of the spine no binding names: for a patient on the pathway, say so
+            if has_something_to_say(result, mapped) or ctx.incomplete:
+                cards.append(_unclassified(kb, codes, result, mapped, ctx, rules, ref, kind, imaging))
+            continue
         if kind.requires_first and kind.requires_first not in {a.code for a in result.actions if a.done}:
             first = pending.get(kind.requires_first) or Item(
                 kind.requires_first,
@@ -382,3 +403,29 @@ def order_cards(
                 )
             )
     return cards
+
+
+def _unclassified(kb, codes, result, mapped, ctx, rules, ref: str, kind: OrderKind, imaging: list) -> dict:
+    """A card for a spine imaging order whose code the bindings do not name: it cannot be checked against the
+    pathway, so the card says so, at the Result's urgency, with the imaging the Result requires (suggested
+    beside the draft, which is left alone: it may be the right study under a code not yet bound)."""
+    head = headline(kb, result)
+    if imaging:
+        first = imaging[0]
+        text = f"{head}: {kind.display.lower()}; needed: {first.label} {window(first)}"
+    else:
+        text = f"{kind.display}: check it against the pathway"
+    body = [f"**{kind.display}** (the draft order's code is not bound in codes.yaml; ask for it to be added)."]
+    if imaging:
+        body += ["", "**Imaging the pathway requires:**"]
+        body += [f"- **{a.label}, {window(a)}**: {a.text}" for a in imaging]
+    body += ["", detail(kb, result, mapped)]
+    suggestions = [(lambda card, a=a: _suggestion(kb, codes, result, a, ctx, card)) for a in imaging]
+    return _card(kb, codes, result, ctx, rules, text, indicator(kb, result), "\n".join(body), suggestions)
+
+
+def incomplete_text(ctx: Context) -> str:
+    """The first lines of a card made from a record that could not be read whole."""
+    lines = ["**The record data is incomplete: not everything could be read from the FHIR server.**"]
+    lines += [f"- {md(s)}" for s in ctx.incomplete]
+    return "\n".join(lines) + "\n\n"

@@ -1,19 +1,25 @@
-"""CDS Hooks 2.0 endpoints: discovery, the hook calls (patient-view, order-select, order-sign), feedback."""
+"""CDS Hooks 2.0 endpoints: discovery, the hook calls (patient-view, order-select, order-sign), feedback, and the
+cards' explanation links."""
 
 from __future__ import annotations
 
 import json
+import time
+from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from lumbar_kb.clinic.fhir.codes import MalformedOrder
 from lumbar_kb.clinic.fhir.inbound import FhirInputError, Mapped, map_parts, resources
 from lumbar_kb.clinic.service import cards as cardmod
-from lumbar_kb.clinic.service.fhirclient import fetch, fill_template
+from lumbar_kb.clinic.service import links
+from lumbar_kb.clinic.service.fhirclient import FhirFetcher, Policy, fill_template
 from lumbar_kb.clinic.service.problems import ProblemError
 from lumbar_kb.clinic.service.schemas import Cards, Discovery, Feedback, HookRequest, ProblemDoc
-from lumbar_kb.clinic.service.security import AuthError
+from lumbar_kb.clinic.service.security import AuthError, client_of
 from lumbar_kb.clinic.service.state import State, state
 from lumbar_kb.engine.result_text import render
 
@@ -29,6 +35,7 @@ SERVICES = {
     "lumbar-mass-order-select": "order-select",
     "lumbar-mass-order-sign": "order-sign",
 }
+FEEDBACK_SKEW = 300.0  # seconds a feedback timestamp may lie before its card or after now (clocks differ)
 PROBLEMS: dict[int | str, dict[str, Any]] = {
     code: {"model": ProblemDoc, "description": text}
     for code, text in (
@@ -39,18 +46,30 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
         (413, "request body too large"),
     )
 }
+LINK_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    403: {"model": ProblemDoc, "description": "the link is not signed, its signature is wrong or it has expired"},
+    404: {"model": ProblemDoc, "description": "no such card"},
+    409: {"model": ProblemDoc, "description": "the knowledge base has changed since the card was issued"},
+}
 
 router = APIRouter(tags=["CDS Hooks"])
 
 
-def authenticated(request: Request) -> dict:
+async def authenticated(request: Request) -> dict:
+    """The token's claims; the audience is the URL of the endpoint invoked, made from --public-url. The check
+    (a signature, a SQLite write, at times a JWKS fetch) runs in a worker thread, never on the event loop; under
+    --insecure-dev there is nothing to check and no thread is taken."""
     st = state(request)
-    if st.verifier is None:  # --insecure-dev
+    verifier = st.verifier
+    if verifier is None:  # --insecure-dev
         return {}
-    base = st.base_url(request)
-    audiences = [f"{base}/cds-services", f"{base}{request.url.path}", str(request.url)]
+    route = request.scope.get("route")
+    template = getattr(route, "path", "/cds-services")
+    endpoint = template.format(**dict(request.path_params)) if request.path_params else template
     try:
-        return st.verifier.verify(request.headers.get("authorization"), audiences)
+        return await run_in_threadpool(
+            verifier.verify, request.headers.get("authorization"), st.base_url(request) + endpoint
+        )
     except AuthError as exc:
         raise ProblemError(401, exc.detail, "Authorization", headers={"WWW-Authenticate": "Bearer"}) from None
 
@@ -86,7 +105,9 @@ def discovery(request: Request, _claims: Claims) -> JSONResponse:
     responses=PROBLEMS,
     summary="Call a CDS service with a hook",
 )
-def call(service_id: str, body: HookRequest, request: Request, _claims: Claims) -> JSONResponse:
+def call(service_id: str, body: HookRequest, request: Request, claims: Claims) -> JSONResponse:
+    """A plain `def`: FastAPI runs it in its thread pool, so the engine's work (and any fetch from fhirServer)
+    never blocks the event loop."""
     st = state(request)
     hook = SERVICES.get(service_id)
     if hook is None:
@@ -97,21 +118,51 @@ def call(service_id: str, body: HookRequest, request: Request, _claims: Claims) 
     patient_id = ctx.get("patientId")
     if not isinstance(patient_id, str) or not patient_id:
         raise ProblemError(400, "context.patientId is required (a string)", "context.patientId")
+    if not cardmod.FHIR_ID.fullmatch(patient_id):
+        raise ProblemError(400, "context.patientId must be a FHIR id ([A-Za-z0-9-.], 1 to 64)", "context.patientId")
+    for name in ("userId", "encounterId"):
+        if name in ctx and not isinstance(ctx[name], str):
+            raise ProblemError(400, f"context.{name} must be a string", f"context.{name}")
+    if body.fhirAuthorization is not None and not body.fhirServer:
+        raise ProblemError(400, "fhirServer is required when fhirAuthorization is given", "fhirServer")
+    granted = body.fhirAuthorization.patient if body.fhirAuthorization else None
+    if granted is not None and granted != patient_id:  # a token for one patient, a call about another
+        raise ProblemError(400, "fhirAuthorization.patient is not context.patientId", "fhirAuthorization.patient")
     orders = []
     if hook in ("order-select", "order-sign"):
         orders = _draft_orders(st, ctx, hook)
-    mapped = _mapped(st, body, patient_id)
+    mapped, incomplete = _mapped(st, body, patient_id, claims)
     result = st.evaluator.evaluate(mapped.facts)
-    context = cardmod.Context(service_id, body.hookInstance, patient_id, st.base_url(request))
+    base = st.base_url(request)
+    ttl = st.settings.link_ttl
+    context = cardmod.Context(
+        service_id,
+        body.hookInstance,
+        patient_id,
+        base,
+        explanation_url=lambda uid: links.signed_url(base, st.link_secret, uid, ttl),
+        incomplete=tuple(incomplete),
+    )
     if hook == "patient-view":
         cards = cardmod.patient_view(st.kb, st.codes, result, mapped, context)
     else:
         cards = cardmod.order_cards(st.kb, st.codes, result, mapped, context, orders)
+        if not cards and incomplete:  # the record could not be read whole: say so, never silently less
+            cards = cardmod.patient_view(st.kb, st.codes, result, mapped, context)
     # the explanation is rendered when asked for (the card's link), from the facts and the same knowledge base
-    explanation = json.dumps({"facts": mapped.facts, "provenance": _provenance(mapped)})
+    explanation = json.dumps({"facts": mapped.facts, "provenance": _provenance(mapped, incomplete)})
+    client = client_of(claims)
     for card in cards:
         st.store.record_card(
-            card["uuid"], service_id, body.hookInstance, result.fired_ids(), st.kb.sha256, result.urgency, explanation
+            card["uuid"],
+            service_id,
+            body.hookInstance,
+            result.fired_ids(),
+            st.kb.sha256,
+            result.urgency,
+            explanation,
+            client=client,
+            suggestions=[s["uuid"] for s in card.get("suggestions", [])],
         )
     return JSONResponse({"cards": cards})
 
@@ -132,43 +183,89 @@ def _draft_orders(st: State, ctx: dict, hook: str) -> list:
     for at, res in found:
         if res.get("resourceType") != "ServiceRequest":
             continue
-        ref = f"ServiceRequest/{res.get('id')}"
+        rid = res.get("id")
+        if not isinstance(rid, str) or not cardmod.FHIR_ID.fullmatch(rid):
+            raise ProblemError(400, "a draft order needs a FHIR id ([A-Za-z0-9-.], 1 to 64)", f"{at}.id")
+        ref = f"ServiceRequest/{rid}"
         if hook == "order-select" and selections is not None and ref not in selections:
             continue
-        code = res.get("code")
-        codings = code.get("coding") if isinstance(code, dict) else None
-        if code is not None and not isinstance(codings, list):
-            raise ProblemError(400, "must be a CodeableConcept with a list of codings", f"{at}.code")
-        for coding in codings or []:
-            if not isinstance(coding, dict):
-                raise ProblemError(400, "a coding must be an object", f"{at}.code.coding")
-            kind = st.codes.order_kind(coding.get("system"), coding.get("code"))
-            if kind is not None:
-                out.append((ref, kind))
-                break
+        try:
+            kind = st.codes.classify_order(res, at)
+        except MalformedOrder as exc:
+            raise ProblemError(400, exc.message, exc.field) from None
+        if kind is not None:
+            out.append((ref, kind))
     return out
 
 
-def _mapped(st: State, body: HookRequest, patient_id: str) -> Mapped:
+def _failed(value: Any) -> bool:
+    """A prefetch that failed: an OperationOutcome, or a Bundle carrying one with an error (spec: services
+    SHOULD check prefetched data for OperationOutcomes)."""
+    if not isinstance(value, dict):
+        return False
+    if value.get("resourceType") == "OperationOutcome":
+        return True
+    if value.get("resourceType") != "Bundle" or not isinstance(value.get("entry"), list):
+        return False
+    for entry in value["entry"]:
+        res = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(res, dict) and res.get("resourceType") == "OperationOutcome":
+            issues = res.get("issue")
+            if not isinstance(issues, list) or any(
+                not isinstance(i, dict) or i.get("severity") in ("fatal", "error") for i in issues
+            ):
+                return True
+    return False
+
+
+def _mapped(st: State, body: HookRequest, patient_id: str, claims: dict) -> tuple[Mapped, list[str]]:
+    """The facts from the prefetch, as the spec reads it: a key whose value is null means the record holds no
+    such data (read as empty); a key left out was not prefetched, and a key holding an OperationOutcome failed:
+    both are fetched from fhirServer, or the call is answered 412."""
     prefetch = body.prefetch or {}
     data: list[tuple[str, Any]] = []
+    fetcher: FhirFetcher | None = None
     for key in NEEDED:
+        if key in prefetch and prefetch[key] is None:
+            continue  # null: nothing of the kind in the record
         value = prefetch.get(key)
-        if value is None:
+        if key not in prefetch or _failed(value):
+            why = "was not given" if key not in prefetch else "failed (an OperationOutcome)"
             if not body.fhirServer:
                 raise ProblemError(
-                    412, f"prefetch '{key}' is missing and no fhirServer was given to fetch it from", f"prefetch.{key}"
+                    412, f"prefetch '{key}' {why} and no fhirServer was given to fetch it from", f"prefetch.{key}"
                 )
-            token = body.fhirAuthorization.access_token if body.fhirAuthorization else None
-            value = fetch(body.fhirServer, token, fill_template(PREFETCH[key], body.context), key)
+            if fetcher is None:
+                fetcher = FhirFetcher(body.fhirServer, _token(body), _policy(st, claims))
+            value = fetcher.get(key, fill_template(PREFETCH[key], body.context))
         data.append((f"prefetch.{key}", value))
     try:
-        return map_parts(data, st.kb, st.codes, patient_id)
+        mapped = map_parts(data, st.kb, st.codes, patient_id)
     except FhirInputError as exc:
         raise ProblemError(400, f"{exc.field}: {exc.message}", exc.field) from None
+    return mapped, (fetcher.incomplete if fetcher else [])
 
 
-def _provenance(mapped: Mapped) -> str:
+def _token(body: HookRequest) -> str | None:
+    return body.fhirAuthorization.access_token if body.fhirAuthorization else None
+
+
+def _policy(st: State, claims: dict) -> Policy:
+    s = st.settings
+    allowed = None
+    if st.verifier is not None:
+        issuer = st.verifier.issuers.get(str(claims.get("iss")))
+        allowed = issuer.fhir_servers if issuer is not None else ()
+    return Policy(
+        https_only=not s.insecure_dev,
+        allowed=allowed,
+        max_bytes=s.fhir_max_bytes,
+        deadline=s.fhir_deadline,
+        max_pages=s.fhir_max_pages,
+    )
+
+
+def _provenance(mapped: Mapped, incomplete: list[str] | None = None) -> str:
     lines = ["", "From the record:"]
     lines += [f"  {fact}: {', '.join(src)}" for fact, src in mapped.evidence.items()] or ["  nothing mapped to a fact"]
     if mapped.conflicts:
@@ -177,27 +274,63 @@ def _provenance(mapped: Mapped) -> str:
     if mapped.skipped:
         lines.append("Not used:")
         lines += [f"  {s}" for s in mapped.skipped]
+    if incomplete:
+        lines.append("Not read (the record data is incomplete):")
+        lines += [f"  {s}" for s in incomplete]
     return "\n".join(lines) + "\n"
 
 
 @router.post("/cds-services/{service_id}/feedback", responses=PROBLEMS, summary="Feedback on cards")
-def feedback(service_id: str, body: Feedback, request: Request, _claims: Claims) -> Response:
+def feedback(service_id: str, body: Feedback, request: Request, claims: Claims) -> Response:
+    """Feedback as the spec says, for cards this service issued, from the client that received them: an
+    `accepted` outcome names the card's own suggestions, an `overridden` one names none and its reason (if any)
+    is one the card offered; the timestamp is an RFC 3339 date-time between the card's issue and now."""
     st = state(request)
     if service_id not in SERVICES:
         raise ProblemError(404, f"no CDS service '{service_id}'", "service_id")
+    client = client_of(claims)
+    now = time.time()
     items = []
     for i, item in enumerate(body.feedback):
-        if st.store.card(item.card) is None:
-            raise ProblemError(404, f"card '{item.card}' was not issued by this service", f"feedback[{i}].card")
-        reason = (item.overrideReason.reason or {}) if item.overrideReason else {}
+        at = f"feedback[{i}]"
+        card = st.store.card(item.card)
+        if card is None or card["service"] != service_id or card["client"] != client:
+            raise ProblemError(404, f"card '{item.card}' was not issued by this service to this client", f"{at}.card")
+        when = _timestamp(item.outcomeTimestamp, f"{at}.outcomeTimestamp")
+        if when < card["issued_at"] - FEEDBACK_SKEW or when > now + FEEDBACK_SKEW:
+            raise ProblemError(
+                400, "the outcome's time lies before the card was issued or in the future", f"{at}.outcomeTimestamp"
+            )
+        accepted = [s.id for s in item.acceptedSuggestions or []]
+        reason: dict = {}
+        if item.outcome == "accepted":
+            if not accepted:
+                raise ProblemError(
+                    400, "an accepted outcome names the accepted suggestions", f"{at}.acceptedSuggestions"
+                )
+            for j, sid in enumerate(accepted):
+                if sid not in card["suggestions"]:
+                    raise ProblemError(400, "not a suggestion of this card", f"{at}.acceptedSuggestions[{j}].id")
+            if item.overrideReason is not None:
+                raise ProblemError(400, "an accepted outcome has no override reason", f"{at}.overrideReason")
+        else:
+            if item.acceptedSuggestions:
+                raise ProblemError(400, "an overridden card has no accepted suggestions", f"{at}.acceptedSuggestions")
+            if item.overrideReason is not None and item.overrideReason.reason is not None:
+                given = item.overrideReason.reason
+                offered = {(r["system"], r["code"]): r["display"] for r in cardmod.OVERRIDE_REASONS}
+                display = offered.get((given.system or "", given.code))
+                if display is None:
+                    raise ProblemError(400, "not one of the card's override reasons", f"{at}.overrideReason.reason")
+                reason = {"code": given.code, "display": display}
         items.append(
             {
                 "card": item.card,
                 "outcome": item.outcome,
-                "reason_code": reason.get("code") if isinstance(reason.get("code"), str) else None,
-                "reason_display": reason.get("display") if isinstance(reason.get("display"), str) else None,
+                "reason_code": reason.get("code"),
+                "reason_display": reason.get("display"),
                 "user_comment": item.overrideReason.userComment if item.overrideReason else None,
-                "accepted_suggestions": [s.id for s in item.acceptedSuggestions or []],
+                "accepted_suggestions": accepted,
                 "outcome_timestamp": item.outcomeTimestamp,
             }
         )
@@ -205,10 +338,28 @@ def feedback(service_id: str, body: Feedback, request: Request, _claims: Claims)
     return Response(status_code=200)
 
 
-@router.get("/explanations/{card_uuid}", response_class=PlainTextResponse, responses=PROBLEMS, tags=["explanations"])
-def explanation(card_uuid: str, request: Request) -> PlainTextResponse:
-    """The full report behind a card (the card's link); the uuid is known only to whoever received the card."""
+def _timestamp(text: str, field: str) -> float:
+    try:
+        return datetime.fromisoformat(text.upper()).timestamp()
+    except ValueError:
+        raise ProblemError(400, "must be an RFC 3339 date-time, e.g. 2026-12-01T12:00:00Z", field) from None
+
+
+@router.get(
+    "/explanations/{card_uuid}", response_class=PlainTextResponse, responses=LINK_PROBLEMS, tags=["explanations"]
+)
+def explanation(
+    card_uuid: str,
+    request: Request,
+    expires: Annotated[str | None, Query(max_length=20)] = None,
+    signature: Annotated[str | None, Query(max_length=128)] = None,
+) -> PlainTextResponse:
+    """The full report behind a card: opened by the signed, expiring link the card carries (an HMAC over the
+    card's uuid and the expiry with the service's secret), never by the uuid alone."""
     st = state(request)
+    refused = links.valid(st.link_secret, card_uuid, expires, signature)
+    if refused:
+        raise ProblemError(403, refused, "signature")
     card = st.store.card(card_uuid)
     if card is None:
         raise ProblemError(404, f"no card '{card_uuid}'", "card_uuid")

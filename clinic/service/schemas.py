@@ -31,21 +31,21 @@ class Discovery(_Strict):
 
 # ---- CDS Hooks: a call ----------------------------------------------------------------------------------
 class FhirAuthorization(BaseModel):
-    access_token: str = Field(min_length=1)
+    access_token: str = Field(min_length=1, max_length=10_000, pattern=r"^[\x21-\x7e]+$")  # goes in a header
     token_type: Literal["Bearer"]
-    expires_in: int
-    scope: str
-    subject: str
-    patient: str | None = None
+    expires_in: int = Field(ge=0)
+    scope: str = Field(max_length=10_000)
+    subject: str = Field(max_length=1000)
+    patient: str | None = Field(default=None, max_length=64)
 
 
 class HookRequest(BaseModel):
-    hook: str = Field(min_length=1)
+    hook: str = Field(min_length=1, max_length=100)
     hookInstance: str = Field(min_length=1, max_length=200)
-    fhirServer: str | None = Field(default=None, pattern=r"^https?://")
+    fhirServer: str | None = Field(default=None, pattern=r"^https?://", max_length=2000)
     fhirAuthorization: FhirAuthorization | None = None
     context: dict[str, Any]
-    prefetch: dict[str, Any] | None = None
+    prefetch: dict[str, Any | None] | None = None
 
 
 class Coding(_Strict):
@@ -69,7 +69,7 @@ class Action(_Strict):
     type: Literal["create", "update", "delete"]
     description: str
     resource: dict[str, Any] | None = None
-    resourceId: list[str] | None = None
+    resourceId: str | None = None  # a relative reference (spec 2.0: a string)
 
 
 class Suggestion(_Strict):
@@ -87,7 +87,7 @@ class Link(_Strict):
 
 class Card(_Strict):
     uuid: str
-    summary: str = Field(max_length=140)
+    summary: str = Field(max_length=139)  # spec: "<140-character"
     detail: str
     indicator: Literal["info", "warning", "critical"]
     source: Source
@@ -103,20 +103,29 @@ class Cards(_Strict):
 
 # ---- CDS Hooks: feedback ----------------------------------------------------------------------------------
 class AcceptedSuggestion(BaseModel):
-    id: str
+    id: str = Field(min_length=1, max_length=100)
+
+
+class ReasonCoding(BaseModel):
+    system: str | None = Field(default=None, max_length=500)
+    code: str = Field(min_length=1, max_length=200)
+    display: str | None = Field(default=None, max_length=500)
 
 
 class OverrideReason(BaseModel):
-    reason: dict[str, Any] | None = None  # a Coding
+    reason: ReasonCoding | None = None
     userComment: str | None = Field(default=None, max_length=2000)
 
 
+RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+
+
 class FeedbackItem(BaseModel):
-    card: str = Field(min_length=1)
+    card: str = Field(min_length=1, max_length=100)
     outcome: Literal["accepted", "overridden"]
-    acceptedSuggestions: list[AcceptedSuggestion] | None = None
+    acceptedSuggestions: list[AcceptedSuggestion] | None = Field(default=None, max_length=50)
     overrideReason: OverrideReason | None = None
-    outcomeTimestamp: str
+    outcomeTimestamp: str = Field(pattern=RFC3339)
 
 
 class Feedback(BaseModel):

@@ -3,8 +3,10 @@ the token verifier; the routes reach it through `state(request)`."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from fastapi import Request
 
@@ -12,21 +14,43 @@ from lumbar_kb.clinic.fhir.codes import Codes, load_codes
 from lumbar_kb.clinic.service.security import Verifier, load_trust
 from lumbar_kb.clinic.service.store import Store
 from lumbar_kb.engine.api import Evaluator
+from lumbar_kb.engine.errors import LumbarKBError
 from lumbar_kb.engine.model import KnowledgeBase
+
+STORE_NAME = "service.sqlite3"
+
+
+def default_state_dir() -> Path:
+    """Where the service keeps its store: $LUMBAR_KB_STATE_DIR, else $XDG_STATE_HOME/lumbar-kb, else
+    ~/.local/state/lumbar-kb (never the working directory)."""
+    if os.environ.get("LUMBAR_KB_STATE_DIR"):
+        return Path(os.environ["LUMBAR_KB_STATE_DIR"])
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "lumbar-kb"
 
 
 @dataclass
 class Settings:
     kb_dir: Path | None = None
     codes_file: Path | None = None
-    db: Path = Path("lumbar-kb-service.sqlite3")
+    db: Path | None = None  # the store; default: service.sqlite3 in state_dir
+    state_dir: Path | None = None  # default: default_state_dir()
     trust: Path | None = None  # the issuers' JWKS (required unless insecure_dev)
-    public_url: str | None = None  # how clients reach the service (the JWT audience); default: the request's
+    public_url: str | None = None  # how clients reach the service: the JWT audience (required with trust)
     insecure_dev: bool = False
     max_body: int = 1_000_000
     leeway: float = 30.0
+    max_token_lifetime: float = 300.0  # seconds between a token's iat and exp
+    link_ttl: float = 12 * 3600.0  # how long a card's explanation link stays valid
+    fhir_max_bytes: int = 5_000_000  # bytes read from fhirServer per hook call
+    fhir_deadline: float = 8.0  # seconds spent on fhirServer per hook call
+    fhir_max_pages: int = 10  # searchset pages followed per prefetch key
+    threads: int = 8  # worker threads per process for the engine and fhirServer fetches (anyio's default is 40)
     cors_origins: list = field(default_factory=list)  # browser-based CDS clients allowed to call (e.g. a sandbox)
     extra: dict = field(default_factory=dict)
+
+    def store_path(self) -> Path:
+        return Path(self.db) if self.db is not None else Path(self.state_dir or default_state_dir()) / STORE_NAME
 
 
 @dataclass
@@ -36,27 +60,48 @@ class State:
     codes: Codes
     store: Store
     verifier: Verifier | None
+    link_secret: bytes = b""
 
     @property
     def kb(self) -> KnowledgeBase:
         return self.evaluator.kb
 
     def base_url(self, request: Request) -> str:
+        """The service's own URL: --public-url; only under --insecure-dev, the request's (Host header)."""
         return (self.settings.public_url or str(request.base_url)).rstrip("/")
+
+
+def check_public_url(url: str, insecure_dev: bool = False) -> str:
+    """The spec: every exchange over HTTPS. Plain http only on loopback or under --insecure-dev."""
+    from lumbar_kb.clinic.service.security import is_loopback
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
+        raise LumbarKBError(f"--public-url must be an absolute https URL without query or fragment, not {url!r}")
+    if parts.scheme == "http" and not (insecure_dev or is_loopback(url)):
+        raise LumbarKBError(f"--public-url must be https (CDS Hooks exchanges go over TLS), not {url!r}")
+    return url.rstrip("/")
 
 
 def build_state(settings: Settings) -> State:
     evaluator = Evaluator.open(settings.kb_dir)
     codes = load_codes(evaluator.kb, settings.codes_file)
-    store = Store(settings.db)
     verifier = None
+    if settings.public_url:
+        settings.public_url = check_public_url(settings.public_url, settings.insecure_dev)
     if not settings.insecure_dev:
         if settings.trust is None:
-            from lumbar_kb.engine.errors import LumbarKBError
-
             raise LumbarKBError("give a trust file (--trust FILE: the issuers' JWKS) or run with --insecure-dev")
-        verifier = Verifier(load_trust(settings.trust), store, settings.leeway)
-    return State(settings, evaluator, codes, store, verifier)
+        if not settings.public_url:
+            raise LumbarKBError(
+                "--public-url is required with --trust: the URL clients call is the audience every token must name "
+                "(never taken from the request's Host header)"
+            )
+        issuers = load_trust(settings.trust)
+    store = Store(settings.store_path())
+    if not settings.insecure_dev:
+        verifier = Verifier(issuers, store, settings.leeway, settings.max_token_lifetime)
+    return State(settings, evaluator, codes, store, verifier, store.secret("explanation-links"))
 
 
 def state(request: Request) -> State:
