@@ -161,11 +161,23 @@ def test_patient_text_has_no_jargon_no_false_reassurance_and_keeps_the_disclaime
 
 # ---- the guideline's pathways, one patient each -------------------------------------------------------------------
 def test_the_report_keeps_the_range_of_the_red_flags(evaluator):
+    """Radiating numbness is a red flag ("emergency evaluation (within 12-24 hours)") whose whole-spine MRI is due
+    within 12 hours; the visit that carries the MRI cannot come after it (issue 23), so the emergency department is
+    now, and the red flag's own range is shown as overridden, naming the rule whose earlier window won."""
     result = evaluator.evaluate({"radiating_numbness": True})
     ed = next(a for a in result.actions if a.code == "emergency_department")
-    assert (ed.within_hours_min, ed.within_hours) == (12, 24)
-    assert next(a for a in result.to_dict()["actions"] if a["code"] == "emergency_department")["within_hours_min"] == 12
-    assert "Emergency department, within 12-24 hours" in render(result, evaluator.kb)
+    assert ed.within_hours == 0
+    assert ed.overridden == (("red_flag.radiating_numbness", "within 12-24 hours", "imaging.mri_window.red_flags"),)
+    shown = next(a for a in result.to_dict()["actions"] if a["code"] == "emergency_department")
+    assert shown["overridden"] == [
+        {"rule": "red_flag.radiating_numbness", "window": "within 12-24 hours", "by": "imaging.mri_window.red_flags"}
+    ]
+    text = " ".join(render(result, evaluator.kb).split())
+    assert "Emergency department, immediately" in text
+    assert (
+        "red_flag.radiating_numbness's window (within 12-24 hours) is overridden by imaging.mri_window.red_flags"
+        in text
+    )
 
 
 def test_clinician_text_keeps_the_guidelines_figures(evaluator):
@@ -211,9 +223,9 @@ def problems(kb_dir, check_id):
 def test_check_catches_an_emergency_without_the_emergency_department(kb_copy):
     edit(
         kb_copy / "rules" / "imaging.yaml",
-        "      - action: emergency_department\n        within_hours: 0\n        window: immediately\n"
-        "      - action: mri_whole_spine\n        within_hours: 12\n",
-        "      - action: mri_whole_spine\n        within_hours: 12\n",
+        "    when: {fact: suspected_cord_compression, is: true}\n    then:\n      - urgency: emergency\n"
+        "      - action: emergency_department\n        within_hours: 0\n        window: immediately\n",
+        "    when: {fact: suspected_cord_compression, is: true}\n    then:\n      - urgency: emergency\n",
     )
     [finding] = problems(kb_copy, "emergency_windows")
     assert finding.subject == "action:emergency_department" and finding.reproduced is True
