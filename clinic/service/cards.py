@@ -17,6 +17,7 @@ from lumbar_kb.clinic.fhir.export import timing
 from lumbar_kb.clinic.fhir.inbound import Mapped
 from lumbar_kb.engine.model import KnowledgeBase, hours_text
 from lumbar_kb.engine.result import Item, Result
+from lumbar_kb.engine.result_text import contradiction_texts
 
 NAMESPACE = uuidlib.UUID("6f1c3a52-3f0e-4b8e-9a52-1d5a0c3e7b11")
 SUMMARY_MAX = 140
@@ -99,7 +100,7 @@ def summary(kb: KnowledgeBase, result: Result) -> str:
 
 def detail(kb: KnowledgeBase, result: Result, mapped: Mapped | None) -> str:
     lines = [f"**{headline(kb, result)}.** {result.urgency_text}", ""]
-    for text in (result.incomplete_text, result.scope_text):
+    for text in (*contradiction_texts(result, kb), result.incomplete_text, result.scope_text):
         if text:
             lines += [f"**{text.strip()}**", ""]
     if result.could_escalate:

@@ -1,0 +1,182 @@
+"""Clinical coherence (issue 23): the steps, windows and words of one result agree with each other.
+
+Expectations come from the guideline's sentences: "Red Flag Symptoms Requiring Emergency Evaluation (within 12-24
+hours)", "Within 12 hours: If there's suspicion of spinal cord or cauda equina compression", "Treatment should begin
+within 24 hours of diagnosing spinal cord compression", "If imaging reveals a mass, you need referral to an
+appropriate specialist before any biopsy". Each `check` invariant is shown failing on a seeded defect in a copy of
+the knowledge base, with the minimal patient the engine then reproduces.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import httpx
+
+from lumbar_kb.engine.analysis.checks import run_checks
+from lumbar_kb.engine.analysis.escalation import decide
+from lumbar_kb.engine.loader import load
+from lumbar_kb.engine.patient import contradictions, random_patient, readings
+from lumbar_kb.engine.result_text import render
+from lumbar_kb.main import main
+
+from .servers import serving
+
+
+def edit(path, old, new):
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1))
+
+
+def check_of(kb_dir, check_id):
+    return next(c for c in run_checks(load(kb_dir)).checks if c.id == check_id)
+
+
+def patients(kb, n, seed):
+    rng = random.Random(seed)
+    return [random_patient(kb, rng) for _ in range(n)]
+
+
+# ---- windows that agree ------------------------------------------------------------------------------------------
+def test_check_proves_no_step_falls_due_before_the_emergency_department(kb):
+    check = next(c for c in run_checks(kb).checks if c.id == "windows_agree")
+    assert check.status == "ok" and "Emergency department" in check.claim
+
+
+def test_windows_agree_catches_an_mri_due_before_the_visit_that_carries_it(kb_copy):
+    """Seeded defect: the red flags' MRI rule no longer sends the patient to the emergency department now, so
+    radiating numbness (a red flag missing from the "immediately" list) gets the visit within 12-24 hours and the
+    MRI within 12: the MRI falls due before the visit that carries it."""
+    edit(
+        kb_copy / "rules" / "imaging.yaml",
+        "      - action: emergency_department\n        within_hours: 0\n        window: immediately\n"
+        "      - action: mri_whole_spine\n        within_hours: 12\n",
+        "      - action: mri_whole_spine\n        within_hours: 12\n",
+    )
+    check = check_of(kb_copy, "windows_agree")
+    [finding] = check.problems
+    assert finding.subject == "action:mri_whole_spine" and finding.reproduced is True
+    assert finding.patient == {"radiating_numbness": True}
+
+
+def test_no_step_is_due_before_the_emergency_department_on_random_patients(evaluator, kb):
+    for facts in patients(kb, 1500, 2312):
+        actions = {a.code: a.within_hours for a in evaluator.evaluate(facts).actions}
+        if "emergency_department" not in actions:
+            continue
+        visit = actions["emergency_department"]
+        assert visit is not None
+        for code, hours in actions.items():
+            assert hours is None or hours >= visit, (facts, code, hours, visit)
+
+
+def test_radiating_numbness_goes_to_the_emergency_department_before_its_12_hour_mri(evaluator):
+    result = evaluator.evaluate({"radiating_numbness": True})
+    windows = {a.code: a.within_hours for a in result.actions}
+    assert windows["mri_whole_spine"] == 12 and windows["emergency_department"] <= 12
+
+
+# ---- never lose an alarm ---------------------------------------------------------------------------------------
+CONTRADICTORY = [
+    {"cord_compression_confirmed": True, "suspected_cord_compression": False},
+    {"mass_persists": True, "palpable_mass": False},
+]
+
+
+def contradictory_patients(kb, n, seed):
+    """Random patients with at least one broken relation: each relation's premise given yes and what it implies
+    given no, the other answers random (unknown included)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        facts = random_patient(kb, rng)
+        for pair in CONTRADICTORY[: 1 + i % 2] if i % 3 else CONTRADICTORY[1:]:
+            facts.update(pair)
+        out.append(facts)
+    return out
+
+
+def never_lower(kb, evaluate_most_urgent, run) -> list:
+    """The patients for whom the contradictory result is less urgent than one of its readings (none, when it holds),
+    with the reading: the property "a contradiction never hides an alarm"."""
+    rank = {code: e.rank for code, e in kb.catalog["urgency"].items()}
+    failures = []
+    for facts in contradictory_patients(kb, 300, 2323):
+        got = evaluate_most_urgent(facts)
+        assert got.contradictions, facts
+        for reading in readings(kb, facts):
+            alone = decide(kb, run(reading))
+            if rank[alone.urgency] > rank[got.urgency]:
+                failures.append((facts, reading))
+    return failures
+
+
+def test_a_contradiction_is_never_less_urgent_than_either_of_its_readings(evaluator, kb):
+    assert never_lower(kb, lambda f: evaluator.evaluate(f, contradictions="most_urgent"), evaluator.engine.run) == []
+
+
+def test_the_property_fails_on_a_seeded_reading_that_trusts_the_reassuring_answer(evaluator, kb):
+    """Seeded defect: the least urgent reading (the diagnosis doubted because the suspicion was answered no)."""
+    rank = {code: e.rank for code, e in kb.catalog["urgency"].items()}
+
+    def least_urgent(facts):
+        facts = check(evaluator, facts)
+        results = [decide(kb, evaluator.engine.run(r)) for r in readings(kb, facts)]
+        worst = min(results, key=lambda r: rank[r.urgency])
+        worst.contradictions = contradictions(kb, facts)
+        return worst
+
+    failures = never_lower(kb, least_urgent, evaluator.engine.run)
+    assert ({"cord_compression_confirmed": True, "suspected_cord_compression": False} | failures[0][0]) == failures[0][
+        0
+    ]
+    minimal = evaluator.evaluate(CONTRADICTORY[0], contradictions="most_urgent")
+    assert minimal.urgency == "emergency" and least_urgent(CONTRADICTORY[0]).urgency != "emergency"
+
+
+def check(evaluator, facts):
+    return evaluator.check_inputs(facts, "read")
+
+
+def test_a_diagnosed_compression_not_suspected_is_an_emergency_naming_both_answers(evaluator, kb):
+    result = evaluator.evaluate(CONTRADICTORY[0], contradictions="most_urgent")
+    # "Treatment should begin within 24 hours of diagnosing spinal cord compression"
+    assert result.urgency == "emergency"
+    assert {a.code: a.within_hours for a in result.actions}["start_treatment"] == 24
+    [c] = result.contradictions
+    assert c.given == CONTRADICTORY[0] and c.relation == "confirmed_compression_was_suspected"
+    text = " ".join(render(result, kb).split())
+    assert "Contradictory answers" in text
+    assert "cord_compression_confirmed: yes and suspected_cord_compression: no" in text
+    for name in c.settle:  # the questions that settle it, in the knowledge base's words
+        assert kb.facts[name].question in text
+    patient = " ".join(render(evaluator.evaluate(CONTRADICTORY[0], "patient", "most_urgent"), kb).split())
+    assert "contradict each other" in patient and kb.facts["suspected_cord_compression"].patient_question in patient
+    assert result.to_dict()["contradictions"][0]["given"] == CONTRADICTORY[0]
+
+
+def test_evaluate_refuses_by_default_and_offers_the_most_urgent_reading(tmp_path, capsys):
+    path = tmp_path / "p.yaml"
+    path.write_text("cord_compression_confirmed: true\nsuspected_cord_compression: false\n")
+    assert main(["evaluate", str(path)]) == 2
+    assert "--contradictions most-urgent" in capsys.readouterr().err
+    assert main(["evaluate", "--contradictions", "most-urgent", "--format", "json", str(path)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["urgency"] == "emergency"
+    assert data["contradictions"][0]["given"] == {
+        "cord_compression_confirmed": True,
+        "suspected_cord_compression": False,
+    }
+
+
+def test_the_questionnaire_page_never_refuses_a_contradiction_and_names_it(tmp_path):
+    with serving(tmp_path) as served:
+        body = {"answers": CONTRADICTORY[0], "audience": "clinician"}
+        response = httpx.post(served.base + "/api/evaluate", json=body, timeout=30)
+    assert response.status_code == 200
+    data = response.json()
+    assert data["urgency"] == "emergency"
+    first = data["warnings"][0]["text"]
+    assert "Contradictory answers" in first and "suspected_cord_compression: no" in first
