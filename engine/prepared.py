@@ -153,9 +153,25 @@ class Prepared:
         return moot is None or moot(facts) is not True
 
     def unanswered_alarms(self, facts: Facts) -> list[str]:
-        """The alarm questions (`alarm: true`) not answered that may still be asked (`logic.asked`), in vocabulary
-        order: while any is left the result is incomplete."""
-        return [f.name for f in self.alarm_facts if facts.get(f.name) is None and self.asked(f, facts)]
+        """The alarm questions (`alarm: true`) not answered that may still be asked (`logic.asked`) and that some
+        alarming answer could still be given to, in vocabulary order: while any is left the result is incomplete.
+
+        The relations are read both ways: "compression diagnosed? yes" is not allowed once the suspicion is answered
+        no (a confirmed compression was suspected), so that question cannot raise an alarm and keeps nothing
+        incomplete. The alarming answers are the look-ahead's trial answers (yes; each value of an enum)."""
+        return [
+            f.name
+            for f in self.alarm_facts
+            if facts.get(f.name) is None and self.asked(f, facts) and self.could_alarm(f, facts)
+        ]
+
+    def could_alarm(self, fact: Fact, facts: Facts) -> bool:
+        """Some alarming answer to the unanswered `fact` (yes; any value of an enum) keeps every only_if and
+        relation with the answers given."""
+        if not self.constrains(fact.name):
+            return True
+        trial = (True,) if fact.type == "bool" else fact.values
+        return any(self.allowed_adding({**facts, fact.name: answer}, fact.name) for answer in trial)
 
     def allowed(self, facts: Facts) -> bool:
         """Every given fact's only_if is not false and no relation is broken: a patient file would be accepted."""

@@ -16,6 +16,7 @@ import httpx
 
 from lumbar_kb.engine.analysis.checks import run_checks
 from lumbar_kb.engine.analysis.escalation import decide
+from lumbar_kb.engine.errors import PatientError
 from lumbar_kb.engine.loader import load
 from lumbar_kb.engine.patient import contradictions, random_patient, readings
 from lumbar_kb.engine.result_text import render
@@ -180,3 +181,61 @@ def test_the_questionnaire_page_never_refuses_a_contradiction_and_names_it(tmp_p
     assert data["urgency"] == "emergency"
     first = data["warnings"][0]["text"]
     assert "Contradictory answers" in first and "suspected_cord_compression: no" in first
+
+
+# ---- completeness that reads the relations both ways -------------------------------------------------------------
+ALL_NO_BUT_DIAGNOSIS = {
+    "leg_weakness": False,
+    "gait_difficulty": False,
+    "radiating_numbness": False,
+    "unable_to_walk": False,
+    "bowel_bladder_dysfunction": False,
+    "saddle_anesthesia": False,
+    "progressive_neuro_deficit": False,
+    "rapid_progression": False,
+    "suspected_cord_compression": False,
+    "cancer_history": False,
+    "palpable_mass": False,
+}
+
+
+def kept_open_by_a_refused_answer(evaluator, kb, facts) -> list[str]:
+    """The alarm questions keeping this result incomplete whose alarming answer (yes) a patient file could not give
+    with these answers (the patient parser refuses it as contradictory): none, when completeness reads the
+    relations both ways."""
+    refused = []
+    for name in evaluator.evaluate(facts).unanswered_alarm:
+        if kb.facts[name].type != "bool":
+            continue
+        try:
+            evaluator.check_inputs({**facts, name: True})
+        except PatientError:
+            refused.append(name)
+    return refused
+
+
+def test_a_question_that_cannot_be_yes_keeps_nothing_incomplete(evaluator, kb):
+    """facts.yaml: a confirmed compression was suspected. With the suspicion answered no, "has compression been
+    diagnosed?" cannot be yes, so with every alarm question answered no the result is complete, not PROMPT."""
+    result = evaluator.evaluate(ALL_NO_BUT_DIAGNOSIS)
+    assert result.complete and result.unanswered_alarm == [] and result.urgency == "routine"
+    assert kept_open_by_a_refused_answer(evaluator, kb, ALL_NO_BUT_DIAGNOSIS) == []
+    # the relation is read the other way too: with the suspicion unknown, a diagnosis is still possible
+    open_ = evaluator.evaluate({k: v for k, v in ALL_NO_BUT_DIAGNOSIS.items() if k != "suspected_cord_compression"})
+    assert not open_.complete and "cord_compression_confirmed" in open_.unanswered_alarm
+
+
+def test_no_result_is_kept_incomplete_by_a_refused_answer_on_random_patients(evaluator, kb):
+    for facts in patients(kb, 800, 2324):
+        assert kept_open_by_a_refused_answer(evaluator, kb, facts) == [], facts
+
+
+def test_the_property_fails_on_completeness_that_reads_the_relations_one_way(evaluator, kb, monkeypatch):
+    """Seeded defect: every unanswered alarm question counts, whatever the relations allow (the old reading)."""
+    from lumbar_kb.engine.prepared import Prepared
+
+    monkeypatch.setattr(Prepared, "could_alarm", lambda self, fact, facts: True)
+    assert kept_open_by_a_refused_answer(evaluator, kb, {"suspected_cord_compression": False}) == [
+        "cord_compression_confirmed"
+    ]
+    assert evaluator.evaluate(ALL_NO_BUT_DIAGNOSIS).urgency == "prompt"  # the issue's patient, kept at PROMPT
