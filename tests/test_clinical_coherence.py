@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import httpx
+import z3
 
 from lumbar_kb.engine.analysis.checks import run_checks
+from lumbar_kb.engine.analysis.checks.context import Context
 from lumbar_kb.engine.analysis.escalation import decide
 from lumbar_kb.engine.errors import PatientError
 from lumbar_kb.engine.loader import load
+from lumbar_kb.engine.model import AnyOf
+from lumbar_kb.engine.model import Test as Is
 from lumbar_kb.engine.patient import contradictions, random_patient, readings
 from lumbar_kb.engine.result_text import render
 from lumbar_kb.main import main
@@ -239,3 +244,85 @@ def test_the_property_fails_on_completeness_that_reads_the_relations_one_way(eva
         "cord_compression_confirmed"
     ]
     assert evaluator.evaluate(ALL_NO_BUT_DIAGNOSIS).urgency == "prompt"  # the issue's patient, kept at PROMPT
+
+
+# ---- words that presume no answer -------------------------------------------------------------------------------
+def _yes(*facts):
+    return AnyOf(tuple(Is(f, frozenset({True})) for f in facts))
+
+
+MASS = AnyOf((_yes("palpable_mass", "imaging_shows_mass", "mass_persists"), Is("radiograph", frozenset({"abnormal"}))))
+ALARMS = [f.name for f in load().input_facts if f.alarm]
+# What a patient text may say only when the answers say it (first principles: words a patient reads as facts about
+# themselves). Each pattern with what the answers must say wherever a result shows the text (a function of the
+# check's symbolic patient): a yes where the words state something, no yes where they deny it.
+PRESUMES = [
+    (
+        r"getting worse|worsening|\bworse\b",
+        lambda s: s.true(_yes("rapid_progression", "progressive_neuro_deficit")),
+        "progression",
+    ),
+    (r"previous cancer|your cancer", lambda s: s.true(Is("cancer_known", frozenset({True}))), "a cancer history"),
+    (r"\b(the|your) (mass|lump)\b", lambda s: s.true(MASS), "a mass"),
+    (r"\btreatment\b", lambda s: s.true(_yes("cord_compression_confirmed")), "a diagnosed compression"),
+    (r"have not found a lump", lambda s: z3.Not(s.true(_yes("palpable_mass"))), "no lump found"),
+    (r"no scan has shown one", lambda s: z3.Not(s.true(_yes("imaging_shows_mass"))), "no mass on a scan"),
+    (r"none of the warning signs", lambda s: z3.Not(s.true(_yes(*ALARMS))), "no warning sign"),
+]
+
+
+def presumptions(kb) -> list[tuple[str, str, dict]]:
+    """Over every input state (z3, the check's encoding): each patient-audience text of the knowledge base, where a
+    result can show it, that says something the answers do not (its owner, what it presumes, a minimal patient)."""
+    ctx = Context(kb)
+    s = ctx.s
+    owners = []  # (name, its patient text, when a result shows it)
+    for level, e in kb.catalog["urgency"].items():
+        owners.append((f"urgency:{level}", e.patient_text, s.urgency_is(level)))
+    for code, e in kb.catalog["action"].items():
+        owners.append((f"action:{code}", e.patient_text, s.action(code)))
+    for code, e in kb.catalog["warning"].items():
+        owners.append((f"warning:{code}", e.patient_text, s.concludes(("warning", code))))
+    scope = s.true(kb.out_of_scope_when) if kb.out_of_scope_when is not None else z3.BoolVal(False)
+    for code, e in kb.catalog["differential"].items():
+        owners.append(
+            (f"differential:{code}", e.patient_text, z3.And(s.concludes(("differential", code)), z3.Not(scope)))
+        )
+    owners.append(("completeness", kb.incomplete_patient_text, s.incomplete()))
+    owners.append(("scope", kb.out_of_scope_patient_text, scope))
+    found = []
+    for name, text, shown in owners:
+        for pattern, says, what in PRESUMES:
+            if re.search(pattern, text or "", re.IGNORECASE) is None:
+                continue
+            patient = ctx.witness(shown, z3.Not(says(s)))
+            if patient is not None:
+                found.append((name, what, patient))
+    return found
+
+
+def test_no_patient_text_of_any_reachable_result_presumes_an_answer(kb):
+    assert presumptions(kb) == []
+
+
+def test_a_text_that_presumes_progression_is_caught_with_a_minimal_patient(kb_copy):
+    """Seeded defect: the old "do not delay imaging" wording, shown to a patient whose compression is only
+    suspected ("your symptoms are getting worse", which the patient never said)."""
+    edit(
+        kb_copy / "guideline.yaml",
+        "patient_text: Do not wait for a scan; it must not be delayed.",
+        "patient_text: Do not wait; your symptoms are getting worse and scans must not be delayed.",
+    )
+    assert presumptions(load(kb_copy)) == [
+        ("warning:do_not_delay_imaging", "progression", {"suspected_cord_compression": True})
+    ]
+
+
+def test_an_emergency_never_speaks_of_a_lower_level(evaluator, kb):
+    """Inside an EMERGENCY nothing shown says "at least prompt" (the incomplete text of a lower level)."""
+    for facts in [{"radiating_numbness": True}, {"leg_weakness": True}, {"suspected_cord_compression": True}]:
+        for audience in ("clinician", "patient"):
+            result = evaluator.evaluate(facts, audience)
+            assert result.urgency == "emergency" and not result.complete
+            text = " ".join(render(result, kb).split()).lower()
+            assert "at least prompt" not in text and "prompt" not in text
