@@ -258,7 +258,8 @@ def conclude(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> De
         made = plan.concluded[key] = _concluded(kb, plan, rules, key[1])
     urgency, top, actions, warnings, differential = made
     inputs = trace.inputs
-    missing_alarms = plan.unanswered_alarms(inputs)
+    # an unanswered alarm question keeps the result incomplete only while an answer to it could still change it
+    missing_alarms = plan.unanswered_alarms(inputs, top, {item.code: item.within_hours for item in actions})
     floor = kb.incomplete_floor
     if missing_alarms and floor is not None and plan.rank[floor] > top:
         urgency = floor  # unanswered is never "no": an unasked alarm question is never the lowest level

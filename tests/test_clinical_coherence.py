@@ -24,6 +24,7 @@ from lumbar_kb.engine.loader import load
 from lumbar_kb.engine.model import AnyOf
 from lumbar_kb.engine.model import Test as Is
 from lumbar_kb.engine.patient import contradictions, random_patient, readings
+from lumbar_kb.engine.prepared import prepared
 from lumbar_kb.engine.result_text import render
 from lumbar_kb.main import main
 
@@ -326,3 +327,71 @@ def test_an_emergency_never_speaks_of_a_lower_level(evaluator, kb):
             assert result.urgency == "emergency" and not result.complete
             text = " ".join(render(result, kb).split()).lower()
             assert "at least prompt" not in text and "prompt" not in text
+
+
+# ---- completeness: only questions that could still change the decision keep a result incomplete -----------------
+def decision_of(result) -> tuple:
+    return result.urgency, {a.code: a.within_hours for a in result.actions}
+
+
+def test_a_question_no_answer_could_change_keeps_nothing_incomplete(evaluator):
+    """Leg weakness: the emergency department now and whole-spine MRI within 12 hours. With the diagnosis answered
+    no, a yes to any other alarm question (suspected compression: the department now, MRI within 12 hours) changes
+    nothing, now or later, so the result is complete; with the diagnosis unanswered, a yes would start treatment
+    within 24 hours, so it stays incomplete and asks it."""
+    settled = evaluator.evaluate({"leg_weakness": True, "cord_compression_confirmed": False})
+    assert settled.complete and settled.urgency == "emergency" and settled.incomplete_text == ""
+    open_ = evaluator.evaluate({"leg_weakness": True})
+    assert not open_.complete and open_.unanswered_alarm == ["cord_compression_confirmed"]
+
+
+def test_a_question_that_matters_only_with_a_later_answer_keeps_the_result_open(evaluator):
+    """Rapid progression: MRI within 24-48 hours. A rapidly progressing deficit changes nothing alone, but with a
+    cancer history it means MRI within 12 hours ("MRI must be performed within 12 hours if you have any neurological
+    symptoms"), so it still keeps the result incomplete."""
+    result = evaluator.evaluate({"rapid_progression": True, "cord_compression_confirmed": False})
+    assert "progressive_neuro_deficit" in result.unanswered_alarm and not result.complete
+
+
+def test_a_question_left_out_of_completeness_changes_nothing_on_random_patients(evaluator, kb):
+    """Engine-level: every asked alarm question a result no longer counts, answered yes (where a patient file may say
+    yes), leaves the urgency and every window as they were."""
+    alarms = [f for f in kb.input_facts if f.alarm and f.type == "bool"]
+    plan = prepared(kb)
+    tried = 0
+    for facts in patients(kb, 400, 2325):
+        result = evaluator.evaluate(facts)
+        for fact in alarms:
+            if fact.name in facts or fact.name in result.unanswered_alarm or not plan.asked(fact, facts):
+                continue  # answered, still counted, or never asked (moot: `completeness.not_asked_when`)
+            try:
+                after = evaluator.evaluate({**facts, fact.name: True})
+            except PatientError:
+                continue  # a yes the relations refuse
+            tried += 1
+            assert decision_of(after)[0] == result.urgency, (facts, fact.name)
+            before = {a.code: a.within_hours for a in result.actions if not a.done}
+            done = {a.code for a in result.actions if a.done}
+            for code, hours in decision_of(after)[1].items():
+                if code in done:
+                    continue  # a step the answers show done (the MRI of a diagnosed compression)
+                if code in kb.watched_actions:
+                    assert code in before and (hours is None or (before[code] is not None and before[code] <= hours))
+    assert tried > 50  # the property was exercised
+
+
+def test_settled_never_matters_catches_a_bound_that_forgets_a_derived_path(kb_copy):
+    """Seeded defect: the bound of "progressive deficit" forgets that it is a neurological symptom (so, with a
+    cancer history, MRI within 12 hours): check finds the patient for whom the question would be dropped too soon."""
+    from lumbar_kb.engine.analysis.checks.coherence import check_coherence
+    from lumbar_kb.engine.analysis.checks.context import Context
+    from lumbar_kb.engine.prepared import prepared
+
+    kb = load(kb_copy)
+    top, earliest = prepared(kb).bound["progressive_neuro_deficit"]
+    prepared(kb).bound["progressive_neuro_deficit"] = (top, {**earliest, "mri_whole_spine": 48.0})
+    check = next(c for c in check_coherence(Context(kb)) if c.id == "settled_questions_never_matter")
+    [finding] = check.problems
+    assert finding.subject == "fact progressive_neuro_deficit"
+    assert finding.patient.get("rapid_progression") is True and "progressive_neuro_deficit" not in finding.patient
+    assert finding.then.get("cancer_history") is True or finding.then.get("primary_cancer") is not None

@@ -41,6 +41,7 @@ from lumbar_kb.engine.model import (
     Value,
     condition_facts,
 )
+from lumbar_kb.engine.prepared import prepared
 
 _names = itertools.count()
 
@@ -194,8 +195,20 @@ class State:
                 unasked = z3.And(unasked, z3.Not(self.false(fact.only_if, no_derived)))
             if moot is not None:
                 unasked = z3.And(unasked, z3.Not(self.true(moot, no_derived)))
-            parts.append(z3.And(unasked, self.could_alarm(fact.name)))
+            parts.append(z3.And(unasked, self.could_alarm(fact.name), z3.Not(self.settled(fact.name))))
         return z3.Or(parts)
+
+    def settled(self, fact: str) -> z3.BoolRef:
+        """No answer to `fact`, now or later, could raise the rules' urgency or bring a watched step forward
+        (`Prepared.settled`): the rules already conclude its highest urgency and every step it could give, as early."""
+        top, earliest = prepared(self.kb).bound[fact]
+        parts = []
+        if top > self.sem.ranks[0]:
+            levels = [code for code, r in self.sem.level_rank.items() if r >= top]
+            parts.append(z3.Or([self.concludes(("urgency", code)) for code in levels]))
+        for code, hours in earliest.items():
+            parts.append(self.action(code) if hours is None else self.action_by(code, hours))
+        return z3.And(parts)
 
     def could_alarm(self, fact: str) -> z3.BoolRef:
         """Some alarming answer to `fact` (yes; any value of an enum) keeps every relation and only_if with the
