@@ -269,6 +269,12 @@ PRESUMES = [
     (r"have not found a lump", lambda s: z3.Not(s.true(_yes("palpable_mass"))), "no lump found"),
     (r"no scan has shown one", lambda s: z3.Not(s.true(_yes("imaging_shows_mass"))), "no mass on a scan"),
     (r"none of the warning signs", lambda s: z3.Not(s.true(_yes(*ALARMS))), "no warning sign"),
+    # a scan still to come: not once the diagnosis it makes is known (the whole-spine MRI is then shown done)
+    (
+        r"needs a scan|wait for a scan|scans? must not be delayed",
+        lambda s: z3.Not(s.true(_yes("cord_compression_confirmed"))),
+        "a scan still to come",
+    ),
 ]
 
 
@@ -296,7 +302,7 @@ def presumptions(kb) -> list[tuple[str, str, dict]]:
         for pattern, says, what in PRESUMES:
             if re.search(pattern, text or "", re.IGNORECASE) is None:
                 continue
-            patient = ctx.witness(shown, z3.Not(says(s)))
+            patient = ctx.canonical_witness(shown, z3.Not(says(s)))  # the same patient on every run
             if patient is not None:
                 found.append((name, what, patient))
     return found
@@ -311,11 +317,17 @@ def test_a_text_that_presumes_progression_is_caught_with_a_minimal_patient(kb_co
     suspected ("your symptoms are getting worse", which the patient never said)."""
     edit(
         kb_copy / "guideline.yaml",
-        "patient_text: Do not wait for a scan; it must not be delayed.",
+        "patient_text: Do not let anything delay the steps above.",
         "patient_text: Do not wait; your symptoms are getting worse and scans must not be delayed.",
     )
     assert presumptions(load(kb_copy)) == [
-        ("warning:do_not_delay_imaging", "progression", {"suspected_cord_compression": True})
+        ("warning:do_not_delay_imaging", "progression", {"suspected_cord_compression": True}),
+        # and "scans must not be delayed" beside the MRI a diagnosed compression shows done
+        (
+            "warning:do_not_delay_imaging",
+            "a scan still to come",
+            {"suspected_cord_compression": True, "cord_compression_confirmed": True},
+        ),
     ]
 
 
