@@ -26,21 +26,29 @@ def _add_evaluate(sub) -> None:
     p.add_argument("patients", nargs="+", metavar="PATIENT", type=Path)
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.add_argument("--audience", choices=("clinician", "patient"), default="clinician")
+    p.add_argument(
+        "--contradictions",
+        choices=("refuse", "most-urgent"),
+        default="refuse",
+        help="answers that contradict each other: refuse the file (exit 2, the default, for authors' files), or "
+        "evaluate it under the most urgent reading they allow, naming both answers (never drops an alarm)",
+    )
     add_kb_option(p)
     p.set_defaults(run=_run_evaluate)
 
 
 def _run_evaluate(args) -> int:
-    from lumbar_kb.engine.analysis.escalation import decide
+    from lumbar_kb.engine.analysis.escalation import decide_most_urgent
     from lumbar_kb.engine.api import Evaluator
     from lumbar_kb.engine.result_text import render
 
     evaluator = Evaluator(kb_from(args))
     kb = evaluator.kb
-    inputs = _load_all(args.patients, kb)
+    read = "read" if args.contradictions == "most-urgent" else "refuse"
+    inputs = _load_all(args.patients, kb, read)
     chunks = []
     for path, facts in zip(args.patients, inputs, strict=False):
-        result = decide(kb, evaluator.engine.run(facts), args.audience)
+        result = decide_most_urgent(kb, evaluator.engine.run, facts, args.audience)  # no contradiction: decide
         if args.format == "json":
             data = result.to_dict()
             if len(args.patients) > 1:
@@ -54,14 +62,14 @@ def _run_evaluate(args) -> int:
     return EXIT_OK
 
 
-def _load_all(paths: list[Path], kb) -> list[dict]:
+def _load_all(paths: list[Path], kb, contradictions: str = "refuse") -> list[dict]:
     """Every patient file validated before any is evaluated: one bad file means nothing is written."""
 
     problems: list[Problem] = []
     inputs = []
     for path in paths:
         try:
-            inputs.append(_load_one(path, kb))
+            inputs.append(_load_one(path, kb, contradictions))
         except LumbarKBError as exc:
             problems.extend(exc.problems)
     if problems:
@@ -69,7 +77,7 @@ def _load_all(paths: list[Path], kb) -> list[dict]:
     return inputs
 
 
-def _load_one(path: Path, kb) -> dict:
+def _load_one(path: Path, kb, contradictions: str = "refuse") -> dict:
     """A patient file, or a FHIR Bundle / QuestionnaireResponse (a document with a `resourceType`), read once
     through the bounded front door."""
     from lumbar_kb.clinic.fhir.inbound import facts_from_document, is_fhir
@@ -81,7 +89,9 @@ def _load_one(path: Path, kb) -> dict:
         data, pos = read_document(path)
     except DocumentError as exc:
         raise PatientError(exc.problem) from None
-    return facts_from_document(data, pos, kb) if is_fhir(data) else parse_patient(data, pos, kb)
+    if is_fhir(data):
+        return facts_from_document(data, pos, kb)
+    return parse_patient(data, pos, kb, contradictions=contradictions)
 
 
 # ---- facts -------------------------------------------------------------------------------------------------

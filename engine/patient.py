@@ -7,6 +7,7 @@ unknown. Two optional keys describe the file rather than the patient: `id` and `
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +20,22 @@ META_KEYS = ("id", "note")
 MAX_HINTS = 50  # "did you mean" costs ~0.1 ms a key: computed for the first problems, the ones printed
 
 
-def load_patient(path: Path | str, kb: KnowledgeBase) -> dict[str, Value]:
+def load_patient(path: Path | str, kb: KnowledgeBase, contradictions: str = "refuse") -> dict[str, Value]:
     try:
         data, pos = read_document(path)
     except DocumentError as exc:
         raise PatientError(exc.problem) from None
-    return parse_patient(data, pos, kb)
+    return parse_patient(data, pos, kb, contradictions=contradictions)
 
 
-def parse_patient(data: Any, pos: Positions, kb: KnowledgeBase, at: tuple = ()) -> dict[str, Value]:
-    """Validate one patient mapping; raise PatientError listing every problem, return the known inputs."""
+def parse_patient(
+    data: Any, pos: Positions, kb: KnowledgeBase, at: tuple = (), contradictions: str = "refuse"
+) -> dict[str, Value]:
+    """Validate one patient mapping; raise PatientError listing every problem, return the known inputs.
+
+    `contradictions="read"` returns answers that break a relation instead of refusing them (everything else is still
+    refused): the caller then evaluates them under the most urgent reading they allow (`readings`), so a
+    contradictory record never drops an alarm."""
     if not isinstance(data, dict):
         kind = "empty" if data is None else f"a {type(data).__name__}"
         hint = glued_colon_hint(data) if isinstance(data, str) else None
@@ -82,12 +89,83 @@ def parse_patient(data: Any, pos: Positions, kb: KnowledgeBase, at: tuple = ()) 
         fact = kb.facts[name]
         if contradicts_only_if(fact, inputs):
             problems.append(pos.problem(at + (name,), _refused_by_only_if(fact, inputs), f"fact '{name}'"))
-    for relation in kb.relations:
+    for relation in kb.relations if contradictions == "refuse" else ():
         if not problems and breaks(relation, inputs):
             problems.append(_contradiction(relation, inputs, pos, at))
     if problems:
         raise PatientError(problems)
     return {f.name: inputs[f.name] for f in kb.input_facts if f.name in inputs}  # vocabulary order
+
+
+@dataclass(frozen=True)
+class Contradiction:
+    """Answers that break a relation (facts.yaml `relations:`): both sides as given, why they cannot both hold, and
+    the questions whose answers settle it."""
+
+    relation: str
+    given: dict  # fact -> the answer given, for every answered fact the relation reads (both sides)
+    because: str
+    settle: tuple  # the facts whose questions settle it: the relation's premise first, then what it implies
+
+    def to_dict(self) -> dict:
+        return {
+            "relation": self.relation,
+            "given": dict(self.given),
+            "because": self.because,
+            "settle": list(self.settle),
+        }
+
+
+def contradictions(kb: KnowledgeBase, inputs: dict[str, Value]) -> list[Contradiction]:
+    """The relations the answers break, each with both answers named."""
+    found = []
+    for relation in kb.relations:
+        if breaks(relation, inputs):
+            other = relation.implies if relation.implies is not None else relation.excludes
+            assert other is not None
+            named = list(dict.fromkeys((*condition_facts(relation.when), *condition_facts(other))))
+            given = {f: inputs[f] for f in named if f in inputs}
+            found.append(Contradiction(relation.id, given, " ".join(relation.because.split()), tuple(named)))
+    return found
+
+
+MAX_READINGS = 64  # readings tried for one patient at most (two per broken relation; a few relations in practice)
+
+
+def readings(kb: KnowledgeBase, inputs: dict[str, Value]) -> list[dict[str, Value]]:
+    """The patients the answers allow once each broken relation is settled one way or the other, in order: trust the
+    premise (make what it implies true, or leave what it excludes unknown), or trust the other side (leave the
+    premise's answers unknown: an answer not believed is unknown, never its opposite, so it never reassures).
+    Every reading keeps every relation and only_if; none is empty for a patient whose only problem is a broken
+    relation. The caller evaluates each and keeps the most urgent."""
+    out: list[dict[str, Value]] = []
+    todo = [dict(inputs)]
+    seen: set[tuple] = set()
+    while todo and len(seen) < MAX_READINGS:
+        facts = todo.pop(0)
+        key = tuple(sorted(facts.items(), key=lambda kv: kv[0]))
+        if key in seen:
+            continue
+        seen.add(key)
+        broken = next((r for r in kb.relations if breaks(r, facts)), None)
+        if broken is None:
+            if not any(contradicts_only_if(kb.facts[name], facts) for name in facts):
+                out.append(facts)
+            continue
+        premise = condition_facts(broken.when)
+        if broken.implies is not None:
+            trusted = dict(facts)
+            if isinstance(broken.implies, Test) and len(broken.implies.values) == 1:
+                trusted[broken.implies.fact] = next(iter(broken.implies.values))
+            else:  # what it implies cannot be set from the condition alone: leave it unknown
+                for name in condition_facts(broken.implies):
+                    trusted.pop(name, None)
+        else:
+            assert broken.excludes is not None
+            trusted = {k: v for k, v in facts.items() if k not in condition_facts(broken.excludes)}
+        doubted = {k: v for k, v in facts.items() if k not in premise}
+        todo += [trusted, doubted]
+    return [{f.name: r[f.name] for f in kb.input_facts if f.name in r} for r in out]
 
 
 def _contradiction(relation: Relation, inputs: dict[str, Value], pos: Positions, at: tuple) -> Problem:
@@ -102,7 +180,11 @@ def _contradiction(relation: Relation, inputs: dict[str, Value], pos: Positions,
     )
     last = max(named, key=lambda f: lines[f] or 0)
     return pos.problem(
-        at + (last,), f"contradictory answers: {answers} ({relation.because})", f"relation {relation.id}"
+        at + (last,),
+        f"contradictory answers: {answers} ({relation.because})",
+        f"relation {relation.id}",
+        "settle one of the answers; `lumbar-kb evaluate --contradictions most-urgent` evaluates it under the most "
+        "urgent reading the answers allow",
     )
 
 

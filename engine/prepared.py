@@ -8,12 +8,13 @@ the Result lists them. `prepared(kb)` keeps the last 8 used, by identity (a know
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from lumbar_kb.engine.logic import Facts, Predicate, predicate, supporter
+from lumbar_kb.engine.logic import Facts, Predicate, assume, predicate, supporter
 from lumbar_kb.engine.model import (
     CodeEntry,
     Derive,
@@ -143,6 +144,35 @@ class Prepared:
         }
         self.watched: frozenset[str] = frozenset(kb.watched_actions)
         self.action_entries: dict[str, CodeEntry] = kb.catalog["action"]
+        # for each input fact, the most an alarming answer to it (yes; each value of an enum: the look-ahead's trial
+        # answers) could ever conclude through the rules downstream of it, derived facts included: the highest urgency
+        # rank (-1: none) and each watched action's earliest window (None: only windows without a figure). A rule the
+        # answer (or the derived value it leads to) makes false is not followed: "leg weakness: yes" never leads to
+        # the radiographs of "no neurological symptom". A static bound over every patient and every later answer
+        # (`settled`).
+        self.bound: dict[str, tuple[int, dict[str, float | None]]] = {}
+        for fact in self.input_facts:
+            top, earliest = -1, dict[str, float]()
+            for answer in (True,) if fact.type == "bool" else fact.values:
+                seen_rules: set[str] = set()
+                seen: set[tuple[str, Value]] = {(fact.name, answer)}
+                todo: list[tuple[str, Value]] = [(fact.name, answer)]
+                while todo:
+                    name, value = todo.pop()
+                    for step in self.readers.get(name, ()):
+                        if step.rule.id in seen_rules or assume(step.rule.when, name, value) is False:
+                            continue
+                        seen_rules.add(step.rule.id)
+                        top = max([top, *(rank for _, rank in step.urgencies)])
+                        for c, _ in step.recommends:
+                            if c.kind == "action" and c.code in self.watched:
+                                hours = math.inf if c.within_hours is None else float(c.within_hours)
+                                earliest[c.code] = min(earliest.get(c.code, math.inf), hours)
+                        for d in step.derives:
+                            if (d.fact, d.value) not in seen:
+                                seen.add((d.fact, d.value))
+                                todo.append((d.fact, d.value))
+            self.bound[fact.name] = (top, {code: None if h == math.inf else h for code, h in earliest.items()})
 
     def asked(self, fact: Fact, facts: Facts) -> bool:
         """`logic.asked`: the question may be put to this patient (its only_if is not false, it is not moot)."""
@@ -152,10 +182,46 @@ class Prepared:
         moot = self.moot.get(fact.name)
         return moot is None or moot(facts) is not True
 
-    def unanswered_alarms(self, facts: Facts) -> list[str]:
-        """The alarm questions (`alarm: true`) not answered that may still be asked (`logic.asked`), in vocabulary
-        order: while any is left the result is incomplete."""
-        return [f.name for f in self.alarm_facts if facts.get(f.name) is None and self.asked(f, facts)]
+    def settled(self, fact: str, rank: int, windows: dict) -> bool:
+        """No answer to `fact`, now or after any further answers, could raise the rules' urgency (`rank`, before any
+        completeness floor) or bring a watched step forward: the result already has every step the rules downstream
+        of it could give, each no later (`windows`: the result's actions, code -> hours). Sound for every later
+        answer: a known answer never becomes unknown, so what fired still fires and windows only come sooner."""
+        top, earliest = self.bound[fact]
+        if top > rank:
+            return False
+        for code, hours in earliest.items():
+            if code not in windows:
+                return False
+            if hours is not None and (windows[code] is None or windows[code] > hours):
+                return False
+        return True
+
+    def unanswered_alarms(self, facts: Facts, rank: int | None = None, windows: dict | None = None) -> list[str]:
+        """The alarm questions (`alarm: true`) not answered that may still be asked (`logic.asked`), that some
+        alarming answer could still be given to, and (given the rules' urgency `rank` and the result's `windows`)
+        whose answer could still change the decision (`settled`), in vocabulary order: while any is left the result
+        is incomplete.
+
+        The relations are read both ways: "compression diagnosed? yes" is not allowed once the suspicion is answered
+        no (a confirmed compression was suspected), so that question cannot raise an alarm and keeps nothing
+        incomplete. The alarming answers are the look-ahead's trial answers (yes; each value of an enum)."""
+        return [
+            f.name
+            for f in self.alarm_facts
+            if facts.get(f.name) is None
+            and self.asked(f, facts)
+            and self.could_alarm(f, facts)
+            and (rank is None or not self.settled(f.name, rank, windows or {}))
+        ]
+
+    def could_alarm(self, fact: Fact, facts: Facts) -> bool:
+        """Some alarming answer to the unanswered `fact` (yes; any value of an enum) keeps every only_if and
+        relation with the answers given."""
+        if not self.constrains(fact.name):
+            return True
+        trial = (True,) if fact.type == "bool" else fact.values
+        return any(self.allowed_adding({**facts, fact.name: answer}, fact.name) for answer in trial)
 
     def allowed(self, facts: Facts) -> bool:
         """Every given fact's only_if is not false and no relation is broken: a patient file would be accepted."""

@@ -40,6 +40,9 @@ class Item:
     label: str = ""
     done: bool = False  # actions only: the patient's answers show it already done (the catalogue's done_when)
     within_hours_min: float | None = None  # actions only: the lower end where the guideline gives a range
+    # actions only: each concluding rule whose own window never took effect here, as (rule, its words, the rule
+    # whose earlier window won): a window that does not apply is shown as overridden, naming by which rule
+    overridden: tuple = ()
 
 
 @dataclass
@@ -78,6 +81,9 @@ class Result:
     scope_text: str  # the knowledge base's words for an out-of-scope patient ("" in scope)
     audience: str  # "clinician" or "patient": whose words the texts are in
     could_escalate: list = field(default_factory=list)  # list[analysis.escalation.Escalation], most urgent first
+    # answers that contradict each other (list[patient.Contradiction]): the result is then computed under the most
+    # urgent reading they allow (`analysis.escalation.decide_most_urgent`), and says so with both answers named
+    contradictions: list = field(default_factory=list)
 
     def fired_ids(self) -> list[str]:
         return [f.rule for f in self.fired]
@@ -96,6 +102,7 @@ class Result:
             ],
             "unanswered": [asdict(q) for q in self.unanswered],
             "could_escalate": [e.to_dict() for e in self.could_escalate],
+            "contradictions": [c.to_dict() for c in self.contradictions],
             "complete": self.complete,
             "unanswered_alarm": list(self.unanswered_alarm),
             "incomplete_text": self.incomplete_text,
@@ -115,6 +122,8 @@ def _item_dict(item: Item, with_window: bool) -> dict:
         d["within_hours_min"] = item.within_hours_min
         d["window"] = item.window
         d["done"] = item.done
+    if with_window:
+        d["overridden"] = [{"rule": r, "window": w, "by": by} for r, w, by in item.overridden]
     d.update({"label": item.label, "text": item.text, "because": list(item.because), "citations": list(item.citations)})
     return d
 
@@ -208,15 +217,23 @@ def _item(plan: Prepared, key: tuple[str, str], because: list[str], patient: boo
     entry = plan.kb.catalog[key[0]][key[1]]
     cites: set[int] = set()
     window: tuple = (None, None, None)
+    own: list[tuple[str, Recommend]] = []  # each rule's own conclusion of this item
     for rule_id in because:
         step = plan.rules[rule_id]
         cites.update(step.rule.cites)
         for conclusion, _ in step.recommends:
             if (conclusion.kind, conclusion.code) == key:
                 window = merge_window(window, conclusion)
+                own.append((rule_id, conclusion))
     hours, words, low = window
     text = entry.patient_text if patient else entry.text
-    return Item(key[1], text, because, sorted(cites), hours, words, entry.label, False, low)
+    overridden: tuple = ()
+    if hours is not None:  # the rules whose later window lost to the earliest, and the first rule that gave it
+        by = next(r for r, c in own if c.within_hours == hours)
+        overridden = tuple(
+            (r, c.window or "", by) for r, c in own if c.within_hours is not None and c.within_hours > hours
+        )
+    return Item(key[1], text, because, sorted(cites), hours, words, entry.label, False, low, overridden)
 
 
 def _action_order(entries: dict[str, CodeEntry]) -> Callable[[Item], tuple]:
@@ -241,7 +258,8 @@ def conclude(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> De
         made = plan.concluded[key] = _concluded(kb, plan, rules, key[1])
     urgency, top, actions, warnings, differential = made
     inputs = trace.inputs
-    missing_alarms = plan.unanswered_alarms(inputs)
+    # an unanswered alarm question keeps the result incomplete only while an answer to it could still change it
+    missing_alarms = plan.unanswered_alarms(inputs, top, {item.code: item.within_hours for item in actions})
     floor = kb.incomplete_floor
     if missing_alarms and floor is not None and plan.rank[floor] > top:
         urgency = floor  # unanswered is never "no": an unasked alarm question is never the lowest level

@@ -47,6 +47,29 @@ def _escalation_text(e, kb: KnowledgeBase, patient: bool) -> str:
     return f"if {answer}: " + "; ".join(parts)
 
 
+def contradiction_texts(result: Result, kb: KnowledgeBase) -> list[str]:
+    """One paragraph per contradiction the result was computed under: both answers named (for a clinician), that
+    the more serious reading was assumed, and the questions that settle it, in the audience's words (the knowledge
+    base's relation `because` and questions). What the report, the questionnaire page and the cards show."""
+    patient = result.audience == "patient"
+    out = []
+    for c in result.contradictions:
+        facts = [kb.facts[name] for name in c.settle]
+        questions = " / ".join(((f.patient_question if patient else f.question) or f.meaning) for f in facts)
+        if patient:
+            out.append(
+                "Some of your answers contradict each other; this advice assumes the more serious answer until they "
+                f"are checked. Please check: {questions}"
+            )
+            continue
+        given = " and ".join(f"{name}: {kb.facts[name].label(value)}" for name, value in c.given.items())
+        out.append(
+            f"Contradictory answers ({c.relation}): {given}. {c.because} This result is computed under the most "
+            f"urgent reading the answers allow; settle it: {questions}"
+        )
+    return out
+
+
 def render(result: Result, kb: KnowledgeBase) -> str:
     patient = result.audience == "patient"
     out: list[str] = []
@@ -55,6 +78,8 @@ def render(result: Result, kb: KnowledgeBase) -> str:
         out.extend(_wrap(result.urgency_text, ""))
     else:
         out.append(f"{label}: {result.urgency_text}")
+    for text in contradiction_texts(result, kb):  # answers that contradict each other: never an alarm dropped
+        out.extend(_wrap(text, "  " if not patient else "", ""))
     if not result.complete:  # the questions to ask now come first: an unanswered alarm question is never a no
         out.extend(_wrap(result.incomplete_text, ""))
         if not patient:
@@ -85,6 +110,11 @@ def render(result: Result, kb: KnowledgeBase) -> str:
                 out.append(f"{head}  {_cites(item.citations)}")
                 out.extend(_wrap(item.text, "     "))
                 out.append(f"     because: {', '.join(item.because)}")
+                for rule, words, by in item.overridden:  # a window that never took effect is shown as such
+                    out.extend(
+                        _wrap(f"{rule}'s window ({words}) is overridden by {by}'s earlier one", "       ", "     (")
+                    )
+                    out[-1] += ")"
     else:
         out.append(
             "What to do: answer the questions above first; the steps depend on them."

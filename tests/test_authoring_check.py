@@ -91,6 +91,7 @@ def test_bundled_notes_are_the_red_flag_windows_the_emergency_triggers_shadow(bu
     assert set(notes) == {
         "rule red_flag.leg_weakness",
         "rule red_flag.gait_difficulty",
+        "rule red_flag.radiating_numbness",
         "rule red_flag.unable_to_walk",
         "rule red_flag.bowel_bladder",
     }
@@ -117,9 +118,9 @@ def test_cli_exit_0_text_and_timing_on_stderr(capsys):
     assert main(["check"]) == 0
     elapsed = time.perf_counter() - started
     out, err = capsys.readouterr()
-    # the four red-flag windows the emergency triggers shadow, the alarm question that matters only with another
+    # the five red-flag windows the emergency department now shadows, the alarm question that matters only with another
     # answer, and one note per recorded guideline inconsistency
-    assert f"ok: no problems, {5 + len(load().inconsistencies)} notes" in out
+    assert f"ok: no problems, {6 + len(load().inconsistencies)} notes" in out
     assert "every rule can fire" in out and "any neurological symptom gives EMERGENCY (7 facts)" in out
     assert err.startswith("checked in ") and err.rstrip().endswith(" s")
     assert elapsed < 20  # seconds on the bundled knowledge base (about half a second on a laptop)
@@ -497,7 +498,7 @@ def test_cli_exit_1_names_file_line_and_patient(tmp_path, capsys):
     assert f"{kb_dir / 'facts.yaml'}:{line}: fact radiating_pain\n" in out and "  a yes lowers the urgency\n" in out
     assert "before: {radiating_pain: false, palpable_mass: true}" in out
     assert "after: {radiating_pain: true, palpable_mass: true}" in out
-    notes = 5 + len(load().inconsistencies)  # as in test_cli_exit_0_text_and_timing_on_stderr
+    notes = 6 + len(load().inconsistencies)  # as in test_cli_exit_0_text_and_timing_on_stderr
     assert out.rstrip().endswith((f"problems, {notes} notes", f"problem, {notes} notes"))
 
 

@@ -19,7 +19,7 @@ from lumbar_kb.engine.analysis.checks import run_checks
 from lumbar_kb.engine.analysis.escalation import decide
 from lumbar_kb.engine.api import Evaluator
 from lumbar_kb.engine.loader import load
-from lumbar_kb.engine.logic import evaluate
+from lumbar_kb.engine.logic import breaks, evaluate
 from lumbar_kb.engine.result_text import render
 from lumbar_kb.main import main
 
@@ -87,12 +87,23 @@ def test_an_unanswered_alarm_question_is_never_routine_and_the_result_says_so(ev
     result = run(evaluator, facts)
     moot = {"suspected_cord_compression"} if facts.get("cord_compression_confirmed") is True else set()
     missing = [f for f in ALARM if f not in facts and f not in moot]
-    assert result.unanswered_alarm == missing
-    assert result.complete is (not missing)
-    if missing:
-        assert result.urgency != "routine" and result.incomplete_text
+    # a question whose yes the relations refuse cannot raise an alarm (a diagnosis once the suspicion is no)
+    possible = [f for f in missing if _yes_allowed(evaluator, facts, f)]
+    # issue 23: only the ones whose answer could still change the decision keep the result incomplete
+    assert set(result.unanswered_alarm) <= set(possible)
+    assert result.complete is (not result.unanswered_alarm)
+    if possible:  # unanswered is never "no": counted or settled, never the lowest level
+        assert result.urgency != "routine"
+    if result.unanswered_alarm:
+        assert result.incomplete_text
     else:
         assert result.incomplete_text == ""
+
+
+def _yes_allowed(evaluator, facts, fact) -> bool:
+    """A yes to `fact` breaks no relation the answers kept (the generated answers may already break another)."""
+    added = {**facts, fact: True}
+    return not any(breaks(r, added) and not breaks(r, facts) for r in evaluator.kb.relations)
 
 
 @SETTINGS
@@ -161,11 +172,23 @@ def test_patient_text_has_no_jargon_no_false_reassurance_and_keeps_the_disclaime
 
 # ---- the guideline's pathways, one patient each -------------------------------------------------------------------
 def test_the_report_keeps_the_range_of_the_red_flags(evaluator):
+    """Radiating numbness is a red flag ("emergency evaluation (within 12-24 hours)") whose whole-spine MRI is due
+    within 12 hours; the visit that carries the MRI cannot come after it (issue 23), so the emergency department is
+    now, and the red flag's own range is shown as overridden, naming the rule whose earlier window won."""
     result = evaluator.evaluate({"radiating_numbness": True})
     ed = next(a for a in result.actions if a.code == "emergency_department")
-    assert (ed.within_hours_min, ed.within_hours) == (12, 24)
-    assert next(a for a in result.to_dict()["actions"] if a["code"] == "emergency_department")["within_hours_min"] == 12
-    assert "Emergency department, within 12-24 hours" in render(result, evaluator.kb)
+    assert ed.within_hours == 0
+    assert ed.overridden == (("red_flag.radiating_numbness", "within 12-24 hours", "imaging.mri_window.red_flags"),)
+    shown = next(a for a in result.to_dict()["actions"] if a["code"] == "emergency_department")
+    assert shown["overridden"] == [
+        {"rule": "red_flag.radiating_numbness", "window": "within 12-24 hours", "by": "imaging.mri_window.red_flags"}
+    ]
+    text = " ".join(render(result, evaluator.kb).split())
+    assert "Emergency department, immediately" in text
+    assert (
+        "red_flag.radiating_numbness's window (within 12-24 hours) is overridden by imaging.mri_window.red_flags"
+        in text
+    )
 
 
 def test_clinician_text_keeps_the_guidelines_figures(evaluator):
@@ -211,9 +234,9 @@ def problems(kb_dir, check_id):
 def test_check_catches_an_emergency_without_the_emergency_department(kb_copy):
     edit(
         kb_copy / "rules" / "imaging.yaml",
-        "      - action: emergency_department\n        within_hours: 0\n        window: immediately\n"
-        "      - action: mri_whole_spine\n        within_hours: 12\n",
-        "      - action: mri_whole_spine\n        within_hours: 12\n",
+        "    when: {fact: suspected_cord_compression, is: true}\n    then:\n      - urgency: emergency\n"
+        "      - action: emergency_department\n        within_hours: 0\n        window: immediately\n",
+        "    when: {fact: suspected_cord_compression, is: true}\n    then:\n      - urgency: emergency\n",
     )
     [finding] = problems(kb_copy, "emergency_windows")
     assert finding.subject == "action:emergency_department" and finding.reproduced is True

@@ -432,6 +432,8 @@ def test_result_json_has_every_documented_key_and_texts_from_the_catalogue(tmp_p
                 "within_hours_min": None,  # no rule gave a range's lower end
                 "window": None,  # the earliest figure wins, and r.one gave no words with it
                 "done": False,
+                # r.two's later window never took effect: shown as overridden by the rule whose earlier one won
+                "overridden": [{"rule": "r.two", "window": "in twelve hours", "by": "r.one"}],
                 "label": act.label,
                 "text": text(act),
                 "because": ["r.one", "r.two"],
@@ -717,7 +719,10 @@ def test_an_unanswered_alarm_question_makes_the_result_incomplete_in_the_audienc
     question, says so in the knowledge base's words for the audience, and its urgency is at least the floor; once
     every alarm question is answered (a "no" is an answer) it is complete and says nothing."""
     rule = {"id": "r.calm", "when": {"fact": "c", "is": True}, "then": [{"urgency": "low"}]}
-    kb = kb_declaring(tmp_path, [rule], alarms=("a", "b"), completeness={"floor": "mid", **INCOMPLETE})
+    # a yes to an alarm question raises the urgency (an alarm question no rule reads could change nothing: issue 23)
+    alarm = {"id": "r.alarm", "when": {"any": [{"fact": "a", "is": True}, {"fact": "b", "is": True}]}}
+    alarm["then"] = [{"urgency": "high"}]
+    kb = kb_declaring(tmp_path, [rule, alarm], alarms=("a", "b"), completeness={"floor": "mid", **INCOMPLETE})
     engine = Engine(kb)
     for audience, words in (("clinician", INCOMPLETE["text"]), ("patient", INCOMPLETE["patient_text"])):
         missing = build(kb, engine.run({"b": False, "c": True}), audience)
@@ -748,9 +753,10 @@ def test_result_json_carries_completeness_and_scope_under_their_documented_keys(
     """docs/clinic.md, "The result": `complete`, `unanswered_alarm`, `incomplete_text`, `in_scope`, `scope_text`, with
     the values the declarations give (here: a missing, then b answered no, which puts the patient out of scope)."""
     rule = {"id": "r.dx", "when": {"fact": "c", "is": True}, "then": [{"differential": "dx_a"}]}
+    alarm = {"id": "r.alarm", "when": {"fact": "a", "is": True}, "then": [{"urgency": "high"}]}  # a yes matters
     kb = kb_declaring(
         tmp_path,
-        [rule],
+        [rule, alarm],
         alarms=("a",),
         completeness={"floor": "mid", **INCOMPLETE},
         scope={"out_of_scope_when": {"fact": "b", "is": False}, **OUT_OF_SCOPE},

@@ -668,8 +668,13 @@ def test_contradictory_records_are_a_card_not_an_error(dev):
     assert KB.facts["cord_compression_confirmed"].question in card["detail"]
 
 
-def test_contradictory_answers_on_the_page_are_a_400_saying_why(dev):
+def test_contradictory_answers_on_the_page_keep_the_alarm_and_say_why(dev):
+    """Issue 23: a contradiction never drops an alarm; the page evaluates the most urgent reading the answers allow
+    (a diagnosed compression is treated within 24 hours) and names both answers first."""
     client, _ = dev
     answers = {"cord_compression_confirmed": True, "suspected_cord_compression": False}
-    data = problem_ok(client.post("/api/evaluate", json={"answers": answers}), 400, "answers")
-    assert "contradictory" in data["detail"]
+    response = client.post("/api/evaluate", json={"answers": answers})
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert data["urgency"] == "emergency"
+    assert "Contradictory answers" in data["warnings"][0]["text"]

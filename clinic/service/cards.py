@@ -20,6 +20,7 @@ from lumbar_kb.clinic.fhir.export import timing
 from lumbar_kb.clinic.fhir.inbound import Mapped
 from lumbar_kb.engine.model import KnowledgeBase, hours_text
 from lumbar_kb.engine.result import Item, Result
+from lumbar_kb.engine.result_text import contradiction_texts
 
 SUMMARY_MAX = 139  # the spec: a "<140-character summary"
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -113,7 +114,7 @@ def summary(kb: KnowledgeBase, result: Result) -> str:
 
 def detail(kb: KnowledgeBase, result: Result, mapped: Mapped | None) -> str:
     lines = [f"**{headline(kb, result)}.** {result.urgency_text}", ""]
-    for text in (result.incomplete_text, result.scope_text):
+    for text in (*contradiction_texts(result, kb), result.incomplete_text, result.scope_text):
         if text:
             lines += [f"**{text.strip()}**", ""]
     if result.could_escalate:

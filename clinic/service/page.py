@@ -14,6 +14,7 @@ from lumbar_kb.clinic.service.schemas import EvaluateRequest, PageResult
 from lumbar_kb.clinic.service.state import state
 from lumbar_kb.engine.errors import PatientError
 from lumbar_kb.engine.model import hours_text
+from lumbar_kb.engine.result_text import contradiction_texts
 
 STATIC = Path(__file__).resolve().parent / "static"
 router = APIRouter(tags=["questionnaire page"])
@@ -30,7 +31,7 @@ def evaluate(body: EvaluateRequest, request: Request) -> JSONResponse:
     kb = st.kb
     answers = {k: v for k, v in body.answers.items() if v is not None}
     try:
-        result = st.evaluator.evaluate(answers, body.audience)
+        result = st.evaluator.evaluate(answers, body.audience, contradictions="most_urgent")  # never drop an alarm
     except PatientError as exc:
         first = exc.problems[0]
         subject = first.subject or ""
@@ -88,7 +89,8 @@ def evaluate(body: EvaluateRequest, request: Request) -> JSONResponse:
         "actions": [
             {"label": a.label, "window": cardmod.window(a), "text": a.text, "done": a.done} for a in result.actions
         ],
-        "warnings": [{"label": "" if patient else w.label, "text": w.text} for w in result.warnings],
+        "warnings": [{"label": "", "text": text} for text in contradiction_texts(result, kb)]
+        + [{"label": "" if patient else w.label, "text": w.text} for w in result.warnings],
         "why": [f.title for f in result.fired],
         "questions": shown,
         "more_questions": more,

@@ -30,7 +30,18 @@ from collections.abc import Iterable, Mapping, Set
 import z3
 
 from lumbar_kb.engine.analysis.structure import Structure, analyse
-from lumbar_kb.engine.model import All, Condition, KnowledgeBase, Not, Recommend, SetUrgency, Test, Value
+from lumbar_kb.engine.model import (
+    All,
+    Condition,
+    KnowledgeBase,
+    Not,
+    Recommend,
+    SetUrgency,
+    Test,
+    Value,
+    condition_facts,
+)
+from lumbar_kb.engine.prepared import prepared
 
 _names = itertools.count()
 
@@ -182,8 +193,51 @@ class State:
             unasked = z3.Not(self.known(fact.name))
             if fact.only_if is not None:
                 unasked = z3.And(unasked, z3.Not(self.false(fact.only_if, no_derived)))
-            parts.append(unasked if moot is None else z3.And(unasked, z3.Not(self.true(moot, no_derived))))
+            if moot is not None:
+                unasked = z3.And(unasked, z3.Not(self.true(moot, no_derived)))
+            parts.append(z3.And(unasked, self.could_alarm(fact.name), z3.Not(self.settled(fact.name))))
         return z3.Or(parts)
+
+    def settled(self, fact: str) -> z3.BoolRef:
+        """No answer to `fact`, now or later, could raise the rules' urgency or bring a watched step forward
+        (`Prepared.settled`): the rules already conclude its highest urgency and every step it could give, as early."""
+        top, earliest = prepared(self.kb).bound[fact]
+        parts = []
+        if top > self.sem.ranks[0]:
+            levels = [code for code, r in self.sem.level_rank.items() if r >= top]
+            parts.append(z3.Or([self.concludes(("urgency", code)) for code in levels]))
+        for code, hours in earliest.items():
+            parts.append(self.action(code) if hours is None else self.action_by(code, hours))
+        return z3.And(parts)
+
+    def could_alarm(self, fact: str) -> z3.BoolRef:
+        """Some alarming answer to `fact` (yes; any value of an enum) keeps every relation and only_if with the
+        other answers (`Prepared.could_alarm`): the relations read both ways."""
+        entry = self.kb.facts[fact]
+        trial = (True,) if entry.type == "bool" else entry.values
+        options = []
+        for answer in trial:
+
+            def sub(f, v, answer=answer):
+                if f == fact:
+                    return z3.BoolVal(v == answer)
+                return z3.BoolVal(False) if self.kb.facts[f].derived else self.var[(f, v)]
+
+            keeps = []
+            for relation in self.kb.relations:
+                other = relation.implies if relation.implies is not None else relation.excludes
+                assert other is not None  # a relation implies or excludes something (the loader checks it)
+                if fact not in {*condition_facts(relation.when), *condition_facts(other)}:
+                    continue
+                broken = [self.true(relation.when, sub)]
+                broken.append(self.false(other, sub) if relation.implies is not None else self.true(other, sub))
+                keeps.append(z3.Not(z3.And(broken)))
+            for name in self.sem.inputs:
+                only_if = self.kb.facts[name].only_if
+                if name != fact and only_if is not None and fact in condition_facts(only_if):
+                    keeps.append(z3.Implies(self.known(name), z3.Not(self.false(only_if, sub))))
+            options.append(z3.And(keeps))
+        return z3.Or(options)
 
     def urgency_at_least(self, rank: int) -> z3.BoolRef:
         if rank <= self.sem.ranks[0]:

@@ -31,6 +31,7 @@ from typing import Any
 from lumbar_kb.engine.errors import EngineError
 from lumbar_kb.engine.logic import assume
 from lumbar_kb.engine.model import Fact, KnowledgeBase, Value, condition_facts
+from lumbar_kb.engine.patient import contradictions, readings
 from lumbar_kb.engine.prepared import Prepared, prepared
 from lumbar_kb.engine.reference import ReferenceEvaluator
 from lumbar_kb.engine.result import Decision, Result, build, conclude, merge_window
@@ -429,6 +430,30 @@ def decide(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Resu
     result = build(kb, trace, audience)
     result.could_escalate = could_escalate(kb, trace.inputs, audience, baseline=result, trace=trace)
     return result
+
+
+def decide_most_urgent(
+    kb: KnowledgeBase, run: Callable[[dict], Trace], inputs: Mapping[str, Value], audience: str = "clinician"
+) -> Result:
+    """`decide` for answers that may contradict each other (`patient.parse_patient(..., contradictions="read")`):
+    without a contradiction, the patient's own Result; with one, the Result of the most urgent reading the answers
+    allow (`patient.readings`: each broken relation settled either way; the first of equally urgent readings, which
+    trusts the relation's premise), carrying the contradictions with both answers named and the questions that
+    settle them. So a contradictory record never drops an alarm: its urgency is at least that of every reading."""
+    facts = dict(inputs)
+    found = contradictions(kb, facts)
+    if not found:
+        return decide(kb, run(facts), audience)
+    rank = prepared(kb).rank
+    best: Result | None = None
+    for reading in readings(kb, facts):
+        result = decide(kb, run(reading), audience)
+        if best is None or rank[result.urgency] > rank[best.urgency]:
+            best = result
+    if best is None:  # pragma: no cover - leaving a doubted answer unknown always gives a reading
+        raise EngineError(f"no reading of the contradictory answers {found[0].given} keeps every relation")
+    best.contradictions = found
+    return best
 
 
 def decision(kb: KnowledgeBase, trace: Trace, audience: str = "clinician") -> Decision:

@@ -21,7 +21,8 @@ Definitions (also in docs/authors.md, "check, test, explain"):
     answer at a time) names it.
 
 One module per kind of check: `structural`, `reach`, `windows`, `safety`, `clinical` (issue 9's invariants:
-emergency windows, completeness, urgency floors, numeric windows); `context` is what they share,
+emergency windows, completeness, urgency floors, numeric windows), `coherence` (issue 23's: the steps of one
+result agree with each other); `context` is what they share,
 `report` the findings and their text. This module runs them all.
 """
 
@@ -31,6 +32,7 @@ import time
 
 from lumbar_kb.engine.analysis import encoding
 from lumbar_kb.engine.analysis.checks.clinical import check_clinical
+from lumbar_kb.engine.analysis.checks.coherence import check_coherence
 from lumbar_kb.engine.analysis.checks.context import Context
 from lumbar_kb.engine.analysis.checks.findings import CheckReport, Finding, render
 from lumbar_kb.engine.analysis.checks.guideline import check_inconsistencies
@@ -78,6 +80,7 @@ def run_checks(kb: KnowledgeBase) -> CheckReport:
     checks += check_monotone(ctx)
     checks.append(check_escalation(ctx))
     checks += check_clinical(ctx)
+    checks += check_coherence(ctx)
     checks += check_traceability(ctx)
     for check in checks:
         for finding in check.findings:
