@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 import httpx
 import jsonschema
@@ -666,6 +667,15 @@ def test_contradictory_records_are_a_card_not_an_error(dev):
     (card,) = response.json()["cards"]
     assert "Conflicting records" in card["detail"]
     assert KB.facts["cord_compression_confirmed"].question in card["detail"]
+    # issue 23: the contradiction never drops the alarm: the record is evaluated under its most urgent reading (a
+    # diagnosed compression is treated within 24 hours: an emergency), and the card says the answers contradict
+    assert card["indicator"] == "critical", card
+    assert "Contradictory answers" in card["detail"], card["detail"]
+    # the explanation behind the card's link reads the record the same way
+    link = next(link for link in card.get("links", []) if "/explanations/" in link["url"])
+    url = urlsplit(link["url"])
+    explanation = client.get(f"{url.path}?{url.query}")
+    assert explanation.status_code == 200 and "EMERGENCY" in explanation.text, explanation.text
 
 
 def test_contradictory_answers_on_the_page_keep_the_alarm_and_say_why(dev):

@@ -38,6 +38,14 @@ class Mapped:
     conflicts: dict = field(default_factory=dict)  # fact -> ["yes (Condition/1)", "no (QuestionnaireResponse/2)"]
     skipped: list = field(default_factory=list)  # ["Observation/5: status cancelled", ...]
     patient: dict | None = None  # the Patient resource, when one was given
+    # answers that break a relation between them (confirmed but "not suspected"): left out of `facts` (unknown, as
+    # conflicts to resolve), and kept here so that the clinic evaluates them under the most urgent reading they
+    # allow: a contradictory record never drops an alarm (issue 23)
+    contradictory: dict = field(default_factory=dict)
+
+    def most_urgent_inputs(self) -> dict:
+        """The answers to evaluate with `contradictions="most_urgent"`: the agreed ones and the contradictory ones."""
+        return {**self.facts, **self.contradictory}
 
     def to_dict(self) -> dict:
         return {"facts": self.facts, "evidence": self.evidence, "conflicts": self.conflicts, "skipped": self.skipped}
@@ -123,16 +131,18 @@ def map_parts(parts: list, kb: KnowledgeBase, codes: Codes, patient_id: str | No
             conflicts[fact.name] = [f"{fact.label(facts.pop(fact.name))} ({', '.join(evidence.pop(fact.name))})"] + [
                 f"contradicts: {getattr(fact.only_if, 'describe', lambda: 'its condition')()}"
             ]
+    contradictory: dict[str, Value] = {}
     for relation in kb.relations:  # records that contradict each other (confirmed but "not suspected"): both unknown
         while breaks(relation, facts):
             sides = [c for c in (relation.when, relation.implies, relation.excludes) if c is not None]
             named = [f for side in sides for f in condition_facts(side) if f in facts]
             shown = "; ".join(f"{f} = {kb.facts[f].label(facts[f])} ({', '.join(evidence.get(f, []))})" for f in named)
             for f in named:
-                conflicts[f] = [f"{kb.facts[f].label(facts.pop(f))} ({', '.join(evidence.pop(f, []))})"] + [
+                contradictory[f] = facts.pop(f)
+                conflicts[f] = [f"{kb.facts[f].label(contradictory[f])} ({', '.join(evidence.pop(f, []))})"] + [
                     f"contradicts: {shown} ({relation.because.strip()})"
                 ]
-    return Mapped(facts, evidence, conflicts, skipped, patient)
+    return Mapped(facts, evidence, conflicts, skipped, patient, contradictory)
 
 
 # ---- readers ---------------------------------------------------------------------------------------------

@@ -132,7 +132,8 @@ def call(service_id: str, body: HookRequest, request: Request, claims: Claims) -
     if hook in ("order-select", "order-sign"):
         orders = _draft_orders(st, ctx, hook)
     mapped, incomplete = _mapped(st, body, patient_id, claims)
-    result = st.evaluator.evaluate(mapped.facts)
+    # records that contradict each other are evaluated under the most urgent reading they allow (never dropped)
+    result = st.evaluator.evaluate(mapped.most_urgent_inputs(), contradictions="most_urgent")
     base = st.base_url(request)
     ttl = st.settings.link_ttl
     context = cardmod.Context(
@@ -150,7 +151,7 @@ def call(service_id: str, body: HookRequest, request: Request, claims: Claims) -
         if not cards and incomplete:  # the record could not be read whole: say so, never silently less
             cards = cardmod.patient_view(st.kb, st.codes, result, mapped, context)
     # the explanation is rendered when asked for (the card's link), from the facts and the same knowledge base
-    explanation = json.dumps({"facts": mapped.facts, "provenance": _provenance(mapped, incomplete)})
+    explanation = json.dumps({"facts": mapped.most_urgent_inputs(), "provenance": _provenance(mapped, incomplete)})
     client = client_of(claims)
     for card in cards:
         st.store.record_card(
@@ -366,5 +367,5 @@ def explanation(
     if card["kb_sha256"] != st.kb.sha256:
         raise ProblemError(409, "the knowledge base has changed since this card was issued", "card_uuid")
     saved = json.loads(card["explanation"])
-    result = st.evaluator.evaluate(saved["facts"])
+    result = st.evaluator.evaluate(saved["facts"], contradictions="most_urgent")
     return PlainTextResponse(render(result, st.kb) + saved["provenance"])
