@@ -58,7 +58,7 @@ def page(browser, server):
     requests = []
     page.on("request", lambda r: requests.append(r.url))
     page.goto(server + "/")
-    page.wait_for_function("document.getElementById('result').dataset.urgency !== undefined")
+    page.wait_for_function("() => document.getElementById('result').dataset.urgency !== undefined")
     yield page
     assert all(url.startswith(server) for url in requests), "every asset is local"
     page.close()
@@ -94,7 +94,7 @@ def test_alarm_questions_first_and_no_settled_lowest_urgency_while_they_are_unan
     assert _headline(page) != LOWEST.label
     assert "info" not in page.get_attribute("#result", "class")
     answer(page, "palpable_mass", "true")
-    page.wait_for_function("document.querySelector('#q-palpable_mass-true').checked")
+    page.wait_for_function("() => document.querySelector('#q-palpable_mass-true').checked")
     page.wait_for_timeout(300)
     assert _headline(page) != LOWEST.label and page.get_attribute("#result", "data-complete") == "false"
     assert page.is_visible("#incomplete") and KB.incomplete_text.strip() in page.inner_text("#incomplete")
@@ -104,7 +104,7 @@ def test_alarm_questions_first_and_no_settled_lowest_urgency_while_they_are_unan
 
 def test_a_red_flag_shows_the_emergency_at_once(page):
     answer(page, "leg_weakness", "true")
-    page.wait_for_function(f"document.getElementById('result').dataset.urgency === '{TOP.code}'")
+    page.wait_for_function(f"() => document.getElementById('result').dataset.urgency === '{TOP.code}'")
     assert _headline(page) == TOP.label
     assert "critical" in page.get_attribute("#result", "class")
     assert KB.catalog["action"]["emergency_department"].label in page.inner_text("#actions")
@@ -113,8 +113,8 @@ def test_a_red_flag_shows_the_emergency_at_once(page):
 def test_the_keyboard_answers_and_focus_stays_on_the_question(page):
     page.focus("#q-leg_weakness-true")
     page.keyboard.press("ArrowDown")  # radio groups move with the arrow keys: now "No"
-    page.wait_for_function("document.activeElement && document.activeElement.id === 'q-leg_weakness-false'")
-    page.wait_for_function("document.getElementById('q-leg_weakness-false').checked")
+    page.wait_for_function("() => document.activeElement && document.activeElement.id === 'q-leg_weakness-false'")
+    page.wait_for_function("() => document.getElementById('q-leg_weakness-false').checked")
     assert page.evaluate("document.activeElement.id") == "q-leg_weakness-false"
 
 
@@ -122,10 +122,10 @@ def test_all_alarm_questions_answered_no_completes_the_result_and_shrinks_the_qu
     for fact in ALARM:
         answer(page, fact.name, "false")
         page.wait_for_timeout(50)
-    page.wait_for_function("document.getElementById('result').dataset.complete === 'true'")
+    page.wait_for_function("() => document.getElementById('result').dataset.complete === 'true'")
     assert not _headline(page).startswith("INCOMPLETE") and not page.is_visible("#incomplete")
     answer(page, "palpable_mass", "true")  # a lump: now the back-pain questions cannot change the result
-    page.wait_for_function("document.querySelectorAll('#more fieldset').length > 0")
+    page.wait_for_function("() => document.querySelectorAll('#more fieldset').length > 0")
     shown = page.eval_on_selector_all("#questions fieldset", "els => els.map(e => e.dataset.fact)")
     hidden = page.eval_on_selector_all("#more fieldset", "els => els.map(e => e.dataset.fact)")
     assert set(shown) | set(hidden) == {f.name for f in KB.input_facts}
@@ -136,19 +136,21 @@ def test_patient_wording_and_a_screenshot(page):
     page.check("input[name=audience][value=patient]")
     first = ALARM[0]
     page.wait_for_function(
-        f"document.querySelector('#q-{first.name}-legend').textContent.endsWith({first.patient_question!r})"
+        f"() => document.querySelector('#q-{first.name}-legend').textContent.endsWith({first.patient_question!r})"
     )
     answer(page, "palpable_mass", "true")
-    page.wait_for_function("document.querySelector('#q-palpable_mass-true').checked")
+    page.wait_for_function("() => document.querySelector('#q-palpable_mass-true').checked")
     page.wait_for_timeout(300)
     assert page.is_visible("#incomplete") and not page.is_visible("#why-block")
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(_shots() / "questionnaire-patient.png"))
     page.check("input[name=audience][value=clinician]")
-    page.wait_for_function(f"document.querySelector('#q-{first.name}-legend').textContent.endsWith({first.question!r})")
+    page.wait_for_function(
+        f"() => document.querySelector('#q-{first.name}-legend').textContent.endsWith({first.question!r})"
+    )
     answer(page, "palpable_mass", "true")
     answer(page, "bowel_bladder_dysfunction", "true")
-    page.wait_for_function(f"document.getElementById('result').dataset.urgency === '{TOP.code}'")
+    page.wait_for_function(f"() => document.getElementById('result').dataset.urgency === '{TOP.code}'")
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(_shots() / "questionnaire-page.png"), full_page=False)
 
