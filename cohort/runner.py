@@ -13,6 +13,7 @@ needs only `lumbar-kb` installed, not the files.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from collections import deque
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lumbar_kb.cohort.decisions import Canonical, decided, differences, trace_rows, who
+from lumbar_kb.cohort.decisions import Canonical, decided, differences, leaf, trace_rows, who
 from lumbar_kb.cohort.inputs import Chunk, Mapping, Patient, materialize, patients
 from lumbar_kb.cohort.summary import Summary
 from lumbar_kb.engine.errors import LumbarKBError, Problem
@@ -106,6 +107,9 @@ class Job:
     store: bool = False  # also the validated inputs and the trace (the audit store)
     out_kind: str | None = None  # --out: the rows encoded here for the file (parquet, csv, jsonl)
     cache: bool = True  # reuse the decision of the same answers (replay says False: it re-evaluates every one)
+    raw: bool = False  # --csv-raw: CSV cells as they are, formulas included
+    by: str | None = None  # --by: the kept column the summary is broken down by
+    trend: str | None = None  # --trend: the kept date column the summary counts by month
 
 
 @dataclass
@@ -113,11 +117,12 @@ class ChunkOut:
     index: int
     summary: Summary
     rows: list  # decision rows, input order
-    inputs: list  # store only: the validated inputs of each row
+    inputs: list  # store only: the validated inputs of each row, as the JSON text stored
     traces: list  # store only: trace_rows of each row
     bad: list  # [str]: one line per problem of each bad row
     replay_differences: list = field(default_factory=list)  # stored chunks: [(who, [what differs])]
     encoded: Any = None  # job.out_kind: the chunk's rows in that format (output.encode)
+    leaves: bytes = b""  # store only: each row's link in the run's digest (decisions.leaf), in order
 
 
 def evaluate_chunk(chunk: Chunk, job: Job, snapshots: dict | None = None) -> ChunkOut:
@@ -127,7 +132,8 @@ def evaluate_chunk(chunk: Chunk, job: Job, snapshots: dict | None = None) -> Chu
     kb, engine = _engine(job.kb_sha256, snapshots)
     chunk = materialize(chunk)
     other = _engine(job.compare_sha256, snapshots) if job.compare_sha256 else None
-    out = ChunkOut(chunk.index, Summary(), [], [], [], [])
+    out = ChunkOut(chunk.index, Summary(job.by, job.trend), [], [], [], [])
+    leaves: list[bytes] = []
     sha = kb.sha256
     canonical = _CANONICAL[sha]
     for item, patient in zip(chunk.items, patients(chunk, kb, job.mapping), strict=True):
@@ -159,6 +165,8 @@ def evaluate_chunk(chunk: Chunk, job: Job, snapshots: dict | None = None) -> Chu
         row = {**who(patient, digest), **part}
         if changes is not None:
             row["changes"] = changes
+        if patient.kept is not None:
+            row["kept"] = patient.kept
         out.summary.add(row)
         if chunk.kind == "stored":
             expected = item[4]
@@ -170,12 +178,16 @@ def evaluate_chunk(chunk: Chunk, job: Job, snapshots: dict | None = None) -> Chu
         if job.rows or job.out_kind:
             out.rows.append(row)
         if job.store:
-            out.inputs.append(patient.inputs)
+            inputs_text = json.dumps(patient.inputs, ensure_ascii=False)
+            out.inputs.append(inputs_text)
             out.traces.append(steps)
+            leaves.append(leaf(row, inputs_text, steps))
+    out.leaves = b"".join(leaves)
     if job.out_kind:
         from lumbar_kb.cohort.output import encode
 
-        out.encoded = encode(out.rows, job.out_kind, job.compare_sha256 is not None) if out.rows else None
+        compared = job.compare_sha256 is not None
+        out.encoded = encode(out.rows, job.out_kind, compared, job.mapping.keep, job.raw) if out.rows else None
         if not job.rows:
             out.rows = []
     return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from lumbar_kb.engine.errors import safe_text
 from lumbar_kb.engine.model import KnowledgeBase, hours_text
 
 LISTED = 20  # patients listed by name in the text summary; the rest are in --out
@@ -18,7 +19,11 @@ PATHWAYS_KEPT = 5_000  # distinct pathways counted exactly; beyond twice that th
 
 
 class Summary:
-    def __init__(self) -> None:
+    def __init__(self, by: str | None = None, trend: str | None = None) -> None:
+        self.by = by  # a kept column: every count again per value of it (`groups`)
+        self.trend = trend  # a kept date column: urgency per month of it (`months`)
+        self.groups: dict[str, Summary] = {}
+        self.months: dict[str, Counter] = {}
         self.patients = 0
         self.bad_rows = 0
         self.urgency: Counter = Counter()
@@ -188,8 +193,9 @@ class Summary:
 
 
 def who(row: dict) -> str:
+    """Whose row it is, fit for a terminal (a file name or id may hold control or bidirectional characters)."""
     place = row["source"] if row["row"] is None else f"{row['source']}:{row['row']}"
-    return f"{place} ({row['patient_id']})" if row.get("patient_id") else place
+    return safe_text(f"{place} ({row['patient_id']})" if row.get("patient_id") else place)
 
 
 def levels(kb: KnowledgeBase) -> list[str]:
