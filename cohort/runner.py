@@ -263,7 +263,16 @@ def _run_processes(chunks: Iterable[Chunk], job: Job, snapshots: dict, jobs: int
         )
 
 
+def _evaluate_on_worker(chunk: Chunk, job: Job) -> ChunkOut:
+    return evaluate_chunk(chunk, job, None)
+
+
 def _run_dask(chunks: Iterable[Chunk], job: Job, snapshots: dict, jobs: int, address: str | None) -> Iterator[ChunkOut]:
+    """Each chunk a task whose data travels with it (the chunk is its argument, never data scattered to one
+    worker), so the scheduler can run it again on another worker when its worker is lost: a lost worker costs a
+    retry, not the run. The knowledge bases reach every worker, new ones too, by a worker plugin. At most a few
+    tasks per worker are in flight and each is released once its result is read, so the coordinator's memory
+    stays flat."""
     import logging
 
     try:
@@ -292,16 +301,20 @@ def _run_dask(chunks: Iterable[Chunk], job: Job, snapshots: dict, jobs: int, add
                 Problem(f"cannot reach the Dask scheduler at {address}: {exc}", hint="e.g. --dask tcp://host:8786")
             ) from None
     try:
+        from lumbar_kb.cohort.dask_plugin import KnowledgeBases
+
+        client.register_plugin(KnowledgeBases(snapshots, _init_worker), name=KnowledgeBases.name)
         workers = max(len(client.scheduler_info().get("workers", {})), 1)
-        shared = client.scatter(snapshots, broadcast=True)  # each worker gets the knowledge base once
 
         def submit(chunk: Chunk) -> Any:
-            # the chunk travels as data (to a worker, released with its task), not inside the task: a task's
-            # arguments stay in the scheduler's and client's records of it, which grew ~2 MB a chunk
-            data = client.scatter(chunk, hash=False)
-            return client.submit(evaluate_chunk, data, job, shared, pure=False)
+            return client.submit(_evaluate_on_worker, chunk, job, pure=False, retries=2)
 
-        yield from _ordered(submit, chunks, workers * IN_FLIGHT_PER_WORKER, lambda f: f.result())
+        def result(future: Any) -> ChunkOut:
+            out = future.result()
+            future.release()
+            return out
+
+        yield from _ordered(submit, chunks, workers * IN_FLIGHT_PER_WORKER, result)
     finally:
         client.close()
         if cluster is not None:
