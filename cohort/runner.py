@@ -138,7 +138,7 @@ def evaluate_chunk(chunk: Chunk, job: Job, snapshots: dict | None = None) -> Chu
     canonical = _CANONICAL[sha]
     for item, patient in zip(chunk.items, patients(chunk, kb, job.mapping), strict=True):
         if not isinstance(patient, Patient):
-            out.summary.bad_rows += 1
+            out.summary.add_bad(patient)
             out.bad.extend(str(p) for p in patient)
             continue
         text = canonical(patient.inputs)
