@@ -155,11 +155,14 @@ def _run_cohort(args) -> int:
     # the feedback store is read before any work, so a bad one is refused before anything is written
     overrides = feedback_rates(args.feedback) if args.feedback is not None else None
     compared = compare_kb is not None
+    from lumbar_kb.cohort.output import whole_hours
+
+    whole = whole_hours(kb, compare_kb)
     out_writer = None
     if args.out:
         from lumbar_kb.cohort.output import Writer
 
-        out_writer = Writer(args.out, compared, kept=keep, raw=args.csv_raw)
+        out_writer = Writer(args.out, compared, kept=keep, raw=args.csv_raw, whole_hours=whole)
     stdout_writer = None
     if args.format == "csv":
         from lumbar_kb.cohort.output import Writer
@@ -175,6 +178,7 @@ def _run_cohort(args) -> int:
         raw=args.csv_raw,
         by=args.by,
         trend=args.trend,
+        whole_hours=whole,
     )
     snapshots = {kb.sha256: runner.snapshot(kb)}
     if compare_kb is not None:

@@ -24,16 +24,19 @@ SUFFIXES = (".jsonl", ".csv", ".parquet")
 ROW_GROUP_ROWS = 4096  # Parquet rows held before they are written as one row group (a few MB of decisions)
 
 
-def arrow_schema(compared: bool = False, kept: tuple = ()) -> Any:
-    """The decision rows' columns (decisions.COLUMNS), `changes` when compared, then each kept column (text)."""
+def arrow_schema(compared: bool = False, kept: tuple = (), whole_hours: bool = False) -> Any:
+    """The decision rows' columns (decisions.COLUMNS), `changes` when compared, then each kept column (text).
+    An action's hours are integers when `whole_hours` (every window of the run's knowledge bases is a whole
+    number of hours: 336 as `evaluate` shows it, not 336.0), else floating point."""
     import pyarrow as pa
 
+    hours = pa.int64() if whole_hours else pa.float64()
     text_list = pa.list_(pa.string())
     action = pa.struct(
         [
             ("code", pa.string()),
-            ("within_hours_min", pa.float64()),
-            ("within_hours", pa.float64()),
+            ("within_hours_min", hours),
+            ("within_hours", hours),
             ("window", pa.string()),
             ("done", pa.bool_()),
         ]
@@ -82,7 +85,7 @@ def _for_arrow(row: dict) -> dict:
     return row if c is None or isinstance(c, str) else {**row, "completeness": str(c)}
 
 
-def encode_table(rows: list[dict], compared: bool = False, kept: tuple | bool = ()) -> Any:
+def encode_table(rows: list[dict], compared: bool = False, kept: tuple | bool = (), whole_hours: bool = False) -> Any:
     """Rows as an Arrow table of `arrow_schema`: kept=True gives the `kept` cells as one map column (the audit
     store's), a tuple of names gives each as its own column (--out)."""
     import pyarrow as pa
@@ -90,7 +93,7 @@ def encode_table(rows: list[dict], compared: bool = False, kept: tuple | bool = 
     if kept is True:
         schema = arrow_schema(compared).append(pa.field("kept", pa.map_(pa.string(), pa.string())))
     else:
-        schema = arrow_schema(compared, kept or ())
+        schema = arrow_schema(compared, kept or (), whole_hours)
         if kept:
             rows = [_flat_kept(r, kept) for r in rows]
     rows = [_for_arrow(r) for r in rows]
@@ -106,11 +109,13 @@ def encode_table(rows: list[dict], compared: bool = False, kept: tuple | bool = 
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def encode(rows: list[dict], kind: str, compared: bool = False, kept: tuple = (), raw: bool = False) -> Any:
+def encode(
+    rows: list[dict], kind: str, compared: bool = False, kept: tuple = (), raw: bool = False, whole_hours: bool = False
+) -> Any:
     """Rows in a file's format: an Arrow table (parquet), or text (csv without its header, jsonl). A CSV cell
     that a spreadsheet would run is neutralised unless `raw`."""
     if kind == "parquet":
-        return encode_table(rows, compared, kept)
+        return encode_table(rows, compared, kept, whole_hours)
     if kind == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
@@ -126,6 +131,23 @@ def encode(rows: list[dict], kind: str, compared: bool = False, kept: tuple = ()
 
 def _without_map(row: dict) -> dict:
     return {k: v for k, v in row.items() if k != "kept"} if "kept" in row else row
+
+
+def whole_hours(*kbs: Any) -> bool:
+    """Whether every action window of these knowledge bases is a whole number of hours (then Parquet's hours are
+    integers)."""
+    from lumbar_kb.engine.model import Recommend
+
+    return all(
+        float(h).is_integer()
+        for kb in kbs
+        if kb is not None
+        for rule in kb.rules
+        for c in rule.then
+        if isinstance(c, Recommend)
+        for h in (c.within_hours, c.within_hours_min)
+        if h is not None
+    )
 
 
 def _list_array(values: list, kind: Any) -> Any:
@@ -166,8 +188,10 @@ class Writer:
         stream: IO[str] | None = None,
         kept: tuple = (),
         raw: bool = False,
+        whole_hours: bool = False,
     ):
         self.path = path
+        self.whole_hours = whole_hours
         self.compared = compared
         self.kept = tuple(kept)
         self.raw = raw
@@ -193,7 +217,7 @@ class Writer:
         if self.kind == "parquet":
             import pyarrow.parquet as pq
 
-            self._parquet = pq.ParquetWriter(str(self.tmp), arrow_schema(compared, self.kept))
+            self._parquet = pq.ParquetWriter(str(self.tmp), arrow_schema(compared, self.kept, whole_hours))
         else:
             if self._file is None:
                 self._file = open(self.tmp, "w", encoding="utf-8", newline="")  # closed in close()
@@ -205,7 +229,7 @@ class Writer:
 
     def write(self, rows: list[dict]) -> None:
         if rows:
-            self.write_encoded(encode(rows, self.kind, self.compared, self.kept, self.raw))
+            self.write_encoded(encode(rows, self.kind, self.compared, self.kept, self.raw, self.whole_hours))
 
     def write_encoded(self, payload: Any) -> None:
         """A chunk's rows already encoded by `encode` (in a worker, off this process's critical path)."""

@@ -110,6 +110,7 @@ class Job:
     raw: bool = False  # --csv-raw: CSV cells as they are, formulas included
     by: str | None = None  # --by: the kept column the summary is broken down by
     trend: str | None = None  # --trend: the kept date column the summary counts by month
+    whole_hours: bool = False  # Parquet --out: hours as integers (output.whole_hours)
 
 
 @dataclass
@@ -187,7 +188,9 @@ def evaluate_chunk(chunk: Chunk, job: Job, snapshots: dict | None = None) -> Chu
         from lumbar_kb.cohort.output import encode
 
         compared = job.compare_sha256 is not None
-        out.encoded = encode(out.rows, job.out_kind, compared, job.mapping.keep, job.raw) if out.rows else None
+        out.encoded = (
+            encode(out.rows, job.out_kind, compared, job.mapping.keep, job.raw, job.whole_hours) if out.rows else None
+        )
         if not job.rows:
             out.rows = []
     return out

@@ -100,6 +100,15 @@ STAGED = ("decisions", "trace", "bad_rows")
 
 _DECISION_COLUMNS = ", ".join(f'"{c}"' for c in COLUMNS)
 
+
+def _hours_sql(column: str) -> str:
+    """SQL for hours as text, a whole number without a fraction (336, not 336.0), as `evaluate` shows them."""
+    return (
+        f"CASE WHEN {column} = trunc({column}) THEN CAST(CAST({column} AS BIGINT) AS VARCHAR) "
+        f"ELSE CAST({column} AS VARCHAR) END"
+    )
+
+
 # the named questions of `lumbar-kb query`: (number of arguments, defaults, SQL with $run and $arg1, $arg2 ...)
 QUESTIONS: dict[str, tuple[int, tuple, str]] = {
     "runs": (
@@ -118,7 +127,9 @@ QUESTIONS: dict[str, tuple[int, tuple, str]] = {
         1,
         ("mri_whole_spine",),
         """SELECT coalesce(a."window", CASE WHEN a.within_hours IS NULL THEN NULL
-                  ELSE 'within ' || format('{}', a.within_hours::DECIMAL(18, 3)::DOUBLE) || ' h' END,
+                  ELSE 'within ' || """
+        + _hours_sql("a.within_hours")
+        + """ || ' h' END,
                   CASE WHEN a.code IS NULL THEN 'not recommended' ELSE 'no window' END) AS "window",
                   count(*) AS patients
            FROM (SELECT [x FOR x IN actions IF x.code = $arg1][1] AS a FROM decisions
@@ -137,8 +148,12 @@ QUESTIONS: dict[str, tuple[int, tuple, str]] = {
         2,
         (),
         """SELECT a.source, a."row", a.patient_id, a.urgency AS urgency_a, b.urgency AS urgency_b,
-                  [x.code || coalesce('@' || format('{}', x.within_hours), '') FOR x IN a.actions] AS actions_a,
-                  [x.code || coalesce('@' || format('{}', x.within_hours), '') FOR x IN b.actions] AS actions_b
+                  [x.code || coalesce('@' || """
+        + _hours_sql("x.within_hours")
+        + """, '') FOR x IN a.actions] AS actions_a,
+                  [x.code || coalesce('@' || """
+        + _hours_sql("x.within_hours")
+        + """, '') FOR x IN b.actions] AS actions_b
            FROM decisions a JOIN decisions b
              ON a.source = b.source AND a."row" IS NOT DISTINCT FROM b."row" AND a.input_sha256 = b.input_sha256
            WHERE a.run_id = $arg1 AND b.run_id = $arg2

@@ -149,3 +149,35 @@ def test_progress_shows_a_total_and_time_left_for_every_input_kind(capsys, tmp_p
         assert f" of {rows} rows" in err and " left" in err, err
     assert progress.time_left(25, 100, 10.0) == "0:00:30"
     assert progress.time_left(0, 100, 10.0) == "-" and progress.time_left(5, None, 1.0) == "-"
+
+
+def test_whole_hours_stay_integers_in_parquet_and_the_stores_answers(capsys, tmp_path, evaluator, kb_copy):
+    """The knowledge base's windows are whole hours (12, 336): Parquet holds them as integers, as `evaluate`
+    gives them; a window that is not whole (a knowledge base with 0.5 h) makes the column floating point."""
+    import pyarrow.parquet as pq
+
+    lines = tmp_path / "p.jsonl"
+    lines.write_text('{"leg_weakness": true}\n{"palpable_mass": true, "mass_persists": true}\n')
+    code, _, _ = cli(capsys, "cohort", lines, "--out", tmp_path / "o.parquet", "--quiet")
+    table = pq.read_table(tmp_path / "o.parquet")
+    hours = [a["within_hours"] for r in table.to_pylist() for a in r["actions"]]
+    expected = [
+        a.within_hours
+        for p in ({"leg_weakness": True}, {"palpable_mass": True, "mass_persists": True})
+        for a in evaluator.evaluate(p).actions
+    ]
+    assert code == 0 and hours == expected and all(type(h) is int for h in hours if h is not None)
+    assert str(table.schema.field("actions").type.value_type.field("within_hours").type) == "int64"
+    imaging = kb_copy / "rules" / "imaging.yaml"
+    imaging.write_text(imaging.read_text().replace("within_hours: 12\n", "within_hours: 12.5\n", 1))
+    code, _, err = cli(capsys, "cohort", lines, "--kb", kb_copy, "--out", tmp_path / "f.parquet", "--quiet")
+    assert code == 0, err
+    kind = pq.read_table(tmp_path / "f.parquet").schema.field("actions").type.value_type.field("within_hours").type
+    assert str(kind) == "double"
+
+    db = tmp_path / "a.duckdb"
+    first = json.loads(cli(capsys, "cohort", lines, "--db", db, "--format", "json", "--quiet")[1])["run_id"]
+    second = json.loads(cli(capsys, "cohort", lines, "--kb", kb_copy, "--db", db, "--format", "json", "--quiet")[1])
+    code, out, _ = cli(capsys, "query", db, "changed", first, second["run_id"], "--format", "json")
+    actions = [a for r in json.loads(out) for a in r["actions_a"]]
+    assert code == 0 and actions and all(not a.endswith(".0") for a in actions) and "mri_whole_spine@12" in actions
