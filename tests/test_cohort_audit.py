@@ -67,6 +67,9 @@ def test_a_killed_run_is_abandoned_never_read_and_its_leftovers_are_swept(capsys
                 break
             time.sleep(0.02)
         assert staged and proc.poll() is None, "the run ended before it could be killed"
+        # while it runs the store is not locked: a query reads it, and sees the run as running
+        code, out, err = cli(capsys, "query", db, "runs", "--format", "json")
+        assert code == 0 and sorted(r["status"] for r in json.loads(out)) == ["done", "running"], err
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
