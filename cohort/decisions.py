@@ -137,12 +137,19 @@ def leaf(row: dict, inputs_text: str, steps: list) -> bytes:
         values.append(value)
     values.append(inputs_text)
     values.append([[int(step), rule, matched] for step, rule, matched in steps])
-    return hashlib.sha256(json.dumps(values, separators=(",", ":")).encode()).digest()
+    return hashlib.sha256(_LEAF(values).encode()).digest()
+
+
+_MATCHED = json.JSONEncoder(
+    sort_keys=True, ensure_ascii=False
+).encode  # json.dumps' text, without a new encoder each call
+_LEAF = json.JSONEncoder(separators=(",", ":")).encode
+INPUTS_TEXT = json.JSONEncoder(ensure_ascii=False).encode  # a row's inputs as the store keeps them
 
 
 def trace_rows(trace: Any) -> list[tuple]:
     """(step, rule, matched facts as JSON) for each firing of an evaluation's Trace: the audit store's trace table."""
-    return [(f.order, f.rule, json.dumps(f.matched, sort_keys=True, ensure_ascii=False)) for f in trace.firings]
+    return [(f.order, f.rule, _MATCHED(f.matched)) for f in trace.firings]
 
 
 DECIDING = ("urgency", "actions", "warnings")

@@ -13,7 +13,6 @@ needs only `lumbar-kb` installed, not the files.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 from collections import deque
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lumbar_kb.cohort.decisions import Canonical, decided, differences, leaf, trace_rows, who
+from lumbar_kb.cohort.decisions import INPUTS_TEXT, Canonical, decided, differences, leaf, trace_rows, who
 from lumbar_kb.cohort.inputs import Chunk, Mapping, Patient, materialize, patients
 from lumbar_kb.cohort.summary import Summary
 from lumbar_kb.engine.errors import LumbarKBError, Problem
@@ -179,7 +178,7 @@ def evaluate_chunk(chunk: Chunk, job: Job, snapshots: dict | None = None) -> Chu
         if job.rows or job.out_kind:
             out.rows.append(row)
         if job.store:
-            inputs_text = json.dumps(patient.inputs, ensure_ascii=False)
+            inputs_text = INPUTS_TEXT(patient.inputs)
             out.inputs.append(inputs_text)
             out.traces.append(steps)
             leaves.append(leaf(row, inputs_text, steps))

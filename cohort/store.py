@@ -93,7 +93,13 @@ READ_CONFIG: dict[str, Any] = {
     "memory_limit": "2GB",
     "lock_configuration": True,
 }
-WRITE_CONFIG: dict[str, Any] = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+# a run's writes: its rows added from the staged Parquet in one transaction, streamed within a bounded memory
+WRITE_CONFIG: dict[str, Any] = {
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "memory_limit": "32MB",  # measured: the run's peak grows by ~35 MB adding its rows (by ~120 MB at 128 MB)
+    "threads": 1,
+}
 LOCK_WAIT_S = 30.0  # how long a run waits for another process's short write (a run adding its rows) to end
 READ_WAIT_S = 5.0  # how long `query` and `replay` wait for it
 STAGED = ("decisions", "trace", "bad_rows")
@@ -423,29 +429,23 @@ class Run:
         return self.digest
 
     def _add_rows(self, con: Any, summary: Any) -> None:
-        import pyarrow.dataset as ds
-
         signature = signer = None
         if self.key is not None:
             signature = self.key.sign(str(self.digest).encode()).hex()
             signer = public_hex(self.key.public_key())
         con.execute("BEGIN TRANSACTION")
         try:
+            # DuckDB reads the staged Parquet itself, streaming: a fraction of the memory of handing it Arrow
+            # batches from Python (measured: ~90 MB against ~300 MB for 50,000 patients)
             for name in STAGED:
-                staged = ds.dataset(str(self.staging / f"{name}.parquet"), format="parquet")
-                con.register("staged", staged)
-                try:
-                    if name == "decisions":
-                        con.execute(
-                            f"INSERT INTO decisions SELECT $run, seq, {_DECISION_COLUMNS}, changes, kept, inputs "
-                            "FROM staged",
-                            {"run": self.run_id},
-                        )
-                    else:
-                        columns = "seq, step, rule, matched" if name == "trace" else "seq, problem"
-                        con.execute(f"INSERT INTO {name} SELECT $run, {columns} FROM staged", {"run": self.run_id})
-                finally:
-                    con.unregister("staged")
+                if name == "decisions":
+                    columns = f"seq, {_DECISION_COLUMNS}, changes, kept, inputs"
+                else:
+                    columns = "seq, step, rule, matched" if name == "trace" else "seq, problem"
+                con.execute(
+                    f"INSERT INTO {name} SELECT $run, {columns} FROM read_parquet($file)",
+                    {"run": self.run_id, "file": str(self.staging / f"{name}.parquet")},
+                )
             updated = con.execute(
                 "UPDATE runs SET finished = ?, status = 'done', patients = ?, bad_rows = ?, digest = ?, "
                 "signature = ?, signer = ? WHERE run_id = ? AND status = 'running' RETURNING run_id",
