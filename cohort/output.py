@@ -204,10 +204,13 @@ class Writer:
         if stream is None:
             from lumbar_kb.cohort.temporary import hold, sweep
 
-            path.parent.mkdir(parents=True, exist_ok=True)
-            sweep(path.parent, f".{path.name}.cohort-", ".tmp")
             self.tmp = path.with_name(f".{path.name}.cohort-{os.getpid()}.tmp")
-            self._lock = hold(self.tmp)  # made here (mode from the umask), held until close
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                sweep(path.parent, f".{path.name}.cohort-", ".tmp")
+                self._lock = hold(self.tmp)  # made here (mode from the umask), held until close
+            except OSError as exc:
+                raise LumbarKBError(Problem(f"cannot write --out: {exc.strerror or exc}", file=str(path))) from None
         else:
             self.tmp = path
         self._parquet: Any = None

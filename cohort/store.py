@@ -469,10 +469,15 @@ class Run:
 def begin(path: Path, kb: KnowledgeBase, snap: dict, inputs: list, command: str, backend: str, key: Any = None) -> Run:
     """Start a run in the store at `path` (made if missing): its knowledge base stored, its row `running`, its
     staging folder held. Runs that were killed are marked abandoned first, and their staging folders removed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     run_id = new_run_id()
-    staging = private_folder(staging_folder(path, run_id))
-    lock = hold(staging / "lock")  # held before the run's row exists: never taken for an abandoned run
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = private_folder(staging_folder(path, run_id))
+        lock = hold(staging / "lock")  # held before the run's row exists: never taken for an abandoned run
+    except OSError as exc:
+        raise LumbarKBError(
+            Problem(f"cannot write beside the audit store: {exc.strerror or exc}", file=display(path))
+        ) from None
     try:
         con = _connect(path, False, LOCK_WAIT_S)
         try:

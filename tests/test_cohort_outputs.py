@@ -181,3 +181,12 @@ def test_whole_hours_stay_integers_in_parquet_and_the_stores_answers(capsys, tmp
     code, out, _ = cli(capsys, "query", db, "changed", first, second["run_id"], "--format", "json")
     actions = [a for r in json.loads(out) for a in r["actions_a"]]
     assert code == 0 and actions and all(not a.endswith(".0") for a in actions) and "mri_whole_spine@12" in actions
+
+
+def test_an_output_that_cannot_be_written_is_bad_input_naming_it(capsys, tmp_path):
+    lines = tmp_path / "p.jsonl"
+    lines.write_text('{"leg_weakness": true}\n')
+    (tmp_path / "afile").write_text("")
+    for option in ("--db", "--out"):
+        code, out, err = cli(capsys, "cohort", lines, option, tmp_path / "afile" / "x.csv", "--quiet")
+        assert (code, out) == (2, "") and "afile/x.csv" in err and "Traceback" not in err, err
