@@ -7,7 +7,9 @@ the peak memory of the whole process tree (the command and its workers, sampled:
 sets, and of their proportional sets, which count a shared library's pages once), the CPU seconds it used
 (patients per CPU second is the per-core rate even on a machine other work shares), and checks that every run
 wrote identical decisions. Also the start-up time of the command line, and peak memory at a tenth of N (flat
-memory: the peak must not grow with N). Prints figures; never fails on speed.
+memory: the peak must not grow with N), and the cost of the audit store: mode `db` is `--jobs 1 --db` on a
+fresh store, printed against the same run without it (the goals: at most +30 % time, peak under 300 MB).
+Prints figures; never fails on speed.
 
 A baseline measured in the same run (`--baseline REV`, by default the commit issue 13 was measured on): that
 commit's `lumbar-kb cohort` (then: a folder of patient files, one row per patient as CSV) against this one on
