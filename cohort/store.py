@@ -190,6 +190,8 @@ def _connect(path: Path, read_only: bool, wait: float) -> Any:
 
     deadline = time.monotonic() + wait
     while True:
+        # the store holds patients' answers: what DuckDB creates for it (the file, its WAL) is its owner's only
+        mask = os.umask(0o077) if not read_only else None
         try:
             return duckdb.connect(str(path), read_only=read_only, config=READ_CONFIG if read_only else WRITE_CONFIG)
         except duckdb.IOException as exc:
@@ -206,6 +208,9 @@ def _connect(path: Path, read_only: bool, wait: float) -> Any:
             time.sleep(0.2)
         except duckdb.Error as exc:
             raise LumbarKBError(Problem(f"cannot open as a DuckDB database: {exc}", file=display(path))) from None
+        finally:
+            if mask is not None:
+                os.umask(mask)
 
 
 _REFERENCE: dict | None = None

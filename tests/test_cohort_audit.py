@@ -339,3 +339,14 @@ def test_a_signed_run_detects_a_forger_who_recomputes_the_digest(capsys, people,
     assert code == 1 and "signature is not valid" in out
     code, out, _ = cli(capsys, "replay", run_id, "--db", db, "--digest", digest)
     assert code == 1 and "not the one recorded" in out
+
+
+def test_the_store_is_its_owners_only(capsys, people, tmp_path):
+    """It holds patients' answers: 0600 whatever the umask, as its staging folder is 0700."""
+    db = tmp_path / "audit.duckdb"
+    old = os.umask(0o022)
+    try:
+        stored_run(capsys, people, db)
+    finally:
+        os.umask(old)
+    assert db.stat().st_mode & 0o777 == 0o600
