@@ -7,7 +7,9 @@ the peak memory of the whole process tree (the command and its workers, sampled:
 sets, and of their proportional sets, which count a shared library's pages once), the CPU seconds it used
 (patients per CPU second is the per-core rate even on a machine other work shares), and checks that every run
 wrote identical decisions. Also the start-up time of the command line, and peak memory at a tenth of N (flat
-memory: the peak must not grow with N). Prints figures; never fails on speed.
+memory: the peak must not grow with N), and the cost of the audit store: mode `db` is `--jobs 1 --db` on a
+fresh store, printed against the same run without it (the goals: at most +30 % time, peak under 300 MB).
+Prints figures; never fails on speed.
 
 A baseline measured in the same run (`--baseline REV`, by default the commit issue 13 was measured on): that
 commit's `lumbar-kb cohort` (then: a folder of patient files, one row per patient as CSV) against this one on
@@ -144,7 +146,9 @@ def run(argv: list[str]) -> tuple[float, float, str, float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--patients", type=int, default=100_000)
-    parser.add_argument("--modes", default="1,all,dask", help="comma-separated: 1, all, N, dask")
+    parser.add_argument(
+        "--modes", default="1,db,all,dask", help="comma-separated: 1, all, N, dask, db (--jobs 1 with the audit store)"
+    )
     parser.add_argument("--formats", default="parquet,jsonl")
     parser.add_argument("--chunk-size", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=1)
@@ -183,11 +187,16 @@ def main() -> None:
         )
         digests = set()
         one_core_peak: dict[str, float] = {}
+        one_core: dict[str, tuple] = {}
+        stored: dict[str, tuple] = {}
         for kind, path in inputs.items():
             base = None
             for mode in modes:
                 out = folder / f"out-{kind}-{mode}.parquet"
-                extra = ["--dask", "--jobs", "all"] if mode == "dask" else ["--jobs", mode]
+                store = folder / f"audit-{kind}.duckdb"
+                extra = {"dask": ["--dask", "--jobs", "all"], "db": ["--jobs", "1", "--db", str(store)]}.get(
+                    mode, ["--jobs", mode]
+                )
                 argv = [*CLI, "cohort", str(path), "--out", str(out), "--chunk-size", str(args.chunk_size), *extra]
                 seconds, peak, _, cpu, pss = run(argv)
                 rate = n / seconds
@@ -195,7 +204,11 @@ def main() -> None:
                 ratio = f"{rate / base:.2f}" if base else "-"
                 if mode == "1":
                     one_core_peak[kind] = peak
+                    one_core[kind] = (seconds, peak, cpu)
                     checked = _equal_to_evaluate(path, out, SAMPLE)
+                if mode == "db":
+                    stored[kind] = (seconds, peak, cpu, store.stat().st_size / 2**20)
+                    store.unlink()
                 digest = _decisions_digest(out)
                 digests.add(digest)
                 print(
@@ -204,6 +217,15 @@ def main() -> None:
                 )
                 out.unlink()
         print("decisions identical across inputs and modes:", "yes" if len(digests) == 1 else f"NO ({len(digests)})")
+        for kind, (seconds, peak, cpu, size) in stored.items():
+            if kind in one_core:
+                base_s, base_peak, base_cpu = one_core[kind]
+                print(
+                    f"audit store (--db, {kind}, one process): {seconds:.1f} s against {base_s:.1f} s without "
+                    f"({100 * (seconds / base_s - 1):+.0f}% time, {100 * (cpu / base_cpu - 1):+.0f}% CPU; "
+                    f"goal at most +30%), peak {peak:.0f} MB against {base_peak:.0f} MB (goal under 300 MB); "
+                    f"store {size:.0f} MB"
+                )
         if "1" in modes:
             print(f"rows equal to `lumbar-kb evaluate` of the same patient (the Python API): {checked}")
 

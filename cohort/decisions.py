@@ -10,6 +10,7 @@ Columns (in this order; the same in `--out` .jsonl, .csv and .parquet, and in th
 | input_sha256 | sha256 of the validated answers as canonical JSON: the same patient hashes alike in any format |
 | kb_sha256 | the knowledge base's content hash (`lumbar-kb validate` shows its first 12 digits) |
 | urgency | the urgency code (emergency, urgent, soon, routine) |
+| in_scope | false when the knowledge base's out-of-scope condition holds (then no differential is given) |
 | completeness | the Result's completeness, when the knowledge base's Result has one (else empty) |
 | actions | each action: code, within_hours_min, within_hours, window (the words), done; the Result's order |
 | warnings, differential | their codes, the Result's order |
@@ -17,6 +18,7 @@ Columns (in this order; the same in `--out` .jsonl, .csv and .parquet, and in th
 | unanswered_alarm | the unanswered alarm questions (fact names), most important first |
 | could_escalate | the unanswered questions whose answer would escalate (fact names), most urgent first |
 | changes | only with --compare-kb: how the decision differs under the other knowledge base |
+| kept | only with --keep-columns: the extract's own cells of those columns (text), for subgroups |
 
 In CSV a list is joined with ";" and `actions` is JSON text; in JSON Lines and Parquet they are lists.
 """
@@ -36,6 +38,7 @@ COLUMNS = (
     "input_sha256",
     "kb_sha256",
     "urgency",
+    "in_scope",
     "completeness",
     "actions",
     "warnings",
@@ -97,6 +100,7 @@ def decided(result: Any, kb_sha256: str) -> dict:
     return {
         "kb_sha256": kb_sha256,
         "urgency": result.urgency,
+        "in_scope": bool(result.in_scope),
         "completeness": "complete" if result.complete else "incomplete",
         "actions": [_action(a) for a in result.actions],
         "warnings": [w.code for w in result.warnings],
@@ -107,9 +111,45 @@ def decided(result: Any, kb_sha256: str) -> dict:
     }
 
 
+LEAF_COLUMNS = (*COLUMNS, "changes", "kept")
+
+
+def _hours(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def leaf(row: dict, inputs_text: str, steps: list) -> bytes:
+    """One decision row's link in its run's digest: sha256 of its columns (LEAF_COLUMNS), its stored inputs
+    text and its trace as canonical JSON. The same bytes from a row as the worker made it and from the row
+    read back from the audit store (hours as numbers, a missing list or map as null)."""
+    values: list = []
+    for column in LEAF_COLUMNS:
+        value: Any = row.get(column)
+        if column == "actions":
+            value = [
+                [a["code"], _hours(a.get("within_hours_min")), _hours(a["within_hours"]), a["window"], bool(a["done"])]
+                for a in value
+            ]
+        elif column == "kept" and value is not None:
+            value = sorted(dict(value).items())
+        elif column == "completeness" and value is not None:
+            value = str(value)
+        values.append(value)
+    values.append(inputs_text)
+    values.append([[int(step), rule, matched] for step, rule, matched in steps])
+    return hashlib.sha256(_LEAF(values).encode()).digest()
+
+
+_MATCHED = json.JSONEncoder(
+    sort_keys=True, ensure_ascii=False
+).encode  # json.dumps' text, without a new encoder each call
+_LEAF = json.JSONEncoder(separators=(",", ":")).encode
+INPUTS_TEXT = json.JSONEncoder(ensure_ascii=False).encode  # a row's inputs as the store keeps them
+
+
 def trace_rows(trace: Any) -> list[tuple]:
     """(step, rule, matched facts as JSON) for each firing of an evaluation's Trace: the audit store's trace table."""
-    return [(f.order, f.rule, json.dumps(f.matched, sort_keys=True, ensure_ascii=False)) for f in trace.firings]
+    return [(f.order, f.rule, _MATCHED(f.matched)) for f in trace.firings]
 
 
 DECIDING = ("urgency", "actions", "warnings")
@@ -150,7 +190,8 @@ def window_text(action: dict) -> str:
     return f"{low:g}-{hours:g} h" if low is not None else f"{hours:g} h"
 
 
-def csv_cells(row: dict) -> list:
+def csv_cells(row: dict, kept: tuple = ()) -> list:
+    """A row's CSV cells: decisions.COLUMNS, `changes` when compared, then each kept column's cell."""
     out = []
     for column in COLUMNS:
         value = row[column]
@@ -161,4 +202,7 @@ def csv_cells(row: dict) -> list:
         out.append("" if value is None else value)
     if "changes" in row:
         out.append(";".join(row["changes"]))
+    if kept:
+        cells = row.get("kept") or {}
+        out.extend("" if cells.get(name) is None else cells[name] for name in kept)
     return out

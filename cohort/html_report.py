@@ -21,7 +21,8 @@ from lumbar_kb.cohort.summary import Summary, levels, window_words
 from lumbar_kb.engine.model import KnowledgeBase
 
 URGENCY_COLOURS = ("#b2182b", "#ef8a62", "#fddbc7", "#d1e5f0", "#67a9cf", "#2166ac")
-TOP_PATHWAYS = 8
+WINDOW_COLOURS = ("#67001f", "#b2182b", "#d6604d", "#f4a582", "#92c5de", "#4393c3", "#2166ac", "#053061")
+PATHWAY_COVERAGE = 0.9  # the pathway diagram draws the commonest pathways until they cover this share of patients
 
 
 def _pyplot() -> Any:
@@ -48,6 +49,19 @@ def _save(fig: Any, folder: Path, name: str) -> str:
     return svg
 
 
+def _label(text: Any) -> str:
+    """Text from the data (a ward's name) as a plain chart label: a `$` would start matplotlib's math mode."""
+    return str(text).replace("$", r"\$")
+
+
+def _thousands(axis: Any) -> None:
+    """Whole numbers with thousands separators on a count axis (12,000, not 12000 or 1.2e4)."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True, nbins=6))
+    axis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x:,.0f}"))
+
+
 def _barh(plt: Any, labels: list, values: list, title: str, colour: str = "#4a6fa5", xlabel: str = "patients"):
     height = max(1.6, 0.32 * len(labels) + 0.9)
     fig, ax = plt.subplots(figsize=(8.5, height))
@@ -56,6 +70,7 @@ def _barh(plt: Any, labels: list, values: list, title: str, colour: str = "#4a6f
     ax.set_yticks(list(positions), labels)
     ax.invert_yaxis()
     ax.set_xlabel(xlabel)
+    _thousands(ax.xaxis)
     ax.set_title(title, loc="left", fontsize=11)
     for y, v in zip(positions, values, strict=True):
         ax.text(v, y, f" {v:,}", va="center", fontsize=8)
@@ -73,6 +88,7 @@ def _urgency(plt, kb, s) -> Any:
         share = f" ({100 * v / s['patients']:.0f}%)" if s["patients"] else ""
         ax.text(bar.get_x() + bar.get_width() / 2, v, f"{v:,}{share}", ha="center", va="bottom", fontsize=9)
     ax.set_ylabel("patients")
+    _thousands(ax.yaxis)
     ax.set_title("Urgency", loc="left", fontsize=11)
     ax.spines[["top", "right"]].set_visible(False)
     ax.margins(y=0.15)
@@ -82,25 +98,44 @@ def _urgency(plt, kb, s) -> Any:
 def _windows(plt, kb, s) -> Any:
     actions = list(s["actions"].items())
     fig, ax = plt.subplots(figsize=(8.5, max(1.8, 0.55 * len(actions) + 1.2)))
-    palette = ["#b2182b", "#d6604d", "#f4a582", "#92c5de", "#4393c3", "#2166ac", "#999999", "#cccccc"]
-    seen: dict[str, str] = {}
+    # colours by how soon: the shortest window darkest red, the longest blue, a window in words only grey;
+    # the legend in that order
+    windows = sorted(
+        {
+            (w["within_hours"], w.get("within_hours_min"), window_words(w))
+            for _c, a in actions
+            for w in a["within_hours"]
+        },
+        key=lambda t: (t[0] is None, t[0] or 0, t[1] or 0, t[2]),
+    )
+    timed = [t for t in windows if t[0] is not None]
+    colours = {}
+    for i, (hours, _low, words) in enumerate(windows):
+        if hours is None:
+            colours[words] = "#bbbbbb"
+        else:
+            colours[words] = WINDOW_COLOURS[min(i * len(WINDOW_COLOURS) // max(len(timed), 1), len(WINDOW_COLOURS) - 1)]
+    most = max((sum(w["patients"] for w in a["within_hours"]) for _c, a in actions), default=1)
     for y, (_code, a) in enumerate(actions):
         left = 0
-        for w in a["within_hours"]:
+        for w in sorted(a["within_hours"], key=lambda w: (w["within_hours"] is None, w["within_hours"] or 0)):
             words = window_words(w)
-            colour = seen.setdefault(words, palette[len(seen) % len(palette)])
-            ax.barh(y, w["patients"], left=left, color=colour, edgecolor="white", label=words)
-            if w["patients"]:
+            ax.barh(y, w["patients"], left=left, color=colours[words], edgecolor="white", label=words)
+            if w["patients"] >= most * 0.06:  # a label only where it fits inside its segment
                 ax.text(left + w["patients"] / 2, y, f"{w['patients']:,}", ha="center", va="center", fontsize=7)
             left += w["patients"]
     ax.set_yticks(range(len(actions)), [kb.catalog["action"][code].label for code, _ in actions])
     ax.invert_yaxis()
     ax.set_xlabel("patients")
-    ax.set_title("Windows given, per action", loc="left", fontsize=11)
+    _thousands(ax.xaxis)
+    ax.set_title("Windows given, per action (soonest first)", loc="left", fontsize=11)
     handles, labels = ax.get_legend_handles_labels()
-    unique = dict(zip(labels, handles, strict=True))
-    if unique:
-        ax.legend(unique.values(), unique.keys(), fontsize=7, loc="lower right", frameon=False)
+    unique = dict(zip(labels, handles, strict=False))
+    ordered = [words for _h, _l, words in windows if words in unique]
+    if ordered:
+        ax.legend(
+            [unique[w] for w in ordered], ordered, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False
+        )
     ax.spines[["top", "right"]].set_visible(False)
     return fig
 
@@ -110,7 +145,14 @@ def _flow_svg(kb: KnowledgeBase, summary: Summary, folder: Path) -> str | None:
     its rules, edge width by patients. None when graphviz's `dot` cannot be run."""
     import graphviz
 
-    top = sorted(summary.pathways.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_PATHWAYS]
+    ranked = sorted(summary.pathways.items(), key=lambda kv: (-kv[1], kv[0]))
+    top, covered = [], 0
+    for pathway, n in ranked:
+        if covered >= PATHWAY_COVERAGE * summary.patients:
+            break
+        top.append((pathway, n))
+        covered += n
+    rest = summary.patients - covered
     edges: dict[tuple, int] = {}
     titles = {r.id: r.title for r in kb.rules}
     for pathway, n in top:
@@ -122,8 +164,13 @@ def _flow_svg(kb: KnowledgeBase, summary: Summary, folder: Path) -> str | None:
         "pathways", graph_attr={"rankdir": "TB", "fontname": "Helvetica", "bgcolor": "white", "nodesep": "0.3"}
     )
     dot.attr("node", shape="box", style="rounded,filled", fillcolor="#eef2f8", fontname="Helvetica", fontsize="10")
-    dot.node("start", f"{sum(n for _, n in top):,} patients\n(top {len(top)} pathways)", shape="oval")
+    share = f"{100 * covered / summary.patients:.0f}%" if summary.patients else "0%"
+    dot.node("start", f"{covered:,} patients ({share})\nthe {len(top)} commonest pathways", shape="oval")
     dot.node("end", "decision", shape="oval")
+    if rest > 0:
+        dot.node(
+            "other", f"{rest:,} patients on {len(ranked) - len(top):,}+ rarer pathways\n(listed in --out)", shape="note"
+        )
     for rule in sorted({r for p, _ in top for r in p}):
         dot.node(rule, rule, tooltip=titles.get(rule, rule))
     for (a, b), n in sorted(edges.items()):
@@ -163,6 +210,10 @@ def write_report(
     sections: list[tuple[str, str, str]] = []  # (id, title, inline svg or a note)
 
     sections.append(("urgency", "Urgency distribution", _save(_urgency(plt, kb, s), figures_dir, "urgency")))
+    if s.get("completeness"):
+        done = list(s["completeness"].items())
+        fig = _barh(plt, [c for c, _ in done], [n for _, n in done], "Completeness: every alarm question answered?")
+        sections.append(("completeness", "Completeness", _save(fig, figures_dir, "completeness")))
     if s["actions"]:
         sections.append(("windows", "Windows per action", _save(_windows(plt, kb, s), figures_dir, "windows")))
     rules = list(s["rules"].items())
@@ -179,6 +230,24 @@ def write_report(
             plt, [questions[f] for f, _ in alarms], [n for _, n in alarms], "Unanswered alarm questions", "#b2182b"
         )
         sections.append(("alarm_questions", "Unanswered alarm questions", _save(fig, figures_dir, "alarm_questions")))
+    for kind, title, colour in (
+        ("warnings", "Warnings given", "#e08214"),
+        ("differential", "Differential diagnoses listed", "#5e3c99"),
+        ("could_escalate", "Unanswered questions whose answer could escalate", "#b2182b"),
+    ):
+        counts = list(s[kind].items())[:25]
+        if counts:
+            fig = _barh(plt, [c for c, _ in counts], [n for _, n in counts], title, colour)
+            sections.append((kind, title, _save(fig, figures_dir, kind)))
+    if s.get("bad_rows_by_cause"):
+        causes = list(s["bad_rows_by_cause"].items())
+        sections.append(
+            ("bad_rows", "Bad rows by cause", _table(["cause", "rows"], [[c, f"{k:,}"] for c, k in causes]))
+        )
+    if "by" in s:
+        sections.append(("by", f"By {s['by']['column']}", _by_group(plt, kb, s, figures_dir)))
+    if "trend" in s:
+        sections.append(("trend", f"Over time, by month of {s['trend']['column']}", _trend(plt, kb, s, figures_dir)))
     if compare_kb is not None:
         changes = list(s["changed"]["changes"].items())[:20]
         if changes:
@@ -193,6 +262,128 @@ def write_report(
     tmp.write_text(page, encoding="utf-8")
     os.replace(tmp, target)
     return target
+
+
+def _shares(plt: Any, kb: KnowledgeBase, names: list, rows: list, title: str) -> Any:
+    """A 100 % stacked bar per name (a group or a month): the urgency levels, most urgent first and darkest."""
+    codes = levels(kb)
+    fig, ax = plt.subplots(figsize=(8.5, max(1.8, 0.34 * len(names) + 1.2)))
+    for y, counts in enumerate(rows):
+        total = sum(counts[c] for c in codes) or 1
+        left = 0.0
+        for i, code in enumerate(codes):
+            width = 100 * counts[code] / total
+            ax.barh(
+                y,
+                width,
+                left=left,
+                color=URGENCY_COLOURS[i],
+                edgecolor="white",
+                label=kb.catalog["urgency"][code].label,
+            )
+            if width >= 7:
+                ax.text(left + width / 2, y, f"{width:.0f}%", ha="center", va="center", fontsize=7)
+            left += width
+    ax.set_yticks(
+        range(len(names)), [f"{_label(n)} ({sum(r[c] for c in codes):,})" for n, r in zip(names, rows, strict=True)]
+    )
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("% of the group's patients")
+    ax.set_title(title, loc="left", fontsize=11)
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=False))
+    ax.legend(unique.values(), unique.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    return fig
+
+
+def _by_group(plt: Any, kb: KnowledgeBase, s: dict, folder: Path) -> str:
+    """Every figure of the report per value of the --by column: urgency as a chart, the rest as tables."""
+    e = html.escape
+    groups = s["by"]["groups"]
+    names = list(groups)
+    svg = _save(
+        _shares(plt, kb, names, [g["urgency"] for g in groups.values()], f"Urgency by {s['by']['column']}"),
+        folder,
+        "by_group",
+    )
+    parts = [svg]
+    pct = lambda k, n: f"{k:,} ({100 * k / n:.0f}%)" if n else "0"
+    codes = levels(kb)
+    parts.append("<h3>Urgency and completeness</h3>")
+    parts.append(
+        _table(
+            [s["by"]["column"], "patients", *[kb.catalog["urgency"][c].label for c in codes], "incomplete"],
+            [
+                [
+                    name,
+                    f"{g['patients']:,}",
+                    *[pct(g["urgency"][c], g["patients"]) for c in codes],
+                    pct(g.get("completeness", {}).get("incomplete", 0), g["patients"]),
+                ]
+                for name, g in groups.items()
+            ],
+        )
+    )
+    for kind, title in (
+        ("actions", "Actions"),
+        ("warnings", "Warnings"),
+        ("differential", "Differential"),
+        ("could_escalate", "Questions that could escalate"),
+        ("rules", "Rules fired"),
+    ):
+        keys = list(dict.fromkeys(k for g in groups.values() for k, v in g[kind].items() if v))
+        if kind == "rules":
+            keys = [k for k in s["rules"] if k in keys]
+        if not keys:
+            continue
+        parts.append(f"<h3>{e(title)} by {e(s['by']['column'])}</h3><div class='wide'>")
+        parts.append(
+            _table(
+                [kind.replace("_", " "), *names],
+                [[k, *[pct(_count(g, kind, k), g["patients"]) for g in groups.values()]] for k in keys],
+            )
+        )
+        parts.append("</div>")
+    return "\n".join(parts)
+
+
+def _count(group: dict, kind: str, key: str) -> int:
+    """Patients of a group's summary (to_dict) with `key` among `kind` (an action, a warning, a rule, ...)."""
+    if kind == "actions":
+        return int(group["actions"][key]["patients"]) if key in group["actions"] else 0
+    return int(group[kind].get(key, 0))
+
+
+def _trend(plt: Any, kb: KnowledgeBase, s: dict, folder: Path) -> str:
+    """Patients per month by urgency (stacked, most urgent at the bottom), with the share incomplete."""
+    months = s["trend"]["months"]
+    names = list(months)
+    codes = levels(kb)
+    fig, ax = plt.subplots(figsize=(8.5, 3.4))
+    bottom = [0] * len(names)
+    for i, code in enumerate(codes):
+        values = [months[m]["urgency"][code] for m in names]
+        ax.bar(names, values, bottom=bottom, color=URGENCY_COLOURS[i], label=kb.catalog["urgency"][code].label)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.set_ylabel("patients")
+    _thousands(ax.yaxis)
+    ax.set_title(f"Patients per month of {s['trend']['column']}, by urgency", loc="left", fontsize=11)
+    step = max(1, len(names) // 12)  # at most about 12 month labels: never overlapping
+    ax.set_xticks(range(len(names)), [n if i % step == 0 else "" for i, n in enumerate(names)], rotation=90)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    svg = _save(fig, folder, "trend")
+    pct = lambda k, n: f"{100 * k / n:.0f}%" if n else "-"
+    table = _table(
+        ["month", "patients", *[kb.catalog["urgency"][c].label for c in codes], "incomplete"],
+        [
+            [m, f"{v['patients']:,}", *[f"{v['urgency'][c]:,}" for c in codes], pct(v["incomplete"], v["patients"])]
+            for m, v in months.items()
+        ],
+    )
+    return svg + "\n" + table
 
 
 def _table(head: list[str], rows: list[list]) -> str:
@@ -280,5 +471,6 @@ nav{margin:.8rem 0 1rem;font-size:.9rem}a{color:#2a5db0}
 table{border-collapse:collapse;margin:.6rem 0 1rem;font-size:.85rem}
 th,td{border:1px solid #ddd;padding:.25rem .6rem;text-align:left}th{background:#f3f5f8}
 svg.figure{max-width:100%;height:auto;display:block;margin:.4rem 0}
+.wide{overflow-x:auto}
 section{margin-bottom:2rem}
 """

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,7 @@ class Mapping:
     columns: dict = field(default_factory=dict)  # extract column -> fact name / id / note
     ignore: frozenset = frozenset()
     values: dict = field(default_factory=dict)  # fact name or "*" -> {spelling: value}
+    keep: tuple = ()  # --keep-columns: extract columns carried into the rows as they are (CSV, Parquet)
 
     @classmethod
     def read(cls, path: Path | None, kb: KnowledgeBase) -> Mapping:
@@ -141,6 +143,27 @@ class Patient:
     row: int | None  # line (JSON Lines), row (CSV: the line it ends on; Parquet: 1-based), None for a file
     patient_id: str | None
     inputs: dict
+    kept: dict | None = None  # --keep-columns: the row's own cells of those columns, as text
+
+
+def _refusal(file: Path) -> Problem:
+    """Why `evaluate` refuses a file that could not be read as bounded UTF-8 text (read again to say so)."""
+    try:
+        read_document(file)
+    except DocumentError as exc:
+        return exc.problem
+    return Problem("cannot be read as a patient file (changed while it was read?)", file=_name(file))
+
+
+def _name(path: Path) -> str:
+    """A file's name for the rows: `display`, with a byte that is not UTF-8 written as \\xNN (a name need not
+    be UTF-8; the rows, JSON, CSV, Parquet and DuckDB all want text)."""
+    shown = display(path)
+    try:
+        shown.encode("utf-8")
+    except UnicodeEncodeError:
+        return shown.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return shown
 
 
 def kind_of(path: Path) -> str:
@@ -196,7 +219,9 @@ class _Discovered:
 
 
 def count_rows(paths: list[Path], listing: Listing | None = None) -> int | None:
-    """How many rows the inputs hold, when that is cheap to know (patient files, Parquet metadata)."""
+    """How many rows the inputs hold, for the progress bar's total and time left: patient files as listed,
+    Parquet from its metadata, JSON Lines and CSV by their non-blank lines (a CSV cell holding a line break
+    makes this a little more than the rows: the bar then ends short of its total, nothing else)."""
     listing = listing or Listing()
     total = 0
     for path in paths:
@@ -208,6 +233,13 @@ def count_rows(paths: list[Path], listing: Listing | None = None) -> int | None:
             import pyarrow.parquet as pq
 
             total += pq.ParquetFile(path).metadata.num_rows
+        elif kind in ("jsonl", "csv"):
+            try:
+                with path.open("rb") as f:
+                    lines = sum(1 for line in f if line.strip())
+            except OSError:
+                return None
+            total += lines - 1 if kind == "csv" and lines else lines
         else:
             return None
     return total
@@ -241,6 +273,15 @@ def check_inputs(paths: list[Path], kb: KnowledgeBase, mapping: Mapping, listing
                 problems.extend(exc.problems)
                 continue
             problems.extend(_header_problems(columns, shown, kb, mapping)[1])
+            problems.extend(
+                Problem(f"no column '{name}' to keep", file=shown, line=1, hint="columns: " + ", ".join(columns))
+                for name in mapping.keep
+                if name not in columns
+            )
+        if mapping.keep and kind in ("file", "jsonl"):
+            problems.append(
+                Problem("--keep-columns carries an extract's columns: CSV or Parquet inputs only", file=shown)
+            )
     if problems:
         raise LumbarKBError(problems)
 
@@ -251,10 +292,10 @@ def _header_problems(columns: list[str], shown: str, kb: KnowledgeBase, mapping:
     problems = []
     seen: dict[str, str] = {}
     for i, column in enumerate(columns, 1):
-        if column in mapping.ignore:
-            header.append(None)
-            continue
         fact = mapping.columns.get(column, column)
+        if column in mapping.ignore or (column in mapping.keep and fact not in kb.facts and fact not in META_KEYS):
+            header.append(None)  # not a patient fact: ignored, or only carried through
+            continue
         if fact not in META_KEYS and (fact not in kb.facts or kb.facts[fact].derived):
             hint = did_you_mean(fact, names)
             problems.append(
@@ -302,17 +343,16 @@ def chunks(
     bounds = limits()  # read once a run, not once a file
     for path in paths:
         kind = kind_of(path)
-        shown = display(path)
+        shown = _name(path)
         if kind == "file":
             for file, problem in discovered.entries(path):
                 if file is None:  # not a patient file (a FIFO, a dangling link, a subfolder): a bad row
                     pending.append((problem.file if problem else shown, None, problem))
                 else:
-                    try:  # regular files only, bounded; the worker re-reads a refused one to say why
-                        text: str | None = read_bytes(file, bounds).decode("utf-8-sig")
+                    try:  # regular files only, bounded
+                        pending.append((_name(file), read_bytes(file, bounds).decode("utf-8-sig"), None))
                     except (DocumentError, UnicodeDecodeError):
-                        text = None
-                    pending.append((display(file), text, None))
+                        pending.append((_name(file), None, _refusal(file)))
                 if len(pending) >= size:
                     yield Chunk(index, "file", "", pending)
                     index, pending = index + 1, []
@@ -451,14 +491,15 @@ def _facts(data: Any, pos: Positions, kb: KnowledgeBase) -> dict:
 
 
 def _file_patient(path: str, text: str | None, kb: KnowledgeBase) -> Patient | list[Problem]:
-    if text is not None:
+    if text is not None and not _UNSAFE_TEXT.search(text):  # else the reading `evaluate` does says why
         try:
             if path.endswith(".json"):
                 data = json.loads(text, object_pairs_hook=_unique)
             else:
                 data = yaml.load(text, Loader=_FastLoader)  # a safe loader (C)
             inputs = _facts(data, _NOWHERE, kb)  # no positions: a refusal is read again below
-            return Patient(path, None, _meta_id(data), inputs)
+            if _safe_meta(data):
+                return Patient(path, None, _meta_id(data), inputs)
         except (ValueError, yaml.YAMLError, _DuplicateKey, PatientError, RecursionError, TypeError):
             pass  # the slow path below says where and why
     try:
@@ -483,9 +524,11 @@ def _quick(data: Any, kb: KnowledgeBase) -> dict:
 
 def _jsonl_patient(source: str, number: int, line: str, kb: KnowledgeBase) -> Patient | list[Problem]:
     try:
-        data = json.loads(line, object_pairs_hook=_unique)
-        inputs = _quick(data, kb)
-        return Patient(source, number, _meta_id(data), inputs)
+        if not _UNSAFE_TEXT.search(line):
+            data = json.loads(line, object_pairs_hook=_unique)
+            inputs = _quick(data, kb)
+            if _safe_meta(data):
+                return Patient(source, number, _meta_id(data), inputs)
     except (ValueError, _DuplicateKey, PatientError, RecursionError, TypeError):
         pass
     try:
@@ -499,6 +542,20 @@ def _jsonl_patient(source: str, number: int, line: str, kb: KnowledgeBase) -> Pa
 
 
 _NOWHERE = Positions("")
+# what `evaluate`'s reading refuses (engine.source): C0/C1 controls (a line's own newline aside), DEL, lone
+# surrogates, non-characters, and the bidirectional controls; the fast paths below check for them and leave a
+# row that has any to the full reading, which refuses it with its place
+_UNSAFE_TAIL = "\\x7f-\\x9f\\u202a-\\u202e\\u2066-\\u2069\\ud800-\\udfff\\ufdd0-\\ufdef\\ufffe\\uffff"
+_UNSAFE_TEXT = re.compile("[\\x00-\\x08\\x0b-\\x0c\\x0e-\\x1f" + _UNSAFE_TAIL + "]")  # a line keeps tab, LF, CR
+_UNSAFE_CELL = re.compile("[\\x00-\\x08\\x0b-\\x1f" + _UNSAFE_TAIL + "]")  # a value keeps tab and LF
+
+
+def _safe_meta(data: Any) -> bool:
+    """Whether a patient's id and note (free text, shown to people) are free of what `evaluate` refuses (a
+    JSON escape such as \\u001b gets past a check of the text)."""
+    if not isinstance(data, dict):
+        return True
+    return not any(isinstance(data.get(k), str) and _UNSAFE_CELL.search(data[k]) for k in META_KEYS)
 
 
 def _on_row(pos: Positions, source: str, row: int) -> Positions:
@@ -524,6 +581,20 @@ def _table_patient(
         return [Problem(f"this row has {len(cells)} cells; the header has {len(chunk.header)}", file=source, line=row)]
     data: dict[str, Any] = {}
     convert = mapping.convert
+    for i, cell in enumerate(cells, 1):
+        if type(cell) is str and _UNSAFE_CELL.search(cell):
+            bad = _UNSAFE_CELL.search(cell)
+            assert bad is not None
+            column = chunk.columns[i - 1] if i <= len(chunk.columns) else str(i)
+            return [
+                Problem(
+                    f"control character U+{ord(bad.group()):04X} in a value: refused",
+                    file=source,
+                    line=row,
+                    column=i,
+                    subject=f"column '{column}'",
+                )
+            ]
     for (fact_name, bool_fact, respelt), cell in zip(columns, cells, strict=True):
         if fact_name is None or cell is None or cell == "":
             continue  # an ignored column, or an unknown answer
@@ -533,8 +604,12 @@ def _table_patient(
         value = convert(fact_name, cell, bool_fact)
         if value is not None:
             data[fact_name] = value
+    kept = None
+    if mapping.keep:
+        where = chunk.columns
+        kept = {name: _kept_text(cells[where.index(name)]) for name in mapping.keep if name in where}
     try:
-        return Patient(source, row, _meta_id(data), _quick(data, kb))
+        return Patient(source, row, _meta_id(data), _quick(data, kb), kept)
     except PatientError:
         pass
     pos = Positions(source)
@@ -547,6 +622,17 @@ def _table_patient(
     except PatientError as exc:
         return [_name_column(p, chunk) for p in exc.problems]
     return [Problem("this row failed validation once and passed once: report this", file=source, line=row)]
+
+
+def _kept_text(cell: Any) -> str | None:
+    """A kept cell as text: a date as ISO 8601, a whole number without a fraction, empty as missing."""
+    if cell is None or cell == "":
+        return None
+    if isinstance(cell, float) and cell.is_integer():
+        return str(int(cell))
+    if hasattr(cell, "isoformat"):
+        return str(cell.isoformat())
+    return str(cell)
 
 
 def _name_column(problem: Problem, chunk: Chunk) -> Problem:

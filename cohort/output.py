@@ -1,7 +1,9 @@
 """Decision rows written to a file, by its suffix: `.jsonl`, `.csv` or `.parquet` (columns: decisions.COLUMNS).
 
 Rows are written as they come (memory stays flat) to a temporary file beside the target, renamed into place
-when the run finishes: a failed run leaves no half-written file under the name asked for. A Parquet file gets
+when the run finishes: a failed run leaves no half-written file under the name asked for, and a killed run's
+temporary is removed by the next run writing beside it. CSV cells a spreadsheet would run as a formula are
+neutralised (`spreadsheet_safe`, OWASP's rule) unless the user asks for them raw. A Parquet file gets
 row groups of ROW_GROUP_ROWS rows or a few more, the last one smaller (a few chunks' rows written together: a
 smaller file, quicker to read and to write than a row group per chunk).
 """
@@ -22,15 +24,19 @@ SUFFIXES = (".jsonl", ".csv", ".parquet")
 ROW_GROUP_ROWS = 4096  # Parquet rows held before they are written as one row group (a few MB of decisions)
 
 
-def arrow_schema(compared: bool = False) -> Any:
+def arrow_schema(compared: bool = False, kept: tuple = (), whole_hours: bool = False) -> Any:
+    """The decision rows' columns (decisions.COLUMNS), `changes` when compared, then each kept column (text).
+    An action's hours are integers when `whole_hours` (every window of the run's knowledge bases is a whole
+    number of hours: 336 as `evaluate` shows it, not 336.0), else floating point."""
     import pyarrow as pa
 
+    hours = pa.int64() if whole_hours else pa.float64()
     text_list = pa.list_(pa.string())
     action = pa.struct(
         [
             ("code", pa.string()),
-            ("within_hours_min", pa.float64()),
-            ("within_hours", pa.float64()),
+            ("within_hours_min", hours),
+            ("within_hours", hours),
             ("window", pa.string()),
             ("done", pa.bool_()),
         ]
@@ -42,6 +48,7 @@ def arrow_schema(compared: bool = False) -> Any:
         ("input_sha256", pa.string()),
         ("kb_sha256", pa.string()),
         ("urgency", pa.string()),
+        ("in_scope", pa.bool_()),
         ("completeness", pa.string()),
         ("actions", pa.list_(action)),
         ("warnings", text_list),
@@ -52,7 +59,25 @@ def arrow_schema(compared: bool = False) -> Any:
     ]
     if compared:
         fields.append(("changes", text_list))
+    fields.extend((name, pa.string()) for name in kept)
     return pa.schema(fields)
+
+
+# OWASP's rule for CSV injection: a cell a spreadsheet would read as a formula (it starts with =, +, -, @, a tab
+# or a carriage return) is prefixed with a single quote, which makes it text; nothing else is changed
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text, never runs (OWASP); numbers, booleans and empty cells as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
+def _flat_kept(row: dict, kept: tuple) -> dict:
+    cells = row.get("kept") or {}
+    return {**row, **{name: cells.get(name) for name in kept}}
 
 
 def _for_arrow(row: dict) -> dict:
@@ -60,24 +85,69 @@ def _for_arrow(row: dict) -> dict:
     return row if c is None or isinstance(c, str) else {**row, "completeness": str(c)}
 
 
-def encode(rows: list[dict], kind: str, compared: bool = False) -> Any:
-    """Rows in a file's format: an Arrow table (parquet), or text (csv without its header, jsonl)."""
-    if kind == "parquet":
-        import pyarrow as pa
+def encode_table(rows: list[dict], compared: bool = False, kept: tuple | bool = (), whole_hours: bool = False) -> Any:
+    """Rows as an Arrow table of `arrow_schema`: kept=True gives the `kept` cells as one map column (the audit
+    store's), a tuple of names gives each as its own column (--out)."""
+    import pyarrow as pa
 
-        schema = arrow_schema(compared)
-        rows = [_for_arrow(r) for r in rows]
-        arrays = []
-        for f in schema:
-            name, kind = f.name, f.type  # read once: pyarrow makes a new object each time they are read
-            values = [r.get(name) for r in rows]
+    if kept is True:
+        schema = arrow_schema(compared).append(pa.field("kept", pa.map_(pa.string(), pa.string())))
+    else:
+        schema = arrow_schema(compared, kept or (), whole_hours)
+        if kept:
+            rows = [_flat_kept(r, kept) for r in rows]
+    rows = [_for_arrow(r) for r in rows]
+    arrays = []
+    for f in schema:
+        name, kind = f.name, f.type  # read once: pyarrow makes a new object each time they are read
+        values = [r.get(name) for r in rows]
+        if name == "kept":
+            values = [None if v is None else list(v.items()) for v in values]
+            arrays.append(pa.array(values, kind))
+        else:
             arrays.append(_list_array(values, kind) if pa.types.is_list(kind) else pa.array(values, kind))
-        return pa.Table.from_arrays(arrays, schema=schema)
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def encode(
+    rows: list[dict], kind: str, compared: bool = False, kept: tuple = (), raw: bool = False, whole_hours: bool = False
+) -> Any:
+    """Rows in a file's format: an Arrow table (parquet), or text (csv without its header, jsonl). A CSV cell
+    that a spreadsheet would run is neutralised unless `raw`."""
+    if kind == "parquet":
+        return encode_table(rows, compared, kept, whole_hours)
     if kind == "csv":
         buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\n").writerows(csv_cells(r) for r in rows)
+        writer = csv.writer(buffer, lineterminator="\n")
+        if raw:
+            writer.writerows(csv_cells(r, kept) for r in rows)
+        else:
+            writer.writerows([spreadsheet_safe(c) for c in csv_cells(r, kept)] for r in rows)
         return buffer.getvalue()
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    if kept:
+        rows = [_flat_kept(r, kept) for r in rows]
+    return "".join(json.dumps(_without_map(r), ensure_ascii=False) + "\n" for r in rows)
+
+
+def _without_map(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k != "kept"} if "kept" in row else row
+
+
+def whole_hours(*kbs: Any) -> bool:
+    """Whether every action window of these knowledge bases is a whole number of hours (then Parquet's hours are
+    integers)."""
+    from lumbar_kb.engine.model import Recommend
+
+    return all(
+        float(h).is_integer()
+        for kb in kbs
+        if kb is not None
+        for rule in kb.rules
+        for c in rule.then
+        if isinstance(c, Recommend)
+        for h in (c.within_hours, c.within_hours_min)
+        if h is not None
+    )
 
 
 def _list_array(values: list, kind: Any) -> Any:
@@ -107,17 +177,42 @@ def _list_array(values: list, kind: Any) -> Any:
 
 
 class Writer:
-    def __init__(self, path: Path, compared: bool = False, stream: IO[str] | None = None):
+    """Decision rows to `path` (or to `stream`, CSV): through `.NAME.cohort-PID.tmp` beside it, held under a
+    lock while the run lives and renamed into place when it succeeds; a killed run's temporary is swept by the
+    next run writing there (`temporary`)."""
+
+    def __init__(
+        self,
+        path: Path,
+        compared: bool = False,
+        stream: IO[str] | None = None,
+        kept: tuple = (),
+        raw: bool = False,
+        whole_hours: bool = False,
+    ):
         self.path = path
+        self.whole_hours = whole_hours
         self.compared = compared
+        self.kept = tuple(kept)
+        self.raw = raw
         self.kind = "csv" if stream is not None else path.suffix.lower().lstrip(".")
         if stream is None and path.suffix.lower() not in SUFFIXES:
             raise LumbarKBError(
                 Problem("--out must end in .jsonl, .csv or .parquet", file=str(path), hint="the suffix is the format")
             )
+        self._lock: Any = None
         if stream is None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp") if stream is None else path
+            from lumbar_kb.cohort.temporary import hold, sweep
+
+            self.tmp = path.with_name(f".{path.name}.cohort-{os.getpid()}.tmp")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                sweep(path.parent, f".{path.name}.cohort-", ".tmp")
+                self._lock = hold(self.tmp)  # made here (mode from the umask), held until close
+            except OSError as exc:
+                raise LumbarKBError(Problem(f"cannot write --out: {exc.strerror or exc}", file=str(path))) from None
+        else:
+            self.tmp = path
         self._parquet: Any = None
         self._held: list = []  # Parquet: Arrow tables not yet written (fewer than ROW_GROUP_ROWS rows in all)
         self._held_rows = 0
@@ -125,16 +220,19 @@ class Writer:
         if self.kind == "parquet":
             import pyarrow.parquet as pq
 
-            self._parquet = pq.ParquetWriter(str(self.tmp), arrow_schema(compared))
+            self._parquet = pq.ParquetWriter(str(self.tmp), arrow_schema(compared, self.kept, whole_hours))
         else:
             if self._file is None:
                 self._file = open(self.tmp, "w", encoding="utf-8", newline="")  # closed in close()
             if self.kind == "csv":
-                csv.writer(self._file, lineterminator="\n").writerow(list(COLUMNS) + (["changes"] if compared else []))
+                header = list(COLUMNS) + (["changes"] if compared else []) + list(self.kept)
+                if not raw:
+                    header = [spreadsheet_safe(c) for c in header]
+                csv.writer(self._file, lineterminator="\n").writerow(header)
 
     def write(self, rows: list[dict]) -> None:
         if rows:
-            self.write_encoded(encode(rows, self.kind, self.compared))
+            self.write_encoded(encode(rows, self.kind, self.compared, self.kept, self.raw, self.whole_hours))
 
     def write_encoded(self, payload: Any) -> None:
         """A chunk's rows already encoded by `encode` (in a worker, off this process's critical path)."""
@@ -167,3 +265,5 @@ class Writer:
                 os.replace(self.tmp, self.path)
             else:
                 self.tmp.unlink(missing_ok=True)
+        if self._lock is not None:
+            self._lock.close()

@@ -1,5 +1,7 @@
 """Progress of a long run on stderr: a rich progress bar on a terminal, a plain line every few seconds
-otherwise (a log file, CI), and always a final line with the rate in patients per second."""
+otherwise (a log file, CI), each with the total and the time left when the total is known (every input kind:
+patient files are listed, Parquet says in its metadata, JSON Lines and CSV are counted before the run), and a
+final line with the rate in patients per second only when the run has succeeded."""
 
 from __future__ import annotations
 
@@ -8,6 +10,15 @@ import time
 from typing import IO, Any
 
 PLAIN_EVERY_S = 5.0
+
+
+def time_left(done: int, total: int | None, elapsed: float) -> str:
+    """The time left at the rate so far, as h:mm:ss ("-" until something is done or without a total)."""
+    if not total or done <= 0 or elapsed <= 0:
+        return "-"
+    seconds = max(total - done, 0) * elapsed / done
+    whole = int(round(seconds))
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
 
 
 class Progress:
@@ -23,7 +34,14 @@ class Progress:
         self._task: Any = None
         if not quiet and self.stream.isatty():
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self._bar = Progress(
                 TextColumn("[bold]cohort"),
@@ -31,6 +49,8 @@ class Progress:
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[rate]} patients/s"),
                 TimeElapsedColumn(),
+                TextColumn("left"),
+                TimeRemainingColumn(),
                 console=Console(file=self.stream),
                 transient=True,
             )
@@ -46,18 +66,22 @@ class Progress:
             self._bar.update(self._task, advance=patients + bad, rate=f"{rate:,.0f}")
         elif not self.quiet and now - self._last >= PLAIN_EVERY_S:
             self._last = now
+            done = self.patients + self.bad
             of = f" of {self.total:,}" if self.total else ""
-            print(f"cohort: {self.patients + self.bad:,}{of} rows, {rate:,.0f} patients/s", file=self.stream)
+            left = f", {time_left(done, self.total, now - self.started)} left" if self.total else ""
+            print(f"cohort: {done:,}{of} rows, {rate:,.0f} patients/s{left}", file=self.stream)
 
-    def close(self) -> str:
+    def close(self, ok: bool = True) -> str:
+        """Stop the bar (the terminal given back); the final line, printed only for a run that succeeded (a
+        failed one must not look finished)."""
         if self._bar is not None:
             self._bar.stop()
         elapsed = time.perf_counter() - self.started
-        skipped = f", {self.bad} bad row(s) skipped" if self.bad else ""
+        skipped = f", {self.bad:,} bad row(s) skipped" if self.bad else ""
         line = (
             f"cohort: {self.patients:,} patient(s){skipped} in {elapsed:.2f} s: "
             f"{self.patients / max(elapsed, 1e-9):,.0f} patients/s"
         )
-        if not self.quiet:
+        if not self.quiet and ok:
             print(line, file=self.stream)
         return line

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lumbar_kb.cohort.decisions import Canonical, decided, differences, trace_rows, who
+from lumbar_kb.cohort.decisions import INPUTS_TEXT, Canonical, decided, differences, leaf, trace_rows, who
 from lumbar_kb.cohort.inputs import Chunk, Mapping, Patient, materialize, patients
 from lumbar_kb.cohort.summary import Summary
 from lumbar_kb.engine.errors import LumbarKBError, Problem
@@ -106,6 +106,10 @@ class Job:
     store: bool = False  # also the validated inputs and the trace (the audit store)
     out_kind: str | None = None  # --out: the rows encoded here for the file (parquet, csv, jsonl)
     cache: bool = True  # reuse the decision of the same answers (replay says False: it re-evaluates every one)
+    raw: bool = False  # --csv-raw: CSV cells as they are, formulas included
+    by: str | None = None  # --by: the kept column the summary is broken down by
+    trend: str | None = None  # --trend: the kept date column the summary counts by month
+    whole_hours: bool = False  # Parquet --out: hours as integers (output.whole_hours)
 
 
 @dataclass
@@ -113,11 +117,12 @@ class ChunkOut:
     index: int
     summary: Summary
     rows: list  # decision rows, input order
-    inputs: list  # store only: the validated inputs of each row
+    inputs: list  # store only: the validated inputs of each row, as the JSON text stored
     traces: list  # store only: trace_rows of each row
     bad: list  # [str]: one line per problem of each bad row
     replay_differences: list = field(default_factory=list)  # stored chunks: [(who, [what differs])]
     encoded: Any = None  # job.out_kind: the chunk's rows in that format (output.encode)
+    leaves: bytes = b""  # store only: each row's link in the run's digest (decisions.leaf), in order
 
 
 def evaluate_chunk(chunk: Chunk, job: Job, snapshots: dict | None = None) -> ChunkOut:
@@ -127,12 +132,13 @@ def evaluate_chunk(chunk: Chunk, job: Job, snapshots: dict | None = None) -> Chu
     kb, engine = _engine(job.kb_sha256, snapshots)
     chunk = materialize(chunk)
     other = _engine(job.compare_sha256, snapshots) if job.compare_sha256 else None
-    out = ChunkOut(chunk.index, Summary(), [], [], [], [])
+    out = ChunkOut(chunk.index, Summary(job.by, job.trend), [], [], [], [])
+    leaves: list[bytes] = []
     sha = kb.sha256
     canonical = _CANONICAL[sha]
     for item, patient in zip(chunk.items, patients(chunk, kb, job.mapping), strict=True):
         if not isinstance(patient, Patient):
-            out.summary.bad_rows += 1
+            out.summary.add_bad(patient)
             out.bad.extend(str(p) for p in patient)
             continue
         text = canonical(patient.inputs)
@@ -159,6 +165,8 @@ def evaluate_chunk(chunk: Chunk, job: Job, snapshots: dict | None = None) -> Chu
         row = {**who(patient, digest), **part}
         if changes is not None:
             row["changes"] = changes
+        if patient.kept is not None:
+            row["kept"] = patient.kept
         out.summary.add(row)
         if chunk.kind == "stored":
             expected = item[4]
@@ -170,12 +178,18 @@ def evaluate_chunk(chunk: Chunk, job: Job, snapshots: dict | None = None) -> Chu
         if job.rows or job.out_kind:
             out.rows.append(row)
         if job.store:
-            out.inputs.append(patient.inputs)
+            inputs_text = INPUTS_TEXT(patient.inputs)
+            out.inputs.append(inputs_text)
             out.traces.append(steps)
+            leaves.append(leaf(row, inputs_text, steps))
+    out.leaves = b"".join(leaves)
     if job.out_kind:
         from lumbar_kb.cohort.output import encode
 
-        out.encoded = encode(out.rows, job.out_kind, job.compare_sha256 is not None) if out.rows else None
+        compared = job.compare_sha256 is not None
+        out.encoded = (
+            encode(out.rows, job.out_kind, compared, job.mapping.keep, job.raw, job.whole_hours) if out.rows else None
+        )
         if not job.rows:
             out.rows = []
     return out
@@ -251,7 +265,16 @@ def _run_processes(chunks: Iterable[Chunk], job: Job, snapshots: dict, jobs: int
         )
 
 
+def _evaluate_on_worker(chunk: Chunk, job: Job) -> ChunkOut:
+    return evaluate_chunk(chunk, job, None)
+
+
 def _run_dask(chunks: Iterable[Chunk], job: Job, snapshots: dict, jobs: int, address: str | None) -> Iterator[ChunkOut]:
+    """Each chunk a task whose data travels with it (the chunk is its argument, never data scattered to one
+    worker), so the scheduler can run it again on another worker when its worker is lost: a lost worker costs a
+    retry, not the run. The knowledge bases reach every worker, new ones too, by a worker plugin. At most a few
+    tasks per worker are in flight and each is released once its result is read, so the coordinator's memory
+    stays flat."""
     import logging
 
     try:
@@ -280,16 +303,20 @@ def _run_dask(chunks: Iterable[Chunk], job: Job, snapshots: dict, jobs: int, add
                 Problem(f"cannot reach the Dask scheduler at {address}: {exc}", hint="e.g. --dask tcp://host:8786")
             ) from None
     try:
+        from lumbar_kb.cohort.dask_plugin import KnowledgeBases
+
+        client.register_plugin(KnowledgeBases(snapshots, _init_worker), name=KnowledgeBases.name)
         workers = max(len(client.scheduler_info().get("workers", {})), 1)
-        shared = client.scatter(snapshots, broadcast=True)  # each worker gets the knowledge base once
 
         def submit(chunk: Chunk) -> Any:
-            # the chunk travels as data (to a worker, released with its task), not inside the task: a task's
-            # arguments stay in the scheduler's and client's records of it, which grew ~2 MB a chunk
-            data = client.scatter(chunk, hash=False)
-            return client.submit(evaluate_chunk, data, job, shared, pure=False)
+            return client.submit(_evaluate_on_worker, chunk, job, pure=False, retries=2)
 
-        yield from _ordered(submit, chunks, workers * IN_FLIGHT_PER_WORKER, lambda f: f.result())
+        def result(future: Any) -> ChunkOut:
+            out = future.result()
+            future.release()
+            return out
+
+        yield from _ordered(submit, chunks, workers * IN_FLIGHT_PER_WORKER, result)
     finally:
         client.close()
         if cluster is not None:

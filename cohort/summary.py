@@ -8,17 +8,27 @@ order), and with --compare-kb how many decisions a rule change changes and how.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Any
 
+from lumbar_kb.engine.errors import safe_text
 from lumbar_kb.engine.model import KnowledgeBase, hours_text
 
 LISTED = 20  # patients listed by name in the text summary; the rest are in --out
+GROUPS_KEPT = 40  # --by: distinct values counted apart; the rest together as OTHER (flat memory, a readable chart)
+OTHER = "(other values)"
+MISSING = "(missing)"
+NOT_A_DATE = "(not a date)"
 PATHWAYS_KEPT = 5_000  # distinct pathways counted exactly; beyond twice that the rarest are dropped (flat memory)
 
 
 class Summary:
-    def __init__(self) -> None:
+    def __init__(self, by: str | None = None, trend: str | None = None) -> None:
+        self.by = by  # a kept column: every count again per value of it (`groups`)
+        self.trend = trend  # a kept date column: urgency per month of it (`months`)
+        self.groups: dict[str, Summary] = {}
+        self.months: dict[str, Counter] = {}
         self.patients = 0
         self.bad_rows = 0
         self.urgency: Counter = Counter()
@@ -35,8 +45,35 @@ class Summary:
         self.changes: Counter = Counter()
         self.changed_patients: list = []  # the first LISTED changed patients: (who, [changes])
         self.listed: list = []  # the first LISTED patients: (who, urgency, [(code, window words)])
+        self.bad_causes: Counter = Counter()  # bad rows by what is wrong (the problem without its particulars)
+
+    def add_bad(self, problems: list) -> None:
+        """One bad row: counted, by the cause of its first problem."""
+        self.bad_rows += 1
+        if problems:
+            self.bad_causes[cause(problems[0].message)] += 1
 
     def add(self, row: dict) -> None:
+        if self.by is not None:
+            value = (row.get("kept") or {}).get(self.by)
+            key = MISSING if value is None else value
+            group = self.groups.get(key)
+            if group is None:
+                if len(self.groups) >= GROUPS_KEPT and key not in self.groups:
+                    key = OTHER
+                group = self.groups.get(key)
+                if group is None:
+                    group = self.groups[key] = Summary()
+            group.add(row)
+        if self.trend is not None:
+            month = _month((row.get("kept") or {}).get(self.trend))
+            counts = self.months.get(month)
+            if counts is None:
+                counts = self.months[month] = Counter()
+            counts[row["urgency"]] += 1
+            counts["patients"] += 1
+            if row.get("completeness") == "incomplete":
+                counts["incomplete"] += 1
         self.patients += 1
         self.urgency[row["urgency"]] += 1
         if row.get("completeness") is not None:
@@ -80,8 +117,18 @@ class Summary:
             "unanswered_alarm",
             "could_escalate",
             "changes",
+            "bad_causes",
         ):
             getattr(self, name).update(getattr(other, name))
+        for key, group in other.groups.items():
+            if key not in self.groups and len(self.groups) >= GROUPS_KEPT:
+                key = OTHER
+            mine = self.groups.get(key)
+            if mine is None:
+                mine = self.groups[key] = Summary()
+            mine.merge(group)
+        for month, counts in other.months.items():
+            self.months.setdefault(month, Counter()).update(counts)
         for code, counts in other.actions.items():
             self.actions.setdefault(code, Counter()).update(counts)
         self.changed += other.changed
@@ -121,6 +168,28 @@ class Summary:
         }
         if self.completeness:
             out["completeness"] = dict(sorted(self.completeness.items(), key=lambda kv: str(kv[0])))
+        if self.bad_causes:
+            out["bad_rows_by_cause"] = dict(sorted(self.bad_causes.items(), key=lambda kv: (-kv[1], kv[0])))
+        if self.by is not None:
+            out["by"] = {
+                "column": self.by,
+                "groups": {
+                    key: group.to_dict(kb, compared)
+                    for key, group in sorted(self.groups.items(), key=lambda kv: _group_key(kv[0], kv[1].patients))
+                },
+            }
+        if self.trend is not None:
+            out["trend"] = {
+                "column": self.trend,
+                "months": {
+                    month: {
+                        "patients": c["patients"],
+                        "incomplete": c["incomplete"],
+                        "urgency": {level: c.get(level, 0) for level in levels(kb)},
+                    }
+                    for month, c in sorted(self.months.items(), key=lambda kv: (kv[0] == NOT_A_DATE, kv[0]))
+                },
+            }
         if compared:
             out["changed"] = {
                 "patients": self.changed,
@@ -156,6 +225,15 @@ class Summary:
             lines.append(
                 "Unanswered alarm questions: " + ", ".join(f"{f} {k}" for f, k in s["unanswered_alarm"].items())
             )
+        if s["could_escalate"]:
+            lines.append(
+                "Unanswered questions that could escalate: "
+                + ", ".join(f"{f} {k}" for f, k in s["could_escalate"].items())
+            )
+        if s.get("bad_rows_by_cause"):
+            lines.append(
+                "Bad rows by cause: " + "; ".join(f"{safe_text(c)} {k}" for c, k in s["bad_rows_by_cause"].items())
+            )
         lines.append("")
         width = max(len(r) for r in s["rules"]) if s["rules"] else 0
         lines.append("Rules fired (patients):")
@@ -187,9 +265,30 @@ class Summary:
         return "\n".join(lines) + "\n"
 
 
+def cause(message: str) -> str:
+    """What is wrong, without the particulars of one row (quoted values, numbers), so rows group by it."""
+    text = re.sub(r"'[^']*'", "'…'", message)
+    return re.sub(r"\b\d+\b", "N", text)[:120]
+
+
+def _month(value: Any) -> str:
+    """A kept date cell's month, YYYY-MM (ISO 8601 dates and date-times), else NOT_A_DATE."""
+    if value is None:
+        return MISSING
+    match = re.match(r"(\d{4})-(\d{2})(?:-\d{2})?(?:[T ].*)?$", str(value).strip())
+    if match and 1 <= int(match.group(2)) <= 12:
+        return f"{match.group(1)}-{match.group(2)}"
+    return NOT_A_DATE
+
+
+def _group_key(key: str, patients: int) -> tuple:
+    return (key in (OTHER, MISSING), -patients, key)
+
+
 def who(row: dict) -> str:
+    """Whose row it is, fit for a terminal (a file name or id may hold control or bidirectional characters)."""
     place = row["source"] if row["row"] is None else f"{row['source']}:{row['row']}"
-    return f"{place} ({row['patient_id']})" if row.get("patient_id") else place
+    return safe_text(f"{place} ({row['patient_id']})" if row.get("patient_id") else place)
 
 
 def levels(kb: KnowledgeBase) -> list[str]:
