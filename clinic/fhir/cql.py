@@ -165,6 +165,11 @@ def coalesce(items: list[Expr]) -> Expr:
     )
 
 
+def tuple_(elements: dict[str, Expr]) -> Expr:
+    text = "Tuple { " + ", ".join(f"{k}: {v.cql}" for k, v in elements.items()) + " }"
+    return Expr(text, {"type": "Tuple", "element": [{"name": k, "value": v.elm} for k, v in elements.items()]})
+
+
 def aggregate(kind: str, source: Expr) -> Expr:
     return Expr(f"{kind}({source.cql})", {"type": kind, "source": source.elm})
 
@@ -185,9 +190,9 @@ def query(name: str, source: Expr, where: Expr | None = None, returns: Expr | No
     if where is not None:
         text += f" where {where.cql}"
         elm["where"] = where.elm
-    if returns is not None:
-        text += f" return all {returns.cql}"
-        elm["return"] = {"distinct": False, "expression": returns.elm}
+    returns = returns if returns is not None else alias(name)  # `return all`: no distinct (cql-execution's default)
+    text += f" return all {returns.cql}"
+    elm["return"] = {"distinct": False, "expression": returns.elm}
     return Expr(f"({text})", elm)
 
 
@@ -290,11 +295,27 @@ def build_library(kb: KnowledgeBase, codes: Codes) -> Library:
             where=in_(prop(prop(alias("R"), "status"), "value"), [string(s) for s in statuses]),
         ),
     )
-    levels = [query("R", responses, returns=items_of(alias("R")))]
-    for depth in range(1, ITEM_DEPTH):
-        name = f"I{depth}"
-        levels.append(query(name, unary("Flatten", levels[-1]), returns=items_of(alias(name))))
-    define("Items", unary("Flatten", list_([unary("Flatten", level) for level in levels])))
+    level = define("Items 1", unary("Flatten", query("R", responses, returns=items_of(alias("R")))))
+    levels = [level]
+    for depth in range(2, ITEM_DEPTH + 1):
+        name = f"I{depth - 1}"
+        level = define(f"Items {depth}", unary("Flatten", query(name, level, returns=items_of(alias(name)))))
+        levels.append(level)
+    # each item's linkId read once (a FHIR string wraps its value: reading it per fact per item is slow)
+    item = alias("I")
+    define(
+        "Items",
+        query(
+            "I",
+            unary("Flatten", list_(levels)),
+            returns=tuple_(
+                {
+                    "linkId": prop(prop(item, "linkId"), "value"),
+                    "answers": coalesce([prop(item, "answer"), Expr("{}", {"type": "List", "element": []})]),
+                }
+            ),
+        ),
+    )
 
     current: dict[str, Expr] = {}  # fact -> the expression of its value at the current stage
     for fact in kb.input_facts:
@@ -322,10 +343,8 @@ def build_library(kb: KnowledgeBase, codes: Codes) -> Library:
         answers = query(
             "I",
             ref("Items"),
-            where=equal(prop(prop(item, "linkId"), "value"), string(fact.name)),
-            returns=query(
-                "A", coalesce([prop(item, "answer"), Expr("{}", {"type": "List", "element": []})]), None, read
-            ),
+            where=equal(prop(item, "linkId"), string(fact.name)),
+            returns=query("A", prop(item, "answers"), None, read),
         )
         votes = define(
             f"{fact.name} votes",

@@ -1,8 +1,9 @@
 """FHIRPath alternatives to the CQL library's rule conditions, for an engine without CQL.
 
 Each rule's condition as one self-contained FHIRPath expression, evaluated with a QuestionnaireResponse to the
-exported Questionnaire as its context (the root every path starts from): no variable that
-nothing defines. Derived facts are written out in full (the rules that derive them, inlined), and the answers
+exported Questionnaire as its context (the root every path starts from): every variable it reads it defines
+first with `defineVariable` (FHIRPath 3.0), the answers, their stages and the derived facts (the rules that
+derive them, inlined), each once, so nothing is left for the caller to bind. The answers
 are read as `lumbar-kb evaluate` reads them: a boolean, a yes/no coding, an enum coding or string; votes that
 disagree leave the fact unknown (the empty collection), and so do an answer its `only_if` contradicts and the
 answers a broken relation names. FHIRPath's empty-propagation is Kleene's three-valued logic (`and`, `or`,
@@ -11,7 +12,10 @@ answers a broken relation names. FHIRPath's empty-propagation is Kleene's three-
 
 from __future__ import annotations
 
+import re
+
 from lumbar_kb.clinic.fhir.codes import Codes
+from lumbar_kb.clinic.fhir.cql import ITEM_DEPTH
 from lumbar_kb.engine.model import All, AnyOf, Condition, KnowledgeBase, Not, Test, Value, condition_facts
 
 
@@ -41,11 +45,21 @@ def condition(cond: Condition, facts: dict[str, str]) -> str:
     return f"({condition(cond.item, facts)}).not()"
 
 
-def fact_expressions(kb: KnowledgeBase, codes: Codes) -> dict[str, str]:
-    """Every fact (input and derived) as a FHIRPath expression over the QuestionnaireResponse."""
+def variables(kb: KnowledgeBase, codes: Codes) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """The expression's building blocks, each defined once: (variable name, FHIRPath over the response) in an order
+    where each refers only to earlier ones, and each fact as `%name` (input and derived)."""
+    levels = ["item"]
+    for _ in range(1, ITEM_DEPTH):  # combine(), not repeat() or `|`: no deep comparison of every item (slow)
+        levels.append(levels[-1] + ".item")
+    defined: list[tuple[str, str]] = [("items", levels[0] + "".join(f".combine({lv})" for lv in levels[1:]))]
     facts: dict[str, str] = {}
+
+    def define(name: str, expr: str) -> str:
+        defined.append((name, expr))
+        return f"%{name}"
+
     for fact in kb.input_facts:
-        answers = f"repeat(item).where(linkId = {_lit(fact.name)}).answer.value"
+        answers = define(f"{fact.name}_answers", f"%items.where(linkId = {_lit(fact.name)}).answer.value")
         if fact.type == "bool":
             votes = (
                 f"({answers}.ofType(boolean) | {answers}.ofType(Coding).where({_coding(codes.yes)}).select(true)"
@@ -59,20 +73,27 @@ def fact_expressions(kb: KnowledgeBase, codes: Codes) -> dict[str, str]:
                     parts.append(f"{answers}.ofType(Coding).where({_coding(codings)}).select({_lit(value)})")
             parts.append(f"{answers}.ofType(string).where({allowed})")
             votes = "(" + " | ".join(parts) + ")"
-        facts[fact.name] = f"iif({votes}.count() = 1, {votes}, {{}})"
+        votes = define(f"{fact.name}_votes", votes)
+        facts[fact.name] = define(f"{fact.name}_answered", f"iif({votes}.count() = 1, {votes}, {{}})")
     for fact in kb.input_facts:  # as cql.build_library: only_if, then the relations, in the loader's order
         if fact.only_if is not None:
-            facts[fact.name] = f"iif({condition(fact.only_if, facts)} = false, {{}}, {facts[fact.name]})"
-    for relation in kb.relations:
+            facts[fact.name] = define(
+                f"{fact.name}_possible", f"iif({condition(fact.only_if, facts)} = false, {{}}, {facts[fact.name]})"
+            )
+    for i, relation in enumerate(kb.relations):
         sides = []
         if relation.implies is not None:
             sides.append(f"{condition(relation.implies, facts)} = false")
         if relation.excludes is not None:
             sides.append(f"{condition(relation.excludes, facts)} = true")
-        broken = f"({condition(relation.when, facts)} = true and ({' or '.join(sides)}))"
+        broken = define(
+            f"relation_{i}_broken", f"({condition(relation.when, facts)} = true and ({' or '.join(sides)}))"
+        )
         named = [relation.when, *(c for c in (relation.implies, relation.excludes) if c is not None)]
         for name in dict.fromkeys(f for side in named for f in condition_facts(side)):
-            facts[name] = f"iif({broken}, {{}}, {facts[name]})"
+            facts[name] = define(f"{name}_after_{i}", f"iif({broken}, {{}}, {facts[name]})")
+    for fact in kb.input_facts:
+        facts[fact.name] = define(fact.name, facts[fact.name])
     pending = list(kb.derived_facts)
     while pending:
         for fact in list(pending):
@@ -81,15 +102,30 @@ def fact_expressions(kb: KnowledgeBase, codes: Codes) -> dict[str, str]:
                 expr = "{}"
                 for rule, derive in reversed(derivers):
                     expr = f"iif({condition(rule.when, facts)}, {_lit(derive.value)}, {expr})"
-                facts[fact.name] = expr
+                facts[fact.name] = define(fact.name, expr)
                 pending.remove(fact)
                 break
         else:
             raise ValueError("the derived facts depend on each other in a cycle")
-    return facts
+    return defined, facts
 
 
 def rule_expressions(kb: KnowledgeBase, codes: Codes) -> dict[str, str]:
-    """Each rule's condition as FHIRPath over the QuestionnaireResponse (rule id -> expression)."""
-    facts = fact_expressions(kb, codes)
-    return {rule.id: condition(rule.when, facts) for rule in kb.rules}
+    """Each rule's condition as FHIRPath over the QuestionnaireResponse (rule id -> expression): the variables it
+    needs defined first (`defineVariable`, each once), then the condition (`select`, over the one response)."""
+    defined, facts = variables(kb, codes)
+    order = {name: i for i, (name, _) in enumerate(defined)}
+    exprs = dict(defined)
+    out = {}
+    for rule in kb.rules:
+        body = condition(rule.when, facts)
+        needed: set[str] = set()
+        todo = [body]
+        while todo:
+            for name in re.findall(r"%([A-Za-z_][A-Za-z0-9_]*)", todo.pop()):
+                if name not in needed:
+                    needed.add(name)
+                    todo.append(exprs[name])
+        chain = "".join(f".defineVariable({_lit(n)}, {exprs[n]})" for n in sorted(needed, key=order.__getitem__))
+        out[rule.id] = f"{chain[1:]}.select({body})" if chain else body
+    return out
