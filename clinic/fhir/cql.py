@@ -556,6 +556,8 @@ def limitations(kb: KnowledgeBase) -> list[str]:
         "Only QuestionnaireResponse answers are read (items nested at most "
         f"{ITEM_DEPTH} deep); Conditions and Observations bound in codes.yaml are read by `lumbar-kb evaluate` "
         "and the CDS service, not by this library.",
+        "The PlanDefinition's FHIRPath alternatives read one QuestionnaireResponse (their context) and need "
+        "FHIRPath's defineVariable; answers spread over several responses are combined by the CQL library only.",
         "The look-ahead (`could_escalate`: which unanswered question could raise the urgency) is not exported.",
         "The order of the actions and the rules each item is `because` of are not exported; the texts shown to "
         "users are in the PlanDefinition and ActivityDefinitions, not in the library.",

@@ -297,8 +297,8 @@ def plan_definition(kb: KnowledgeBase, codes: Codes) -> dict:
                                 }
                             ],
                             "description": _describe(rule.when),
-                            "language": "text/cql-identifier",
-                            "expression": cql.rule_name(rule),
+                            "language": "text/cql",  # R4's JSON schema knows no text/cql-identifier
+                            "expression": cql.quoted(cql.rule_name(rule)),
                             "reference": library_url,
                         },
                     }
