@@ -211,3 +211,22 @@ def test_the_export_says_what_the_package_cannot_express(tmp_path, capsys):
     assert any("could_escalate" in line for line in said) and any("Condition" in line for line in said)
     for line in said:
         assert line in out and line in library["usage"]
+
+
+def test_the_docs_quote_the_export_as_it_is(package):
+    """docs/fhir-cpg.md's CQL excerpt is in the exported CQL, and its condition example has the exported shape."""
+    doc = (ROOT / "docs" / "fhir-cpg.md").read_text()
+    blocks = dict.fromkeys(("cql", "json"), "")
+    for kind, body in re.findall(r"```(cql|json)\n(.*?)```", doc, flags=re.S):
+        blocks[kind] += body
+    cql_text = _content(_one(package, "Library"), "text/cql")
+    lines = [line for line in blocks["cql"].splitlines() if line.strip()]
+    assert lines and all(line in cql_text.splitlines() for line in lines)
+    shown = json.loads(blocks["json"].replace('"..."', '""'))
+    plan = _one(package, "PlanDefinition")
+    real = next(a for s in plan["action"] for a in s["action"] if a["id"] == "red_flag.leg_weakness")["condition"][0]
+    assert shown["kind"] == real["kind"]
+    for key in ("language", "expression", "reference"):
+        assert shown["expression"][key] == real["expression"][key]
+    assert shown["expression"]["extension"][0]["url"] == real["expression"]["extension"][0]["url"]
+    assert f"PlanDefinition/{plan['id']}/$apply" in doc

@@ -116,7 +116,7 @@ def or_(items: list[Expr]) -> Expr:
 
 
 def not_(item: Expr) -> Expr:
-    return Expr(f"not ({item.cql})", {"type": "Not", "operand": item.elm})
+    return Expr(f"(not ({item.cql}))", {"type": "Not", "operand": item.elm})  # CQL's `is` binds tighter than not
 
 
 def equal(a: Expr, b: Expr) -> Expr:

@@ -7,7 +7,8 @@
 // PATIENTS.json: {"bundles": [FHIR Bundle, ...], "expressions": [library expression names to report], optionally
 // "fhirpath": [the patient ids to run the FHIRPath alternatives for; default every one]}. Each Bundle
 // holds one Patient and its QuestionnaireResponses. Answers: {"cql": {patientId: {name: value}}, "fhirpath":
-// {patientId: [ids of the PlanDefinition actions whose FHIRPath applicability holds]}, "errors": [...]}.
+// {patientId: [ids of the PlanDefinition actions whose FHIRPath applicability holds]}, "errors": [...], "seconds":
+// {"cql": the CQL run, "fhirpath": compiling and running the FHIRPath alternatives}}.
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -64,7 +65,9 @@ async function main() {
   const [dir, patientsFile] = process.argv.slice(2);
   const pkg = readPackage(dir);
   const input = JSON.parse(fs.readFileSync(patientsFile, 'utf8'));
-  const answers = { cql: {}, fhirpath: {}, errors: [] };
+  const answers = { cql: {}, fhirpath: {}, errors: [], seconds: {} };
+  let started = process.hrtime.bigint();
+  const elapsed = () => Number(process.hrtime.bigint() - started) / 1e9;
   if (pkg.libraries.length !== 1 || pkg.plans.length !== 1) {
     throw new Error(`expected one Library and one PlanDefinition in ${dir}`);
   }
@@ -73,11 +76,13 @@ async function main() {
   const source = cqlfhir.PatientSource.FHIRv401();
   source.loadBundles(input.bundles);
   const results = await executor.exec(source);
+  answers.seconds.cql = elapsed();
   for (const [pid, values] of Object.entries(results.patientResults)) {
     const picked = {};
     for (const name of input.expressions) picked[name] = plain(values[name]);
     answers.cql[pid] = picked;
   }
+  started = process.hrtime.bigint();
   const compiled = conditions(pkg.plans[0]);
   const chosen = input.fhirpath ? new Set(input.fhirpath) : null;
   for (const bundle of input.bundles) {
@@ -97,6 +102,7 @@ async function main() {
     }
     answers.fhirpath[patient.id] = applicable;
   }
+  answers.seconds.fhirpath = elapsed();
   process.stdout.write(JSON.stringify(answers));
 }
 
