@@ -39,6 +39,7 @@ GENERATED = 10_000
 # fhirpath.js takes about 30 ms a patient for the 35 conditions (against about 3 ms for the whole CQL library), so the
 # FHIRPath alternatives run on every 20th generated patient here; benchmarks/bench_cpg.py runs them on all 10,000
 FHIRPATH_EVERY = 20
+RECORDS = 250  # random Bundles of Conditions and Observations (and sometimes a QuestionnaireResponse)
 
 
 def _node_ready() -> None:
@@ -127,13 +128,15 @@ def from_engine(kb, evaluator, codes, data: dict) -> tuple[dict, list[str]]:
 
 
 def disagreements(
-    kb, evaluator, package: Path, patients: list[dict], tmp: Path, fhirpath_every: int = 1
+    kb, evaluator, package: Path, patients: list[dict], tmp: Path, fhirpath_every: int = 1, bundles=None
 ) -> tuple[list, list, int]:
-    """(CQL disagreements, FHIRPath disagreements, patients run); FHIRPath runs on every `fhirpath_every`-th."""
+    """(CQL disagreements, FHIRPath disagreements, patients run); FHIRPath runs on every `fhirpath_every`-th
+    (`fhirpath_every=0`: never). `bundles`, when given, are the patients' data as they are."""
     codes = load_codes(kb)
     lib = build_library(kb, codes)
-    bundles = [bundle(kb, codes, p, f"p{i}") for i, p in enumerate(patients)]
-    sample = [f"p{i}" for i in range(0, len(patients), fhirpath_every)]
+    if bundles is None:
+        bundles = [bundle(kb, codes, p, f"p{i}") for i, p in enumerate(patients)]
+    sample = [f"p{i}" for i in range(0, len(patients), fhirpath_every)] if fhirpath_every else []
     answers = run_harness(package, bundles, output_names(lib), tmp, sample)
     assert answers["errors"] == []
     assert sorted(answers["fhirpath"]) == sorted(sample) and len(answers["cql"]) == len(bundles)
@@ -167,6 +170,66 @@ def algorithm_patients(kb) -> list[dict]:
     return list(unique.values())
 
 
+CLINICAL = ("active", "recurrence", "relapse", "inactive", "remission", "resolved", None)
+VERIFICATION = ("confirmed", "provisional", "differential", "unconfirmed", "refuted", "entered-in-error", None)
+
+
+def random_records(kb, codes, rng: random.Random, pid: str) -> dict:
+    """A Bundle of random Conditions and Observations (bound codes, codes under a bound prefix, the knowledge base's
+    own codes, unbound codes; every status; values of every kind) and sometimes a QuestionnaireResponse: whatever
+    `lumbar-kb evaluate` makes of it, the library must make the same."""
+    coded = [(c.system, c.code, c.prefix) for b in codes.bindings for c in b.codes]
+
+    def a_code():
+        roll = rng.random()
+        if roll < 0.6:
+            system, code, prefix = rng.choice(coded)
+            return system, code + (rng.choice(["", ".9", "1", ".20"]) if prefix else "")
+        if roll < 0.85:
+            return codes.kb_system, rng.choice(kb.input_facts).name
+        return rng.choice(coded)[0], rng.choice(["X99", "C", "Z85.9", "R33.0"])
+
+    def concept(n):
+        return {"coding": [{"system": s, "code": c} for s, c in (a_code() for _ in range(n))]}
+
+    def status(values):
+        v = rng.choice(values)
+        return {"coding": [{"code": v}]} if v else None
+
+    entries = [{"resource": {"resourceType": "Patient", "id": pid}}]
+    for i in range(rng.randint(0, 4)):
+        res = {"resourceType": "Condition", "id": f"c{i}", "code": concept(rng.randint(1, 2))}
+        for key, values in (("clinicalStatus", CLINICAL), ("verificationStatus", VERIFICATION)):
+            if (st := status(values)) is not None:
+                res[key] = st
+        entries.append({"resource": res})
+    answers = [c for b in (codes.yes, codes.no) for c in b] + [
+        c for v in codes.values.values() for cs in v.values() for c in cs
+    ]
+    for i in range(rng.randint(0, 4)):
+        res = {"resourceType": "Observation", "id": f"o{i}", "code": concept(1)}
+        res["status"] = rng.choice(["final", "amended", "preliminary", "cancelled", "registered"])
+        kind = rng.random()
+        if kind < 0.35:
+            res["valueBoolean"] = rng.random() < 0.5
+        elif kind < 0.75:
+            picks = [rng.choice(answers) for _ in range(rng.randint(1, 2))]
+            if rng.random() < 0.3:
+                fact = rng.choice([f for f in kb.input_facts if f.type == "enum"])
+                picks.insert(0, type(picks[0])(codes.kb_system, str(rng.choice(fact.values))))
+            res["valueCodeableConcept"] = {"coding": [{"system": c.system, "code": c.code} for c in picks]}
+        elif kind < 0.9:
+            fact = rng.choice([f for f in kb.input_facts if f.type == "enum"])
+            res["valueString"] = str(rng.choice(fact.values))
+        else:
+            res["dataAbsentReason"] = {"text": "asked, not known"}
+        entries.append({"resource": res})
+    if rng.random() < 0.5:
+        facts = random_patient(kb, rng)
+        entries.append({"resource": questionnaire_response(kb, codes, facts, f"Patient/{pid}", f"qr-{pid}")})
+    return {"resourceType": "Bundle", "type": "collection", "entry": entries}
+
+
 @pytest.fixture(scope="module")
 def package(tmp_path_factory):
     return export(None, tmp_path_factory.mktemp("cpg"))
@@ -188,6 +251,16 @@ def test_ten_thousand_generated_patients_with_unknowns_agree(kb, evaluator, pack
     assert n == GENERATED
     assert len(cql_off) == 0, cql_off[:3]
     assert len(fhirpath_off) == 0, fhirpath_off[:3]
+
+
+def test_conditions_and_observations_are_read_as_evaluate_reads_them(kb, evaluator, package, tmp_path):
+    rng = random.Random(2727)
+    bundles = [random_records(kb, load_codes(kb), rng, f"p{i}") for i in range(RECORDS)]
+    codes = load_codes(kb)
+    known = [map_fhir(b, kb, codes).facts for b in bundles]
+    assert sum(1 for k in known if k) > RECORDS // 2  # the records do make facts known (and conflict) often
+    cql_off, _, n = disagreements(kb, evaluator, package, bundles, tmp_path, 0, bundles)
+    assert n == RECORDS and cql_off == [], cql_off[:3]
 
 
 def _elm(package: Path) -> tuple[Path, dict, dict]:

@@ -230,3 +230,12 @@ def test_the_docs_quote_the_export_as_it_is(package):
         assert shown["expression"][key] == real["expression"][key]
     assert shown["expression"]["extension"][0]["url"] == real["expression"]["extension"][0]["url"]
     assert f"PlanDefinition/{plan['id']}/$apply" in doc
+
+
+def test_the_export_is_deterministic(tmp_path):
+    """Two exports of one knowledge base are byte-identical (a platform can diff a new release against the old)."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert main(["export", "fhir", "-o", str(first)]) == 0 and main(["export", "fhir", "-o", str(second)]) == 0
+    names = sorted(p.name for p in first.iterdir())
+    assert names == sorted(p.name for p in second.iterdir())
+    assert all((first / n).read_bytes() == (second / n).read_bytes() for n in names)

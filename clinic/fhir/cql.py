@@ -7,9 +7,10 @@ all / any / not), whose three-valued reading is CQL's own (Kleene `and` / `or` /
 side is null), so an unanswered question is `null`, never `false`.
 
 The library, in the order it defines things:
-- the answers: the patient's usable QuestionnaireResponses (status from `codes.yaml`), their items, and per input
-  fact its votes (a boolean, a yes/no coding, an enum coding or string), one value when every vote agrees, else
-  `null` (as `lumbar-kb evaluate` reads a FHIR file); then an answer its `only_if` contradicts and the answers a
+- the answers: the patient's usable QuestionnaireResponses (status from `codes.yaml`), their items, Conditions and
+  Observations (`cql_records`: through the bindings of `codes.yaml`), and per input fact its votes (a boolean, a
+  yes/no coding, an enum coding or string), one value when every vote agrees, else `null` (as `lumbar-kb evaluate`
+  reads a FHIR file); then an answer its `only_if` contradicts and the answers a
   broken relation names made `null`, in the loader's order. One expression per input fact, named after it.
 - the rules: `Rule <id>`, each rule's condition over the facts (a rule fires exactly when it is true: facts only
   ever become known, and a true Kleene condition stays true as more becomes known).
@@ -317,6 +318,25 @@ def build_library(kb: KnowledgeBase, codes: Codes) -> Library:
         ),
     )
 
+    from lumbar_kb.clinic.fhir import cql_records as records  # it builds on this module's expressions
+
+    record = alias("O")
+    conditions = define(
+        "Conditions", query("C", retrieve("Condition"), where=not_(records.ignored(kb, codes, alias("C"))))
+    )
+    observations = define(
+        "Observations",
+        query(
+            "O",
+            retrieve("Observation"),
+            where=and_(
+                [
+                    in_(prop(prop(record, "status"), "value"), [string(s) for s in sorted(codes.observation_status)]),
+                    is_null(prop(record, "dataAbsentReason")),
+                ]
+            ),
+        ),
+    )
     current: dict[str, Expr] = {}  # fact -> the expression of its value at the current stage
     for fact in kb.input_facts:
         answer = alias("A")
@@ -348,7 +368,23 @@ def build_library(kb: KnowledgeBase, codes: Codes) -> Library:
         )
         votes = define(
             f"{fact.name} votes",
-            unary("Distinct", query("V", unary("Flatten", answers), where=Expr("V is not null", _not_null("V")))),
+            unary(
+                "Distinct",
+                query(
+                    "V",
+                    unary(
+                        "Flatten",
+                        list_(
+                            [
+                                unary("Flatten", answers),
+                                records.condition_votes(kb, codes, fact, conditions),
+                                records.observation_votes(kb, codes, fact, observations),
+                            ]
+                        ),
+                    ),
+                    where=Expr("V is not null", _not_null("V")),
+                ),
+            ),
         )
         current[fact.name] = define(
             f"{fact.name} answered",
@@ -553,9 +589,9 @@ def _firing_order(kb: KnowledgeBase) -> list[Rule]:
 def limitations(kb: KnowledgeBase) -> list[str]:
     """What the knowledge base says that the CQL library (and the PlanDefinition around it) does not carry."""
     out = [
-        "Only QuestionnaireResponse answers are read (items nested at most "
-        f"{ITEM_DEPTH} deep); Conditions and Observations bound in codes.yaml are read by `lumbar-kb evaluate` "
-        "and the CDS service, not by this library.",
+        f"QuestionnaireResponse items are read {ITEM_DEPTH} levels deep (`lumbar-kb evaluate` reads any depth); "
+        "a Condition or Observation of another patient in the data is not set aside by the library (the CDS "
+        "service does, by the patient's id): give it one patient's data.",
         "The PlanDefinition's FHIRPath alternatives read one QuestionnaireResponse (their context) and need "
         "FHIRPath's defineVariable; answers spread over several responses are combined by the CQL library only.",
         "The look-ahead (`could_escalate`: which unanswered question could raise the urgency) is not exported.",
