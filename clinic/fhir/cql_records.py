@@ -11,7 +11,7 @@ enum coding, an enum string), a binding to one value of a choice reading only a 
 from __future__ import annotations
 
 from lumbar_kb.clinic.fhir.codes import Binding, Codes, Coding
-from lumbar_kb.clinic.fhir.cql import (
+from lumbar_kb.clinic.fhir.elm import (
     Expr,
     alias,
     and_,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 
 from lumbar_kb.clinic.fhir.codes import Codes
-from lumbar_kb.clinic.fhir.cql import ITEM_DEPTH
+from lumbar_kb.clinic.fhir.elm import ITEM_DEPTH
 from lumbar_kb.engine.model import All, AnyOf, Condition, KnowledgeBase, Not, Test, Value, condition_facts
 
 
