@@ -9,7 +9,14 @@ PATIENTS := $(sort $(wildcard knowledge/lumbar_mass/patients/*))
 KB ?=
 KB_OPT := $(if $(KB),--kb $(KB))
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed node_modules/.installed
+
+# the independent engines tests/test_cpg.py runs the exported FHIR CPG package in (cql-execution, cql-exec-fhir,
+# fhirpath, the official R4 JSON Schema), at the versions package-lock.json pins, into node_modules/
+node_modules/.installed: package.json package-lock.json
+	@command -v npm >/dev/null || { echo "npm is needed for the CPG tests (apt-get install nodejs npm)" >&2; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
 
 $(VENV)/.installed: pyproject.toml
 	bash .ci/ensure-graphviz

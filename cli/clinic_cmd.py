@@ -78,9 +78,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     formats = e.add_subparsers(dest="format", required=True, metavar="FORMAT")
     f = formats.add_parser(
         "fhir",
-        help="FHIR R4 Questionnaire, PlanDefinition and ActivityDefinitions",
+        help="FHIR R4 CPG package: Questionnaire, Library (CQL and ELM), PlanDefinition, ActivityDefinitions",
         description="Write the Questionnaire (clinician and patient wording; alarm questions first), the "
-        "PlanDefinition (one action per rule) and an ActivityDefinition per action, one JSON file each.",
+        "Library (the logic as CQL text and ELM JSON), the PlanDefinition (one action per rule, its condition "
+        "a Library expression with a FHIRPath alternative) and an ActivityDefinition per action, one JSON file "
+        "each, and list what the package cannot express.",
     )
     f.add_argument("-o", "--output", type=Path, required=True, metavar="DIR")
     f.add_argument("--codes", type=Path, help="terminology bindings (default: codes.yaml of the knowledge base)")
@@ -148,4 +150,9 @@ def _run_export_fhir(args) -> int:
         tmp.write_text(dumps(resource), encoding="utf-8")
         tmp.replace(args.output / name)
     print(f"wrote {len(files)} FHIR resources to {args.output}")
+    from lumbar_kb.clinic.fhir.cql import limitations
+
+    print("not expressed in the CPG package (also in the Library's usage):")
+    for line in limitations(kb):
+        print(f"  - {line}")
     return EXIT_OK

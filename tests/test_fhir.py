@@ -169,7 +169,7 @@ def _validate(resource: dict) -> None:
 def test_every_exported_resource_validates_as_fhir():
     files = export_all(KB, CODES)
     kinds = sorted({r["resourceType"] for r in files.values()})
-    assert kinds == ["ActivityDefinition", "PlanDefinition", "Questionnaire"]
+    assert kinds == ["ActivityDefinition", "Library", "PlanDefinition", "Questionnaire"]
     for resource in files.values():
         _validate(resource)
 

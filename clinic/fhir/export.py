@@ -12,10 +12,29 @@ is written here that the knowledge base does not hold.
 
 from __future__ import annotations
 
+import base64
+import json
+
+from lumbar_kb.clinic.fhir import cql
 from lumbar_kb.clinic.fhir.codes import Codes
+from lumbar_kb.clinic.fhir.fhirpath_alt import rule_expressions
 from lumbar_kb.engine.model import All, AnyOf, Condition, Derive, KnowledgeBase, Not, Recommend, SetUrgency, Test, Value
 
 UCUM = "http://unitsofmeasure.org"
+CPG = "http://hl7.org/fhir/uv/cpg/StructureDefinition"
+ALTERNATIVE = "http://hl7.org/fhir/StructureDefinition/cqf-alternativeExpression"
+PROFILES = {  # the CPG implementation guide's profiles each exported resource claims (meta.profile)
+    "Library": ["cpg-computablelibrary", "cpg-shareablelibrary", "cpg-publishablelibrary"],
+    "PlanDefinition": ["cpg-computableplandefinition", "cpg-shareableplandefinition", "cpg-publishableplandefinition"],
+    "ActivityDefinition": ["cpg-computableactivity", "cpg-servicerequestactivity", "cpg-shareableactivitydefinition"],
+    "Questionnaire": ["cpg-questionnaire"],
+}
+CAPABILITIES = {  # the CPG knowledge-capability marks: what a consumer can do with the resource
+    "Library": ["shareable", "computable", "executable", "publishable"],
+    "PlanDefinition": ["shareable", "computable", "publishable"],
+    "ActivityDefinition": ["shareable", "computable", "publishable"],
+    "Questionnaire": ["shareable", "computable"],
+}
 
 
 def _status(kb: KnowledgeBase) -> str:
@@ -35,6 +54,22 @@ def _meta(kb: KnowledgeBase, codes: Codes, kind: str, name: str, title: str) -> 
         "date": kb.last_updated,
         "publisher": kb.publisher,
         "description": kb.disclaimer,
+    }
+
+
+def _cpg(resource: dict) -> dict:
+    """The CPG profiles and knowledge-capability / representation-level marks for the resource's kind."""
+    kind = resource["resourceType"]
+    marks = [{"url": f"{CPG}/cpg-knowledgeCapability", "valueCode": c} for c in CAPABILITIES[kind]]
+    marks.append({"url": f"{CPG}/cpg-knowledgeRepresentationLevel", "valueCode": "structured"})
+    if kind == "Library":
+        marks[-1]["valueCode"] = "executable"
+    meta = {"profile": [f"{CPG}/{p}" for p in PROFILES[kind]]}
+    return {
+        "resourceType": kind,
+        "meta": meta,
+        "extension": marks,
+        **{k: v for k, v in resource.items() if k != "resourceType"},
     }
 
 
@@ -174,27 +209,48 @@ def timing(hours: float | None) -> dict | None:
     return {"repeat": {"boundsDuration": {"value": hours, "unit": "h", "system": UCUM, "code": "h"}}}
 
 
-def fhirpath(cond: Condition, kb: KnowledgeBase, codes: Codes) -> str:
-    """The condition over a QuestionnaireResponse (input facts) and the derived facts as %variables."""
-    if isinstance(cond, Test):
-        fact = kb.facts[cond.fact]
-        if fact.derived:
-            ref = f"%{cond.fact}"
-        else:
-            ref = f"%resource.repeat(item).where(linkId = '{cond.fact}').answer.value"
-            if fact.type == "enum":
-                ref += ".code"
-        values = sorted(cond.values, key=str)
-        shown = ["true" if v is True else "false" if v is False else f"'{v}'" for v in values]
-        if len(shown) == 1:
-            return f"({ref} = {shown[0]})"
-        return f"({ref} in ({' | '.join(shown)}))"
-    if isinstance(cond, All):
-        return "(" + " and ".join(fhirpath(i, kb, codes) for i in cond.items) + ")"
-    if isinstance(cond, AnyOf):
-        return "(" + " or ".join(fhirpath(i, kb, codes) for i in cond.items) + ")"
-    assert isinstance(cond, Not)
-    return f"({fhirpath(cond.item, kb, codes)}).not()"
+def library(kb: KnowledgeBase, codes: Codes) -> dict:
+    """The logic as a CPG computable Library: the CQL text and the ELM JSON (the compiled form CQL engines run) of
+    one `cql.Library`, the QuestionnaireResponse it reads as its data requirement, and its outputs as parameters."""
+    lib = cql.build_library(kb, codes)
+    out = _meta(kb, codes, "Library", kb.name, kb.title)
+    out["name"] = lib.name
+    out["type"] = {
+        "coding": [{"system": "http://terminology.hl7.org/CodeSystem/library-type", "code": "logic-library"}]
+    }
+    out["usage"] = "Not expressed in this library: " + " ".join(lib.limitations)
+    out["relatedArtifact"] = [_citation(kb, n) for n in sorted(kb.references)]
+    out["parameter"] = [
+        {"name": name, "use": "out", "min": 0, "max": "1", "type": kind} for name, kind in _outputs(lib)
+    ]
+    out["dataRequirement"] = [_response_requirement(kb, codes)]
+    text = lib.cql().encode("utf-8")
+    elm = json.dumps(lib.elm(), sort_keys=True, separators=(",", ":")).encode("utf-8")
+    out["content"] = [
+        {"contentType": "text/cql", "data": base64.b64encode(text).decode("ascii")},
+        {"contentType": "application/elm+json", "data": base64.b64encode(elm).decode("ascii")},
+    ]
+    return out
+
+
+def _outputs(lib: cql.Library) -> list[tuple[str, str]]:
+    o = lib.outputs
+    out = [(o["urgency"], "string"), (o["complete"], "boolean"), (o["in_scope"], "boolean")]
+    out += [(name, "boolean") for name in o["unanswered_alarm"].values()]
+    for names in o["actions"].values():
+        out += [(names["given"], "boolean"), (names["within_hours"], "decimal"), (names["within_hours_min"], "decimal")]
+        out += [(names["window"], "string"), (names["done"], "boolean")]
+    out += [(name, "boolean") for key in ("warnings", "differential") for name in o[key].values()]
+    return out
+
+
+def _response_requirement(kb: KnowledgeBase, codes: Codes) -> dict:
+    """The input every rule reads: a QuestionnaireResponse to the exported Questionnaire, by its items' linkIds."""
+    return {
+        "type": "QuestionnaireResponse",
+        "profile": ["http://hl7.org/fhir/StructureDefinition/QuestionnaireResponse"],
+        "mustSupport": ["status", "questionnaire", "item.linkId", "item.answer.value", "item.item"],
+    }
 
 
 def plan_definition(kb: KnowledgeBase, codes: Codes) -> dict:
@@ -210,7 +266,10 @@ def plan_definition(kb: KnowledgeBase, codes: Codes) -> dict:
     }
     out["purpose"] = kb.question
     out["relatedArtifact"] = [_citation(kb, n) for n in sorted(kb.references)]
-    questionnaire_url = codes.url("Questionnaire", f"{kb.name}-clinician")
+    library_url = codes.url("Library", kb.name)
+    out["library"] = [library_url]
+    alternatives = rule_expressions(kb, codes)
+    requirement = _response_requirement(kb, codes)
     top = max(e.rank for e in kb.catalog["urgency"].values())
     actions = []
     for section in kb.sections.values():
@@ -227,10 +286,20 @@ def plan_definition(kb: KnowledgeBase, codes: Codes) -> dict:
                     {
                         "kind": "applicability",
                         "expression": {
+                            "extension": [
+                                {
+                                    "url": ALTERNATIVE,
+                                    "valueExpression": {
+                                        "language": "text/fhirpath",
+                                        "expression": alternatives[rule.id],
+                                        "description": "the same condition over the QuestionnaireResponse as context",
+                                    },
+                                }
+                            ],
                             "description": _describe(rule.when),
-                            "language": "text/fhirpath",
-                            "expression": fhirpath(rule.when, kb, codes),
-                            "reference": questionnaire_url,
+                            "language": "text/cql",  # R4's JSON schema knows no text/cql-identifier
+                            "expression": cql.quoted(cql.rule_name(rule)),
+                            "reference": library_url,
                         },
                     }
                 ],
@@ -260,28 +329,29 @@ def plan_definition(kb: KnowledgeBase, codes: Codes) -> dict:
                     else:
                         sub["code"] = [_kb_code(codes, f"{c.kind}.{c.code}")]
                     subs.append(sub)
-                elif isinstance(c, Derive):
+                elif isinstance(c, Derive):  # the library's expression of that name: no element of any resource
                     subs.append(
                         {
                             "title": f"{c.fact} = {str(c.value).lower()}",
-                            "description": kb.facts[c.fact].meaning,
-                            "dynamicValue": [
-                                {
-                                    "path": c.fact,
-                                    "expression": {"language": "text/fhirpath", "expression": _lit(c.value)},
-                                }
-                            ],
+                            "description": f"{kb.facts[c.fact].meaning} (the Library's expression {c.fact!r})",
                         }
                     )
             action["action"] = subs
             children.append(action)
-        actions.append({"id": section.id, "title": section.title, "action": children})
+        actions.append(
+            {
+                "id": section.id,
+                "title": section.title,
+                "trigger": [
+                    {"type": "named-event", "name": "patient-view"},
+                    {"type": "data-changed", "data": [{"type": "QuestionnaireResponse"}]},
+                ],
+                "input": [requirement],
+                "action": children,
+            }
+        )
     out["action"] = actions
     return out
-
-
-def _lit(value: Value) -> str:
-    return "true" if value is True else "false" if value is False else f"'{value}'"
 
 
 def _kb_code(codes: Codes, code: str) -> dict:
@@ -305,11 +375,13 @@ def _describe(cond: Condition) -> str:
 
 
 def export_all(kb: KnowledgeBase, codes: Codes) -> dict[str, dict]:
-    """Every exported resource by file name (`<Type>-<id>.json`)."""
+    """Every exported resource by file name (`<Type>-<id>.json`), each with its CPG profiles and marks."""
     resources = [
         questionnaire(kb, codes, "clinician"),
         questionnaire(kb, codes, "patient"),
+        library(kb, codes),
         plan_definition(kb, codes),
         *activity_definitions(kb, codes),
     ]
+    resources = [_cpg(r) for r in resources]
     return {f"{r['resourceType']}-{r['id']}.json": r for r in resources}
