@@ -17,9 +17,12 @@ from lumbar_kb.engine.patient import random_patient
 from lumbar_kb.main import main
 
 N = 80
-# the suspected-compression rule's MRI window (the red-flag rule gives 12 hours too, after `urgency: emergency`
-# and the emergency department: only this rule has the department "immediately" right before its MRI)
-LEAD = "        window: immediately\n      - action: mri_whole_spine\n"
+# the suspected-compression rule's MRI window (the red-flag rule gives the department immediately and the MRI in
+# 12 hours too: only this rule sets `urgency: emergency` right before them)
+LEAD = (
+    "      - urgency: emergency\n      - action: emergency_department\n        within_hours: 0\n"
+    "        window: immediately\n      - action: mri_whole_spine\n"
+)
 OLD = LEAD + "        within_hours: 12\n        window: within 12 hours\n"
 NEW = LEAD + "        within_hours: 6\n        window: within 6 hours\n"
 
