@@ -53,6 +53,8 @@ check: lint author-check
 
 # COHORT_PATIENTS=1000000 make bench for the issue's million (minutes on 2 cores)
 COHORT_PATIENTS ?= 100000
+# CPG_PATIENTS=10000 make bench: both independent engines on every one of the tests' 10,000 patients (~12 min)
+CPG_PATIENTS ?= 1000
 bench: setup
 	$(BIN)/python benchmarks/bench_author.py
 	$(BIN)/python benchmarks/bench_engine.py
@@ -60,6 +62,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_cohort.py --patients $(COHORT_PATIENTS)
 	$(BIN)/python benchmarks/bench_service.py
 	$(BIN)/python benchmarks/bench_hostile.py
+	$(BIN)/python benchmarks/bench_cpg.py --patients $(CPG_PATIENTS)
 
 # long fuzzing, outside `make test` (which runs a derandomized short version, tests/test_fuzz.py): atheris
 # (coverage-guided, FUZZ_RUNS inputs) when it installs, and the hypothesis suite with FUZZ_EXAMPLES each
