@@ -12,13 +12,14 @@ a knowledge base without the file has no text (`load_text` returns None).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from lumbar_kb.engine.errors import KnowledgeBaseError, Problem
 from lumbar_kb.engine.loader import schema_problems
 from lumbar_kb.engine.model import KnowledgeBase
-from lumbar_kb.engine.source import DocumentError, display, read_document
+from lumbar_kb.engine.source import DocumentError, display
 
 FILE_NAME = "guideline_text.yaml"
 
@@ -69,11 +70,13 @@ def text_path(kb: KnowledgeBase) -> Path:
 
 def load_text(kb: KnowledgeBase) -> GuidelineText | None:
     """The knowledge base's guideline text, or None when it has no guideline_text.yaml."""
+    from lumbar_kb.engine.loader import read_contained
+
     path = text_path(kb)
-    if not path.exists():
+    if not os.path.lexists(path):
         return None
     try:
-        data, pos = read_document(path)
+        data, pos = read_contained(Path(kb.root), path)
     except DocumentError as exc:
         raise KnowledgeBaseError(exc.problem) from None
     if not isinstance(data, dict):

@@ -147,10 +147,14 @@ def test_the_patients_search_box_filters(pack_dir, page):
 def test_a_changed_rule_shows_in_the_pack(tmp_path, page):
     kb_dir = tmp_path / "kb"
     shutil.copytree(load().root, kb_dir)
-    from lumbar_kb.engine.analysis.approvals import record
+    from lumbar_kb.engine.analysis.approvals import read_private_key, record
 
+    from .board import make_board
+
+    keys = make_board(kb_dir, quorum=1, names=("Dr Board",))
     kb = load(kb_dir)
-    record(kb, ["concerning.night_pain", "concerning.radiating_pain"], "Dr Board", "2026-01-01")
+    key = read_private_key(keys["Dr Board"])
+    record(kb, ["concerning.night_pain", "concerning.radiating_pain"], None, "2026-01-01", key=key)
     path = kb_dir / "rules" / "concerning.yaml"
     path.write_text(
         path.read_text().replace(
