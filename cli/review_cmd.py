@@ -11,7 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from lumbar_kb.common import EXIT_OK, add_kb_option, dumps, feedback_rates, kb_from
+from lumbar_kb.common import EXIT_FAILED, EXIT_OK, add_kb_option, dumps, feedback_rates, kb_from
+from lumbar_kb.engine.errors import safe_text
 from lumbar_kb.engine.loader import load
 
 
@@ -29,7 +30,10 @@ def _add_review(sub) -> None:
         help="write the medical board's review pack (static HTML, opens from disk)",
         description="Write a self-contained HTML folder (DIR/index.html and its pages; no network needed) for "
         "the medical board: the guideline beside the rules, rule cards, diagrams per section, decision "
-        "tables, example patients, review status, and with --against the changes since an older version.",
+        "tables, example patients, review status, and with --against the changes since an older version. "
+        "It runs `check` and `test`: any failure is listed on the overview with its patient, flagged on the "
+        "rule cards and hazard controls involved, and put on a red banner on every page; the pack is written "
+        "all the same and the command exits 1.",
     )
     p.add_argument("-o", "--output", metavar="DIR", type=Path, required=True, help="folder to write (created)")
     p.add_argument("--against", metavar="OLD_KB_DIR", type=Path, default=None, help="an older knowledge base")
@@ -59,10 +63,18 @@ def _run_review(args) -> int:
     overrides = None
     if args.feedback is not None:
         overrides = feedback_rates(args.feedback)
-    written = write_pack(build_pack(kb, diff, overrides=overrides), args.output)
+    pack = build_pack(kb, diff, overrides=overrides)
+    written = write_pack(pack, args.output)
     print(f"review pack: {args.output / 'index.html'} ({len(written)} files)")
+    for f in pack.failures:  # every page carries them too, on a red banner
+        what = {"proof": "safety proof", "scenario": "scenario", "step": "could not work out"}[f.kind]
+        where = f" ({f.file}{f':{f.line}' if f.line else ''})" if f.file else ""
+        print(
+            safe_text(f"FAILING {what} {f.title if f.kind == 'scenario' else f.id}{where}: {f.message}"),
+            file=sys.stderr,
+        )
     print(f"written in {time.perf_counter() - started:.2f} s", file=sys.stderr)
-    return EXIT_OK
+    return EXIT_FAILED if pack.failures else EXIT_OK
 
 
 # ---- approve -------------------------------------------------------------------------------------------------
@@ -141,7 +153,6 @@ def _run_status(args) -> int:
         orphans,
         record_problems,
     )
-    from lumbar_kb.engine.errors import safe_text
 
     kb = kb_from(args)
     records = load_records(kb)

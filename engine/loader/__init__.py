@@ -28,6 +28,8 @@ from lumbar_kb.engine.loader.files import (
     kb_files,
     knowledge_root,
     outside,
+    outside_problem,
+    read_contained,
     schema_dir,
     stray_files,
 )
@@ -98,27 +100,15 @@ def load(kb_dir: Path | str | None = None) -> KnowledgeBase:
     return kb
 
 
-OUTSIDE = "refused: a symbolic link or path leading outside the knowledge base folder (nothing of it was read)"
-
-
-def outside_problem(path: Path) -> Problem:
-    return Problem(OUTSIDE, file=display(path))
-
-
-def read_contained(root: Path, path: Path) -> tuple[Any, Positions]:
-    """One document of the knowledge base in `root`, read only when it stays inside that folder (a
-    DocumentError otherwise, naming the file and never quoting its content)."""
-    if outside(root, path):
-        raise DocumentError(outside_problem(path))
-    return read_document(path)
-
-
 def _read(problems: list[Problem], path: Path, schema: str, root: Path) -> tuple[Any, Positions] | None:
     """One document, safely read with positions and checked against its schema (None when unreadable)."""
     from lumbar_kb.engine.loader.schema import schema_problems, subject_of, typename
 
+    if outside(root, path):  # never read: a knowledge base stays in its folder
+        problems.append(outside_problem(path))
+        return None
     try:
-        data, pos = read_contained(root, path)
+        data, pos = read_document(path)
     except DocumentError as exc:
         problems.append(exc.problem)
         return None

@@ -50,7 +50,8 @@ def decode_key(text: str) -> bytes | None:
 
 def load_board(root: Path | str) -> Board | None:
     """The board of the knowledge base in `root`, or None when it has no board.yaml."""
-    from lumbar_kb.engine.loader import read_contained, schema_problems
+    from lumbar_kb.engine.loader.files import read_contained
+    from lumbar_kb.engine.loader.schema import schema_problems
     from lumbar_kb.engine.source import DocumentError
 
     path = Path(root) / FILE_NAME

@@ -6,6 +6,10 @@ from __future__ import annotations
 import os
 from importlib import resources
 from pathlib import Path
+from typing import Any
+
+from lumbar_kb.engine.errors import Problem
+from lumbar_kb.engine.source import DocumentError, Positions, display, read_document
 
 # the files besides guideline.yaml, facts.yaml and rules/*.yaml whose content decides what a patient gets (the
 # code bindings decide which record makes a fact known): hashed into the identity when present. The governance
@@ -53,3 +57,18 @@ def outside(root: Path | str, path: Path | str) -> bool:
     base = os.path.realpath(root)
     target = os.path.realpath(path)
     return os.path.commonpath([base, target]) != base
+
+
+OUTSIDE = "refused: a symbolic link or path leading outside the knowledge base folder (nothing of it was read)"
+
+
+def outside_problem(path: Path) -> Problem:
+    return Problem(OUTSIDE, file=display(path))
+
+
+def read_contained(root: Path, path: Path) -> tuple[Any, Positions]:
+    """One document of the knowledge base in `root`, read only when it stays inside that folder (a
+    DocumentError otherwise, naming the file and never quoting its content)."""
+    if outside(root, path):
+        raise DocumentError(outside_problem(path))
+    return read_document(path)
