@@ -217,11 +217,15 @@ STATUS_ORDER = ("submitted", "under_review", "approved", "changed")
 def _add_diff(sub) -> None:
     p = sub.add_parser(
         "diff",
-        help="what changed between two versions: rule text, and for which patients (z3 over every input state)",
-        description="Compare two knowledge bases: the rules added, removed and edited (field by field), then, "
-        "over every input state (each input fact unknown or one of its values), how many patients "
-        "get a different urgency, gain or lose an action, or get a different window, each with a "
-        "smallest example patient the engine re-evaluates on both versions. Exits 0 either way.",
+        help="what changed, clinically: for whom, before -> after, proofs broken, approvals voided",
+        description="Compare two knowledge bases: the rules and every other item the board approves (facts, "
+        "catalogue, safety declarations, code bindings, guideline sentences) added, removed and edited field by "
+        "field, with the approvals each edit voids; then, over every answer combination (each input fact "
+        "unknown or one of its values), each behaviour change in words: the patients affected (a smallest "
+        "example), before and after (urgency raised or LOWERED, a window earlier or LATER with hours, an action "
+        "added or removed), how many answer combinations, the safety proofs that held and now fail, and the "
+        "example re-evaluated by the engine on both versions. Exits 1 when both versions carry one version "
+        "label but their content differs (a release must carry a new label), 0 otherwise.",
     )
     p.add_argument("old", metavar="OLD_KB", type=Path)
     p.add_argument("new", metavar="NEW_KB", type=Path)
@@ -236,4 +240,4 @@ def _run_diff(args) -> int:
     diff = compare(load(args.old), load(args.new))
     sys.stdout.write(dumps(diff.to_dict()) if args.format == "json" else render(diff))
     print(f"compared in {time.perf_counter() - started:.2f} s", file=sys.stderr)
-    return EXIT_OK
+    return EXIT_FAILED if diff.same_label else EXIT_OK
