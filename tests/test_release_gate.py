@@ -120,7 +120,23 @@ def test_check_release_refuses_while_check_fails(kb_copy, capsys):
     assert "release: check found" in err and "release: test: 1 scenario(s) fail" in err
 
 
-def test_the_bundled_knowledge_base_has_no_failure_to_show(kb):
+def test_the_card_flags_a_title_that_quotes_a_window_its_then_no_longer_gives(later_window, capsys):
+    """Issue 22: the title still reads 24-48 hours while THEN gives 48-72; check notes it, the card flags it."""
+    kb_dir, out, _, _ = later_window
+    card = _card((out / "rules.html").read_text(), RULE)
+    assert "Window:</strong> the title quotes 24-48 hours, but its THEN gives within 48-72 hours (72 h)" in card
+    capsys.readouterr()
+    main(["check", "--kb", str(kb_dir)])
+    text = capsys.readouterr().out
+    assert f"rule {RULE}\n    its title quotes 24-48 hours, but its THEN gives within 48-72 hours (72 h)" in text
+
+
+def test_the_bundled_knowledge_base_has_no_failure_and_its_cards_say_which_windows_never_apply(kb):
     pack = build_pack(load(kb.root))
     assert pack.failures == []
     assert pack.data["failures"] == []
+    cards = {c["id"]: c for c in pack.data["rules"]}
+    # the red flags' 12-24 h emergency department window is always beaten by the emergency trigger's "now"
+    (flag,) = [f for f in cards["red_flag.leg_weakness"]["window_flags"] if f.startswith("never takes effect")]
+    assert "'ed.leg_weakness_or_walking' gives it earlier" in flag
+    assert not cards["imaging.mri_window.progressive"]["window_flags"]  # its title, words and THEN agree

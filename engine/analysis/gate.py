@@ -148,8 +148,9 @@ def scenario_failures(kb: KnowledgeBase, report: Any) -> list[Failure]:
     return out
 
 
-def run_gate(kb: KnowledgeBase, failures: list[Failure] | None = None) -> list[Failure]:
-    """`check` and `test` on the knowledge base: every failure, in that order (steps that broke included)."""
+def run_gate(kb: KnowledgeBase, failures: list[Failure] | None = None, notes: list | None = None) -> list[Failure]:
+    """`check` and `test` on the knowledge base: every failure, in that order (steps that broke included).
+    `notes`, when given, receives check's notes about rules as (rule id, check id, message)."""
     from lumbar_kb.engine.analysis.checks import run_checks
     from lumbar_kb.engine.analysis.coverage import run_scenarios
     from lumbar_kb.engine.session import Engine
@@ -159,6 +160,12 @@ def run_gate(kb: KnowledgeBase, failures: list[Failure] | None = None) -> list[F
     report = step(failures, "the safety proofs (lumbar-kb check)", lambda: run_checks(kb))
     if report is not None and engine is not None:
         failures += proof_failures(kb, report, engine)
+    if report is not None and notes is not None:
+        known = {r.id for r in kb.rules}
+        for check in report.checks:
+            for f in check.findings:
+                if f.severity == "note" and f.subject.startswith("rule ") and f.subject[5:] in known:
+                    notes.append((f.subject[5:], check.id, f.message))
     tests = step(failures, "the scenarios (lumbar-kb test)", lambda: run_scenarios(kb))
     if tests is not None:
         if not tests.outcomes:

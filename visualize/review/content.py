@@ -52,6 +52,7 @@ class Pack:
     failures: list = field(default_factory=list)  # list[gate.Failure]: failing proofs, scenarios and steps
     decisions: dict = field(default_factory=dict)  # item -> approvals.DecisionStatus
     items: dict = field(default_factory=dict)  # item -> approvals.ItemStatus (every item, rules included)
+    notes: list = field(default_factory=list)  # check's notes about rules: (rule id, check id, message)
     data: dict = field(default_factory=dict)  # what the templates read
 
 
@@ -143,8 +144,9 @@ def build_pack(
     decisions = approvals.decision_statuses(kb)
     examples = run_examples(kb, failures) if examples is None else examples
     algorithm = step(failures, "the clinical algorithm diagrams", lambda: build_algorithm(kb), [])
-    run_gate(kb, failures)
-    pack = Pack(kb, text, statuses, examples, diff, algorithm, overrides, failures, decisions, every)
+    notes: list = []
+    run_gate(kb, failures, notes)
+    pack = Pack(kb, text, statuses, examples, diff, algorithm, overrides, failures, decisions, every, notes)
     pack.data = _data(pack)
     return pack
 
@@ -162,6 +164,9 @@ def _data(pack: Pack) -> dict:
                 sentences_of.setdefault(rid, []).append({"id": s.id, "anchor": sentence_anchor(s.id), "text": s.text})
     known = {r.id for r in kb.rules}
     rules = [_rule_card(kb, r, pack.statuses[r.id], sentences_of[r.id], fired_by[r.id]) for r in kb.rules]
+    by_rule = {r.id: r for r in kb.rules}
+    for card in rules:
+        card["window_flags"] = _window_flags(by_rule[card["id"]], sentences_of[card["id"]], pack.notes)
     for card in rules:
         card["failures"] = [
             {"kind": f.kind, "id": f.id, "title": f.title, "message": f.message}
@@ -263,6 +268,24 @@ def _data(pack: Pack) -> dict:
             if st.status != "approved" and st.kind != "rule"
         ],
     }
+
+
+def _window_flags(rule: Rule, sentences: list, notes: list) -> list[str]:
+    """What a rule card must say about its windows: a title, interpretation or quoted guideline sentence whose
+    window the THEN no longer gives, and a window that never takes effect (check's note names the rule that
+    gives it earlier)."""
+    from lumbar_kb.engine.analysis.checks.windows import window_mismatches
+
+    out = [f"the title {m}" for m in window_mismatches(rule, rule.title, True)]
+    out += [f"the interpretation {m}" for m in window_mismatches(rule, rule.interpretation, False)]
+    for s in sentences:
+        out += [f"the guideline sentence {s['id']} {m}" for m in window_mismatches(rule, s["text"], False)]
+    out += [
+        f"never takes effect: {message}"
+        for rid, check, message in notes
+        if rid == rule.id and check == "windows_never_apply"
+    ]
+    return out
 
 
 def _decision_anchor(item: str) -> str:
