@@ -211,3 +211,30 @@ def test_the_algorithm_page_shows_each_decision_proved_and_alarm_questions_first
     first = page.locator("#urgency g.node[id^='question:']").first.get_attribute("id")
     assert kb.facts[first.rsplit(":", 1)[1]].alarm
     assert page.errors == [] and page.remote == []
+
+
+def test_the_guideline_page_filters_sentences_by_status_and_links_both_ways(pack_dir, page):
+    """Every sentence carries its status in words; the filter shows one status; the headline's deliberate
+    departure says so and links to the inconsistency, whose quote links back to the sentence."""
+    page.goto(_url(pack_dir, "guideline.html"))
+    rows = page.locator("tr.sentence")
+    total = rows.count()
+    assert total > 40
+    assert page.locator("tr.sentence .sstatus").count() == total  # a word for every sentence, never colour alone
+    headline = page.locator("tr#s-summary-evaluation")
+    assert "departs by choice" in headline.inner_text() and "Departs by choice:" in headline.inner_text()
+    page.select_option("#sentence-status", "departs")
+    assert page.locator("tr.sentence:visible").count() == 1
+    assert page.locator("tr#s-summary-evaluation").is_visible()
+    page.select_option("#sentence-status", "not_encoded")
+    visible = page.locator("tr.sentence:visible")
+    assert 0 < visible.count() < total
+    for text in visible.all_inner_texts():
+        assert "not encoded" in text.lower()
+    page.select_option("#sentence-status", "")
+    assert page.locator("tr.sentence:visible").count() == total
+    headline.locator("a", has_text="Immediate MRI for any lumbar mass").click()
+    assert page.url.endswith("issues.html#inconsistency-headline_mri_vs_radiographs_first")
+    page.locator("#inconsistency-headline_mri_vs_radiographs_first a[href*='s-summary-evaluation']").first.click()
+    assert page.url.endswith("guideline.html#s-summary-evaluation")
+    assert page.errors == []

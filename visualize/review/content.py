@@ -191,7 +191,11 @@ def _data(pack: Pack) -> dict:
         )
     guideline = None
     if text is not None:
+        from lumbar_kb.engine.guideline_text import STATUS_WORDS, STATUSES
+
         encoded, total = text.coverage()
+        quoted_by = _quoted_by(kb, text)
+        interpreted = {r.id for r in kb.rules if r.interpretation}
         guideline = {
             "source": text.source,
             "file": text.file,
@@ -199,6 +203,10 @@ def _data(pack: Pack) -> dict:
             "total": total,
             "percent": f"{100 * encoded / total:.0f}" if total else "0",
             "not_encoded": [s for s in text.sentences if not s.rules],
+            "statuses": [
+                {"status": st, "words": STATUS_WORDS[st], "count": sum(1 for x in text.sentences if x.status == st)}
+                for st in STATUSES
+            ],
             "groups": [
                 {
                     "id": g.id,
@@ -212,6 +220,15 @@ def _data(pack: Pack) -> dict:
                             "heading": s.heading,
                             "cites": list(s.cites),
                             "not_encoded": s.not_encoded,
+                            "status": s.status,
+                            "status_words": STATUS_WORDS[s.status],
+                            "departs": s.departs,
+                            "inconsistencies": quoted_by.get(s.id, []),
+                            "interpretations": [
+                                {"id": rid, "anchor": "interpretation-" + rule_anchor(rid)}
+                                for rid in s.rules
+                                if rid in interpreted
+                            ],
                             "rules": [
                                 {
                                     "id": rid,
@@ -285,6 +302,23 @@ def _window_flags(rule: Rule, sentences: list, notes: list) -> list[str]:
         for rid, check, message in notes
         if rid == rule.id and check == "windows_never_apply"
     ]
+    return out
+
+
+def _plain_words(words: str) -> str:
+    """A sentence compared by its words: whitespace and the guideline's trailing reference numbers do not count."""
+    return re.sub(r"(\s+[0-9](,\s*[0-9])*)+\s*([.:]?)$", r"\3", " ".join(words.split())).rstrip(".:")
+
+
+def _quoted_by(kb: KnowledgeBase, text: GuidelineText) -> dict[str, list[dict]]:
+    """sentence id -> the inconsistencies that quote it (linked both ways with the issues page)."""
+    by_text = {_plain_words(s.text): s.id for s in text.sentences}
+    out: dict[str, list[dict]] = {}
+    for i in kb.inconsistencies:
+        for q in i.sentences:
+            sid = by_text.get(_plain_words(q))
+            if sid is not None:
+                out.setdefault(sid, []).append({"id": i.id, "title": i.title, "anchor": f"inconsistency-{i.id}"})
     return out
 
 

@@ -50,6 +50,15 @@
     };
     search.addEventListener("input", run);
   }
+  var statusFilter = document.getElementById("sentence-status");
+  if (statusFilter) {
+    statusFilter.addEventListener("change", function () {
+      var wanted = statusFilter.value;
+      document.querySelectorAll("tr.sentence[data-status]").forEach(function (row) {
+        row.hidden = Boolean(wanted) && row.dataset.status !== wanted;
+      });
+    });
+  }
   document.querySelectorAll("details").forEach(function (d) {
     d.addEventListener("toggle", function () {
       if (d.open) {
