@@ -238,3 +238,20 @@ def test_the_guideline_page_filters_sentences_by_status_and_links_both_ways(pack
     page.locator("#inconsistency-headline_mri_vs_radiographs_first a[href*='s-summary-evaluation']").first.click()
     assert page.url.endswith("guideline.html#s-summary-evaluation")
     assert page.errors == []
+
+
+def test_every_page_fits_a_1366_px_screen_and_an_unneeded_action_is_not_required(pack_dir, browser):
+    """The issue measured the inconsistencies page at 1,605 px on a 1,366 px screen, and end boxes saying
+    "not recommended" where the action is simply not required."""
+    page = browser.new_page()
+    page.set_viewport_size({"width": 1366, "height": 768})
+    try:
+        for path in sorted(pack_dir.glob("*.html")):
+            page.goto(_url(pack_dir, path.name))
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 1366, (path.name, width)
+        page.goto(_url(pack_dir, "algorithm.html"))
+        svg_text = page.evaluate("Array.from(document.querySelectorAll('svg text')).map(t => t.textContent).join(' ')")
+        assert "not required" in svg_text and "not recommended" not in svg_text
+    finally:
+        page.close()
