@@ -9,7 +9,12 @@ PATIENTS := $(sort $(wildcard knowledge/lumbar_mass/patients/*))
 KB ?=
 KB_OPT := $(if $(KB),--kb $(KB))
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed node_modules/axe-core/axe.min.js
+
+# axe-core: the accessibility rules the review pack's browser test injects into every page (tests/test_review_browser.py)
+AXE_VERSION = 4.14.1
+node_modules/axe-core/axe.min.js:
+	npm install --no-save --no-audit --no-fund --prefix . axe-core@$(AXE_VERSION)
 
 $(VENV)/.installed: pyproject.toml
 	bash .ci/ensure-graphviz

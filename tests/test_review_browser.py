@@ -255,3 +255,29 @@ def test_every_page_fits_a_1366_px_screen_and_an_unneeded_action_is_not_required
         assert "not required" in svg_text and "not recommended" not in svg_text
     finally:
         page.close()
+
+
+AXE = Path(__file__).resolve().parent.parent / "node_modules" / "axe-core" / "axe.min.js"
+
+
+def test_axe_finds_no_serious_or_critical_violation_on_any_page(pack_dir, browser):
+    """axe-core (npm, `make setup`), injected through Playwright into every page of the pack."""
+    assert AXE.is_file(), f"axe-core is missing: run `make setup` (npm install axe-core) to get {AXE}"
+    page = browser.new_page()
+    page.set_viewport_size({"width": 1366, "height": 768})
+    found = {}
+    try:
+        for path in sorted(pack_dir.glob("*.html")):
+            page.goto(_url(pack_dir, path.name))
+            page.add_script_tag(path=str(AXE))
+            result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
+            bad = [
+                f"{v['id']} ({v['impact']}): {len(v['nodes'])} node(s), e.g. {v['nodes'][0]['target']}"
+                for v in result["violations"]
+                if v["impact"] in ("serious", "critical")
+            ]
+            if bad:
+                found[path.name] = bad
+    finally:
+        page.close()
+    assert found == {}
