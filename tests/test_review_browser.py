@@ -281,3 +281,39 @@ def test_axe_finds_no_serious_or_critical_violation_on_any_page(pack_dir, browse
     finally:
         page.close()
     assert found == {}
+
+
+FONT_PX = """(f) => { const svg = f.querySelector('svg'); const r = svg.getBoundingClientRect();
+  const scale = r.width / svg.viewBox.baseVal.width;
+  const sizes = Array.from(svg.querySelectorAll('text')).map(t => parseFloat(t.getAttribute('font-size')));
+  return Math.min(...sizes) * scale; }"""
+
+
+def test_algorithm_diagrams_open_legible_and_fit_their_area_where_they_can(pack_dir, browser):
+    """At 1,366 px no word of a diagram is smaller than 11 px, opened or after "fit" (it was about 7 px); a
+    diagram that fits its area legibly is shown whole, one that cannot says so and scrolls."""
+    page = browser.new_page()
+    page.set_viewport_size({"width": 1366, "height": 768})
+    try:
+        page.goto(_url(pack_dir, "algorithm.html"))
+        figures = page.locator("figure.diagram")
+        assert figures.count() >= 3
+        for i in range(figures.count()):
+            figure = figures.nth(i)
+            figure.scroll_into_view_if_needed()
+            assert figure.evaluate(FONT_PX) >= 11, i
+            figure.locator("[data-zoom-fit]").click()
+            assert figure.evaluate(FONT_PX) >= 11, i
+            whole = figure.evaluate(
+                "(f) => { const v = f.querySelector('.viewport'); const s = f.querySelector('svg');"
+                " return s.getBoundingClientRect().width <= v.clientWidth + 1"
+                " && s.getBoundingClientRect().height <= Math.max(v.clientHeight, innerHeight * 0.78) + 1; }"
+            )
+            too_large = "too-large" in (figure.get_attribute("class") or "")
+            assert whole != too_large, i  # shown whole, or said to be too large to show whole legibly
+            if too_large:
+                assert "scroll inside the box" in figure.evaluate(
+                    "(f) => getComputedStyle(f.querySelector('figcaption'), '::before').content"
+                )
+    finally:
+        page.close()
