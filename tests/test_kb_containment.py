@@ -88,3 +88,18 @@ def test_the_identity_is_not_computed_over_a_file_outside(kb_copy, secret_file):
     assert digest(kb_copy) == outside  # the file outside was never read into it
     with pytest.raises(Exception, match="refused"):
         load(kb_copy)
+
+
+def test_approve_never_writes_through_a_planted_link(kb_copy, secret_file, capsys):
+    from .board import make_board
+
+    keys = make_board(kb_copy)
+    before = secret_file.read_text()
+    os.symlink(secret_file, kb_copy / ".approvals.yaml.tmp")  # where approve writes before renaming into place
+    assert main(["approve", "cancer.none", "--key", str(keys["Dr A"]), "--kb", str(kb_copy)]) == 0
+    assert secret_file.read_text() == before
+    assert not (kb_copy / "approvals.yaml").is_symlink() and "cancer.none" in (kb_copy / "approvals.yaml").read_text()
+    (kb_copy / "approvals.yaml").unlink()
+    os.symlink(secret_file, kb_copy / "approvals.yaml")  # a link out is refused on reading, before any write
+    assert main(["approve", "cancer.none", "--key", str(keys["Dr B"]), "--kb", str(kb_copy)]) == 2
+    assert secret_file.read_text() == before and SECRET not in capsys.readouterr().err

@@ -636,7 +636,10 @@ def _write(kb: KnowledgeBase, name: str, header: str, records: list[Record], dec
         raise LumbarKBError(Problem("is a symbolic link: refused (it is written in place)", file=display(path)))
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
+        if os.path.lexists(tmp):  # a leftover (or a planted link): never written through
+            tmp.unlink()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(tmp, flags, 0o644)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text)
         os.replace(tmp, path)
