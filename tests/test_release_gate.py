@@ -83,6 +83,14 @@ def test_the_overview_lists_each_failure_with_its_patient_and_the_rules_involved
     assert "Smallest patient: progressive neurological deficits developing rapidly: yes" in failures
     assert f'href="rules.html#{rule_anchor(RULE)}"' in failures
     assert "progressive_deficit.yaml" in failures and "mri_whole_spine: 72" in failures
+    # the same page: every open decision and every sentence's status
+    decisions = html[html.index('id="decisions"') : html.index('id="sentence-statuses"')]
+    assert (
+        "inconsistency:headline_mri_vs_radiographs_first" in decisions
+        and "open: the board has not decided" in decisions
+    )
+    statuses = html[html.index('id="sentence-statuses"') :]
+    assert "departs by choice: 1" in statuses and "not encoded: " in statuses
 
 
 def test_the_rule_card_and_the_hazard_control_involved_are_flagged(later_window):
