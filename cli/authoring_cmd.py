@@ -43,6 +43,13 @@ def _add_check(sub) -> None:
         help="the release gate: also run the scenarios (`test`), and fail while any scenario fails, any item "
         "lacks the board's quorum of valid signatures on its current content, or any decision is open",
     )
+    p.add_argument(
+        "--against",
+        metavar="PREVIOUS_KB",
+        type=Path,
+        default=None,
+        help="with --release: the previous release; fail when the content changed but the version label did not",
+    )
     add_kb_option(p)
     p.set_defaults(run=_run_check)
 
@@ -70,6 +77,19 @@ def _run_check(args) -> int:
             )
             pending.append(f"test: {len(scenarios.failed)} scenario(s) fail: {failed}")
         pending += unapproved_lines(report.kb)
+        if args.against is not None:
+            from lumbar_kb.engine.analysis.approvals import items
+            from lumbar_kb.engine.loader import load
+
+            previous = load(args.against)
+            before = {i: item.content_hash for i, item in items(previous).items()}
+            now = {i: item.content_hash for i, item in items(report.kb).items()}
+            changed = previous.sha256 != report.kb.sha256 or before != now
+            if changed and previous.version == report.kb.version:
+                pending.append(
+                    f"the content changed since {args.against} but the version label is still "
+                    f"{report.kb.version}: a release must carry a new one"
+                )
         for line in record_problems(report.kb):
             print(f"release: not counted: {line}", file=sys.stderr)
         for line in pending:

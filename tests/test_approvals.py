@@ -345,3 +345,17 @@ def test_fhir_export_is_one_artifact_assessment_per_record(kb_copy, capsys):
     assert res["content"][0]["summary"] == "agreed" and res["content"][0]["author"] == {"display": "Dr C"}
     assert res["workflowStatus"] == "applied"
     assert statuses(kb)["cancer.none"].status == "under_review"  # one of a quorum of two
+
+
+def test_a_release_whose_content_changed_needs_a_new_version_label(kb_copy, tmp_path, capsys):
+    import shutil
+
+    previous = tmp_path / "previous"
+    shutil.copytree(kb_copy, previous)
+    _edit(kb_copy / "facts.yaml", "question: Is there decreased strength in the legs?", "question: Weak legs?")
+    capsys.readouterr()
+    assert main(["check", "--release", "--against", str(previous), "--kb", str(kb_copy)]) == 1
+    assert "but the version label is still 2025.11.12-1: a release must carry a new one" in capsys.readouterr().err
+    _edit(kb_copy / "guideline.yaml", 'version: "2025.11.12-1"', 'version: "2025.11.12-2"')
+    assert main(["check", "--release", "--against", str(previous), "--kb", str(kb_copy)]) == 1  # unsigned still
+    assert "version label" not in capsys.readouterr().err
