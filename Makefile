@@ -11,8 +11,9 @@ KB_OPT := $(if $(KB),--kb $(KB))
 
 setup: $(VENV)/.installed node_modules/.installed
 
-# the independent engines tests/test_cpg.py runs the exported FHIR CPG package in (cql-execution, cql-exec-fhir,
-# fhirpath, the official R4 JSON Schema), at the versions package-lock.json pins, into node_modules/
+# the npm packages the tests use, at the versions package-lock.json pins, into node_modules/: the independent engines
+# tests/test_cpg.py runs the exported FHIR CPG package in (cql-execution, cql-exec-fhir, fhirpath, the official R4
+# JSON Schema) and axe-core, the accessibility rules tests/test_review_browser.py injects into every review page
 node_modules/.installed: package.json package-lock.json
 	@command -v npm >/dev/null || { echo "npm is needed for the CPG tests (apt-get install nodejs npm)" >&2; exit 1; }
 	npm ci --no-audit --no-fund --loglevel=error

@@ -219,7 +219,19 @@ def _add_check(sub) -> None:
         "on. Exits 1 on any problem; notes do not fail. The time taken goes to stderr.",
     )
     p.add_argument("--format", choices=("text", "json"), default="text")
-    p.add_argument("--release", action="store_true", help="also fail while any rule is not approved (approvals.yaml)")
+    p.add_argument(
+        "--release",
+        action="store_true",
+        help="the release gate: also run the scenarios (`test`), and fail while any scenario fails, any item "
+        "lacks the board's quorum of valid signatures on its current content, or any decision is open",
+    )
+    p.add_argument(
+        "--against",
+        metavar="PREVIOUS_KB",
+        type=Path,
+        default=None,
+        help="with --release: the previous release; fail when the content changed but the version label did not",
+    )
     add_kb_option(p)
     p.set_defaults(run=_run_check)
 
@@ -232,9 +244,36 @@ def _run_check(args) -> int:
     sys.stdout.write(dumps(report.to_dict()) if args.format == "json" else render(report))
     print(f"checked in {report.elapsed:.2f} s", file=sys.stderr)
     if args.release:
-        from lumbar_kb.engine.analysis.approvals import unapproved_lines
+        from lumbar_kb.engine.analysis.approvals import record_problems, unapproved_lines
+        from lumbar_kb.engine.analysis.coverage import run_scenarios
 
-        pending = unapproved_lines(report.kb)
+        pending = []
+        if report.problems:
+            pending.append(f"check found {len(report.problems)} problem(s) (above)")
+        scenarios = run_scenarios(report.kb)
+        if scenarios.failed or not scenarios.outcomes:
+            failed = (
+                ", ".join(f"{o.scenario.file} ({o.scenario.name})" for o in scenarios.failed)
+                if scenarios.failed
+                else "none ran"
+            )
+            pending.append(f"test: {len(scenarios.failed)} scenario(s) fail: {failed}")
+        pending += unapproved_lines(report.kb)
+        if args.against is not None:
+            from lumbar_kb.engine.analysis.approvals import items
+            from lumbar_kb.engine.loader import load
+
+            previous = load(args.against)
+            before = {i: item.content_hash for i, item in items(previous).items()}
+            now = {i: item.content_hash for i, item in items(report.kb).items()}
+            changed = previous.sha256 != report.kb.sha256 or before != now
+            if changed and previous.version == report.kb.version:
+                pending.append(
+                    f"the content changed since {args.against} but the version label is still "
+                    f"{report.kb.version}: a release must carry a new one"
+                )
+        for line in record_problems(report.kb):
+            print(f"release: not counted: {line}", file=sys.stderr)
         for line in pending:
             print(f"release: {line}", file=sys.stderr)
         if pending:

@@ -2,7 +2,9 @@
 
     knowledge/<kb>/guideline_text.yaml   groups (the guideline's headings) of sentences; each sentence lists
                                          the rule ids that encode it (`rules:`) or says why none does
-                                         (`not_encoded:`)
+                                         (`not_encoded:`), and its status: faithful, interpreted
+                                         (a rule encoding it has an interpretation), departs (by choice,
+                                         `departs:` says how and why) or not encoded
 
 The mapping is data, read here and judged elsewhere: `analysis.checks.traceability` reports a rule no sentence
 names, a sentence with neither rules nor a reason, and an unknown rule id; the review pack shows the text beside
@@ -12,15 +14,25 @@ a knowledge base without the file has no text (`load_text` returns None).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from lumbar_kb.engine.errors import KnowledgeBaseError, Problem
 from lumbar_kb.engine.loader import schema_problems
 from lumbar_kb.engine.model import KnowledgeBase
-from lumbar_kb.engine.source import DocumentError, display, read_document
+from lumbar_kb.engine.source import DocumentError, display
 
 FILE_NAME = "guideline_text.yaml"
+# how the encoding renders a sentence: as written; through an interpretation the board must confirm; departing
+# from it by a recorded choice; or not at all (with the reason)
+STATUSES = ("faithful", "interpreted", "departs", "not_encoded")
+STATUS_WORDS = {
+    "faithful": "faithful",
+    "interpreted": "interpreted",
+    "departs": "departs by choice",
+    "not_encoded": "not encoded",
+}
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,8 @@ class Sentence:
     cites: tuple[int, ...] = ()
     heading: bool = False
     line: int | None = None
+    status: str = "faithful"  # faithful | interpreted | departs | not_encoded (STATUSES)
+    departs: str | None = None  # with "departs": how and why the encoding departs by choice
 
 
 @dataclass(frozen=True)
@@ -69,11 +83,13 @@ def text_path(kb: KnowledgeBase) -> Path:
 
 def load_text(kb: KnowledgeBase) -> GuidelineText | None:
     """The knowledge base's guideline text, or None when it has no guideline_text.yaml."""
+    from lumbar_kb.engine.loader import read_contained
+
     path = text_path(kb)
-    if not path.exists():
+    if not os.path.lexists(path):
         return None
     try:
-        data, pos = read_document(path)
+        data, pos = read_contained(Path(kb.root), path)
     except DocumentError as exc:
         raise KnowledgeBaseError(exc.problem) from None
     if not isinstance(data, dict):
@@ -105,8 +121,22 @@ def load_text(kb: KnowledgeBase) -> GuidelineText | None:
                         f"sentence {sid}",
                     )
                 )
+            interpreted = any(r.id in raw.get("rules", ()) and r.interpretation for r in kb.rules)
+            status = raw.get("status") or (
+                "not_encoded" if raw.get("not_encoded") else "interpreted" if interpreted else "faithful"
+            )
+            if status == "departs" and not raw.get("departs"):
+                problems.append(pos.problem(at, "status departs needs `departs:`: how and why", f"sentence {sid}"))
+            if raw.get("departs") and status != "departs":
+                problems.append(pos.problem((*at, "departs"), "`departs:` needs status: departs", f"sentence {sid}"))
+            if (status == "not_encoded") != bool(raw.get("not_encoded")):
+                problems.append(
+                    pos.problem(at, "status not_encoded goes with a `not_encoded:` reason, and only", f"sentence {sid}")
+                )
             sentences.append(
                 Sentence(
+                    status=status,
+                    departs=raw.get("departs"),
                     id=sid,
                     text=" ".join(raw["text"].split()),
                     group=raw_group["id"],

@@ -71,6 +71,8 @@ def test_bundled_knowledge_base_passes_every_check(bundled_report):
     assert statuses.pop("guideline_inconsistencies") == "notes"  # the guideline's own, listed for the board
     # one alarm question matters only together with another answer (see the next test): listed, so a note
     assert statuses.pop("could_escalate_complete") == "notes"
+    # the red-flag MRI rule's interpretation quotes the emergency department's 12-24 hours, not its 12-hour MRI
+    assert statuses.pop("windows_quoted") == "notes"
     assert set(statuses.values()) == {"ok"}, statuses
     assert {
         "neurological_emergency",
@@ -86,7 +88,9 @@ def test_bundled_knowledge_base_passes_every_check(bundled_report):
 
 
 def test_bundled_notes_are_the_red_flag_windows_the_emergency_triggers_shadow(bundled_report):
-    notes = {f.subject: f for f in bundled_report.notes if f.check != "guideline_inconsistencies"}
+    notes = {
+        f.subject: f for f in bundled_report.notes if f.check not in ("guideline_inconsistencies", "windows_quoted")
+    }
     joint = notes.pop("fact progressive_neuro_deficit")
     assert set(notes) == {
         "rule red_flag.leg_weakness",
@@ -118,8 +122,8 @@ def test_cli_exit_0_text_and_timing_on_stderr(capsys):
     assert main(["check"]) == 0
     elapsed = time.perf_counter() - started
     out, err = capsys.readouterr()
-    # the five red-flag windows the emergency department now shadows, the alarm question that matters only with another
-    # answer, and one note per recorded guideline inconsistency
+    # the five red-flag windows the emergency department now shadows, the alarm question that matters only with
+    # another answer, and one note per recorded guideline inconsistency (no window quoted in words it no longer gives)
     assert f"ok: no problems, {6 + len(load().inconsistencies)} notes" in out
     assert "every rule can fire" in out and "any neurological symptom gives EMERGENCY (7 facts)" in out
     assert err.startswith("checked in ") and err.rstrip().endswith(" s")
@@ -141,6 +145,7 @@ def test_json_output_is_deterministic(capsys):
         "windows_never_apply": "notes",
         "guideline_inconsistencies": "notes",
         "could_escalate_complete": "notes",
+        "windows_quoted": "notes",
     }
 
 

@@ -116,6 +116,8 @@ def test_the_keys_the_loader_reads_are_the_keys_the_schemas_declare(monkeypatch)
 
     def read(path):
         data, pos = real_read(path)
+        if Path(path).name in ("codes.yaml", "board.yaml"):  # checked at load, read whole by clinic/fhir, approvals
+            return data, pos
         name = schema_for(Path(path))
         return wrap(data, name, load_schema(name), "#", log), pos
 

@@ -506,7 +506,16 @@ def schema_patterns():
 
 
 # names and values a pattern is meant to accept: each schema pattern must accept one of them
-PATTERN_SAMPLES = ("leg_weakness", "red_flag.leg_weakness", "2025-11-12", "12", "H12", "sha256:" + "0" * 64)
+PATTERN_SAMPLES = (
+    "leg_weakness",
+    "red_flag.leg_weakness",
+    "2025-11-12",
+    "12",
+    "H12",
+    "sha256:" + "0" * 64,
+    "A" * 86 + "==",  # an Ed25519 signature in base64 (approvals, decisions)
+    "ed25519:" + "A" * 43 + "=",  # a board member's public key
+)
 
 
 @pytest.mark.parametrize("where, pattern", schema_patterns())

@@ -50,7 +50,13 @@ def seeded(tmp_path_factory):
         "within_hours: 336\n        window: urgently, within 2 weeks at the latest",
         "within_hours: 168\n        window: urgently, within 1 week at the latest",
     )
+    _bump(new)
     return default_kb_dir(), new
+
+
+def _bump(kb_dir: Path) -> None:
+    """A new version label, as a release with new content must carry."""
+    _edit(kb_dir / "guideline.yaml", 'version: "2025.11.12-1"', 'version: "2025.11.12-2"')
 
 
 def test_the_same_knowledge_base_has_no_difference(kb):
@@ -125,7 +131,13 @@ def test_cli_json_is_deterministic_and_text_names_the_counts(seeded, capsys):
     assert data["input_states"] == VALID and len(data["behaviour"]) == 2
     assert main(["diff", str(old_dir), str(new_dir)]) == 0
     text = capsys.readouterr().out
-    assert f"{TWO_WEEK_MRI:,} input states get a different window for: MRI of the whole spine" in text
+    assert f"{TWO_WEEK_MRI:,} answer combinations; e.g." in text
+    # the window brought forward is said so, with both windows in the rule's words and hours
+    assert "MRI of the whole spine for patients with " in text
+    assert (
+        "urgently, within 2 weeks at the latest (336 h) -> urgently, within 1 week at the latest (168 h), earlier"
+        in text
+    )
     assert "e.g. {night_pain: yes}" in text
 
 
@@ -152,3 +164,71 @@ def test_both_counting_methods_agree_with_the_hand_count(seeded):
     # a budget too small for either is reported as a lower bound, never as an exact count
     count, exact = pair.count_by_solver(window, 10)
     assert not exact and count < TWO_WEEK_MRI
+
+
+def _retime(kb_dir: Path) -> None:
+    """The issue's edit: the progressive-deficit MRI window from 24-48 h to 48-72 h."""
+    path = kb_dir / "rules" / "imaging.yaml"
+    text = path.read_text()
+    start = text.index("  - id: imaging.mri_window.progressive\n")
+    end = text.index("\n  - id: ", start + 1)
+    block = text[start:end]
+    new = block.replace("within_hours: 48", "within_hours: 72").replace("within_hours_min: 24", "within_hours_min: 48")
+    new = new.replace("window: within 24-48 hours", "window: within 48-72 hours")
+    path.write_text(text[:start] + new + text[end:])
+
+
+def test_the_diff_speaks_clinically_a_later_window_a_broken_bound_and_voided_approvals(tmp_path, capsys):
+    """The issue's "done when": whole-spine MRI for rapidly progressive deficits, 24-48 h -> 48-72 h, later;
+    breaks the 48 h emergency bound; voids two approvals (a quorum of two had approved the rule)."""
+    from .board import make_board
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    shutil.copytree(default_kb_dir(), old)
+    keys = make_board(old)
+    for name in ("Dr A", "Dr B"):
+        args = ["approve", "imaging.mri_window.progressive", "--key", str(keys[name]), "--kb", str(old)]
+        assert main(args) == 0
+    shutil.copytree(old, new)
+    _retime(new)
+    _bump(new)
+    capsys.readouterr()
+    assert main(["diff", str(old), str(new)]) == 0
+    text = capsys.readouterr().out
+    assert (
+        "MRI of the whole spine for patients with progressive neurological deficits developing rapidly: "
+        "24-48 hours (48 h) -> 48-72 hours (72 h), LATER: a delay; breaks the proof emergency_windows"
+    ) in text
+    assert "imaging.mri_window.progressive  (voids 2 approvals: Dr A (" in text
+    assert "Safety proofs that held and now fail:\n  emergency_windows: " in text and "within 48 hours" in text
+    assert "Approvals voided: 2" in text
+
+
+def test_a_fact_edit_is_an_item_change_and_its_lowered_urgency_is_named(tmp_path, capsys):
+    """The issue's edit that passed unseen: leg_weakness no longer an alarm question, reworded."""
+    new = tmp_path / "new"
+    shutil.copytree(default_kb_dir(), new)
+    _edit(
+        new / "facts.yaml",
+        "  leg_weakness:\n    type: bool\n    alarm: true\n",
+        "  leg_weakness:\n    type: bool\n    alarm: false\n",
+    )
+    _edit(
+        new / "facts.yaml",
+        "question: Is there decreased strength in the legs?",
+        "question: Complete paralysis of both legs?",
+    )
+    diff = compare(load(default_kb_dir()), load(new), proofs=False)
+    (item,) = diff.items
+    assert item.item == "fact:leg_weakness"
+    assert {f[0] for f in item.fields} == {"question", "alarm"}
+    lowered = [c for c in diff.changes if c.kind == "urgency"]
+    assert lowered and all(c.direction == "LOWERED" for c in lowered)
+    # the completeness floor no longer holds for an unanswered leg weakness: PROMPT -> ROUTINE
+    assert any(
+        c.before == "PROMPT" and c.after == "ROUTINE" and "decreased strength in the legs unanswered" in c.who
+        for c in lowered
+    )
+    # the same version label over changed content is a finding: exit 1
+    assert main(["diff", str(default_kb_dir()), str(new)]) == 1
+    assert "FINDING: both versions carry the version label 2025.11.12-1" in capsys.readouterr().out

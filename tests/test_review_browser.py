@@ -147,10 +147,14 @@ def test_the_patients_search_box_filters(pack_dir, page):
 def test_a_changed_rule_shows_in_the_pack(tmp_path, page):
     kb_dir = tmp_path / "kb"
     shutil.copytree(load().root, kb_dir)
-    from lumbar_kb.engine.analysis.approvals import record
+    from lumbar_kb.engine.analysis.approvals import read_private_key, record
 
+    from .board import make_board
+
+    keys = make_board(kb_dir, quorum=1, names=("Dr Board",))
     kb = load(kb_dir)
-    record(kb, ["concerning.night_pain", "concerning.radiating_pain"], "Dr Board", "2026-01-01")
+    key = read_private_key(keys["Dr Board"])
+    record(kb, ["concerning.night_pain", "concerning.radiating_pain"], None, "2026-01-01", key=key)
     path = kb_dir / "rules" / "concerning.yaml"
     path.write_text(
         path.read_text().replace(
@@ -207,3 +211,109 @@ def test_the_algorithm_page_shows_each_decision_proved_and_alarm_questions_first
     first = page.locator("#urgency g.node[id^='question:']").first.get_attribute("id")
     assert kb.facts[first.rsplit(":", 1)[1]].alarm
     assert page.errors == [] and page.remote == []
+
+
+def test_the_guideline_page_filters_sentences_by_status_and_links_both_ways(pack_dir, page):
+    """Every sentence carries its status in words; the filter shows one status; the headline's deliberate
+    departure says so and links to the inconsistency, whose quote links back to the sentence."""
+    page.goto(_url(pack_dir, "guideline.html"))
+    rows = page.locator("tr.sentence")
+    total = rows.count()
+    assert total > 40
+    assert page.locator("tr.sentence .sstatus").count() == total  # a word for every sentence, never colour alone
+    headline = page.locator("tr#s-summary-evaluation")
+    assert "departs by choice" in headline.inner_text() and "Departs by choice:" in headline.inner_text()
+    page.select_option("#sentence-status", "departs")
+    assert page.locator("tr.sentence:visible").count() == 1
+    assert page.locator("tr#s-summary-evaluation").is_visible()
+    page.select_option("#sentence-status", "not_encoded")
+    visible = page.locator("tr.sentence:visible")
+    assert 0 < visible.count() < total
+    for text in visible.all_inner_texts():
+        assert "not encoded" in text.lower()
+    page.select_option("#sentence-status", "")
+    assert page.locator("tr.sentence:visible").count() == total
+    headline.locator("a", has_text="Immediate MRI for any lumbar mass").click()
+    assert page.url.endswith("issues.html#inconsistency-headline_mri_vs_radiographs_first")
+    page.locator("#inconsistency-headline_mri_vs_radiographs_first a[href*='s-summary-evaluation']").first.click()
+    assert page.url.endswith("guideline.html#s-summary-evaluation")
+    assert page.errors == []
+
+
+def test_every_page_fits_a_1366_px_screen_and_an_unneeded_action_is_not_required(pack_dir, browser):
+    """The issue measured the inconsistencies page at 1,605 px on a 1,366 px screen, and end boxes saying
+    "not recommended" where the action is simply not required."""
+    page = browser.new_page()
+    page.set_viewport_size({"width": 1366, "height": 768})
+    try:
+        for path in sorted(pack_dir.glob("*.html")):
+            page.goto(_url(pack_dir, path.name))
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 1366, (path.name, width)
+        page.goto(_url(pack_dir, "algorithm.html"))
+        svg_text = page.evaluate("Array.from(document.querySelectorAll('svg text')).map(t => t.textContent).join(' ')")
+        assert "not required" in svg_text and "not recommended" not in svg_text
+    finally:
+        page.close()
+
+
+AXE = Path(__file__).resolve().parent.parent / "node_modules" / "axe-core" / "axe.min.js"
+
+
+def test_axe_finds_no_serious_or_critical_violation_on_any_page(pack_dir, browser):
+    """axe-core (npm, `make setup`), injected through Playwright into every page of the pack."""
+    assert AXE.is_file(), f"axe-core is missing: run `make setup` (npm install axe-core) to get {AXE}"
+    page = browser.new_page()
+    page.set_viewport_size({"width": 1366, "height": 768})
+    found = {}
+    try:
+        for path in sorted(pack_dir.glob("*.html")):
+            page.goto(_url(pack_dir, path.name))
+            page.add_script_tag(path=str(AXE))
+            result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
+            bad = [
+                f"{v['id']} ({v['impact']}): {len(v['nodes'])} node(s), e.g. {v['nodes'][0]['target']}"
+                for v in result["violations"]
+                if v["impact"] in ("serious", "critical")
+            ]
+            if bad:
+                found[path.name] = bad
+    finally:
+        page.close()
+    assert found == {}
+
+
+FONT_PX = """(f) => { const svg = f.querySelector('svg'); const r = svg.getBoundingClientRect();
+  const scale = r.width / svg.viewBox.baseVal.width;
+  const sizes = Array.from(svg.querySelectorAll('text')).map(t => parseFloat(t.getAttribute('font-size')));
+  return Math.min(...sizes) * scale; }"""
+
+
+def test_algorithm_diagrams_open_legible_and_fit_their_area_where_they_can(pack_dir, browser):
+    """At 1,366 px no word of a diagram is smaller than 11 px, opened or after "fit" (it was about 7 px); a
+    diagram that fits its area legibly is shown whole, one that cannot says so and scrolls."""
+    page = browser.new_page()
+    page.set_viewport_size({"width": 1366, "height": 768})
+    try:
+        page.goto(_url(pack_dir, "algorithm.html"))
+        figures = page.locator("figure.diagram")
+        assert figures.count() >= 3
+        for i in range(figures.count()):
+            figure = figures.nth(i)
+            figure.scroll_into_view_if_needed()
+            assert figure.evaluate(FONT_PX) >= 11, i
+            figure.locator("[data-zoom-fit]").click()
+            assert figure.evaluate(FONT_PX) >= 11, i
+            whole = figure.evaluate(
+                "(f) => { const v = f.querySelector('.viewport'); const s = f.querySelector('svg');"
+                " return s.getBoundingClientRect().width <= v.clientWidth + 1"
+                " && s.getBoundingClientRect().height <= Math.max(v.clientHeight, innerHeight * 0.78) + 1; }"
+            )
+            too_large = "too-large" in (figure.get_attribute("class") or "")
+            assert whole != too_large, i  # shown whole, or said to be too large to show whole legibly
+            if too_large:
+                assert "scroll inside the box" in figure.evaluate(
+                    "(f) => getComputedStyle(f.querySelector('figcaption'), '::before').content"
+                )
+    finally:
+        page.close()

@@ -126,3 +126,23 @@ def test_every_sentence_of_the_guideline_text_is_the_published_guideline_word_fo
         assert _without_references(sentence.text).rstrip(".:") in source, sentence.id
     # seeded: a paraphrase is caught
     assert _without_references("MRI of the whole spine is the gold standard and should be done urgently.") not in source
+
+
+def test_every_sentence_has_a_status_and_a_departure_must_say_why(kb, kb_copy):
+    text = load_text(kb)
+    by_id = {s.id: s for s in text.sentences}
+    interpreted = {r.id for r in kb.rules if r.interpretation}
+    for s in text.sentences:
+        if s.not_encoded:
+            assert s.status == "not_encoded"
+        elif s.status != "departs":  # derived: interpreted exactly when a rule encoding it carries an interpretation
+            assert s.status == ("interpreted" if set(s.rules) & interpreted else "faithful"), s.id
+    # the headline's "immediate medical evaluation with MRI" is encoded as the prompt pathway: a departure
+    assert by_id["summary.evaluation"].status == "departs" and by_id["summary.evaluation"].departs
+    path = kb_copy / "guideline_text.yaml"
+    original = path.read_text()
+    start = original.index("        departs: >-")
+    end = original.index("\n  - id: assessment", start)
+    path.write_text(original[:start] + original[end:])  # the departure without its reason
+    with pytest.raises(KnowledgeBaseError, match="status departs needs `departs:`"):
+        load_text(load(kb_copy))

@@ -11,6 +11,14 @@ only one version allows is excluded, as neither file would be valid in both). Cl
     gain / lose   an action is recommended by one version only (per action)
     window        both recommend the action, with different earliest windows (per action)
 
+Besides the rules, every other item the board approves (facts, catalogue, safety declarations, code bindings,
+guideline sentences: `approvals.items`) is compared by its content hash, field by field, and each changed item
+names the approvals it voids. Each behaviour change is said clinically: for whom (its smallest patient in
+words), before and after (urgency raised or LOWERED; a window earlier or LATER, with hours), how many answer
+combinations (each input fact unknown or one of its values: not patients), the safety proofs of `check` that
+hold on the old version and fail on the new one, and an example patient the engine re-evaluates on both. Two
+versions with different content under one version label are a finding (a release must carry a new label).
+
 Each class is counted exactly (a decision tree over the facts, splitting only where the class is neither
 certain nor impossible; `limit` bounds the solver calls, beyond which the count is a lower bound) and comes
 with a smallest example patient (fewest answered facts), which the real engine then evaluates on both
@@ -19,15 +27,18 @@ versions; the example is printed with what the engine did, and flagged if the en
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
 
 import z3
 
+from lumbar_kb.engine.analysis import approvals
 from lumbar_kb.engine.analysis.approvals import rule_content
 from lumbar_kb.engine.analysis.encoding import Semantics, State, solve_min
 from lumbar_kb.engine.analysis.reproduce import Runner, decisions
+from lumbar_kb.engine.errors import LumbarKBError
 from lumbar_kb.engine.model import All, AnyOf, Condition, KnowledgeBase, Not, Test, Value, condition_facts
 
 FIELDS = ("title", "section", "priority", "when", "then", "cites", "rationale", "interpretation")
@@ -40,12 +51,54 @@ class RuleChange:
     rule: str
     change: str  # "added" | "removed" | "changed"
     fields: list = field(default_factory=list)  # [(field, old text, new text)]
+    voids: list = field(default_factory=list)  # the approvals of the old content it voids: "Dr A (2026-01-02)"
 
     def to_dict(self) -> dict:
         return {
             "rule": self.rule,
             "change": self.change,
             "fields": [{"field": f, "old": o, "new": n} for f, o, n in self.fields],
+            "voids": list(self.voids),
+        }
+
+
+@dataclass
+class ItemChange:
+    item: str
+    kind: str
+    title: str
+    change: str  # "added" | "removed" | "changed"
+    fields: list = field(default_factory=list)  # [(field, old text, new text)]
+    voids: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "item": self.item,
+            "kind": self.kind,
+            "title": self.title,
+            "change": self.change,
+            "fields": [{"field": f, "old": o, "new": n} for f, o, n in self.fields],
+            "voids": list(self.voids),
+        }
+
+
+@dataclass
+class Broken:
+    """A safety proof that holds on the old version and fails on the new one."""
+
+    check: str
+    claim: str
+    message: str
+    subject: str
+    patient: dict | None
+
+    def to_dict(self) -> dict:
+        return {
+            "check": self.check,
+            "claim": self.claim,
+            "message": self.message,
+            "subject": self.subject,
+            "patient": self.patient,
         }
 
 
@@ -60,6 +113,11 @@ class Change:
     new: dict | None = None
     reproduced: bool | None = None
     label: str = ""  # the action's label in the catalogue
+    who: str = ""  # the example patient in words: the smallest condition of the change
+    direction: str = ""  # "raised" | "LOWERED" | "earlier" | "LATER" | "added" | "REMOVED"
+    before: str = ""  # the example's old urgency or window, in words
+    after: str = ""
+    breaks: list = field(default_factory=list)  # list[Broken] about this change
 
     @property
     def title(self) -> str:
@@ -71,17 +129,35 @@ class Change:
             "window": f"a different window for: {name}",
         }[self.kind]
 
+    @property
+    def headline(self) -> str:
+        """The change as a board member says it: whom, what, before -> after, which way."""
+        what = {"urgency": "urgency", "gain": self.label, "lose": self.label, "window": self.label}[self.kind]
+        line = f"{what} for patients with {self.who or 'no answer at all'}: {self.before} -> {self.after}"
+        if self.direction:
+            line += f", {self.direction}"
+        for b in self.breaks:
+            line += f"; breaks the proof {b.check}"
+        return line
+
     def to_dict(self) -> dict:
         return {
             "kind": self.kind,
             "code": self.code,
             "title": self.title,
+            "headline": self.headline,
+            "who": self.who,
+            "direction": self.direction,
+            "before": self.before,
+            "after": self.after,
+            "answer_combinations": self.states,
             "input_states": self.states,
             "exact": self.exact,
             "example": self.patient,
             "old": self.old,
             "new": self.new,
             "reproduced": self.reproduced,
+            "breaks": [b.to_dict() for b in self.breaks],
         }
 
 
@@ -93,13 +169,29 @@ class Diff:
     changes: list  # list[Change], only classes with at least one state
     input_states: int
     elapsed: float = 0.0
+    items: list = field(default_factory=list)  # list[ItemChange]: the other items the board approves
+    broken: list = field(default_factory=list)  # list[Broken]: proofs that hold on the old version only
+
+    @property
+    def same_label(self) -> bool:
+        """Different content under one version label: a release must carry a new one."""
+        return self.old.version == self.new.version and (bool(self.rules) or bool(self.items) or bool(self.changes))
+
+    @property
+    def voided(self) -> int:
+        return sum(len(c.voids) for c in [*self.rules, *self.items])
 
     def to_dict(self) -> dict:
         return {
             "old": self.old.identity(),
             "new": self.new.identity(),
+            "same_version_label": self.same_label,
             "rules": [r.to_dict() for r in self.rules],
+            "items": [i.to_dict() for i in self.items],
+            "approvals_voided": self.voided,
+            "broken_proofs": [b.to_dict() for b in self.broken],
             "input_states": self.input_states,
+            "answer_combinations": self.input_states,
             "behaviour": [c.to_dict() for c in self.changes],
         }
 
@@ -153,6 +245,102 @@ def text_changes(old: KnowledgeBase, new: KnowledgeBase) -> list[RuleChange]:
         if fields:
             out.append(RuleChange(rule.id, "changed", fields))
     return out
+
+
+def _short(value: object, width: int = 160) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _approvals_of(*kbs: KnowledgeBase) -> list:
+    """The valid approvals recorded beside either version (each version's own board judges its records)."""
+    out, seen = [], set()
+    for kb in kbs:
+        try:
+            board = approvals.board_of(kb)
+            records = approvals.load_records(kb)
+        except LumbarKBError:  # an unreadable approvals file voids nothing it could be read to say
+            continue
+        for r in records:
+            key = (r.item, r.by, r.content_hash)
+            if r.decision == "approved" and key not in seen and approvals.signature_problem(kb, board, r) is None:
+                seen.add(key)
+                out.append(r)
+    return out
+
+
+def item_changes(old: KnowledgeBase, new: KnowledgeBase, rules: list[RuleChange]) -> list[ItemChange]:
+    """Every item other than a rule whose content differs, field by field; and the approvals each change
+    (rules included, filled into `rules`) voids."""
+    a, b = approvals.items(old), approvals.items(new)
+    records = _approvals_of(new, old)
+
+    def voids(item: str) -> list[str]:
+        if item not in a:
+            return []
+        h = a[item].content_hash
+        return [f"{r.by} ({r.date})" for r in records if r.item == item and r.content_hash == h]
+
+    for rc in rules:
+        rc.voids = voids(rc.rule) if rc.change != "added" else []
+    out = []
+    rule_ids = {r.id for r in old.rules} | {r.id for r in new.rules}
+    for iid in dict.fromkeys([*a, *b]):
+        if iid in rule_ids:
+            continue
+        if iid not in b:
+            out.append(ItemChange(iid, a[iid].kind, a[iid].title, "removed", [], voids(iid)))
+        elif iid not in a:
+            out.append(ItemChange(iid, b[iid].kind, b[iid].title, "added"))
+        elif a[iid].content_hash != b[iid].content_hash:
+            ca, cb = a[iid].content, b[iid].content
+            if isinstance(ca, dict) and isinstance(cb, dict):
+                fields = [
+                    (k, _short(ca.get(k)), _short(cb.get(k)))
+                    for k in dict.fromkeys([*ca, *cb])
+                    if ca.get(k) != cb.get(k)
+                ]
+            else:
+                fields = [("content", _short(ca), _short(cb))]
+            out.append(ItemChange(iid, b[iid].kind, b[iid].title, "changed", fields, voids(iid)))
+    return out
+
+
+def broken_proofs(old: KnowledgeBase, new: KnowledgeBase) -> list[Broken]:
+    """The safety proofs of `check` that hold on the old version and fail on the new one."""
+    from lumbar_kb.engine.analysis.checks import run_checks
+
+    def failing(kb: KnowledgeBase) -> tuple[dict[str, list], dict[str, str]]:
+        report = run_checks(kb)
+        found = {c.id: [f for f in c.findings if f.severity == "problem"] for c in report.checks}
+        return found, {c.id: c.claim for c in report.checks}
+
+    (before, _), (after, claims) = failing(old), failing(new)
+    out = []
+    for check, findings in after.items():
+        if findings and not before.get(check):
+            f = findings[0]
+            out.append(Broken(check, claims.get(check, ""), f.message, f.subject, f.patient))
+    return out
+
+
+def patient_words(kb: KnowledgeBase, patient: dict | None) -> str:
+    """A patient as the board reads one: each answered fact's meaning and answer (unanswered ones left out)."""
+    if not patient:
+        return ""
+    parts = []
+    for name, value in patient.items():
+        fact = kb.facts.get(name)
+        if fact is None:
+            parts.append(f"{name}: {value}")
+        elif value is True:
+            parts.append(fact.meaning)
+        elif value is False:
+            parts.append(f"no {fact.meaning}")
+        else:
+            parts.append(f"{fact.meaning}: {value}")
+    return ", ".join(parts)
 
 
 # ---- behaviour ----------------------------------------------------------------------------------------------------
@@ -370,7 +558,8 @@ def _shows(change: Change, old: dict, new: dict) -> bool:
     return code in old["actions"] and code in new["actions"] and old["actions"][code] != new["actions"][code]
 
 
-def compare(old: KnowledgeBase, new: KnowledgeBase, limit: int = LIMIT) -> Diff:
+def compare(old: KnowledgeBase, new: KnowledgeBase, limit: int = LIMIT, proofs: bool = True) -> Diff:
+    """`proofs`: also run `check` on both versions to name the safety proofs the change breaks."""
     started = time.perf_counter()
     pair = _Pair(old, new)
     claims: list[tuple[str, str | None, z3.BoolRef]] = []
@@ -408,11 +597,58 @@ def compare(old: KnowledgeBase, new: KnowledgeBase, limit: int = LIMIT) -> Diff:
             change.old = decisions(runners["old"].result(_restrict(old, change.patient)))
             change.new = decisions(runners["new"].result(_restrict(new, change.patient)))
             change.reproduced = _shows(change, change.old, change.new)
+        _say(old, new, change)
         changes.append(change)
-    total, _ = pair.count(z3.BoolVal(True), limit)  # the patients valid in both versions
-    diff = Diff(old, new, text_changes(old, new), changes, total)
+    total, _ = pair.count(z3.BoolVal(True), limit)  # the answer combinations valid in both versions
+    rules = text_changes(old, new)
+    diff = Diff(old, new, rules, changes, total, items=item_changes(old, new, rules))
+    if proofs and (changes or rules or diff.items):
+        diff.broken = broken_proofs(old, new)
+        for c in changes:
+            c.breaks = [b for b in diff.broken if _about(b, c)]
     diff.elapsed = time.perf_counter() - started
     return diff
+
+
+def _window_words(kb: KnowledgeBase, code: str, hours: float | None) -> str:
+    """An action's window for the example patient, in the words of the rule that gives it, with hours."""
+    if hours is None:
+        return "no fixed window"
+    from lumbar_kb.engine.model import Recommend
+
+    for rule in kb.rules:
+        for c in rule.then:
+            if isinstance(c, Recommend) and c.code == code and c.within_hours == hours and c.window:
+                return f"{c.window.removeprefix('within ')} ({hours:g} h)"
+    return f"{hours:g} h"
+
+
+def _say(old: KnowledgeBase, new: KnowledgeBase, c: Change) -> None:
+    c.who = patient_words(new, c.patient) or patient_words(old, c.patient)
+    # an alarm question left unanswered decides too (the completeness floor): name those of the example
+    unasked = [f.meaning for f in old.facts.values() if f.alarm and not f.derived and f.name not in (c.patient or {})]
+    if unasked and len(unasked) <= 3:
+        c.who = (c.who + ", " if c.who else "") + " and ".join(unasked) + " unanswered"
+    if c.kind == "urgency":
+        a, b = (c.code or "").split("->")
+        c.before, c.after = old.catalog["urgency"][a].label, new.catalog["urgency"][b].label
+        c.direction = "raised" if new.urgency_rank(b) > old.urgency_rank(a) else "LOWERED"
+    elif c.kind in ("gain", "lose"):
+        c.before, c.after = ("not required", "required") if c.kind == "gain" else ("required", "NOT REQUIRED")
+        c.direction = "added" if c.kind == "gain" else "REMOVED"
+    elif c.kind == "window" and c.old is not None and c.new is not None and c.code is not None:
+        h_old, h_new = c.old["actions"].get(c.code), c.new["actions"].get(c.code)
+        c.before, c.after = _window_words(old, c.code, h_old), _window_words(new, c.code, h_new)
+        if h_old is not None and h_new is not None and h_old != h_new:
+            c.direction = "LATER: a delay" if h_new > h_old else "earlier"
+        elif h_new is None and h_old is not None:
+            c.direction = "LATER: the window is gone"
+
+
+def _about(b: Broken, c: Change) -> bool:
+    if c.kind == "urgency":
+        return "urgency" in b.subject or "urgency" in b.message.lower() or "EMERGENCY" in b.message
+    return c.code is not None and (b.subject == f"action:{c.code}" or f"'{c.code}'" in b.message)
 
 
 # ---- words --------------------------------------------------------------------------------------------------------
@@ -437,23 +673,51 @@ def _decided(d: dict | None) -> str:
 def render(diff: Diff) -> str:
     o, n = diff.old, diff.new
     out = [f"lumbar-kb diff: {o.name} {o.version} -> {n.name} {n.version}", ""]
+    if diff.same_label:
+        out += [
+            f"FINDING: both versions carry the version label {n.version}, but the content changed: a release "
+            "must carry a new version label",
+            "",
+        ]
     out.append(f"Rules: {len(diff.rules)} changed" if diff.rules else "Rules: no textual change")
     for rc in diff.rules:
-        out.append(f"  {rc.change:<8} {rc.rule}")
+        out.append(f"  {rc.change:<8} {rc.rule}" + (f"  (voids {_approvals(rc.voids)})" if rc.voids else ""))
         for name, old_text, new_text in rc.fields:
             out.append(f"      {name}:")
             out.append(f"        - {old_text}")
             out.append(f"        + {new_text}")
     out.append("")
-    out.append(f"Patients (over every one of {diff.input_states:,} input states, valid in both versions):")
+    out.append(f"Other items: {len(diff.items)} changed" if diff.items else "Other items: no change")
+    for ic in diff.items:
+        out.append(f"  {ic.change:<8} {ic.item}" + (f"  (voids {_approvals(ic.voids)})" if ic.voids else ""))
+        for name, old_text, new_text in ic.fields:
+            out.append(f"      {name}:")
+            out.append(f"        - {old_text}")
+            out.append(f"        + {new_text}")
+    if diff.voided:
+        out.append(f"Approvals voided: {diff.voided}")
+    out.append("")
+    if diff.broken:
+        out.append("Safety proofs that held and now fail:")
+        for b in diff.broken:
+            out.append(f"  {b.check}: {b.message}")
+        out.append("")
+    out.append(
+        f"Behaviour (over every one of {diff.input_states:,} answer combinations valid in both versions; "
+        "each input fact unknown or one of its values; not patients):"
+    )
     if not diff.changes:
-        out.append("  no patient is decided differently")
+        out.append("  no answer combination is decided differently")
     for c in diff.changes:
         count = f"{c.states:,}" if c.exact else f"at least {c.states:,}"
-        out.append(f"  {count} input states get {c.title}")
-        out.append(f"      e.g. {_show_patient(c.patient)}")
+        out.append(f"  {c.headline}")
+        out.append(f"      {count} answer combinations; e.g. {_show_patient(c.patient)}")
         out.append(f"        old: {_decided(c.old)}")
         out.append(f"        new: {_decided(c.new)}")
         if c.reproduced is False:
             out.append("        INTERNAL: the engine does not show this difference; please report it")
     return "\n".join(out) + "\n"
+
+
+def _approvals(voids: list) -> str:
+    return f"{len(voids)} approval{'' if len(voids) == 1 else 's'}: {', '.join(voids)}"

@@ -16,12 +16,23 @@ files and assembles the KnowledgeBase.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lumbar_kb.engine.errors import KnowledgeBaseError, Problem, did_you_mean
 from lumbar_kb.engine.loader import cache
-from lumbar_kb.engine.loader.files import default_kb_dir, kb_files, knowledge_root, schema_dir, stray_files
+from lumbar_kb.engine.loader.files import (
+    OPTIONAL_FILES,
+    default_kb_dir,
+    kb_files,
+    knowledge_root,
+    outside,
+    outside_problem,
+    read_contained,
+    schema_dir,
+    stray_files,
+)
 from lumbar_kb.engine.model import KnowledgeBase, Reference, Rule, Section
 from lumbar_kb.engine.source import DocumentError, Positions, display, read_bytes, read_document
 
@@ -56,6 +67,7 @@ __all__ = [
     "CATALOG_KINDS",
     "CONCLUSION_HEADS",
     "CONDITION_HEADS",
+    "OPTIONAL_FILES",
     "RESERVED_FACT_NAMES",
     "default_kb_dir",
     "digest",
@@ -63,6 +75,9 @@ __all__ = [
     "knowledge_root",
     "load",
     "load_schema",
+    "outside",
+    "outside_problem",
+    "read_contained",
     "schema_dir",
     "schema_problems",
     "stray_files",
@@ -85,17 +100,22 @@ def load(kb_dir: Path | str | None = None) -> KnowledgeBase:
     return kb
 
 
-def _read(problems: list[Problem], path: Path, schema: str) -> tuple[Any, Positions] | None:
+def _read(problems: list[Problem], path: Path, schema: str, root: Path) -> tuple[Any, Positions] | None:
     """One document, safely read with positions and checked against its schema (None when unreadable)."""
     from lumbar_kb.engine.loader.schema import schema_problems, subject_of, typename
 
+    if outside(root, path):  # never read: a knowledge base stays in its folder
+        problems.append(outside_problem(path))
+        return None
     try:
         data, pos = read_document(path)
     except DocumentError as exc:
         problems.append(exc.problem)
         return None
     if not isinstance(data, dict):
-        problems.append(Problem(f"must be a mapping at the top, not {typename(data)}", file=pos.file, line=1))
+        # the kind only, never the value: the file may be anything (a password file behind a symlink)
+        kind = typename(data).split(" '")[0]
+        problems.append(Problem(f"must be a mapping at the top, not {kind}", file=pos.file, line=1))
         return None
     found = schema_problems(data, schema, pos, lambda p: subject_of(data, p))
     problems.extend(found)
@@ -113,8 +133,8 @@ def _build(root: Path, problems: list[Problem]) -> KnowledgeBase | None:
         what = "is not a directory" if root.exists() else "knowledge base directory not found"
         problems.append(Problem(what, file=display(root)))
         return None
-    guideline = _read(problems, root / "guideline.yaml", "guideline")
-    facts_doc = _read(problems, root / "facts.yaml", "facts")
+    guideline = _read(problems, root / "guideline.yaml", "guideline", root)
+    facts_doc = _read(problems, root / "facts.yaml", "facts", root)
     rule_files = sorted((root / "rules").glob("*.yaml"))
     for stray in stray_files(root / "rules"):
         problems.append(Problem("not loaded: rule files end in .yaml", file=display(stray)))
@@ -122,7 +142,7 @@ def _build(root: Path, problems: list[Problem]) -> KnowledgeBase | None:
         problems.append(Problem("no rule files (rules/*.yaml)", file=display(root / "rules")))
     rule_docs = []
     for path in rule_files:
-        doc = _read(problems, path, "rules")
+        doc = _read(problems, path, "rules", root)
         if doc is not None:
             rule_docs.append(doc)
     if guideline is None or facts_doc is None or guideline[0] is None or facts_doc[0] is None:
@@ -173,15 +193,28 @@ def _build(root: Path, problems: list[Problem]) -> KnowledgeBase | None:
     hazards: tuple = ()
     for name in ("inconsistencies", "hazards"):
         path = root / f"{name}.yaml"
-        if not path.exists():
+        if not os.path.lexists(path):
             continue  # optional: a knowledge base without them loads (`check` says they are missing)
-        doc = _read(problems, path, name)
+        doc = _read(problems, path, name, root)
         if doc is None or doc[0] is None:
             continue
         if name == "inconsistencies":
             inconsistencies = build_inconsistencies(doc[0], doc[1], declared, problems)
         else:
             hazards = build_hazards(doc[0], doc[1], declared, relations, problems)
+    if os.path.lexists(root / "board.yaml"):  # optional: who signs; part of the identity, so checked here
+        from lumbar_kb.engine.loader.board import load_board
+
+        try:
+            load_board(root)
+        except KnowledgeBaseError as exc:
+            problems.extend(exc.problems)
+    if os.path.lexists(root / "codes.yaml"):  # optional: the terminology bindings, checked like the rest
+        from lumbar_kb.engine.loader.codes import check_codes
+
+        codes_doc = _read(problems, root / "codes.yaml", "codes", root)
+        if codes_doc is not None and codes_doc[0] is not None:
+            check_codes(codes_doc[0], codes_doc[1], facts, catalog, problems)
     return KnowledgeBase(
         name=g["name"],
         title=g["title"],
@@ -209,6 +242,8 @@ def digest(root: Path) -> str:
     """The knowledge base's identity: sha256 over every file that defines its behaviour."""
     h = hashlib.sha256()
     for path in kb_files(root):
+        if outside(root, path):
+            continue  # never read: the load reports it
         try:
             data = read_bytes(path)  # bounded, regular files only: the reading front door
         except DocumentError:

@@ -7,6 +7,7 @@ lists, in the knowledge base's own order, so the same input gives the same pages
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 from lumbar_kb.engine.analysis import approvals
 from lumbar_kb.engine.analysis.algorithm import build_algorithm, prove, size
 from lumbar_kb.engine.analysis.escalation import decide
+from lumbar_kb.engine.analysis.gate import Failure, run_gate, step
 from lumbar_kb.engine.guideline_text import GuidelineText, load_text
 from lumbar_kb.engine.logic import to_dnf
 from lumbar_kb.engine.model import Derive, KnowledgeBase, Recommend, Rule, SetUrgency, condition_facts
@@ -47,6 +49,10 @@ class Pack:
     diff: Any = None  # analysis.diff.Diff when --against was given
     algorithm: list = field(default_factory=list)  # list[analysis.algorithm.Decision]
     overrides: dict | None = None  # rule id -> clinicians' feedback on its CDS cards (service.store.override_rates)
+    failures: list = field(default_factory=list)  # list[gate.Failure]: failing proofs, scenarios and steps
+    decisions: dict = field(default_factory=dict)  # item -> approvals.DecisionStatus
+    items: dict = field(default_factory=dict)  # item -> approvals.ItemStatus (every item, rules included)
+    notes: list = field(default_factory=list)  # check's notes about rules: (rule id, check id, message)
     data: dict = field(default_factory=dict)  # what the templates read
 
 
@@ -63,24 +69,32 @@ def section_page(section_id: str) -> str:
 
 
 # ---- examples ---------------------------------------------------------------------------------------------------
-def run_examples(kb: KnowledgeBase) -> list[Example]:
-    """The bundled patients (patients/) and scenarios (scenarios/), evaluated by the real engine."""
+def run_examples(kb: KnowledgeBase, failures: list[Failure] | None = None) -> list[Example]:
+    """The bundled patients (patients/) and scenarios (scenarios/), evaluated by the real engine. A patient the
+    knowledge base can no longer take is a failure to show (with `failures`), not a pack left unwritten."""
+    failures = [] if failures is None else failures
     engine = Engine(kb)
     out = []
     patients_dir = Path(kb.root) / "patients"
-    for path in sorted(patients_dir.glob("*")) if patients_dir.is_dir() else []:
-        if path.suffix not in (".yaml", ".json"):
-            continue
+
+    def patient(path: Path) -> Example:
         inputs = load_patient(path, kb)
         result = decide(kb, engine.run(inputs))
-        out.append(Example(f"patient-{path.stem}", "patient", path.stem, "", path.name, inputs, result))
+        return Example(f"patient-{path.stem}", "patient", path.stem, "", path.name, inputs, result)
+
+    def scenario(sc) -> Example:
+        result = decide(kb, engine.run(sc.patient))
+        stem = Path(sc.file).stem
+        return Example(f"scenario-{stem}", "scenario", sc.name, sc.description, Path(sc.file).name, sc.patient, result)
+
+    for path in sorted(patients_dir.glob("*")) if patients_dir.is_dir() else []:
+        if path.suffix in (".yaml", ".json"):
+            ex = step(failures, f"the example patient {path.name}", functools.partial(patient, path))
+            out += [ex] if ex is not None else []
     if (Path(kb.root) / "scenarios").is_dir():
-        for sc in load_scenarios(kb):
-            result = decide(kb, engine.run(sc.patient))
-            stem = Path(sc.file).stem
-            out.append(
-                Example(f"scenario-{stem}", "scenario", sc.name, sc.description, Path(sc.file).name, sc.patient, result)
-            )
+        for sc in step(failures, "the scenario files", lambda: load_scenarios(kb), []):
+            ex = step(failures, f"the scenario {Path(sc.file).name}", functools.partial(scenario, sc))
+            out += [ex] if ex is not None else []
     return out
 
 
@@ -123,10 +137,16 @@ def build_pack(
     kb: KnowledgeBase, diff: Any = None, examples: list[Example] | None = None, overrides: dict | None = None
 ) -> Pack:
     """`overrides`: the CDS service's feedback per rule (`lumbar-kb review --feedback FILE`), shown on the cards."""
+    failures: list[Failure] = []
     text = load_text(kb)
-    statuses = approvals.statuses(kb)
-    examples = run_examples(kb) if examples is None else examples
-    pack = Pack(kb, text, statuses, examples, diff, build_algorithm(kb), overrides)
+    every = approvals.item_statuses(kb)
+    statuses = {r.id: every[r.id] for r in kb.rules}
+    decisions = approvals.decision_statuses(kb)
+    examples = run_examples(kb, failures) if examples is None else examples
+    algorithm = step(failures, "the clinical algorithm diagrams", lambda: build_algorithm(kb), [])
+    notes: list = []
+    run_gate(kb, failures, notes)
+    pack = Pack(kb, text, statuses, examples, diff, algorithm, overrides, failures, decisions, every, notes)
     pack.data = _data(pack)
     return pack
 
@@ -144,6 +164,15 @@ def _data(pack: Pack) -> dict:
                 sentences_of.setdefault(rid, []).append({"id": s.id, "anchor": sentence_anchor(s.id), "text": s.text})
     known = {r.id for r in kb.rules}
     rules = [_rule_card(kb, r, pack.statuses[r.id], sentences_of[r.id], fired_by[r.id]) for r in kb.rules]
+    by_rule = {r.id: r for r in kb.rules}
+    for card in rules:
+        card["window_flags"] = _window_flags(by_rule[card["id"]], sentences_of[card["id"]], pack.notes)
+    for card in rules:
+        card["failures"] = [
+            {"kind": f.kind, "id": f.id, "title": f.title, "message": f.message}
+            for f in pack.failures
+            if card["id"] in f.rules
+        ]
     if pack.overrides is not None:
         for card in rules:
             card["feedback"] = _feedback(pack.overrides.get(card["id"]))
@@ -162,7 +191,11 @@ def _data(pack: Pack) -> dict:
         )
     guideline = None
     if text is not None:
+        from lumbar_kb.engine.guideline_text import STATUS_WORDS, STATUSES
+
         encoded, total = text.coverage()
+        quoted_by = _quoted_by(kb, text)
+        interpreted = {r.id for r in kb.rules if r.interpretation}
         guideline = {
             "source": text.source,
             "file": text.file,
@@ -170,6 +203,10 @@ def _data(pack: Pack) -> dict:
             "total": total,
             "percent": f"{100 * encoded / total:.0f}" if total else "0",
             "not_encoded": [s for s in text.sentences if not s.rules],
+            "statuses": [
+                {"status": st, "words": STATUS_WORDS[st], "count": sum(1 for x in text.sentences if x.status == st)}
+                for st in STATUSES
+            ],
             "groups": [
                 {
                     "id": g.id,
@@ -183,6 +220,15 @@ def _data(pack: Pack) -> dict:
                             "heading": s.heading,
                             "cites": list(s.cites),
                             "not_encoded": s.not_encoded,
+                            "status": s.status,
+                            "status_words": STATUS_WORDS[s.status],
+                            "departs": s.departs,
+                            "inconsistencies": quoted_by.get(s.id, []),
+                            "interpretations": [
+                                {"id": rid, "anchor": "interpretation-" + rule_anchor(rid)}
+                                for rid in s.rules
+                                if rid in interpreted
+                            ],
                             "rules": [
                                 {
                                     "id": rid,
@@ -224,13 +270,102 @@ def _data(pack: Pack) -> dict:
             {"status": st, "words": approvals.STATUS_WORDS[st], "count": counts[st]} for st in approvals.STATUSES
         ],
         "examples": [_example(kb, ex) for ex in pack.examples],
-        "issues": _issues(kb, pack.text),
+        "issues": _issues(kb, pack.text, pack.failures),
         "diff": pack.diff.to_dict() if pack.diff is not None else None,
-        "algorithm": [_decision(kb, d) for d in pack.algorithm],
+        "algorithm": [_decision(kb, d, pack.failures) for d in pack.algorithm],
+        "failures": [_failure(kb, f) for f in pack.failures],
+        "decisions": [
+            {**d.to_dict(), "open": d.open, "anchor": _decision_anchor(d.item)} for d in pack.decisions.values()
+        ],
+        "open_decisions": sum(1 for d in pack.decisions.values() if d.open),
+        "item_counts": _item_counts(pack.items),
+        "unapproved_items": [
+            {"item": st.item, "kind": st.kind, "title": st.title, "status": st.status, "words": st.words}
+            for st in pack.items.values()
+            if st.status != "approved" and st.kind != "rule"
+        ],
     }
 
 
-def _decision(kb: KnowledgeBase, decision) -> dict:
+def _window_flags(rule: Rule, sentences: list, notes: list) -> list[str]:
+    """What a rule card must say about its windows: a title, interpretation or quoted guideline sentence whose
+    window the THEN no longer gives, and a window that never takes effect (check's note names the rule that
+    gives it earlier)."""
+    from lumbar_kb.engine.analysis.checks.windows import window_mismatches
+
+    out = [f"the title {m}" for m in window_mismatches(rule, rule.title, True)]
+    out += [f"the interpretation {m}" for m in window_mismatches(rule, rule.interpretation, False)]
+    for s in sentences:
+        out += [f"the guideline sentence {s['id']} {m}" for m in window_mismatches(rule, s["text"], False)]
+    out += [
+        f"never takes effect: {message}"
+        for rid, check, message in notes
+        if rid == rule.id and check == "windows_never_apply"
+    ]
+    return out
+
+
+def _plain_words(words: str) -> str:
+    """A sentence compared by its words: whitespace and the guideline's trailing reference numbers do not count."""
+    return re.sub(r"(\s+[0-9](,\s*[0-9])*)+\s*([.:]?)$", r"\3", " ".join(words.split())).rstrip(".:")
+
+
+def _quoted_by(kb: KnowledgeBase, text: GuidelineText) -> dict[str, list[dict]]:
+    """sentence id -> the inconsistencies that quote it (linked both ways with the issues page)."""
+    by_text = {_plain_words(s.text): s.id for s in text.sentences}
+    out: dict[str, list[dict]] = {}
+    for i in kb.inconsistencies:
+        for q in i.sentences:
+            sid = by_text.get(_plain_words(q))
+            if sid is not None:
+                out.setdefault(sid, []).append({"id": i.id, "title": i.title, "anchor": f"inconsistency-{i.id}"})
+    return out
+
+
+def _decision_anchor(item: str) -> str:
+    return "decision-" + re.sub(r"[^A-Za-z0-9_-]", "-", item)
+
+
+def _item_counts(every: dict) -> list[dict]:
+    counts: dict[str, dict[str, int]] = {}
+    for st in every.values():
+        counts.setdefault(st.kind, dict.fromkeys(approvals.STATUSES, 0))[st.status] += 1
+    return [
+        {"kind": kind, "total": sum(c.values()), **{s: c[s] for s in approvals.STATUSES}} for kind, c in counts.items()
+    ]
+
+
+def _patient_words(kb: KnowledgeBase, patient: dict | None) -> str:
+    if not patient:
+        return ""
+    return "; ".join(
+        f"{kb.facts[f].meaning}: {show_value(kb.facts[f], v)}" if f in kb.facts else f"{f}: {v}"
+        for f, v in patient.items()
+    )
+
+
+def _failure(kb: KnowledgeBase, f: Failure) -> dict:
+    return {
+        **f.to_dict(),
+        "patient_words": _patient_words(kb, f.patient),
+        "then_words": _patient_words(kb, f.then),
+        "rules": [{"id": r, "anchor": rule_anchor(r)} for r in f.rules],
+    }
+
+
+def _failing_control(control, failures: list[Failure]) -> str:
+    """Why a hazard's control is not working now ("" when nothing says so): its proof fails, or its rule is
+    involved in a failing proof or scenario."""
+    if control.kind == "check":
+        failing = [f for f in failures if f.kind == "proof" and f.id == control.ref]
+        return f"FAILING: {failing[0].message}" if failing else ""
+    if control.kind == "rule":
+        failing = [f for f in failures if control.ref in f.rules]
+        return f"INVOLVED IN A FAILURE: {failing[0].title}" if failing else ""
+    return ""
+
+
+def _decision(kb: KnowledgeBase, decision, failures: list[Failure]) -> dict:
     questions, leaves = size(decision)
     return {
         "id": decision.id,
@@ -242,7 +377,8 @@ def _decision(kb: KnowledgeBase, decision) -> dict:
         ],
         "paths": leaves,
         "asked": questions,
-        "proof": prove(kb, decision),  # failures; empty when the diagram is proved equivalent
+        # failures; empty when the diagram is proved equivalent
+        "proof": step(failures, f"the proof of the diagram {decision.id}", lambda: prove(kb, decision), []),
     }
 
 
@@ -284,6 +420,7 @@ def _rule_card(kb: KnowledgeBase, rule: Rule, status, sentences: list, fired_by:
         "interpretation": rule.interpretation,
         "sentences": sentences,
         "covered_by": fired_by,
+        "window_flags": [],
         "status": status.status,
         "status_words": status.words,
         "content_hash": status.content_hash,
@@ -353,7 +490,7 @@ def _example(kb: KnowledgeBase, ex: Example) -> dict:
     }
 
 
-def _issues(kb: KnowledgeBase, text: GuidelineText | None) -> dict:
+def _issues(kb: KnowledgeBase, text: GuidelineText | None, failures: list[Failure] | None = None) -> dict:
     """The guideline's inconsistencies (each quoted sentence linked to its place in the guideline text when the
     text has it) and the hazard log with its DCB0129 risk ratings, from the model."""
 
@@ -385,7 +522,10 @@ def _issues(kb: KnowledgeBase, text: GuidelineText | None) -> dict:
             "before": f"{h.severity.replace('_', ' ')} / {h.likelihood.replace('_', ' ')}: risk {h.initial_risk}",
             "residual": f"{h.residual_severity.replace('_', ' ')} / {h.residual_likelihood.replace('_', ' ')}: "
             f"risk {h.residual_risk}",
-            "controls": [{"kind": c.kind, "ref": c.ref, "what": c.what} for c in h.controls],
+            "controls": [
+                {"kind": c.kind, "ref": c.ref, "what": c.what, "failing": _failing_control(c, failures or [])}
+                for c in h.controls
+            ],
         }
         for h in kb.hazards
     ]

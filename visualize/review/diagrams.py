@@ -226,7 +226,7 @@ ACTION_LEAF = {"fillcolor": "#e3f4e6", "color": "#2e7d32", "fontcolor": "#0f3613
 def algorithm_dot(kb: KnowledgeBase, decision) -> str:
     """A decision diagram read top to bottom: each question once per distinct situation (identical subtrees
     drawn once), answers on the arrows, the decision in the coloured boxes at the bottom."""
-    from lumbar_kb.engine.analysis.algorithm import Leaf
+    from lumbar_kb.engine.analysis.algorithm import NOT_RECOMMENDED, Leaf
 
     dot = _digraph(f"algorithm_{decision.id}", "TB")
     dot.attr(ranksep="0.45", nodesep="0.3")
@@ -244,7 +244,10 @@ def algorithm_dot(kb: KnowledgeBase, decision) -> str:
         nid = f"q{len(ids)}"
         ids[k] = nid
         if isinstance(node, Leaf):
-            lines = [f"<B>{_html(node.label)}</B>"]
+            # an action the patient does not need is "not required" (never "not recommended": that reads as advice
+            # against it)
+            shown = "not required" if node.outcome == NOT_RECOMMENDED else node.label
+            lines = [f"<B>{_html(shown)}</B>"]
             lines += [f'<FONT POINT-SIZE="11">{_html(a)}: {_html(w)}</FONT>' for a, w in node.certain]
             attrs = {"shape": "box", "style": "rounded,filled,bold", "penwidth": "2", "fontsize": "13"}
             attrs.update(LEAF_STYLE.get(node.outcome, ACTION_LEAF))

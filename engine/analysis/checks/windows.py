@@ -1,4 +1,5 @@
-"""Windows: words that contradict their figure, and two rules giving one action a figure in different words."""
+"""Windows: words that contradict their figure, two rules giving one action a figure in different words, and a
+title or interpretation quoting a window the rule no longer gives."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ from lumbar_kb.engine.analysis.checks.context import Context
 from lumbar_kb.engine.analysis.checks.findings import Check, Finding
 from lumbar_kb.engine.analysis.reproduce import windows
 from lumbar_kb.engine.analysis.structure import (
+    _FIGURE,
+    _UNIT_HOURS,
     action_conclusions,
     stated_hours,
     stated_lower,
 )
-from lumbar_kb.engine.model import hours_text
+from lumbar_kb.engine.model import Rule, hours_text
 
 
-def check_windows(ctx: Context) -> tuple[Check, Check]:
+def check_windows(ctx: Context) -> tuple[Check, Check, Check]:
     check = Check("contradictory_windows", "reach", "no action is given contradictory windows")
     notes = Check("windows_never_apply", "reach", "every action window applies to some patient")
     kb, s = ctx.kb, ctx.s
@@ -127,7 +130,57 @@ def check_windows(ctx: Context) -> tuple[Check, Check]:
                 else "the rule's own window applied"
             )
             notes.findings.append(finding)
-    return check, notes
+    return check, notes, check_quoted_windows(ctx)
+
+
+def quoted_windows(text: str | None) -> list[tuple[float | None, float, str]]:
+    """The windows a text quotes, as (lower hours or None, upper hours, the words): "within 24-48 hours" ->
+    (24, 48, "24-48 hours")."""
+    out = []
+    for m in _FIGURE.finditer(text or ""):
+        unit = _UNIT_HOURS[m.group(3).lower().rstrip("s") or "h"]
+        upper = float(m.group(2) or m.group(1)) * unit
+        lower = float(m.group(1)) * unit if m.group(2) else None
+        out.append((lower, upper, m.group(0)))
+    return out
+
+
+def window_mismatches(rule: Rule, text: str | None, every: bool = True) -> list[str]:
+    """What a text about `rule` (its title, interpretation, or a guideline sentence it encodes) says about a
+    window that the rule's THEN no longer gives. `every`: each quoted window must be given (a title); else
+    only when none of them is (a text that also names other tiers). Nothing when the rule gives no window."""
+    given = [
+        (None if c.within_hours_min is None else float(c.within_hours_min), float(c.within_hours), c.window or "")
+        for c in action_conclusions(rule)
+        if c.within_hours is not None
+    ]
+    quoted = quoted_windows(text)
+    if not given or not quoted:
+        return []
+
+    def matches(q: tuple) -> bool:
+        return any(abs(q[1] - g[1]) < 1e-9 and (q[0] is None or g[0] is None or abs(q[0] - g[0]) < 1e-9) for g in given)
+
+    missing = [q for q in quoted if not matches(q)]
+    if not missing or (not every and len(missing) < len(quoted)):
+        return []
+    gives = "; ".join(f"{g[2] or hours_text(g[1], g[0])} ({g[1]:g} h)" for g in given)
+    if every:
+        return [f"quotes {q[2]}, but its THEN gives {gives}" for q in missing]
+    return [f"quotes {' and '.join(q[2] for q in missing)}, none of which its THEN gives ({gives})"]
+
+
+def check_quoted_windows(ctx: Context) -> Check:
+    """Issue 22: a title or interpretation that quotes a window the rule's conclusions no longer give (the
+    figure was edited, the words beside it were not)."""
+    notes = Check("windows_quoted", "reach", "every window a rule's title or interpretation quotes is the one it gives")
+    for rule in ctx.kb.rules:
+        for name, text, every in (("title", rule.title, True), ("interpretation", rule.interpretation, False)):
+            for said in window_mismatches(rule, text, every):
+                notes.findings.append(
+                    Finding(notes.id, "note", f"rule {rule.id}", f"its {name} {said}", rule.file, rule.line)
+                )
+    return notes
 
 
 def _earlier(hours: float | None, than: float | None) -> bool:
