@@ -133,11 +133,11 @@ def test_codes_yaml_is_validated_and_hashed_into_the_identity(kb_copy, capsys):
     _edit(kb_copy / "codes.yaml", 'code: "282145008"', 'code: "282145009"')
     assert load(kb_copy).sha256 != sha
     (kb_copy / "codes.yaml").write_text("garbage: [1, 2]\n")
-    assert main(["validate", "--kb", str(kb_copy)]) == 1
+    assert main(["validate", "--kb", str(kb_copy)]) == 2
     assert "codes.yaml:1:1: missing required key 'bindings'" in capsys.readouterr().err
     original = (Path(load().root) / "codes.yaml").read_text()
     (kb_copy / "codes.yaml").write_text(original.replace("fact: unable_to_walk", "fact: unable_to_wlak"))
-    assert main(["validate", "--kb", str(kb_copy)]) == 1
+    assert main(["validate", "--kb", str(kb_copy)]) == 2
     err = capsys.readouterr().err
     assert "unknown fact" in err and "did you mean 'unable_to_walk'" in err
 

@@ -42,7 +42,7 @@ def test_a_failing_scenario_prints_a_diff_and_exits_1(tmp_path, capsys):
         "patient: {radiating_numbness: true}\n"
         "expect:\n"
         "  urgency: prompt\n"
-        "  actions: {emergency_department: 0, xray_lumbar: null}\n"
+        "  actions: {emergency_department: 24, xray_lumbar: null}\n"
         "  warnings: []\n"
         "  fired: [ed.leg_weakness_or_walking]\n"
         "  not_fired: [neuro.present]\n"
@@ -58,8 +58,8 @@ def test_a_failing_scenario_prints_a_diff_and_exits_1(tmp_path, capsys):
         "            - prompt",
         "            + emergency",
         "          actions:",
-        "            - emergency_department: 0 (immediately)",
-        "            + emergency_department: 24 (within 24 hours)",
+        "            - emergency_department: 24 (within 24 hours)",
+        "            + emergency_department: 0 (immediately)",
         "            - xray_lumbar: null (no fixed window)",
         "            + mri_whole_spine: 12 (within 12 hours)",
         "          warnings:",
@@ -80,6 +80,7 @@ def test_coverage_names_unfired_rules_and_unchecked_conclusions(tmp_path, capsys
         "cord_compression_confirmed.yaml",
         "cord_compression_confirmed_alone.yaml",
         "cancer_progressive_deficit.yaml",
+        "compression_with_mass_on_imaging.yaml",
     ):
         (kb_dir / "scenarios" / name).unlink()
     report = run_scenarios(load(kb_dir))
@@ -88,11 +89,12 @@ def test_coverage_names_unfired_rules_and_unchecked_conclusions(tmp_path, capsys
         "imaging.mri_window.progressive",
         "cancer.treatment_24h",
         "ed.bowel_bladder",
+        "after.specialist_with_compression",
     ]
     assert report.unchecked_conclusions == ["action:start_treatment"]
     assert main(["test", "--kb", str(kb_dir)]) == 0  # coverage gaps alone do not fail ...
     out = capsys.readouterr().out
-    assert f"Rule coverage: {RULES - 4} of {RULES} rules fired by some scenario" in out
+    assert f"Rule coverage: {RULES - 5} of {RULES} rules fired by some scenario" in out
     assert "  not fired: imaging.mri_window.progressive" in out
     assert "  not checked: action:start_treatment" in out
     assert main(["test", "--kb", str(kb_dir), "--require-coverage"]) == 1  # ... unless asked to
@@ -106,7 +108,11 @@ def test_write_missing_writes_minimal_scenarios_that_load_and_pass(tmp_path, cap
     out = capsys.readouterr().out
     assert f"imaging.mri_window.progressive: {target / 'imaging_mri_window_progressive.yaml'} - 1 answered fact" in out
     written = sorted(p.name for p in target.glob("*.yaml"))
-    assert written == ["cancer_treatment_24h.yaml", "imaging_mri_window_progressive.yaml"]
+    assert written == [
+        "after_specialist_with_compression.yaml",
+        "cancer_treatment_24h.yaml",
+        "imaging_mri_window_progressive.yaml",
+    ]
     text = (target / "imaging_mri_window_progressive.yaml").read_text()
     assert "patient:\n  progressive_neuro_deficit: true\n" in text
     assert "  fired: [imaging.mri_window.progressive]\n  # urgency: emergency\n" in text
@@ -114,6 +120,7 @@ def test_write_missing_writes_minimal_scenarios_that_load_and_pass(tmp_path, cap
     kb = load(kb_dir)
     scenarios = load_scenarios(kb, target)
     assert [s.expect for s in scenarios] == [
+        {"fired": ["after.specialist_with_compression"]},
         {"fired": ["cancer.treatment_24h"]},
         {"fired": ["imaging.mri_window.progressive"]},
     ]
@@ -125,6 +132,7 @@ def test_write_missing_writes_minimal_scenarios_that_load_and_pass(tmp_path, cap
     # a second run never overwrites
     (target / "cancer_treatment_24h.yaml").write_text("edited by the author\n")
     (kb_dir / "scenarios" / "cancer_treatment_24h.yaml").unlink()
+    (kb_dir / "scenarios" / "after_specialist_with_compression.yaml").unlink()  # it fires cancer.treatment_24h too
     assert main(["test", "--kb", str(kb_dir), "--write-missing", str(target)]) == 0
     assert "exists already; left as it is" in capsys.readouterr().out
     assert (target / "cancer_treatment_24h.yaml").read_text() == "edited by the author\n"
@@ -137,6 +145,7 @@ def kb_missing_two_scenarios(tmp_path: Path) -> Path:
         "cord_compression_confirmed.yaml",
         "cord_compression_confirmed_alone.yaml",
         "cancer_progressive_deficit.yaml",
+        "compression_with_mass_on_imaging.yaml",
     ):
         (kb_dir / "scenarios" / name).unlink()
     return kb_dir

@@ -29,7 +29,7 @@ def test_a_symlink_out_of_the_folder_is_refused_and_nothing_of_it_is_printed(kb_
         target.unlink()
     os.symlink(secret_file, target)
     sha_before = None
-    assert main(["validate", "--kb", str(kb_copy)]) == 1
+    assert main(["validate", "--kb", str(kb_copy)]) == 2
     out, err = capsys.readouterr()
     assert SECRET not in out + err
     assert f"{name}: refused: a symbolic link or path leading outside the knowledge base folder" in err
@@ -38,7 +38,7 @@ def test_a_symlink_out_of_the_folder_is_refused_and_nothing_of_it_is_printed(kb_
 
 def test_a_relative_symlink_climbing_out_is_refused_too(kb_copy, secret_file, capsys):
     os.symlink(os.path.relpath(secret_file, kb_copy / "rules"), kb_copy / "rules" / "x.yaml")
-    assert main(["validate", "--kb", str(kb_copy)]) == 1
+    assert main(["validate", "--kb", str(kb_copy)]) == 2
     err = capsys.readouterr().err
     assert SECRET not in err and "rules/x.yaml: refused" in err
 
@@ -59,7 +59,7 @@ def test_the_board_files_stay_in_the_folder(kb_copy, secret_file, capsys):
             target.unlink()
         os.symlink(secret_file, target)
         if name == "board.yaml":  # checked at load: the load itself refuses it
-            assert main(["validate", "--kb", str(kb_copy)]) == 1
+            assert main(["validate", "--kb", str(kb_copy)]) == 2
         else:
             assert main(["status", "--kb", str(kb_copy)]) == 2
         out, err = capsys.readouterr()
@@ -69,7 +69,7 @@ def test_the_board_files_stay_in_the_folder(kb_copy, secret_file, capsys):
 
 def test_a_file_that_is_not_a_mapping_is_named_not_quoted(kb_copy, capsys):
     (kb_copy / "rules" / "x.yaml").write_text(SECRET + " " + "and more text " * 50 + "\n")
-    assert main(["validate", "--kb", str(kb_copy)]) == 1
+    assert main(["validate", "--kb", str(kb_copy)]) == 2
     err = capsys.readouterr().err
     assert SECRET not in err
     assert "rules/x.yaml:1: must be a mapping at the top, not the string" in err

@@ -146,5 +146,5 @@ def test_the_bundled_knowledge_base_has_no_failure_and_its_cards_say_which_windo
     cards = {c["id"]: c for c in pack.data["rules"]}
     # the red flags' 12-24 h emergency department window is always beaten by the emergency trigger's "now"
     (flag,) = [f for f in cards["red_flag.leg_weakness"]["window_flags"] if f.startswith("never takes effect")]
-    assert "'ed.leg_weakness_or_walking' gives it earlier" in flag
+    assert "'imaging.mri_window.red_flags' gives it earlier" in flag
     assert not cards["imaging.mri_window.progressive"]["window_flags"]  # its title, words and THEN agree

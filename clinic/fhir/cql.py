@@ -15,9 +15,12 @@ The library, in the order it defines things:
 - the rules: `Rule <id>`, each rule's condition over the facts (a rule fires exactly when it is true: facts only
   ever become known, and a true Kleene condition stays true as more becomes known).
 - the derived facts, named after the fact: the value the rule that derives it gives (null when none fires).
-- the decision: `Urgency`, `Complete`, `Unanswered alarm <fact>`, `In scope`, and per catalogue entry
-  `Action <code>` (with `... within hours`, `... within hours min`, `... window`, `... done`), `Warning <code>`,
-  `Differential <code>`: what `lumbar-kb evaluate` gives, generically from the knowledge base's declarations.
+- the decision: `In scope`, per catalogue entry `Action <code>` (with `... within hours`, `... within hours min`,
+  `... window`, `... done`), `Unanswered alarm <fact>` and `Complete` (as `Prepared.unanswered_alarms`: a question
+  that may be asked, a yes to it still allowed by its only_if and the relations, and a yes that could still raise
+  the rules' urgency or bring a watched step forward, from the engine's static bound per question), `Urgency`,
+  `Warning <code>`, `Differential <code>`: what `lumbar-kb evaluate` gives, generically from the knowledge base's
+  declarations.
 
 `limitations(kb)` names what the knowledge base says that this library cannot (the export prints it).
 """
@@ -45,6 +48,7 @@ from lumbar_kb.clinic.fhir.elm import (
     coalesce,
     decimal,
     equal,
+    greater,
     if_,
     in_,
     is_false,
@@ -65,6 +69,7 @@ from lumbar_kb.clinic.fhir.elm import (
     tuple_,
     unary,
 )
+from lumbar_kb.engine.logic import assume
 from lumbar_kb.engine.model import (
     All,
     AnyOf,
@@ -75,8 +80,10 @@ from lumbar_kb.engine.model import (
     Rule,
     SetUrgency,
     Test,
+    Value,
     condition_facts,
 )
+from lumbar_kb.engine.prepared import Prepared, prepared
 
 
 # ---- the library ---------------------------------------------------------------------------------------------------
@@ -300,34 +307,6 @@ def build_library(kb: KnowledgeBase, codes: Codes) -> Library:
 
     # -- the decision --------------------------------------------------------------------------------------------------
     outputs: dict = {"actions": {}, "warnings": {}, "differential": {}, "unanswered_alarm": {}}
-    alarms = []
-    for fact in kb.input_facts:
-        if not fact.alarm:
-            continue
-        asked = [is_null(current[fact.name])]
-        if fact.only_if is not None:
-            asked.append(not_(is_false(condition(fact.only_if, current))))
-        moot = kb.not_asked_when.get(fact.name)
-        if moot is not None:
-            asked.append(not_(is_true(condition(moot, current))))
-        outputs["unanswered_alarm"][fact.name] = name = f"Unanswered alarm {fact.name}"
-        alarms.append(define(name, and_(asked)))
-    complete = define("Complete", not_(or_(alarms)) if alarms else boolean(True))
-    outputs["complete"] = "Complete"
-    levels_desc = sorted(kb.catalog["urgency"].values(), key=lambda e: -e.rank)
-    whens = []
-    for entry in levels_desc:
-        firing = [
-            rule_refs[r.id]
-            for r in kb.rules
-            if any(isinstance(c, SetUrgency) and c.level == entry.code for c in r.then)
-        ]
-        if kb.incomplete_floor == entry.code:
-            firing.append(not_(complete))
-        if firing:
-            whens.append((or_([is_true(f) for f in firing]), string(entry.code)))
-    define("Urgency", case(whens, string(kb.lowest_urgency)))
-    outputs["urgency"] = "Urgency"
     in_scope = (
         define("In scope", not_(is_true(condition(kb.out_of_scope_when, current))))
         if kb.out_of_scope_when is not None
@@ -396,6 +375,57 @@ def build_library(kb: KnowledgeBase, codes: Codes) -> Library:
             "done": f"{name} done",
         }
         del window, low, done
+    # -- completeness: an unanswered alarm question counts while it may be asked, a yes to it is still allowed by
+    # the relations, and a yes could still raise the urgency or bring a step forward (`Prepared.unanswered_alarms`)
+    plan = prepared(kb)
+    levels_desc = sorted(kb.catalog["urgency"].values(), key=lambda e: -e.rank)
+    setting = {
+        entry.code: [
+            rule_refs[r.id]
+            for r in kb.rules
+            if any(isinstance(c, SetUrgency) and c.level == entry.code for c in r.then)
+        ]
+        for entry in levels_desc
+    }
+    # the rules' urgency, before the completeness floor (what `settled` compares a question's bound with)
+    rules_urgency = define(
+        "Rules urgency",
+        case(
+            [(or_([is_true(f) for f in setting[e.code]]), string(e.code)) for e in levels_desc if setting[e.code]],
+            string(kb.lowest_urgency),
+        ),
+    )
+    # the answers as completeness reads them: the input facts only (a derived fact is unknown there)
+    given = {name: current[name] if not kb.facts[name].derived else null(_kind(kb.facts[name])) for name in kb.facts}
+    alarms = []
+    for fact in kb.input_facts:
+        if not fact.alarm:
+            continue
+        parts = [is_null(given[fact.name])]
+        if fact.only_if is not None:
+            parts.append(not_(is_false(condition(fact.only_if, given))))
+        moot = kb.not_asked_when.get(fact.name)
+        if moot is not None:
+            parts.append(not_(is_true(condition(moot, given))))
+        if plan.constrains(fact.name):
+            trial = (True,) if fact.type == "bool" else tuple(fact.values)
+            allowed = _any([_allowed_adding(kb, plan, given, fact.name, answer) for answer in trial])
+            if allowed is not True:  # some alarming answer keeps every only_if and relation
+                parts.append(_expr(allowed))
+        parts.append(_unsettled(kb, plan, rules_urgency, fact.name))
+        outputs["unanswered_alarm"][fact.name] = name = f"Unanswered alarm {fact.name}"
+        alarms.append(define(name, and_(parts)))
+    complete = define("Complete", not_(or_(alarms)) if alarms else boolean(True))
+    outputs["complete"] = "Complete"
+    whens = []
+    for entry in levels_desc:
+        firing = list(setting[entry.code])
+        if kb.incomplete_floor == entry.code:
+            firing.append(not_(complete))
+        if firing:
+            whens.append((or_([is_true(f) for f in firing]), string(entry.code)))
+    define("Urgency", case(whens, string(kb.lowest_urgency)))
+    outputs["urgency"] = "Urgency"
     for kind, key in (("warning", "warnings"), ("differential", "differential")):
         for code in kb.catalog[kind]:
             pairs = concluding(kind, code)
@@ -406,6 +436,77 @@ def build_library(kb: KnowledgeBase, codes: Codes) -> Library:
             define(name, and_([in_scope, fired]) if kind == "differential" else fired)
             outputs[key][code] = name
     return Library(identifier(kb), kb.version, defines, outputs, limitations(kb))
+
+
+Static = Expr | bool  # a definite (never null) boolean: an expression, or a value known when the library is built
+
+
+def _any(items: list[Static]) -> Static:
+    if any(i is True for i in items):
+        return True
+    left = [i for i in items if i is not False]
+    return or_(left) if left else False  # type: ignore[arg-type]
+
+
+def _all(items: list[Static]) -> Static:
+    if any(i is False for i in items):
+        return False
+    left = [i for i in items if i is not True]
+    return and_(left) if left else True  # type: ignore[arg-type]
+
+
+def _none(item: Static) -> Static:
+    return (not item) if isinstance(item, bool) else not_(item)
+
+
+def _expr(item: Static) -> Expr:
+    return boolean(item) if isinstance(item, bool) else item
+
+
+def _reads(cond: Condition, fact: str, answer: Value, given: dict[str, Expr], test) -> Static:
+    """`test` (is_true or is_false) of `cond` once `fact` is `answer` (`logic.assume`: what the answer settles is
+    settled when the library is built; the rest reads the answers given)."""
+    left = assume(cond, fact, answer)
+    if isinstance(left, bool):
+        return left if test is is_true else not left
+    return test(condition(left, given))
+
+
+def _allowed_adding(kb: KnowledgeBase, plan: Prepared, given: dict[str, Expr], fact: str, answer: Value) -> Static:
+    """`Prepared.allowed_adding`: `answer` to the unanswered `fact` keeps every only_if and relation that reads it
+    (`Prepared`'s table of them) with the answers given."""
+    only_ifs, relations = plan._checks[fact]
+    broken: list[Static] = []
+    for name, _ in only_ifs:
+        contradicted = _reads(kb.facts[name].only_if, fact, answer, given, is_false)
+        broken.append(contradicted if name == fact else _all([not_(is_null(given[name])), contradicted]))
+    for entry in relations:
+        relation = entry[0]
+        sides = []
+        if relation.implies is not None:
+            sides.append(_reads(relation.implies, fact, answer, given, is_false))
+        if relation.excludes is not None:
+            sides.append(_reads(relation.excludes, fact, answer, given, is_true))
+        broken.append(_all([_reads(relation.when, fact, answer, given, is_true), _any(sides)]))
+    return _none(_any(broken))
+
+
+def _unsettled(kb: KnowledgeBase, plan: Prepared, rules_urgency: Expr, fact: str) -> Expr:
+    """Not `Prepared.settled`: an alarming answer to `fact` could still, through the rules downstream of it (its
+    static bound, `Prepared.bound`), raise the rules' urgency or bring a watched step forward (never null)."""
+    top, earliest = plan.bound[fact]
+    reasons: list[Static] = []
+    if top > plan.rank[kb.lowest_urgency]:  # the rules' urgency is below the bound
+        reached = [string(code) for code, rank in plan.rank.items() if rank >= top]
+        reasons.append(not_(is_true(in_(rules_urgency, reached))))
+    for code, hours in earliest.items():  # a step the bound gives is not given yet, or given later
+        given = ref(f"Action {code}")
+        missing = [not_(is_true(given))]
+        if hours is not None:
+            within = ref(f"Action {code} within hours")
+            missing += [is_null(within), is_true(greater(within, decimal(hours)))]
+        reasons.append(or_(missing))
+    return _expr(_any(reasons))
 
 
 def _words(words: str | None) -> Expr:

@@ -92,6 +92,10 @@ def equal(a: Expr, b: Expr) -> Expr:
     return Expr(f"({a.cql} = {b.cql})", {"type": "Equal", "operand": [a.elm, b.elm]})
 
 
+def greater(a: Expr, b: Expr) -> Expr:
+    return Expr(f"({a.cql} > {b.cql})", {"type": "Greater", "operand": [a.elm, b.elm]})
+
+
 def list_(items: list[Expr]) -> Expr:
     return Expr("{ " + ", ".join(i.cql for i in items) + " }", {"type": "List", "element": [i.elm for i in items]})
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from lumbar_kb.engine.analysis.escalation import decide
 from lumbar_kb.engine.analysis.structure import logic_value
-from lumbar_kb.engine.errors import EngineError, LumbarKBError, Problem
+from lumbar_kb.engine.errors import ContradictoryRules, EngineError, LumbarKBError, Problem
 from lumbar_kb.engine.model import KnowledgeBase, Rule, hours_text
 from lumbar_kb.engine.outputs import TEMP_MARK, sweep_stale
 from lumbar_kb.engine.result import Result, build
@@ -90,7 +90,7 @@ def run_scenarios(kb: KnowledgeBase, directory: Path | None = None) -> TestRepor
     for scenario in scenarios:
         try:
             trace = engine.run(scenario.patient)
-        except EngineError as exc:
+        except (EngineError, ContradictoryRules) as exc:
             outcomes.append(Outcome(scenario, [], str(exc)))
             continue
         result = decide(kb, trace)  # with could_escalate, which `asks` / `does_not_ask` read

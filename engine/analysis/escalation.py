@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lumbar_kb.engine.errors import EngineError
+from lumbar_kb.engine.errors import ContradictoryRules, EngineError
 from lumbar_kb.engine.logic import assume
 from lumbar_kb.engine.model import Fact, KnowledgeBase, Value, condition_facts
 from lumbar_kb.engine.patient import contradictions, readings
@@ -359,7 +359,7 @@ def _verdict(
         if outcome is None:
             try:
                 outcome = _added_conclusions(plan, chain(fact.name, answer))
-            except EngineError:
+            except (EngineError, ContradictoryRules):
                 outcome = _FAILED  # the knowledge base contradicts itself here; `lumbar-kb check` reports it
             _keep(outcomes, key, outcome, _OUTCOMES_KEPT)
         if outcome is _FAILED:
