@@ -330,6 +330,21 @@ def test_the_harness_sees_seeded_defects_in_the_package(kb, evaluator, package, 
     plan_path.write_text(json.dumps(plan))
     cql_off, fhirpath_off, _ = disagreements(kb, evaluator, broken, patients, tmp_path)
     assert cql_off and fhirpath_off
+    # 3. the completeness of before "reads the relations both ways": every unanswered alarm question counts, even
+    # one whose yes could no longer change the decision
+    broken = tmp_path / "every-unanswered"
+    shutil.copytree(package, broken)
+    path, library, elm = _elm(broken)
+    for fact in kb.input_facts:
+        if fact.alarm:
+            _statement(elm, f"Unanswered alarm {fact.name}")["expression"] = {
+                "type": "IsNull",
+                "operand": {"type": "ExpressionRef", "name": fact.name},
+            }
+    _save_elm(path, library, elm)
+    rng = random.Random(3)
+    cql_off, _, _ = disagreements(kb, evaluator, broken, [random_patient(kb, rng) for _ in range(200)], tmp_path, 0)
+    assert cql_off, "a package that counts every unanswered alarm question passed"
 
 
 def test_a_changed_rule_changes_the_cql_and_the_elm_and_they_still_agree(kb_copy, package, tmp_path):
@@ -354,4 +369,34 @@ def test_a_changed_rule_changes_the_cql_and_the_elm_and_they_still_agree(kb_copy
     patients = [s.patient for s in load_scenarios(kb2)] + [random_patient(kb2, rng) for _ in range(300)]
     patients.append({"night_pain": True})
     cql_off, fhirpath_off, _ = disagreements(kb2, Evaluator(kb2), out, patients, tmp_path)
+    assert cql_off == [] and fhirpath_off == []
+
+
+def test_completeness_follows_a_changed_vocabulary_and_still_agrees(kb_copy, tmp_path):
+    """Completeness is generated from the model: an alarm question of several values with an only_if, a relation
+    that excludes, a question made moot by a derived fact, all in a copy of the knowledge base."""
+    facts = kb_copy / "facts.yaml"
+    text = facts.read_text()
+    changed = text.replace(
+        "  primary_cancer:\n    type: enum\n", "  primary_cancer:\n    type: enum\n    alarm: true\n"
+    )
+    changed = changed.replace(
+        "relations:\n",
+        "relations:\n  - id: unable_to_walk_has_difficulty\n    when: {fact: unable_to_walk, is: true}\n"
+        "    excludes: {fact: gait_difficulty, is: false}\n    because: unable to walk is a gait difficulty\n",
+    )
+    assert changed.count("alarm: true") == text.count("alarm: true") + 1 and "excludes:" in changed
+    facts.write_text(changed)
+    guideline = kb_copy / "guideline.yaml"
+    text = guideline.read_text()
+    changed = text.replace(
+        "  not_asked_when:\n", "  not_asked_when:\n    rapid_progression: {fact: neuro_symptom, is: true}\n"
+    )
+    assert changed != text
+    guideline.write_text(changed)
+    kb2 = load(kb_copy)
+    out = export(kb_copy, tmp_path / "changed")
+    rng = random.Random(23)
+    patients = [s.patient for s in load_scenarios(kb2)] + [random_patient(kb2, rng) for _ in range(400)]
+    cql_off, fhirpath_off, _ = disagreements(kb2, Evaluator(kb2), out, patients, tmp_path, 0)
     assert cql_off == [] and fhirpath_off == []
