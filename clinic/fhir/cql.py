@@ -396,20 +396,22 @@ def build_library(kb: KnowledgeBase, codes: Codes) -> Library:
         ),
     )
     # the answers as completeness reads them: the input facts only (a derived fact is unknown there)
-    given = {name: current[name] if not kb.facts[name].derived else null(_kind(kb.facts[name])) for name in kb.facts}
+    inputs_only: dict[str, Expr] = {
+        name: current[name] if not kb.facts[name].derived else null(_kind(kb.facts[name])) for name in kb.facts
+    }
     alarms = []
     for fact in kb.input_facts:
         if not fact.alarm:
             continue
-        parts = [is_null(given[fact.name])]
+        parts = [is_null(inputs_only[fact.name])]
         if fact.only_if is not None:
-            parts.append(not_(is_false(condition(fact.only_if, given))))
+            parts.append(not_(is_false(condition(fact.only_if, inputs_only))))
         moot = kb.not_asked_when.get(fact.name)
         if moot is not None:
-            parts.append(not_(is_true(condition(moot, given))))
+            parts.append(not_(is_true(condition(moot, inputs_only))))
         if plan.constrains(fact.name):
             trial = (True,) if fact.type == "bool" else tuple(fact.values)
-            allowed = _any([_allowed_adding(kb, plan, given, fact.name, answer) for answer in trial])
+            allowed = _any([_allowed_adding(kb, plan, inputs_only, fact.name, answer) for answer in trial])
             if allowed is not True:  # some alarming answer keeps every only_if and relation
                 parts.append(_expr(allowed))
         parts.append(_unsettled(kb, plan, rules_urgency, fact.name))
