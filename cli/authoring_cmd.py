@@ -76,8 +76,9 @@ def _no_contradictions(kb) -> None:
     """Two rules that derive one fact with two values for one patient (the engine would stop for that patient),
     named with such a patient."""
     from lumbar_kb.engine.errors import KnowledgeBaseError, Problem
+    from lumbar_kb.engine.logic import exclusive_derivers
 
-    if _exclusive_derivers(kb):
+    if exclusive_derivers(kb):
         return  # every two rules deriving one fact both ways test one input fact for values that cannot meet
     from lumbar_kb.engine.analysis.checks import contradictions  # the solver, only when the quick look cannot tell
 
@@ -95,29 +96,6 @@ def _no_contradictions(kb) -> None:
         )
     if problems:
         raise KnowledgeBaseError(problems)
-
-
-def _exclusive_derivers(kb) -> bool:
-    """True when every two rules that derive one fact with two values have conditions no patient meets together,
-    seen from their disjunctive normal forms alone (each pair of alternatives asks one fact for disjoint values).
-    False means "cannot tell this way" (derived facts, relations): the solver decides."""
-    from lumbar_kb.engine.logic import to_dnf
-
-    domains = {name: tuple(f.values) for name, f in kb.facts.items()}
-    derivers: dict[str, list] = {}
-    for rule in kb.rules:
-        for derive in rule.derives():
-            derivers.setdefault(derive.fact, []).append((derive.value, to_dnf(rule.when, domains)))
-    for rules in derivers.values():
-        for n, (value, alternatives) in enumerate(rules):
-            for other, others in rules[n + 1 :]:
-                if value == other:
-                    continue
-                for a in alternatives:
-                    for b in others:
-                        if not any(f in b and not (a[f] & b[f]) for f in a):
-                            return False
-    return True
 
 
 def _yaml_value(value) -> str:
@@ -151,6 +129,7 @@ def _run_new_kb(args) -> int:
     from lumbar_kb.engine.errors import Problem
     from lumbar_kb.engine.loader import default_kb_dir, load
     from lumbar_kb.engine.loader.files import schema_dir
+    from lumbar_kb.engine.outputs import umask
     from lumbar_kb.engine.source import display
 
     source = args.source or default_kb_dir()
@@ -178,7 +157,7 @@ def _run_new_kb(args) -> int:
         (staging / "schema").mkdir(exist_ok=True)
         for schema in sorted(schema_dir().glob("*.json")):
             shutil.copyfile(schema, staging / "schema" / schema.name)
-        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's 0700 widened to what the umask allows, as mkdir gives
+        os.chmod(staging, 0o777 & ~umask())  # mkdtemp's 0700 widened to what the umask allows, as mkdir gives
         staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -197,14 +176,6 @@ def _point_at(text: str, schemas: str) -> bytes:
         return f"{match.group(1)}{schemas}/{Path(match.group(2)).name}"
 
     return SCHEMA_LINE.sub(point, text).encode()
-
-
-def _umask() -> int:
-    import os
-
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 # ---- check ---------------------------------------------------------------------------------------------------

@@ -11,8 +11,9 @@ facts made it true) for the trace.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from itertools import combinations, product
 
-from lumbar_kb.engine.model import All, AnyOf, Condition, Fact, Not, Relation, Test, Value
+from lumbar_kb.engine.model import All, AnyOf, Condition, Fact, KnowledgeBase, Not, Relation, Test, Value
 
 Facts = Mapping[str, Value]
 Conjunct = dict  # dict[str, frozenset]: fact -> allowed values, all must hold
@@ -252,3 +253,20 @@ def _merge(a: Conjunct, b: Conjunct) -> Conjunct | None:
             return None
         out[fact] = joined
     return out
+
+
+def exclusive_derivers(kb: KnowledgeBase) -> bool:
+    """True when every two rules that derive one fact with two values have conditions no patient meets together,
+    seen from their disjunctive normal forms alone (each pair of alternatives asks one fact for disjoint values).
+    False means "cannot tell this way" (derived facts, relations): the solver decides."""
+    domains = {name: tuple(f.values) for name, f in kb.facts.items()}
+    derivers: dict[str, list] = {}
+    for rule in kb.rules:
+        for derive in rule.derives():
+            derivers.setdefault(derive.fact, []).append((derive.value, to_dnf(rule.when, domains)))
+    for rules in derivers.values():
+        for (value, alternatives), (other, others) in combinations(rules, 2):
+            # two alternatives meet unless some fact they both test is asked for disjoint values (`_merge`)
+            if value != other and any(_merge(a, b) is not None for a, b in product(alternatives, others)):
+                return False
+    return True

@@ -42,6 +42,12 @@ class PreparedRule:
     support: Callable  # logic.supporter(rule.when): the facts that made it true, for the trace
 
 
+def first_deriver(steps: Iterable[PreparedRule], fact: str, value: Any) -> Rule | None:
+    """The first of `steps` (rules that fired) deriving `fact` = `value`: the other side of a contradiction, named
+    by the durable engine and the reference evaluator alike (`errors.ContradictoryRules`)."""
+    return next((s.rule for s in steps if any((d.fact, d.value) == (fact, value) for d in s.derives)), None)
+
+
 def _never(facts: Facts) -> bool | None:
     return None
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 from lumbar_kb.engine.errors import ContradictoryRules
 from lumbar_kb.engine.model import KnowledgeBase, Value
-from lumbar_kb.engine.prepared import prepared
+from lumbar_kb.engine.prepared import first_deriver, prepared
 from lumbar_kb.engine.trace import Firing, Trace
 
 
@@ -72,15 +72,8 @@ class ReferenceEvaluator:
                 known = facts.get(derive.fact)
                 if known is not None:
                     if known != derive.value:
-                        first = next(
-                            (
-                                p.rule
-                                for p in self._rules
-                                if p.rule.id in fired
-                                and any(d.fact == derive.fact and d.value == known for d in p.derives)
-                            ),
-                            None,
-                        )
+                        fired_steps = (p for p in self._rules if p.rule.id in fired)
+                        first = first_deriver(fired_steps, derive.fact, known)
                         raise ContradictoryRules(derive.fact, first, known, step.rule, derive.value)
                     continue
                 facts[derive.fact] = derive.value

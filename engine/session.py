@@ -36,7 +36,7 @@ import durable_rules_engine as _durable
 from lumbar_kb.engine.compiler import DERIVED, INTAKE, PATIENT, CompiledKB, compile_kb
 from lumbar_kb.engine.errors import ContradictoryRules, EngineError, KnowledgeBaseError, Problem
 from lumbar_kb.engine.model import KnowledgeBase, Value
-from lumbar_kb.engine.prepared import Fragments, PreparedRule, prepared
+from lumbar_kb.engine.prepared import Fragments, PreparedRule, first_deriver, prepared
 from lumbar_kb.engine.trace import Firing, Trace
 
 _ASSERTED, _NOT_HANDLED, _OBSERVED, _QUEUED = 0, 1, 2, 3  # durable's assert result codes
@@ -198,14 +198,7 @@ class Engine:
             known = session.facts.get(derive.fact)
             if known is not None:
                 if known != derive.value:
-                    first = next(
-                        (
-                            self._rules[f.rule].rule
-                            for f in trace.firings
-                            if any(d.fact == derive.fact and d.value == known for d in self._rules[f.rule].derives)
-                        ),
-                        None,
-                    )
+                    first = first_deriver((self._rules[f.rule] for f in trace.firings), derive.fact, known)
                     raise ContradictoryRules(derive.fact, first, known, step.rule, derive.value)
                 continue
             session.facts[derive.fact] = derive.value
