@@ -26,7 +26,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--threads",
         type=int,
         default=8,
-        help="threads per worker for hook calls (the engine and fhirServer fetches; default 8)",
+        help="threads per worker for fhirServer fetches, token checks and feedback (default 8)",
+    )
+    p.add_argument(
+        "--engine-threads",
+        type=int,
+        default=2,
+        help="threads per worker evaluating hook calls, taken in arrival order (default 2: more interleave "
+        "under Python's GIL and lengthen every call)",
     )
     p.add_argument(
         "--trust", type=Path, help="JSON file of trusted issuers: their JWKS (or jwks_url) and their FHIR servers"
@@ -105,6 +112,7 @@ def _run_serve(args) -> int:
         max_token_lifetime=args.max_token_lifetime,
         link_ttl=args.link_ttl,
         threads=max(1, args.threads),
+        engine_threads=max(1, args.engine_threads),
         public_url=args.public_url,
         insecure_dev=args.insecure_dev,
         max_body=args.max_body,

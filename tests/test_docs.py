@@ -291,6 +291,8 @@ def test_the_benchmarks_goals_are_the_ones_they_print():
         "(goal: under 10 s)" in source["bench_author.py"]
         and rows["`benchmarks/bench_author.py`"] == "the loop under 10 s"
     )
+    service = rows["`benchmarks/bench_service.py`"]
+    assert f'GOAL = "{service}"' in source["bench_service.py"] and "{GOAL}" in source["bench_service.py"]
     make = (ROOT / "Makefile").read_text()
     ran = re.findall(r"benchmarks/(bench_\w+\.py)", make[make.index("\nbench:") :].split("\n\n")[0])
     assert sorted(ran) == sorted(source), "make bench runs every benchmark"

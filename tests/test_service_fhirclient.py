@@ -330,3 +330,36 @@ def test_an_access_token_for_another_patient_is_refused_before_any_fetch(tmp_pat
     assert a.seen == []
     body["fhirAuthorization"]["patient"] = "p1"
     assert dev(tmp_path).post(SERVICE, json=body).status_code == 200
+
+
+def test_a_slow_fhir_server_does_not_hold_the_engine_lane(tmp_path, fhir):
+    """A call waiting on fhirServer waits in the I/O pool, not in the engine lane: with a lane of one thread, a
+    call whose record came in the prefetch is answered while the other call's fetch is still held open."""
+    a, _ = fhir
+    fetching_started, release = threading.Event(), threading.Event()
+
+    def held(h):
+        fetching_started.set()
+        release.wait(10)
+        h.json(bundle())
+
+    a.routes["Condition"] = held
+    client = dev(tmp_path, engine_threads=1)
+    answers: dict = {}
+    slow = threading.Thread(target=lambda: answers.update(slow=client.post(SERVICE, json=fetching(a.base))))
+    fast = threading.Thread(
+        target=lambda: answers.update(fast=client.post(SERVICE, json=hook_body({"leg_weakness": True})))
+    )
+    slow.start()
+    try:
+        assert fetching_started.wait(10)
+        fast.start()
+        fast.join(5)
+        answered_while_held = "fast" in answers
+    finally:
+        release.set()
+        fast.join(20)
+        slow.join(20)
+    assert answered_while_held
+    assert answers["fast"].status_code == 200 and answers["fast"].json()["cards"][0]["indicator"] == "critical"
+    assert answers["slow"].status_code == 200

@@ -131,6 +131,23 @@ def test_a_stored_card_is_never_replaced(tmp_path):
     assert card is not None and card["explanation"] == "patient A"
 
 
+def test_a_calls_cards_are_stored_all_or_none(tmp_path):
+    """One hook call's cards are one transaction: a clash on any of them stores none of them."""
+    import sqlite3
+
+    from lumbar_kb.clinic.service.store import CardRow
+
+    store = Store(tmp_path / "s.sqlite3")
+    store.record_card("c2", "svc", "h1", ["r1"], "sha", "emergency", "patient A")
+    rows = [CardRow(f"c{n}", "svc", "h2", ["r1"], "sha", "prompt", "patient B") for n in (1, 2, 3)]
+    with pytest.raises(sqlite3.IntegrityError):
+        store.record_cards(rows)
+    assert store.card("c1") is None and store.card("c3") is None
+    assert store.card("c2")["explanation"] == "patient A"  # type: ignore[index]
+    store.record_cards([rows[0], rows[2]])
+    assert store.card("c1")["urgency"] == store.card("c3")["urgency"] == "prompt"  # type: ignore[index]
+
+
 # ---- 3. tokens to the letter ----------------------------------------------------------------------------------
 def test_the_audience_is_the_endpoint_invoked_from_the_public_url(app, keys):
     client, _ = app

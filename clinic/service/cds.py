@@ -21,6 +21,7 @@ from lumbar_kb.clinic.service.problems import ProblemError
 from lumbar_kb.clinic.service.schemas import Cards, Discovery, Feedback, HookRequest, ProblemDoc
 from lumbar_kb.clinic.service.security import AuthError, client_of
 from lumbar_kb.clinic.service.state import State, state
+from lumbar_kb.clinic.service.store import CardRow
 from lumbar_kb.engine.result_text import render
 
 PREFETCH = {
@@ -105,9 +106,11 @@ def discovery(request: Request, _claims: Claims) -> JSONResponse:
     responses=PROBLEMS,
     summary="Call a CDS service with a hook",
 )
-def call(service_id: str, body: HookRequest, request: Request, claims: Claims) -> JSONResponse:
-    """A plain `def`: FastAPI runs it in its thread pool, so the engine's work (and any fetch from fhirServer)
-    never blocks the event loop."""
+async def call(service_id: str, body: HookRequest, request: Request, claims: Claims) -> JSONResponse:
+    """Two lanes, neither of them the event loop: a fetch from fhirServer (I/O, seconds at worst) runs in the
+    thread pool; the engine's work (mapping, evaluation, cards, the store) runs in the engine lane, a few
+    threads taken in arrival order. Many threads interleaving CPU work under the GIL give every call a long
+    tail (measured: p99 134 ms with 8 threads against 26-30 ms with 2, benchmarks/bench_service.py)."""
     st = state(request)
     hook = SERVICES.get(service_id)
     if hook is None:
@@ -128,13 +131,40 @@ def call(service_id: str, body: HookRequest, request: Request, claims: Claims) -
     granted = body.fhirAuthorization.patient if body.fhirAuthorization else None
     if granted is not None and granted != patient_id:  # a token for one patient, a call about another
         raise ProblemError(400, "fhirAuthorization.patient is not context.patientId", "fhirAuthorization.patient")
-    orders = []
-    if hook in ("order-select", "order-sign"):
-        orders = _draft_orders(st, ctx, hook)
-    mapped, incomplete = _mapped(st, body, patient_id, claims)
+    base = st.base_url(request)
+    if _needs_fetch(body):
+        gathered = await run_in_threadpool(_gather, st, body, hook, patient_id, claims)
+        return await st.in_engine_lane(_decide, st, body, service_id, hook, patient_id, claims, base, gathered)
+    return await st.in_engine_lane(_decide, st, body, service_id, hook, patient_id, claims, base, None)
+
+
+Gathered = tuple[list, list, list[str]]  # the draft orders, the record's parts, what could not be read
+
+
+def _gather(st: State, body: HookRequest, hook: str, patient_id: str, claims: dict) -> Gathered:
+    """The draft orders and the record's parts, fetched from fhirServer where the prefetch does not hold them."""
+    orders = _draft_orders(st, body.context, hook) if hook in ("order-select", "order-sign") else []
+    data, incomplete = _record(st, body, claims)
+    return orders, data, incomplete
+
+
+def _decide(
+    st: State,
+    body: HookRequest,
+    service_id: str,
+    hook: str,
+    patient_id: str,
+    claims: dict,
+    base: str,
+    gathered: Gathered | None,
+) -> JSONResponse:
+    orders, data, incomplete = gathered if gathered is not None else _gather(st, body, hook, patient_id, claims)
+    try:
+        mapped = map_parts(data, st.kb, st.codes, patient_id)
+    except FhirInputError as exc:
+        raise ProblemError(400, f"{exc.field}: {exc.message}", exc.field) from None
     # records that contradict each other are evaluated under the most urgent reading they allow (never dropped)
     result = st.evaluator.evaluate(mapped.most_urgent_inputs(), contradictions="most_urgent")
-    base = st.base_url(request)
     ttl = st.settings.link_ttl
     context = cardmod.Context(
         service_id,
@@ -153,18 +183,22 @@ def call(service_id: str, body: HookRequest, request: Request, claims: Claims) -
     # the explanation is rendered when asked for (the card's link), from the facts and the same knowledge base
     explanation = json.dumps({"facts": mapped.most_urgent_inputs(), "provenance": _provenance(mapped, incomplete)})
     client = client_of(claims)
-    for card in cards:
-        st.store.record_card(
-            card["uuid"],
-            service_id,
-            body.hookInstance,
-            result.fired_ids(),
-            st.kb.sha256,
-            result.urgency,
-            explanation,
-            client=client,
-            suggestions=[s["uuid"] for s in card.get("suggestions", [])],
-        )
+    st.store.record_cards(
+        [
+            CardRow(
+                card["uuid"],
+                service_id,
+                body.hookInstance,
+                result.fired_ids(),
+                st.kb.sha256,
+                result.urgency,
+                explanation,
+                client=client,
+                suggestions=[s["uuid"] for s in card.get("suggestions", [])],
+            )
+            for card in cards
+        ]
+    )
     return JSONResponse({"cards": cards})
 
 
@@ -219,8 +253,14 @@ def _failed(value: Any) -> bool:
     return False
 
 
-def _mapped(st: State, body: HookRequest, patient_id: str, claims: dict) -> tuple[Mapped, list[str]]:
-    """The facts from the prefetch, as the spec reads it: a key whose value is null means the record holds no
+def _needs_fetch(body: HookRequest) -> bool:
+    """Whether some part of the record must be fetched from fhirServer: a key left out, or one that failed."""
+    prefetch = body.prefetch or {}
+    return any(key not in prefetch or _failed(prefetch[key]) for key in NEEDED)
+
+
+def _record(st: State, body: HookRequest, claims: dict) -> tuple[list[tuple[str, Any]], list[str]]:
+    """The record's parts, as the spec reads the prefetch: a key whose value is null means the record holds no
     such data (read as empty); a key left out was not prefetched, and a key holding an OperationOutcome failed:
     both are fetched from fhirServer, or the call is answered 412."""
     prefetch = body.prefetch or {}
@@ -240,11 +280,7 @@ def _mapped(st: State, body: HookRequest, patient_id: str, claims: dict) -> tupl
                 fetcher = FhirFetcher(body.fhirServer, _token(body), _policy(st, claims))
             value = fetcher.get(key, fill_template(PREFETCH[key], body.context))
         data.append((f"prefetch.{key}", value))
-    try:
-        mapped = map_parts(data, st.kb, st.codes, patient_id)
-    except FhirInputError as exc:
-        raise ProblemError(400, f"{exc.field}: {exc.message}", exc.field) from None
-    return mapped, (fetcher.incomplete if fetcher else [])
+    return data, (fetcher.incomplete if fetcher else [])
 
 
 def _token(body: HookRequest) -> str | None:

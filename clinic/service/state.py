@@ -3,9 +3,14 @@ the token verifier; the routes reach it through `state(request)`."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from fastapi import Request
@@ -18,6 +23,7 @@ from lumbar_kb.engine.errors import LumbarKBError
 from lumbar_kb.engine.model import KnowledgeBase
 
 STORE_NAME = "service.sqlite3"
+T = TypeVar("T")
 
 
 def default_state_dir() -> Path:
@@ -45,7 +51,8 @@ class Settings:
     fhir_max_bytes: int = 5_000_000  # bytes read from fhirServer per hook call
     fhir_deadline: float = 8.0  # seconds spent on fhirServer per hook call
     fhir_max_pages: int = 10  # searchset pages followed per prefetch key
-    threads: int = 8  # worker threads per process for the engine and fhirServer fetches (anyio's default is 40)
+    threads: int = 8  # worker threads per process for fhirServer fetches, token checks, feedback (anyio's: 40)
+    engine_threads: int = 2  # the engine lane: threads per process evaluating hook calls, in arrival order
     cors_origins: list = field(default_factory=list)  # browser-based CDS clients allowed to call (e.g. a sandbox)
     extra: dict = field(default_factory=dict)
 
@@ -61,6 +68,16 @@ class State:
     store: Store
     verifier: Verifier | None
     link_secret: bytes = b""
+    _lane: ThreadPoolExecutor | None = None  # the engine lane, made on first use
+
+    async def in_engine_lane(self, func: Callable[..., T], *args: Any) -> T:
+        """Run the engine's work for a hook call in a thread of the engine lane: a few threads taking calls from
+        one queue in arrival order, so CPU-bound calls do not interleave under the GIL, and the event loop stays
+        free. `settings.engine_threads` threads: 2 lets one call write the store while another computes. A plain
+        executor, not an anyio limiter: it belongs to no event loop (a test client may run one per request)."""
+        if self._lane is None:
+            self._lane = ThreadPoolExecutor(max(1, self.settings.engine_threads), thread_name_prefix="engine-lane")
+        return await asyncio.get_running_loop().run_in_executor(self._lane, functools.partial(func, *args))
 
     @property
     def kb(self) -> KnowledgeBase:

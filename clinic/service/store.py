@@ -20,8 +20,9 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SCHEMA = """
@@ -56,6 +57,21 @@ def private_file(path: Path) -> None:
             os.fchmod(fd, 0o600)
     finally:
         os.close(fd)
+
+
+@dataclass(frozen=True)
+class CardRow:
+    """A card as issued: its uuid, the rules behind it and the explanation its link renders."""
+
+    uuid: str
+    service: str
+    hook_instance: str
+    rules: list
+    kb_sha256: str
+    urgency: str
+    explanation: str
+    client: str = ""
+    suggestions: Sequence[str] = field(default_factory=tuple)
 
 
 class Store:
@@ -97,22 +113,31 @@ class Store:
         suggestions: list | tuple = (),
     ) -> None:
         """Record a card issued; a uuid seen before is refused (sqlite3.IntegrityError), never replaced."""
+        self.record_cards([CardRow(uuid, service, hook_instance, rules, kb_sha256, urgency, text, client, suggestions)])
+
+    def record_cards(self, rows: Sequence[CardRow]) -> None:
+        """Record the cards of one hook call in one transaction (all or none); a uuid seen before is refused
+        (sqlite3.IntegrityError), never replaced."""
+        now = time.time()
         with self._connect() as db:
-            db.execute(
+            db.executemany(
                 "INSERT INTO cards (uuid, service, hook_instance, rules, kb_sha256, urgency, issued_at, explanation, "
                 "client, suggestions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    uuid,
-                    service,
-                    hook_instance,
-                    json.dumps(rules),
-                    kb_sha256,
-                    urgency,
-                    time.time(),
-                    text,
-                    client,
-                    json.dumps(list(suggestions)),
-                ),
+                [
+                    (
+                        r.uuid,
+                        r.service,
+                        r.hook_instance,
+                        json.dumps(r.rules),
+                        r.kb_sha256,
+                        r.urgency,
+                        now,
+                        r.explanation,
+                        r.client,
+                        json.dumps(list(r.suggestions)),
+                    )
+                    for r in rows
+                ],
             )
 
     def card(self, uuid: str) -> dict | None:
