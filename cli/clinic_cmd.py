@@ -15,8 +15,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="the CDS Hooks 2.0 service and the questionnaire page (FastAPI + uvicorn)",
         description="Serve CDS Hooks 2.0 (GET /cds-services, POST /cds-services/{id}, feedback), the "
-        "questionnaire page at / and the OpenAPI schema at /openapi.json. Every CDS call must carry a JWT "
-        "bearer token from an issuer in --trust, unless --insecure-dev (local trials only).",
+        "questionnaire page at / (under --insecure-dev, or with --questionnaire-page) and the OpenAPI schema at "
+        "/openapi.json. Every CDS call must carry a JWT bearer token from an issuer in --trust, unless "
+        "--insecure-dev (local trials only).",
     )
     add_kb_option(p)
     p.add_argument("--host", default="127.0.0.1")
@@ -78,6 +79,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-access-log", action="store_true", help="do not log a line per request (uvicorn's access log)")
     p.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve HTTPS with this certificate (chain)")
     p.add_argument("--tls-key", type=Path, metavar="PEM", help="the certificate's private key")
+    p.add_argument(
+        "--questionnaire-page",
+        action="store_true",
+        help="with --trust, also serve the questionnaire page at / and POST /api/evaluate, which take no token (they "
+        "evaluate the answers sent and store nothing; on by default only under --insecure-dev)",
+    )
     p.add_argument("--insecure-dev", action="store_true", help="do NOT check tokens (local trials only; loud)")
     p.set_defaults(run=_run_serve)
 
@@ -117,6 +124,7 @@ def _run_serve(args) -> int:
         insecure_dev=args.insecure_dev,
         max_body=args.max_body,
         cors_origins=args.cors_origin,
+        questionnaire=True if args.questionnaire_page else None,
     )
     if args.insecure_dev:
         bar = "!" * 100

@@ -475,6 +475,23 @@ def _claims() -> dict:
     return {"iss": ISS, "aud": AUD, "exp": now + 300, "iat": now, "jti": uuid.uuid4().hex}
 
 
+def test_with_tokens_checked_the_tokenless_questionnaire_page_is_served_only_when_asked_for(secure, keys, tmp_path):
+    client, _ = secure
+    assert client.get("/").status_code == 404
+    assert client.post("/api/evaluate", json={"answers": RED_FLAG}).status_code == 404
+    assert "/api/evaluate" not in client.get("/openapi.json").json()["paths"]
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(keys.public_key()))
+    trust = tmp_path / "trust.json"
+    trust.write_text(json.dumps({"issuers": {ISS: {"jwks": {"keys": [dict(jwk, kid="k1")]}}}}))
+    settings = Settings(db=tmp_path / "s.sqlite3", trust=trust, public_url="https://testserver", questionnaire=True)
+    opted = TestClient(create_app(settings), base_url="https://testserver")
+    assert opted.get("/").status_code == 200
+    answer = opted.post("/api/evaluate", json={"answers": RED_FLAG})
+    top = max(KB.catalog["urgency"], key=lambda code: KB.catalog["urgency"][code].rank)
+    assert answer.status_code == 200 and answer.json()["urgency"] == top
+    assert opted.post(SERVICE, json=hook_body(RED_FLAG)).status_code == 401  # the hook calls still need a token
+
+
 def test_a_valid_token_is_accepted_once(secure, keys):
     client, _ = secure
     headers = auth(keys)

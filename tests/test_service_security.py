@@ -63,7 +63,7 @@ def app(tmp_path_factory, keys):
             }
         )
     )
-    settings = Settings(db=folder / "state" / "service.sqlite3", trust=trust, public_url=PUBLIC)
+    settings = Settings(db=folder / "state" / "service.sqlite3", trust=trust, public_url=PUBLIC, questionnaire=True)
     return TestClient(create_app(settings), base_url=PUBLIC), folder
 
 

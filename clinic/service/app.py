@@ -48,8 +48,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.lumbar = st
     problems.install(app)
     app.include_router(cds.router)
-    app.include_router(page.router)
-    app.mount("/static", StaticFiles(directory=page.STATIC), name="static")
+    if settings.serves_questionnaire():  # no token on it: a deployment that checks tokens opts in
+        app.include_router(page.router)
+        app.mount("/static", StaticFiles(directory=page.STATIC), name="static")
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict:

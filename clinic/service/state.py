@@ -53,8 +53,14 @@ class Settings:
     fhir_max_pages: int = 10  # searchset pages followed per prefetch key
     threads: int = 8  # worker threads per process for fhirServer fetches, token checks, feedback (anyio's: 40)
     engine_threads: int = 2  # the engine lane: threads per process evaluating hook calls, in arrival order
+    # the questionnaire page and /api/evaluate answer without a token (they read and store nothing of a patient's):
+    # on under --insecure-dev, and with tokens checked only when asked for (None: follow insecure_dev)
+    questionnaire: bool | None = None
     cors_origins: list = field(default_factory=list)  # browser-based CDS clients allowed to call (e.g. a sandbox)
     extra: dict = field(default_factory=dict)
+
+    def serves_questionnaire(self) -> bool:
+        return self.insecure_dev if self.questionnaire is None else self.questionnaire
 
     def store_path(self) -> Path:
         return Path(self.db) if self.db is not None else Path(self.state_dir or default_state_dir()) / STORE_NAME
