@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+import yaml.cyaml
 
 from lumbar_kb.engine.errors import LumbarKBError, Problem, safe_text
 
@@ -120,12 +121,19 @@ def _char_name(ch: str) -> str:
     return f"U+{ord(ch):04X}"
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """SafeLoader composing at most `max_depth` levels and `max_aliases` alias uses (duplicate keys, tags and
-    values are checked while converting nodes below)."""
+class _BoundedLoader(
+    yaml.composer.Composer, yaml.cyaml.CParser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver
+):
+    """A safe loader composing at most `max_depth` levels and `max_aliases` alias uses (duplicate keys, tags and
+    values are checked while converting nodes below). libyaml scans and parses (the C parser: most of the time a
+    load takes); the nodes are composed here, in Python, so the bounds hold before any deep or wide document is
+    built (libyaml's own composer recurses in C, unbounded)."""
 
     def __init__(self, text: str, file: str, bounds: Limits):
-        super().__init__(text)
+        yaml.cyaml.CParser.__init__(self, text)
+        yaml.composer.Composer.__init__(self)
+        yaml.constructor.SafeConstructor.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
         self._file, self._limits, self._depth, self.aliases, self._nodes = file, bounds, 0, 0, 0
 
     def _refuse(self, message: str) -> DocumentError:
@@ -414,6 +422,9 @@ def _parse_yaml(text: str, file: str, bounds: Limits) -> tuple[Any, Positions]:
         line = mark.line + 1 if mark else None
         column = mark.column + 1 if mark else None
         message = " ".join(part for part in (exc.context, exc.problem) if part)
+        if "exceeded maximum nesting depth" in message:  # libyaml's own bound (1,000), far beyond ours
+            deep = f"nested more than {bounds.max_depth} levels deep: refused"
+            raise DocumentError(Problem(deep, file=file, line=line, column=column)) from None
         hint = glued_colon_hint(text, lines=True) or yaml_syntax_hint(text, message, line)
         raise DocumentError(
             Problem(f"invalid YAML: {message}", file=file, line=line, column=column, hint=hint)
@@ -442,7 +453,8 @@ def yaml_syntax_hint(text: str, message: str, line: int | None) -> str | None:
                 f"the value of '{key}' contains ': ', which YAML reads as another key: put the value in quotes, "
                 f'e.g. {key}: "{value}"'
             )
-    if "expected <block end>" in message or "did not find expected key" in message or "mapping values" in message:
+    misplaced = ("expected <block end>", "did not find expected key", "did not find expected '-'", "mapping values")
+    if any(words in message for words in misplaced):
 
         def indent(row: str) -> int:  # where the row's key starts (after a list item's "- ")
             body = row.lstrip(" ")
