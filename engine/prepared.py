@@ -267,6 +267,13 @@ class Prepared:
         read some facts, `check_reads`)."""
         return bool(self.check_reads[fact])
 
+    def checks_on(self, fact: str) -> tuple[tuple[str, ...], tuple[Relation, ...]]:
+        """What `allowed_adding` checks when `fact` is answered: the facts whose only_if reads it (itself
+        included when it has one) and the relations that read it. For other engines' encodings (the CQL
+        Library), so they check exactly what this one does."""
+        only_ifs, relations = self._checks[fact]
+        return tuple(name for name, _ in only_ifs), tuple(entry[0] for entry in relations)
+
     def allowed_adding(self, facts: Facts, fact: str) -> bool:
         """`allowed(facts)` for facts that were allowed before `fact` was added to them: only the only_if
         conditions and relations that read `fact` (or `fact`'s own only_if) can have changed, since a known

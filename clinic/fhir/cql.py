@@ -477,13 +477,12 @@ def _reads(cond: Condition, fact: str, answer: Value, given: dict[str, Expr], te
 def _allowed_adding(kb: KnowledgeBase, plan: Prepared, given: dict[str, Expr], fact: str, answer: Value) -> Static:
     """`Prepared.allowed_adding`: `answer` to the unanswered `fact` keeps every only_if and relation that reads it
     (`Prepared`'s table of them) with the answers given."""
-    only_ifs, relations = plan._checks[fact]
+    only_ifs, relations = plan.checks_on(fact)
     broken: list[Static] = []
-    for name, _ in only_ifs:
+    for name in only_ifs:
         contradicted = _reads(kb.facts[name].only_if, fact, answer, given, is_false)
         broken.append(contradicted if name == fact else _all([not_(is_null(given[name])), contradicted]))
-    for entry in relations:
-        relation = entry[0]
+    for relation in relations:
         sides = []
         if relation.implies is not None:
             sides.append(_reads(relation.implies, fact, answer, given, is_false))
