@@ -206,6 +206,13 @@ KB_CASES = {
         "  note:\n",
         r"facts\.yaml:\d+:\d+: fact note: 'note' is reserved",
     ),
+    "a question moot by a derived fact (judged before any rule runs, it would never be moot)": (
+        "guideline.yaml",
+        "suspected_cord_compression: {fact: cord_compression_confirmed, is: true}",
+        "suspected_cord_compression: {fact: neuro_symptom, is: true}",
+        r"guideline\.yaml:\d+:\d+: .*not_asked_when for 'suspected_cord_compression' reads the derived fact "
+        r"'neuro_symptom'",
+    ),
     "unknown section": (
         "rules/pitfalls.yaml",
         "section: pitfalls",

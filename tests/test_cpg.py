@@ -390,7 +390,7 @@ def test_completeness_follows_a_changed_vocabulary_and_still_agrees(kb_copy, tmp
     guideline = kb_copy / "guideline.yaml"
     text = guideline.read_text()
     changed = text.replace(
-        "  not_asked_when:\n", "  not_asked_when:\n    rapid_progression: {fact: neuro_symptom, is: true}\n"
+        "  not_asked_when:\n", "  not_asked_when:\n    rapid_progression: {fact: leg_weakness, is: true}\n"
     )
     assert changed != text
     guideline.write_text(changed)

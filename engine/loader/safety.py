@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from lumbar_kb.engine.errors import Problem, did_you_mean
 from lumbar_kb.engine.loader.conditions import Conditions
-from lumbar_kb.engine.model import Floor
+from lumbar_kb.engine.model import Floor, condition_facts
 from lumbar_kb.engine.source import Positions
 
 
@@ -46,7 +46,18 @@ def build_safety(g: dict, pos: Positions, facts: dict, catalog: dict, problems: 
                 )
                 continue
             cond = Conditions(facts, problems).condition(raw, where, pos, f"fact {name}")
-            if cond is not None:
+            derived = [f for f in condition_facts(cond) if facts[f].derived] if cond is not None else []
+            if derived:  # judged on the answers given, before any rule runs: a derived fact is unknown there
+                problems.append(
+                    pos.problem(
+                        where,
+                        f"not_asked_when for '{name}' reads the derived fact '{derived[0]}': a question is judged moot "
+                        "on the answers given, before any rule derives anything, so it would never be moot",
+                        "completeness",
+                        "name the input facts it is derived from instead",
+                    )
+                )
+            elif cond is not None:
                 moot[name] = cond
         out["not_asked_when"] = moot
     scope = g.get("scope")
