@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-import yaml.cyaml
+from yaml._yaml import CParser
 
 from lumbar_kb.engine.errors import LumbarKBError, Problem, safe_text
 
@@ -121,23 +121,24 @@ def _char_name(ch: str) -> str:
     return f"U+{ord(ch):04X}"
 
 
-class _BoundedLoader(
-    yaml.composer.Composer, yaml.cyaml.CParser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver
-):
+class _BoundedLoader(yaml.composer.Composer, CParser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
     """A safe loader composing at most `max_depth` levels and `max_aliases` alias uses (duplicate keys, tags and
     values are checked while converting nodes below). libyaml scans and parses (the C parser: most of the time a
     load takes); the nodes are composed here, in Python, so the bounds hold before any deep or wide document is
     built (libyaml's own composer recurses in C, unbounded)."""
 
     def __init__(self, text: str, file: str, bounds: Limits):
-        yaml.cyaml.CParser.__init__(self, text)
+        CParser.__init__(self, text)
         yaml.composer.Composer.__init__(self)
         yaml.constructor.SafeConstructor.__init__(self)
         yaml.resolver.Resolver.__init__(self)
         self._file, self._limits, self._depth, self.aliases, self._nodes = file, bounds, 0, 0, 0
 
     def _refuse(self, message: str) -> DocumentError:
-        mark = self.peek_event().start_mark
+        event = self.peek_event()
+        mark = event.start_mark if event is not None else None
+        if mark is None:
+            return DocumentError(Problem(message, file=self._file))
         return DocumentError(Problem(message, file=self._file, line=mark.line + 1, column=mark.column + 1))
 
     def compose_node(self, parent, index):
