@@ -147,9 +147,26 @@ _LEAF = json.JSONEncoder(separators=(",", ":")).encode
 INPUTS_TEXT = json.JSONEncoder(ensure_ascii=False).encode  # a row's inputs as the store keeps them
 
 
+_MATCHED_TEXT: dict[tuple, str] = {}  # matched facts (items, in order) -> their JSON: few kinds recur in a cohort
+MATCHED_KEPT = 100_000
+
+
+def matched_text(matched: dict) -> str:
+    """`_MATCHED(matched)`, kept by the matched facts' items: a cohort's firings match the same few fact sets
+    again and again (the audit store encoded each one afresh: a third of what the store cost). The values are a
+    fact's (a bool or an enum's string), so equal keys are equal texts (1 == True never meets here)."""
+    key = tuple(matched.items())
+    text = _MATCHED_TEXT.get(key)
+    if text is None:
+        if len(_MATCHED_TEXT) >= MATCHED_KEPT:
+            _MATCHED_TEXT.clear()
+        text = _MATCHED_TEXT[key] = _MATCHED(matched)
+    return text
+
+
 def trace_rows(trace: Any) -> list[tuple]:
     """(step, rule, matched facts as JSON) for each firing of an evaluation's Trace: the audit store's trace table."""
-    return [(f.order, f.rule, _MATCHED(f.matched)) for f in trace.firings]
+    return [(f.order, f.rule, matched_text(f.matched)) for f in trace.firings]
 
 
 DECIDING = ("urgency", "actions", "warnings")

@@ -141,3 +141,20 @@ def test_a_rule_change_lists_exactly_the_decisions_it_changes(capsys, people, tm
     ]
     code, out, _ = cli(capsys, "query", db, "changed", first, second, "--format", "json")
     assert code == 0 and [r["patient_id"] for r in json.loads(out)] == touched
+
+
+def test_the_stored_trace_text_is_the_encoders_whatever_the_cache_holds(kb, evaluator, monkeypatch):
+    """The matched facts' JSON is kept between firings: each text equals the encoder's own, on a cohort's worth
+    of random patients, with the cache emptied part-way (its bound reached) and kept across patients."""
+    from lumbar_kb.cohort import decisions
+
+    monkeypatch.setattr(decisions, "MATCHED_KEPT", 50)
+    monkeypatch.setattr(decisions, "_MATCHED_TEXT", {})
+    rng = random.Random(5)
+    firings = 0
+    for _ in range(400):
+        trace = evaluator.engine.run(random_patient(kb, rng))
+        expected = [(f.order, f.rule, json.dumps(f.matched, sort_keys=True, ensure_ascii=False)) for f in trace.firings]
+        assert decisions.trace_rows(trace) == expected
+        firings += len(expected)
+    assert firings > 1000 and 0 < len(decisions._MATCHED_TEXT) <= 50
