@@ -28,7 +28,11 @@ result agree with each other); `context` is what they share,
 
 from __future__ import annotations
 
+import hashlib
+import pickle
+import threading
 import time
+from collections import OrderedDict
 
 from lumbar_kb.engine.analysis import encoding
 from lumbar_kb.engine.analysis.checks.clinical import check_clinical
@@ -60,7 +64,31 @@ __all__ = ["CheckReport", "contradictions", "render", "run_checks"]
 
 
 # ---- the front door ------------------------------------------------------------------------------------------
+_REPORTS: OrderedDict[str, CheckReport] = OrderedDict()  # the last few reports, by the knowledge base's content
+_REPORTS_KEPT = 4
+_REPORTS_LOCK = threading.Lock()
+
+
 def run_checks(kb: KnowledgeBase) -> CheckReport:
+    """Every check of `lumbar-kb check` on `kb` (seconds: the proofs ask z3 thousands of questions). A process
+    that checks the same content again (`diff` checks both versions; `review --against`, the release gate and
+    `check` in one process) gets the report made the first time: it is read-only. Keyed by a digest of the
+    whole model as pickled (~0.5 ms), not by the files' sha256, so a knowledge base edited in memory
+    (`dataclasses.replace`) is checked afresh."""
+    key = hashlib.sha256(pickle.dumps(kb, protocol=5)).hexdigest()
+    with _REPORTS_LOCK:
+        if key in _REPORTS:
+            _REPORTS.move_to_end(key)
+            return _REPORTS[key]
+    report = _run_checks(kb)
+    with _REPORTS_LOCK:
+        _REPORTS[key] = report
+        while len(_REPORTS) > _REPORTS_KEPT:
+            _REPORTS.popitem(last=False)
+    return report
+
+
+def _run_checks(kb: KnowledgeBase) -> CheckReport:
     started = time.perf_counter()
     ctx = Context(kb)
     checks = [
