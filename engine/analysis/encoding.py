@@ -92,6 +92,15 @@ class State:
         self.derived: dict[tuple[str, Value], z3.BoolRef] = {}
         self._define_derived()
         self.fires = {rule.id: self.true(rule.when) for rule in self.kb.rules}
+        # outcomes asked for again and again (each proof asks `incomplete` per urgency level): built once; a
+        # state's variables never change after this, and z3 shares equal terms anyway
+        self._memo: dict[tuple, z3.BoolRef] = {}
+
+    def _kept(self, key: tuple, build) -> z3.BoolRef:
+        got = self._memo.get(key)
+        if got is None:
+            got = self._memo[key] = build()
+        return got
 
     # ---- facts and conditions ----
     def is_(self, fact: str, value: Value) -> z3.BoolRef:
@@ -178,12 +187,18 @@ class State:
     # ---- outcomes ----
     def concludes(self, key: tuple) -> z3.BoolRef:
         """Some firing rule concludes this: ("urgency", level), ("action", code), ("warning", code), ..."""
+        return self._kept(("concludes", key), lambda: self._concludes(key))
+
+    def _concludes(self, key: tuple) -> z3.BoolRef:
         rules = [r.id for r in self.kb.rules if any(_matches(c, key) for c in r.then)]
         return z3.Or([self.fires[r] for r in rules])
 
     def incomplete(self) -> z3.BoolRef:
         """Some alarm question is unanswered and not moot (`not_asked_when`, judged on the inputs, as
         `Prepared.unanswered_alarms` judges it): the result is incomplete."""
+        return self._kept(("incomplete",), self._incomplete)
+
+    def _incomplete(self) -> z3.BoolRef:
         no_derived = lambda f, v: z3.BoolVal(False) if self.kb.facts[f].derived else self.var[(f, v)]
         parts = []
         for fact in self.kb.input_facts:
@@ -201,6 +216,9 @@ class State:
     def settled(self, fact: str) -> z3.BoolRef:
         """No answer to `fact`, now or later, could raise the rules' urgency or bring a watched step forward
         (`Prepared.settled`): the rules already conclude its highest urgency and every step it could give, as early."""
+        return self._kept(("settled", fact), lambda: self._settled(fact))
+
+    def _settled(self, fact: str) -> z3.BoolRef:
         top, earliest = prepared(self.kb).bound[fact]
         parts = []
         if top > self.sem.ranks[0]:
@@ -213,6 +231,9 @@ class State:
     def could_alarm(self, fact: str) -> z3.BoolRef:
         """Some alarming answer to `fact` (yes; any value of an enum) keeps every relation and only_if with the
         other answers (`Prepared.could_alarm`): the relations read both ways."""
+        return self._kept(("could_alarm", fact), lambda: self._could_alarm(fact))
+
+    def _could_alarm(self, fact: str) -> z3.BoolRef:
         entry = self.kb.facts[fact]
         trial = (True,) if entry.type == "bool" else entry.values
         options = []
