@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import z3
 
 from lumbar_kb.engine.analysis.encoding import Semantics, State
+from lumbar_kb.engine.analysis.memo import ByContent
 from lumbar_kb.engine.analysis.structure import analyse
 from lumbar_kb.engine.model import KnowledgeBase, Recommend, Value, condition_facts, hours_text
 
@@ -267,8 +268,16 @@ def _answer_words(fact, answers: list) -> str:
     return " or ".join(one(a) for a in answers)
 
 
+_BUILT: ByContent[list] = ByContent(private=True)
+
+
 def build_algorithm(kb: KnowledgeBase) -> list[Decision]:
-    """The urgency decision, then one per action (catalogue order)."""
+    """The urgency decision, then one per action (catalogue order): built once per content in a process
+    (`memo.ByContent`; seconds of proofs), each caller given its own copy."""
+    return _BUILT.get(kb, lambda: _build_algorithm(kb))
+
+
+def _build_algorithm(kb: KnowledgeBase) -> list[Decision]:
     builder = Builder(kb)
     structure = analyse(kb)
     out = [

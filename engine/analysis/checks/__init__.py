@@ -28,11 +28,7 @@ result agree with each other); `context` is what they share,
 
 from __future__ import annotations
 
-import hashlib
-import pickle
-import threading
 import time
-from collections import OrderedDict
 
 from lumbar_kb.engine.analysis import encoding
 from lumbar_kb.engine.analysis.checks.clinical import check_clinical
@@ -56,6 +52,7 @@ from lumbar_kb.engine.analysis.checks.structural import (
 )
 from lumbar_kb.engine.analysis.checks.traceability import check_traceability
 from lumbar_kb.engine.analysis.checks.windows import check_windows
+from lumbar_kb.engine.analysis.memo import ByContent
 from lumbar_kb.engine.analysis.structure import input_state_count
 from lumbar_kb.engine.errors import LumbarKBError
 from lumbar_kb.engine.model import KnowledgeBase
@@ -64,28 +61,13 @@ __all__ = ["CheckReport", "contradictions", "render", "run_checks"]
 
 
 # ---- the front door ------------------------------------------------------------------------------------------
-_REPORTS: OrderedDict[str, CheckReport] = OrderedDict()  # the last few reports, by the knowledge base's content
-_REPORTS_KEPT = 4
-_REPORTS_LOCK = threading.Lock()
+_REPORTS: ByContent[CheckReport] = ByContent()
 
 
 def run_checks(kb: KnowledgeBase) -> CheckReport:
     """Every check of `lumbar-kb check` on `kb` (seconds: the proofs ask z3 thousands of questions). A process
-    that checks the same content again (`diff` checks both versions; `review --against`, the release gate and
-    `check` in one process) gets the report made the first time: it is read-only. Keyed by a digest of the
-    whole model as pickled (~0.5 ms), not by the files' sha256, so a knowledge base edited in memory
-    (`dataclasses.replace`) is checked afresh."""
-    key = hashlib.sha256(pickle.dumps(kb, protocol=5)).hexdigest()
-    with _REPORTS_LOCK:
-        if key in _REPORTS:
-            _REPORTS.move_to_end(key)
-            return _REPORTS[key]
-    report = _run_checks(kb)
-    with _REPORTS_LOCK:
-        _REPORTS[key] = report
-        while len(_REPORTS) > _REPORTS_KEPT:
-            _REPORTS.popitem(last=False)
-    return report
+    that checks the same content again gets the report made the first time (`memo.ByContent`): read-only."""
+    return _REPORTS.get(kb, lambda: _run_checks(kb))
 
 
 def _run_checks(kb: KnowledgeBase) -> CheckReport:
