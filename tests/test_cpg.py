@@ -263,8 +263,8 @@ def test_ten_thousand_generated_patients_with_unknowns_agree(shard, kb, evaluato
 
 def test_conditions_and_observations_are_read_as_evaluate_reads_them(kb, evaluator, package, tmp_path):
     rng = random.Random(2727)
-    bundles = [random_records(kb, load_codes(kb), rng, f"p{i}") for i in range(RECORDS)]
     codes = load_codes(kb)
+    bundles = [random_records(kb, codes, rng, f"p{i}") for i in range(RECORDS)]
     known = [map_fhir(b, kb, codes).facts for b in bundles]
     assert sum(1 for k in known if k) > RECORDS // 2  # the records do make facts known (and conflict) often
     cql_off, _, n = disagreements(kb, evaluator, package, bundles, tmp_path, 0, bundles)
