@@ -79,6 +79,9 @@ class State:
         self.sem = sem
         self.kb = sem.kb
         self.name = f"{name}#{next(_names)}"
+        # terms asked for again and again (each proof asks `incomplete` per urgency level, every condition is
+        # read by several): built once; a state's variables never change once made, and z3 shares equal terms
+        self._memo: dict[tuple, z3.BoolRef] = {}
         self.var: dict[tuple[str, Value], z3.BoolRef] = {}
         self.own: list[str] = []  # input facts with variables of this state's own
         for fact in sem.inputs:
@@ -92,9 +95,6 @@ class State:
         self.derived: dict[tuple[str, Value], z3.BoolRef] = {}
         self._define_derived()
         self.fires = {rule.id: self.true(rule.when) for rule in self.kb.rules}
-        # outcomes asked for again and again (each proof asks `incomplete` per urgency level): built once; a
-        # state's variables never change after this, and z3 shares equal terms anyway
-        self._memo: dict[tuple, z3.BoolRef] = {}
 
     def _kept(self, key: tuple, build) -> z3.BoolRef:
         got = self._memo.get(key)
@@ -109,13 +109,17 @@ class State:
         return self.var[(fact, value)]
 
     def known(self, fact: str) -> z3.BoolRef:
-        return z3.Or([self.is_(fact, v) for v in self.kb.facts[fact].values])
+        return self._kept(("known", fact), lambda: z3.Or([self.is_(fact, v) for v in self.kb.facts[fact].values]))
 
     def true(self, cond: Condition, lookup=None) -> z3.BoolRef:
-        return self._tf(cond, True, lookup or self.is_)
+        if lookup is None:  # the state's own facts: the same term every time
+            return self._kept(("true", cond), lambda: self._tf(cond, True, self.is_))
+        return self._tf(cond, True, lookup)
 
     def false(self, cond: Condition, lookup=None) -> z3.BoolRef:
-        return self._tf(cond, False, lookup or self.is_)
+        if lookup is None:
+            return self._kept(("false", cond), lambda: self._tf(cond, False, self.is_))
+        return self._tf(cond, False, lookup)
 
     def _tf(self, cond: Condition, want: bool, lookup) -> z3.BoolRef:
         if isinstance(cond, Test):
@@ -156,6 +160,9 @@ class State:
     def valid(self) -> z3.BoolRef:
         """A patient file would be accepted: one value per fact, and every `only_if` respected (judged on
         the inputs alone, as a patient file is)."""
+        return self._kept(("valid",), self._valid)
+
+    def _valid(self) -> z3.BoolRef:
         parts = [self.only_if(fact) for fact in self.sem.inputs if self.kb.facts[fact].only_if is not None]
         parts += [self.keeps(relation) for relation in self.kb.relations]
         return z3.And([self.one_value()] + parts)
@@ -179,7 +186,7 @@ class State:
 
     def consistent(self) -> z3.BoolRef:
         """No derived fact is derived with two values (the engine would stop with an error)."""
-        return z3.And([z3.Not(self.conflict(f)) for f in self.sem.derived])
+        return self._kept(("consistent",), lambda: z3.And([z3.Not(self.conflict(f)) for f in self.sem.derived]))
 
     def ok(self) -> z3.BoolRef:
         return z3.And(self.valid(), self.consistent())
@@ -261,6 +268,9 @@ class State:
         return z3.Or(options)
 
     def urgency_at_least(self, rank: int) -> z3.BoolRef:
+        return self._kept(("urgency_at_least", rank), lambda: self._urgency_at_least(rank))
+
+    def _urgency_at_least(self, rank: int) -> z3.BoolRef:
         if rank <= self.sem.ranks[0]:
             return z3.BoolVal(True)
         levels = [code for code, r in self.sem.level_rank.items() if r >= rank]
@@ -282,7 +292,9 @@ class State:
 
     def action(self, code: str) -> z3.BoolRef:
         """The result has the action: some firing rule concludes it and no action superseding it is concluded."""
-        return z3.And(self.concludes(("action", code)), self._not_superseded(code))
+        return self._kept(
+            ("action", code), lambda: z3.And(self.concludes(("action", code)), self._not_superseded(code))
+        )
 
     def _not_superseded(self, code: str) -> z3.BoolRef:
         covers = self.kb.catalog["action"][code].superseded_by
@@ -290,6 +302,9 @@ class State:
 
     def action_by(self, code: str, hours: float) -> z3.BoolRef:
         """The action is recommended with a window of at most `hours`."""
+        return self._kept(("action_by", code, hours), lambda: self._action_by(code, hours))
+
+    def _action_by(self, code: str, hours: float) -> z3.BoolRef:
         rules = [
             r.id
             for r in self.kb.rules
