@@ -133,20 +133,11 @@ def _run_serve(args) -> int:
         raise LumbarKBError("give both --tls-cert and --tls-key (or neither, behind a TLS-terminating proxy)")
     cert, key = (str(args.tls_cert), str(args.tls_key)) if args.tls_cert else (None, None)
     app = create_app(settings)  # fails early (exit 2) on a bad knowledge base, codes or trust file
-    if args.workers > 1:
-        import os
+    if args.workers > 1:  # a listening socket per worker (SO_REUSEPORT), so connections spread over them
+        from lumbar_kb.clinic.service.workers import Listen, serve
 
-        os.environ["LUMBAR_KB_SERVICE"] = settings_to_env(settings)
-        uvicorn.run(
-            "lumbar_kb.clinic.service.app:app_from_env",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            ssl_certfile=cert,
-            ssl_keyfile=key,
-            access_log=not args.no_access_log,
-        )
+        listen = Listen(args.host, args.port, cert, key, not args.no_access_log)
+        serve(settings_to_env(settings), listen, args.workers)
     else:
         uvicorn.run(
             app, host=args.host, port=args.port, ssl_certfile=cert, ssl_keyfile=key, access_log=not args.no_access_log

@@ -26,6 +26,7 @@ def free_port() -> int:
 class Served:
     base: str  # http://127.0.0.1:PORT
     log: Path  # the server's standard error
+    pid: int = 0  # the `lumbar-kb serve` process
 
     @property
     def stderr(self) -> str:
@@ -40,6 +41,7 @@ def serving(folder: Path, *extra: str) -> Iterator[Served]:
     argv = [sys.executable, "-m", "lumbar_kb", "serve", "--port", str(port), "--db", str(folder / "s.sqlite3")]
     with served.log.open("w") as log:
         proc = subprocess.Popen([*argv, "--insecure-dev", *extra], stdout=subprocess.DEVNULL, stderr=log)
+        served.pid = proc.pid
         try:
             # a start-up bound generous enough for a loaded 2-core machine running the suite on every core;
             # a server that exits fails at once, with what it printed
