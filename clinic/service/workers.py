@@ -60,7 +60,10 @@ def _worker(env: str, listen: Listen) -> None:  # pragma: no cover - runs in the
         ssl_keyfile=listen.keyfile,
         access_log=listen.access_log,
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # Ctrl-C reaches every process of the group: uvicorn has shut down, then re-raised
+        pass
 
 
 def serve(env: str, listen: Listen, workers: int) -> None:
