@@ -22,7 +22,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_kb_option(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--workers", type=int, default=1, help="worker processes (each compiles the knowledge base once)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes, each compiling the knowledge base once and listening on the port itself "
+        "(SO_REUSEPORT: the kernel spreads connections over them); one that dies is replaced",
+    )
     p.add_argument(
         "--threads",
         type=int,
