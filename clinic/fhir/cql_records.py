@@ -110,11 +110,9 @@ def _rule(codes: Codes, profile: str, verification: Expr, clinical: Expr) -> Exp
     return case(whens, string("unknown"))
 
 
-def condition_votes(kb: KnowledgeBase, codes: Codes, fact: Fact, conditions: Expr) -> Expr:
-    """The values the usable Conditions give `fact` (a list, nulls included)."""
-    c = alias("C")
-    verification = coalesce([_status(prop(c, "verificationStatus"), "S"), string("absent")])
-    clinical = _status(prop(c, "clinicalStatus"), "S")
+def condition_pairs(kb: KnowledgeBase, codes: Codes, fact: Fact) -> list:
+    """The (coding test, binding) pairs by which a Condition's coding `X` names `fact`: the bindings of
+    codes.yaml, and for a yes/no fact the knowledge base's own code (read with the "current" profile)."""
     pairs = selected(kb, codes, fact, alias("X"))
     if fact.type == "bool":
         pairs.append(
@@ -128,6 +126,15 @@ def condition_votes(kb: KnowledgeBase, codes: Codes, fact: Fact, conditions: Exp
                 Binding(fact.name, None, "current", ()),
             )
         )
+    return pairs
+
+
+def condition_votes(kb: KnowledgeBase, codes: Codes, fact: Fact, conditions: Expr) -> Expr:
+    """The values the usable Conditions give `fact` (a list, nulls included)."""
+    c = alias("C")
+    verification = coalesce([_status(prop(c, "verificationStatus"), "S"), string("absent")])
+    clinical = _status(prop(c, "clinicalStatus"), "S")
+    pairs = condition_pairs(kb, codes, fact)
     if not pairs:
         return EMPTY
     values = []
@@ -156,20 +163,7 @@ def ignored(kb: KnowledgeBase, codes: Codes, condition: Expr) -> Expr:
     verification = coalesce([_status(prop(condition, "verificationStatus"), "S"), string("absent")])
     parts = []
     for fact in kb.input_facts:
-        pairs = selected(kb, codes, fact, alias("X"))
-        if fact.type == "bool":
-            pairs.append(
-                (
-                    and_(
-                        [
-                            equal(_value(prop(alias("X"), "system")), string(codes.kb_system)),
-                            equal(_value(prop(alias("X"), "code")), string(fact.name)),
-                        ]
-                    ),
-                    Binding(fact.name, None, "current", ()),
-                )
-            )
-        for cond, binding in pairs:
+        for cond, binding in condition_pairs(kb, codes, fact):
             entry = codes.profiles.get(binding.profile, codes.profiles["current"])
             ignore = sorted(k for k, v in entry["verification"].items() if v == "ignore")
             if ignore:
