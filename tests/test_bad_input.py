@@ -11,13 +11,8 @@ from lumbar_kb.engine.errors import KnowledgeBaseError
 from lumbar_kb.engine.loader import default_kb_dir, load
 from lumbar_kb.main import main
 
+from .commands import cli as run_cli
 from .guideline import NEUROLOGICAL
-
-
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def write(tmp_path, name, text):

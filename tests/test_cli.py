@@ -7,15 +7,10 @@ import sys
 import pytest
 
 from lumbar_kb.engine.loader import default_kb_dir
-from lumbar_kb.main import main
+
+from .commands import cli
 
 PATIENTS = sorted((default_kb_dir() / "patients").iterdir())
-
-
-def cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_bundled_example_patients_exist():

@@ -6,15 +6,10 @@ import json
 
 from lumbar_kb.engine.loader import default_kb_dir
 from lumbar_kb.engine.source import display
-from lumbar_kb.main import main
+
+from .commands import cli
 
 PATIENTS = default_kb_dir() / "patients"
-
-
-def cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_summary_counts_agree_with_evaluating_each_patient(capsys, evaluator, tmp_path):

@@ -20,15 +20,10 @@ import duckdb
 import pytest
 
 from lumbar_kb.engine.patient import random_patient
-from lumbar_kb.main import main
+
+from .commands import cli
 
 N = 60
-
-
-def cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

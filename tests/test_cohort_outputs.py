@@ -12,7 +12,8 @@ import json
 import os
 
 from lumbar_kb.engine.errors import safe_text
-from lumbar_kb.main import main
+
+from .commands import cli
 
 FORMULAS = [
     '=HYPERLINK("http://x","y")',
@@ -21,12 +22,6 @@ FORMULAS = [
     "@SUM(A1:A2)",
     "\tx",
 ]  # a CR in a cell is refused as input
-
-
-def cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def formula_cells(rows):

@@ -14,15 +14,10 @@ import random
 import pytest
 
 from lumbar_kb.engine.patient import random_patient
-from lumbar_kb.main import main
+
+from .commands import cli
 
 N = 120
-
-
-def cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ import duckdb
 import pytest
 
 from lumbar_kb.engine.patient import random_patient
-from lumbar_kb.main import main
+
+from .commands import cli
 
 N = 80
 # the suspected-compression rule's MRI window (the red-flag rule gives the department immediately and the MRI in
@@ -25,12 +26,6 @@ LEAD = (
 )
 OLD = LEAD + "        within_hours: 12\n        window: within 12 hours\n"
 NEW = LEAD + "        within_hours: 6\n        window: within 6 hours\n"
-
-
-def cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture
