@@ -253,10 +253,17 @@ def _failed(value: Any) -> bool:
     return False
 
 
+def _unread(prefetch: dict, key: str) -> str | None:
+    """Why the prefetch does not hold `key`'s data (it is then fetched from fhirServer), or None if it does."""
+    if key not in prefetch:
+        return "was not given"
+    return "failed (an OperationOutcome)" if _failed(prefetch[key]) else None
+
+
 def _needs_fetch(body: HookRequest) -> bool:
     """Whether some part of the record must be fetched from fhirServer: a key left out, or one that failed."""
     prefetch = body.prefetch or {}
-    return any(key not in prefetch or _failed(prefetch[key]) for key in NEEDED)
+    return any(_unread(prefetch, key) for key in NEEDED)
 
 
 def _record(st: State, body: HookRequest, claims: dict) -> tuple[list[tuple[str, Any]], list[str]]:
@@ -270,8 +277,8 @@ def _record(st: State, body: HookRequest, claims: dict) -> tuple[list[tuple[str,
         if key in prefetch and prefetch[key] is None:
             continue  # null: nothing of the kind in the record
         value = prefetch.get(key)
-        if key not in prefetch or _failed(value):
-            why = "was not given" if key not in prefetch else "failed (an OperationOutcome)"
+        why = _unread(prefetch, key)
+        if why is not None:
             if not body.fhirServer:
                 raise ProblemError(
                     412, f"prefetch '{key}' {why} and no fhirServer was given to fetch it from", f"prefetch.{key}"
