@@ -13,7 +13,7 @@ import time
 import httpx
 import psutil
 
-from .servers import free_port, serving
+from .servers import serving
 
 CONNECTIONS = 16
 
@@ -115,9 +115,3 @@ def test_a_port_another_program_listens_on_is_bad_input(tmp_path):
         )
     assert done.returncode == 2, done.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "Traceback" not in done.stderr
-
-
-def test_the_free_port_helper_is_free():
-    port = free_port()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", port))
