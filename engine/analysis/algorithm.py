@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import z3
 
+from lumbar_kb.engine.analysis import bools
 from lumbar_kb.engine.analysis.encoding import Semantics, State
 from lumbar_kb.engine.analysis.memo import ByContent
 from lumbar_kb.engine.analysis.structure import analyse
@@ -129,7 +130,7 @@ class Builder:
     def lits(self, state: State, fact: str, value: Value | None) -> list:
         values = self.kb.facts[fact].values
         if value is None:
-            return [z3.Not(state.var[(fact, v)]) for v in values]
+            return [bools.Not(state.var[(fact, v)]) for v in values]
         return [state.var[(fact, value)]]
 
     def twin(self, fact: str) -> State:
@@ -145,20 +146,22 @@ class Builder:
     def action_outcomes(self, code: str) -> dict:
         hours = self.sem.action_hours.get(code, [])
         words = _window_words(self.kb, code)
-        out: dict = {NOT_RECOMMENDED: lambda st: z3.Not(st.action(code))}
+        out: dict = {NOT_RECOMMENDED: lambda st: bools.Not(st.action(code))}
         previous = None
         for h in hours:
             label = words.get(h) or hours_text(h)
             if previous is None:
                 out[label] = lambda st, h=h: st.action_by(code, h)
             else:
-                out[label] = lambda st, h=h, p=previous: z3.And(st.action_by(code, h), z3.Not(st.action_by(code, p)))
+                out[label] = lambda st, h=h, p=previous: bools.And(
+                    st.action_by(code, h), bools.Not(st.action_by(code, p))
+                )
             previous = h
         none_label = words.get(None) or "no fixed window"
         if previous is None:
             out[none_label] = lambda st: st.action(code)
         else:
-            out[none_label] = lambda st, p=previous: z3.And(st.action(code), z3.Not(st.action_by(code, p)))
+            out[none_label] = lambda st, p=previous: bools.And(st.action(code), bools.Not(st.action_by(code, p)))
         return out
 
     def build(
@@ -182,10 +185,10 @@ class Builder:
                 # the same decisions for every completion, and the same completions valid (an `only_if` may allow
                 # a later answer after one answer but not after the other)
                 ok_twin = twin.ok()
-                outcome_differs = z3.Or([z3.Xor(preds[n], outcomes[n](twin)) for n in outcomes])
+                outcome_differs = bools.Or([bools.Xor(preds[n], outcomes[n](twin)) for n in outcomes])
                 check = z3.Solver()
                 check.add(self.s.one_value(), twin.one_value())
-                check.add(z3.Or(z3.Xor(self.ok, ok_twin), z3.And(self.ok, ok_twin, outcome_differs)))
+                check.add(bools.Or(bools.Xor(self.ok, ok_twin), bools.And(self.ok, ok_twin, outcome_differs)))
                 same_solvers[fact] = (check, twin)
             check, twin = same_solvers[fact]
             return check.check(*assumptions, *self.lits(self.s, fact, a), *self.lits(twin, fact, b)) == z3.unsat
@@ -194,7 +197,7 @@ class Builder:
             if self.solver.check(*assumptions) != z3.sat:  # pragma: no cover - only possible branches are walked
                 raise AssertionError("an impossible branch")
             outcome = outcome_of(self.solver.model())
-            if self.solver.check(*assumptions, z3.Not(preds[outcome])) == z3.unsat:
+            if self.solver.check(*assumptions, bools.Not(preds[outcome])) == z3.unsat:
                 return self.leaf(outcome, path, decision_id)
             while i < len(facts):
                 fact = facts[i]
@@ -232,7 +235,7 @@ class Builder:
 
     def answered(self, fact: str, answers: list) -> z3.BoolRef:
         """The patient gave one of `answers` (None: unknown) to `fact`."""
-        return z3.Or([z3.And(self.lits(self.s, fact, a)) for a in answers])
+        return bools.Or([bools.And(self.lits(self.s, fact, a)) for a in answers])
 
     def leaf(self, outcome: str, path: tuple, decision_id: str) -> Leaf:
         """A leaf; for the urgency, with the actions every patient on the path gets (judged on the path's
@@ -244,7 +247,7 @@ class Builder:
         on_path = z3.Solver()
         on_path.add(self.ok, *path)
         for code, entry in self.kb.catalog["action"].items():
-            if on_path.check(z3.Not(self.s.action(code))) != z3.unsat:
+            if on_path.check(bools.Not(self.s.action(code))) != z3.unsat:
                 continue
             possible = tuple(
                 words
@@ -338,24 +341,24 @@ def prove(kb: KnowledgeBase, decision: Decision) -> list[str]:
         parts = []
         for a in answers:
             if a is None:
-                parts.append(z3.Not(s.known(fact)))
+                parts.append(bools.Not(s.known(fact)))
             else:
                 parts.append(s.var[(fact, a)])
-        return z3.Or(parts)
+        return bools.Or(parts)
 
     def walk(node, taken: list):
         if isinstance(node, Leaf):
             pred = decision.outcomes[node.outcome](s)
-            if solver.check(*taken, z3.Not(pred)) != z3.unsat:
+            if solver.check(*taken, bools.Not(pred)) != z3.unsat:
                 failures.append(f"{decision.id}: a patient on the path to '{node.outcome}' gets another decision")
             for label, _words in node.certain:
                 code = next(c for c, e in kb.catalog["action"].items() if e.label == label)
-                claim = z3.Or([windows[code][w](s) for w in node.windows.get(label, ())])
-                if solver.check(*taken, z3.Not(claim)) != z3.unsat:
+                claim = bools.Or([windows[code][w](s) for w in node.windows.get(label, ())])
+                if solver.check(*taken, bools.Not(claim)) != z3.unsat:
                     failures.append(f"{decision.id}: not every patient on the path to '{node.outcome}' gets {label}")
             return
-        covered = z3.Or([on(node.fact, b.answers) for b in node.branches])
-        if solver.check(*taken, z3.Not(covered)) != z3.unsat:
+        covered = bools.Or([on(node.fact, b.answers) for b in node.branches])
+        if solver.check(*taken, bools.Not(covered)) != z3.unsat:
             failures.append(f"{decision.id}: the answers to {node.fact} do not cover every patient")
         for b in node.branches:
             walk(b.to, [*taken, on(node.fact, b.answers)])

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import z3
 
-from lumbar_kb.engine.analysis import approvals
+from lumbar_kb.engine.analysis import approvals, bools
 from lumbar_kb.engine.analysis.approvals import rule_content
 from lumbar_kb.engine.analysis.encoding import Semantics, State, solve_min
 from lumbar_kb.engine.analysis.reproduce import Runner, decisions
@@ -363,16 +363,16 @@ class _Pair:
                     ties.append(self.so.var[(name, v)] == self.sn.var[(name, v)])
                 for v in old_in[name].values:
                     if v not in shared:
-                        ties.append(z3.Not(self.so.var[(name, v)]))
+                        ties.append(bools.Not(self.so.var[(name, v)]))
                 for v in new_in[name].values:
                     if v not in shared:
-                        ties.append(z3.Not(self.sn.var[(name, v)]))
+                        ties.append(bools.Not(self.sn.var[(name, v)]))
                 self.domains[name] = shared
             else:
                 self.domains[name] = tuple((old_in.get(name) or new_in[name]).values)
-        self.ties = z3.And(ties)
-        self.ok = z3.And(self.so.ok(), self.sn.ok())  # a valid patient file for both, and no contradiction
-        self.base = z3.And(self.ties, self.ok)
+        self.ties = bools.And(ties)
+        self.ok = bools.And(self.so.ok(), self.sn.ok())  # a valid patient file for both, and no contradiction
+        self.base = bools.And(self.ties, self.ok)
         self.coupled: set[str] = set()
         for kb in (old, new):
             for f in kb.input_facts:
@@ -380,13 +380,13 @@ class _Pair:
                     self.coupled |= {f.name, *(x for x in condition_facts(f.only_if) if not kb.facts[x].derived)}
             for r in kb.relations:  # a relation between answers couples its facts the same way
                 self.coupled |= {x for c in (r.when, r.implies, r.excludes) if c for x in condition_facts(c)}
-        self.well_formed = z3.And(self.so.one_value(), self.sn.one_value())
+        self.well_formed = bools.And(self.so.one_value(), self.sn.one_value())
 
     def var(self, fact: str, value: Value) -> z3.BoolRef:
         return self.so.var[(fact, value)] if (fact, value) in self.so.var else self.sn.var[(fact, value)]
 
     def known(self, fact: str) -> z3.BoolRef:
-        return z3.Or([self.var(fact, v) for v in self.domains[fact]])
+        return bools.Or([self.var(fact, v) for v in self.domains[fact]])
 
     def patient(self, model: z3.ModelRef) -> dict:
         out: dict = {}
@@ -405,8 +405,8 @@ class _Pair:
 
     def window(self, code: str) -> z3.BoolRef:
         hours = sorted(set(self.so.sem.action_hours.get(code, [])) | set(self.sn.sem.action_hours.get(code, [])))
-        differs = z3.Or([self.so.action_by(code, h) != self.sn.action_by(code, h) for h in hours])
-        return z3.And(self.has(self.so, code), self.has(self.sn, code), differs)
+        differs = bools.Or([self.so.action_by(code, h) != self.sn.action_by(code, h) for h in hours])
+        return bools.And(self.has(self.so, code), self.has(self.sn, code), differs)
 
     def branches(self, fact: str) -> list[list[z3.BoolRef]]:
         """The literals fixing `fact` to each of its values, then to unknown. Both versions' variables are
@@ -415,8 +415,8 @@ class _Pair:
         out = []
         for v in self.domains[fact]:
             chosen = [x for s in (self.so, self.sn) if (x := s.var.get((fact, v))) is not None]
-            out.append(chosen + [z3.Not(x) for x in both if not any(x.eq(c) for c in chosen)])
-        out.append([z3.Not(x) for x in both])  # unknown
+            out.append(chosen + [bools.Not(x) for x in both if not any(x.eq(c) for c in chosen)])
+        out.append([bools.Not(x) for x in both])  # unknown
         return out
 
     # -- counting --
@@ -431,7 +431,7 @@ class _Pair:
         for every completion."""
         inside, outside = z3.Solver(), z3.Solver()
         inside.add(self.well_formed, self.base, claim)
-        outside.add(self.well_formed, self.ties, z3.Not(z3.And(self.ok, claim)))
+        outside.add(self.well_formed, self.ties, bools.Not(bools.And(self.ok, claim)))
         # facts tied by `only_if` or a relation first (until they are fixed, some completions are not valid patients,
         # so no branch can be certain), then the facts the claim reads, then the rest (which it never splits on)
         mentioned = _mentioned(claim)
@@ -462,7 +462,7 @@ class _Pair:
         it no longer reads, and identical residual formulas (z3 shares equal terms) are counted once, so the
         answers that do not matter (a "no" and an "unknown" that lead to the same decisions) cost nothing more.
         `limit` bounds the expansions; beyond it the count is a lower bound."""
-        formula = z3.And(self.ties, self.ok, claim)
+        formula = bools.And(self.ties, self.ok, claim)
         order = {f: i for i, f in enumerate(self.facts)}
         size = {f: len(self.domains[f]) + 1 for f in self.facts}
         memo: dict[int, tuple[z3.BoolRef, int]] = {}  # the term is kept alive: z3 reuses a freed term's id
@@ -567,11 +567,11 @@ def compare(old: KnowledgeBase, new: KnowledgeBase, limit: int = LIMIT, proofs: 
     for a in old.catalog["urgency"]:
         for b in new.catalog["urgency"]:
             if a != b:
-                claims.append(("urgency", f"{a}->{b}", z3.And(pair.so.urgency_is(a), pair.sn.urgency_is(b))))
+                claims.append(("urgency", f"{a}->{b}", bools.And(pair.so.urgency_is(a), pair.sn.urgency_is(b))))
     for action in pair.actions():
         a, b = pair.has(pair.so, action), pair.has(pair.sn, action)
-        claims.append(("gain", action, z3.And(b, z3.Not(a))))
-        claims.append(("lose", action, z3.And(a, z3.Not(b))))
+        claims.append(("gain", action, bools.And(b, bools.Not(a))))
+        claims.append(("lose", action, bools.And(a, bools.Not(b))))
         claims.append(("window", action, pair.window(action)))
     quick = z3.Solver()
     quick.add(pair.base)

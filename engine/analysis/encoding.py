@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping, Set
 
 import z3
 
+from lumbar_kb.engine.analysis import bools
 from lumbar_kb.engine.analysis.structure import Structure, analyse
 from lumbar_kb.engine.model import (
     All,
@@ -109,7 +110,7 @@ class State:
         return self.var[(fact, value)]
 
     def known(self, fact: str) -> z3.BoolRef:
-        return self._kept(("known", fact), lambda: z3.Or([self.is_(fact, v) for v in self.kb.facts[fact].values]))
+        return self._kept(("known", fact), lambda: bools.Or([self.is_(fact, v) for v in self.kb.facts[fact].values]))
 
     def true(self, cond: Condition, lookup=None) -> z3.BoolRef:
         if lookup is None:  # the state's own facts: the same term every time
@@ -125,12 +126,12 @@ class State:
         if isinstance(cond, Test):
             domain = self.kb.facts[cond.fact].values
             values = [v for v in domain if (v in cond.values) == want]
-            return z3.Or([lookup(cond.fact, v) for v in values]) if values else z3.BoolVal(False)
+            return bools.Or([lookup(cond.fact, v) for v in values]) if values else z3.BoolVal(False)
         if isinstance(cond, Not):
             return self._tf(cond.item, not want, lookup)
         parts = [self._tf(item, want, lookup) for item in cond.items]
         conjunctive = isinstance(cond, All) == want  # all is true / any is false when every item is
-        return z3.And(parts) if conjunctive else z3.Or(parts)
+        return bools.And(parts) if conjunctive else bools.Or(parts)
 
     def _define_derived(self) -> None:
         structure = self.sem.structure
@@ -138,14 +139,16 @@ class State:
         if structure.acyclic:
             for fact in structure.topological_derived():
                 for v in self.kb.facts[fact].values:
-                    self.derived[(fact, v)] = z3.Or([self.true(r.when) for r in rules_deriving[(fact, v)]])
+                    self.derived[(fact, v)] = bools.Or([self.true(r.when) for r in rules_deriving[(fact, v)]])
             return
         levels = len(rules_deriving) + 1
         current = {key: z3.BoolVal(False) for key in rules_deriving}
         for _ in range(levels):
             at = dict(current)
             lookup = lambda f, v, at=at: at[(f, v)] if self.kb.facts[f].derived else self.var[(f, v)]
-            current = {key: z3.Or([self.true(r.when, lookup) for r in rules]) for key, rules in rules_deriving.items()}
+            current = {
+                key: bools.Or([self.true(r.when, lookup) for r in rules]) for key, rules in rules_deriving.items()
+            }
         self.derived = current
 
     # ---- well-formed patients ----
@@ -154,8 +157,8 @@ class State:
         parts = []
         for fact in self.own:
             values = [self.var[(fact, v)] for v in self.kb.facts[fact].values]
-            parts += [z3.Not(z3.And(a, b)) for a, b in itertools.combinations(values, 2)]
-        return z3.And(parts)
+            parts += [bools.Not(bools.And(a, b)) for a, b in itertools.combinations(values, 2)]
+        return bools.And(parts)
 
     def valid(self) -> z3.BoolRef:
         """A patient file would be accepted: one value per fact, and every `only_if` respected (judged on
@@ -165,7 +168,7 @@ class State:
     def _valid(self) -> z3.BoolRef:
         parts = [self.only_if(fact) for fact in self.sem.inputs if self.kb.facts[fact].only_if is not None]
         parts += [self.keeps(relation) for relation in self.kb.relations]
-        return z3.And([self.one_value()] + parts)
+        return bools.And([self.one_value()] + parts)
 
     def keeps(self, relation) -> z3.BoolRef:
         """The answers keep a relation (facts.yaml `relations:`), judged three-valued as a patient file is."""
@@ -174,22 +177,22 @@ class State:
             broken.append(self.false(relation.implies))
         else:
             broken.append(self.true(relation.excludes))
-        return z3.Not(z3.And(broken))
+        return bools.Not(bools.And(broken))
 
     def only_if(self, fact: str) -> z3.BoolRef:
         no_derived = lambda f, v: z3.BoolVal(False) if self.kb.facts[f].derived else self.var[(f, v)]
-        return z3.Implies(self.known(fact), z3.Not(self.false(self.kb.facts[fact].only_if, no_derived)))
+        return bools.Implies(self.known(fact), bools.Not(self.false(self.kb.facts[fact].only_if, no_derived)))
 
     def conflict(self, fact: str) -> z3.BoolRef:
         values = [self.derived[(fact, v)] for v in self.kb.facts[fact].values]
-        return z3.Or([z3.And(a, b) for a, b in itertools.combinations(values, 2)])
+        return bools.Or([bools.And(a, b) for a, b in itertools.combinations(values, 2)])
 
     def consistent(self) -> z3.BoolRef:
         """No derived fact is derived with two values (the engine would stop with an error)."""
-        return self._kept(("consistent",), lambda: z3.And([z3.Not(self.conflict(f)) for f in self.sem.derived]))
+        return self._kept(("consistent",), lambda: bools.And([bools.Not(self.conflict(f)) for f in self.sem.derived]))
 
     def ok(self) -> z3.BoolRef:
-        return z3.And(self.valid(), self.consistent())
+        return bools.And(self.valid(), self.consistent())
 
     # ---- outcomes ----
     def concludes(self, key: tuple) -> z3.BoolRef:
@@ -198,7 +201,7 @@ class State:
 
     def _concludes(self, key: tuple) -> z3.BoolRef:
         rules = [r.id for r in self.kb.rules if any(_matches(c, key) for c in r.then)]
-        return z3.Or([self.fires[r] for r in rules])
+        return bools.Or([self.fires[r] for r in rules])
 
     def incomplete(self) -> z3.BoolRef:
         """Some alarm question is unanswered and not moot (`not_asked_when`, judged on the inputs, as
@@ -212,13 +215,13 @@ class State:
             if not fact.alarm:
                 continue
             moot = self.kb.not_asked_when.get(fact.name)
-            unasked = z3.Not(self.known(fact.name))
+            unasked = bools.Not(self.known(fact.name))
             if fact.only_if is not None:
-                unasked = z3.And(unasked, z3.Not(self.false(fact.only_if, no_derived)))
+                unasked = bools.And(unasked, bools.Not(self.false(fact.only_if, no_derived)))
             if moot is not None:
-                unasked = z3.And(unasked, z3.Not(self.true(moot, no_derived)))
-            parts.append(z3.And(unasked, self.could_alarm(fact.name), z3.Not(self.settled(fact.name))))
-        return z3.Or(parts)
+                unasked = bools.And(unasked, bools.Not(self.true(moot, no_derived)))
+            parts.append(bools.And(unasked, self.could_alarm(fact.name), bools.Not(self.settled(fact.name))))
+        return bools.Or(parts)
 
     def settled(self, fact: str) -> z3.BoolRef:
         """No answer to `fact`, now or later, could raise the rules' urgency or bring a watched step forward
@@ -230,10 +233,10 @@ class State:
         parts = []
         if top > self.sem.ranks[0]:
             levels = [code for code, r in self.sem.level_rank.items() if r >= top]
-            parts.append(z3.Or([self.concludes(("urgency", code)) for code in levels]))
+            parts.append(bools.Or([self.concludes(("urgency", code)) for code in levels]))
         for code, hours in earliest.items():
             parts.append(self.action(code) if hours is None else self.action_by(code, hours))
-        return z3.And(parts)
+        return bools.And(parts)
 
     def could_alarm(self, fact: str) -> z3.BoolRef:
         """Some alarming answer to `fact` (yes; any value of an enum) keeps every relation and only_if with the
@@ -259,13 +262,13 @@ class State:
                     continue
                 broken = [self.true(relation.when, sub)]
                 broken.append(self.false(other, sub) if relation.implies is not None else self.true(other, sub))
-                keeps.append(z3.Not(z3.And(broken)))
+                keeps.append(bools.Not(bools.And(broken)))
             for name in self.sem.inputs:
                 only_if = self.kb.facts[name].only_if
                 if name != fact and only_if is not None and fact in condition_facts(only_if):
-                    keeps.append(z3.Implies(self.known(name), z3.Not(self.false(only_if, sub))))
-            options.append(z3.And(keeps))
-        return z3.Or(options)
+                    keeps.append(bools.Implies(self.known(name), bools.Not(self.false(only_if, sub))))
+            options.append(bools.And(keeps))
+        return bools.Or(options)
 
     def urgency_at_least(self, rank: int) -> z3.BoolRef:
         return self._kept(("urgency_at_least", rank), lambda: self._urgency_at_least(rank))
@@ -278,27 +281,29 @@ class State:
         floor = self.kb.incomplete_floor
         if floor is not None and self.sem.level_rank[floor] >= rank:
             parts.append(self.incomplete())  # an unanswered alarm question raises the urgency to the floor
-        return z3.Or(parts)
+        return bools.Or(parts)
 
     def urgency_is(self, level: str) -> z3.BoolRef:
         rank = self.sem.level_rank[level]
         higher = [r for r in self.sem.ranks if r > rank]
         at_least = self.urgency_at_least(rank)
-        return z3.And(at_least, z3.Not(self.urgency_at_least(higher[0]))) if higher else at_least
+        return bools.And(at_least, bools.Not(self.urgency_at_least(higher[0]))) if higher else at_least
 
     def lower_urgency(self, other: State) -> z3.BoolRef:
         """This patient's urgency is lower than `other`'s."""
-        return z3.Or([z3.And(other.urgency_at_least(r), z3.Not(self.urgency_at_least(r))) for r in self.sem.ranks[1:]])
+        return bools.Or(
+            [bools.And(other.urgency_at_least(r), bools.Not(self.urgency_at_least(r))) for r in self.sem.ranks[1:]]
+        )
 
     def action(self, code: str) -> z3.BoolRef:
         """The result has the action: some firing rule concludes it and no action superseding it is concluded."""
         return self._kept(
-            ("action", code), lambda: z3.And(self.concludes(("action", code)), self._not_superseded(code))
+            ("action", code), lambda: bools.And(self.concludes(("action", code)), self._not_superseded(code))
         )
 
     def _not_superseded(self, code: str) -> z3.BoolRef:
         covers = self.kb.catalog["action"][code].superseded_by
-        return z3.And([z3.Not(self.concludes(("action", other))) for other in covers])
+        return bools.And([bools.Not(self.concludes(("action", other))) for other in covers])
 
     def action_by(self, code: str, hours: float) -> z3.BoolRef:
         """The action is recommended with a window of at most `hours`."""
@@ -315,20 +320,20 @@ class State:
             and c.within_hours is not None
             and float(c.within_hours) <= hours
         ]
-        return z3.And(z3.Or([self.fires[r] for r in rules]), self._not_superseded(code))
+        return bools.And(bools.Or([self.fires[r] for r in rules]), self._not_superseded(code))
 
     def later(self, code: str, other: State) -> z3.BoolRef:
         """`other` recommends the action later than this patient does, or not at all while this one does."""
-        parts = [z3.And(self.action(code), z3.Not(other.action(code)))]
+        parts = [bools.And(self.action(code), bools.Not(other.action(code)))]
         parts += [
-            z3.And(self.action_by(code, h), z3.Not(other.action_by(code, h)))
+            bools.And(self.action_by(code, h), bools.Not(other.action_by(code, h)))
             for h in self.sem.action_hours.get(code, ())
         ]
-        return z3.Or(parts)
+        return bools.Or(parts)
 
     def escalates_to(self, other: State, imaging: Iterable[str]) -> z3.BoolRef:
         """`other` has a higher urgency, or requires one of the imaging actions sooner (or newly)."""
-        return z3.Or([self.lower_urgency(other)] + [other.later(code, self) for code in imaging])
+        return bools.Or([self.lower_urgency(other)] + [other.later(code, self) for code in imaging])
 
     # ---- reading a model back ----
     def patient(self, model: z3.ModelRef) -> dict[str, Value]:
@@ -347,11 +352,11 @@ class State:
     def equals(self, patient: Mapping[str, Value], fact: str) -> z3.BoolRef:
         """This state gives `fact` the same answer (or non-answer) as `patient`."""
         if patient.get(fact) is None:
-            return z3.Not(self.known(fact))
+            return bools.Not(self.known(fact))
         return self.var[(fact, patient[fact])]
 
     def is_patient(self, patient: Mapping[str, Value]) -> z3.BoolRef:
-        return z3.And([self.equals(patient, f) for f in self.sem.inputs])
+        return bools.And([self.equals(patient, f) for f in self.sem.inputs])
 
 
 def _matches(conclusion, key: tuple) -> bool:
@@ -375,7 +380,7 @@ def solve_min(constraints, soft: list, limit_ms: int = 20_000) -> z3.ModelRef | 
     opt.set("timeout", limit_ms)
     opt.add(*constraints)
     for term in soft:
-        opt.add_soft(z3.Not(term), 1)
+        opt.add_soft(bools.Not(term), 1)
     result = opt.check()
     if result == z3.unsat:
         return None
@@ -400,7 +405,7 @@ def canonical(constraints, states: list, limit_ms: int = 20_000) -> list[dict] |
     for state in states:
         for fact in state.own:
             for value in (None, *state.kb.facts[fact].values):
-                choice = z3.Not(state.known(fact)) if value is None else state.var[(fact, value)]
+                choice = bools.Not(state.known(fact)) if value is None else state.var[(fact, value)]
                 solver.push()
                 solver.add(choice)
                 if solver.check() == z3.sat:

@@ -366,6 +366,8 @@ def _changes(s, patient: dict, model) -> list[Change]:
 def _smallest(kb: KnowledgeBase, patient: dict, target: Target, evaluator: ReferenceEvaluator, s) -> list[Option]:
     import z3
 
+    from lumbar_kb.engine.analysis import bools
+
     sem = s.sem
     goal = _goal(s, target)
     found = _min_change(s, patient, goal)
@@ -375,7 +377,7 @@ def _smallest(kb: KnowledgeBase, patient: dict, target: Target, evaluator: Refer
     size = len(first)
     options = [first]
     solver = z3.Solver()
-    differs = [z3.Not(s.equals(patient, f)) for f in sem.inputs]
+    differs = [bools.Not(s.equals(patient, f)) for f in sem.inputs]
     solver.add(s.ok(), goal, z3.AtMost(*differs, size) if differs else z3.BoolVal(True))
     solver.add(_block(s, first))
     while len(options) < MAX_ALTERNATIVES and solver.check() == z3.sat:
@@ -402,8 +404,10 @@ def _block(s, changes: list[Change]):
     """Exclude this change set (and every larger one containing it)."""
     import z3
 
+    from lumbar_kb.engine.analysis import bools
+
     terms = [s.equals({c.fact: c.after}, c.fact) for c in changes]
-    return z3.Not(z3.And(terms)) if terms else z3.BoolVal(False)
+    return bools.Not(bools.And(terms)) if terms else z3.BoolVal(False)
 
 
 # ---- text ---------------------------------------------------------------------------------------------------

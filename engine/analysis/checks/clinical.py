@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import math
 
-import z3
-
+from lumbar_kb.engine.analysis import bools
 from lumbar_kb.engine.analysis.checks.context import Context
 from lumbar_kb.engine.analysis.checks.findings import Check, Finding
 from lumbar_kb.engine.logic import evaluate
@@ -39,8 +38,8 @@ def _emergency_windows(ctx: Context) -> Check:
     for code, entry in declared:
         hours = entry.emergency_within_hours
         assert hours is not None
-        exempt = [] if entry.emergency_unless is None else [z3.Not(s.true(entry.emergency_unless))]
-        patient = ctx.canonical_witness(emergency, z3.Not(s.action_by(code, hours)), *exempt)
+        exempt = [] if entry.emergency_unless is None else [bools.Not(s.true(entry.emergency_unless))]
+        patient = ctx.canonical_witness(emergency, bools.Not(s.action_by(code, hours)), *exempt)
         if patient is None:
             continue
         file, line = ctx.code_at("action", code)
@@ -81,7 +80,7 @@ def _incomplete_not_lowest(ctx: Context) -> Check:
     if above is None:
         check.skipped = "the knowledge base has a single urgency level"
         return check
-    patient = ctx.canonical_witness(s.incomplete(), z3.Not(s.urgency_at_least(above)))
+    patient = ctx.canonical_witness(s.incomplete(), bools.Not(s.urgency_at_least(above)))
     if patient is None:
         return check
     file, line = ctx.position("guideline.yaml", ("completeness",) if kb.incomplete_floor else ("urgency",))
@@ -111,7 +110,7 @@ def _floors(ctx: Context) -> Check:
         return check
     for floor in kb.floors:
         rank = ctx.sem.level_rank[floor.at_least]
-        patient = ctx.canonical_witness(s.true(floor.when), z3.Not(s.urgency_at_least(rank)))
+        patient = ctx.canonical_witness(s.true(floor.when), bools.Not(s.urgency_at_least(rank)))
         if patient is None:
             continue
         file, line = ctx.position("guideline.yaml", ("floors", floor.id))
@@ -134,7 +133,7 @@ def _numeric_windows(ctx: Context) -> Check:
         check.skipped = "no action is marked 'imaging: true' or 'referral: true' in guideline.yaml"
         return check
     for code in codes:
-        patient = ctx.canonical_witness(s.action(code), z3.Not(s.action_by(code, math.inf)))
+        patient = ctx.canonical_witness(s.action(code), bools.Not(s.action_by(code, math.inf)))
         if patient is None:
             continue
         file, line = ctx.code_at("action", code)

@@ -12,8 +12,7 @@ Each failure comes with the patient with the fewest answered facts that shows it
 
 from __future__ import annotations
 
-import z3
-
+from lumbar_kb.engine.analysis import bools
 from lumbar_kb.engine.analysis.checks.context import Context
 from lumbar_kb.engine.analysis.checks.findings import Check, Finding
 from lumbar_kb.engine.analysis.encoding import canonical, solve
@@ -39,16 +38,16 @@ def _settled_never_matters(ctx: Context) -> Check:
     for fact in [f for f in kb.input_facts if f.alarm]:
         answers = [True] if fact.type == "bool" else list(fact.values)
         now, later = sem.state("now"), sem.state("later")
-        constraints = [now.ok(), later.ok(), z3.Not(now.known(fact.name)), z3.Not(later.known(fact.name))]
+        constraints = [now.ok(), later.ok(), bools.Not(now.known(fact.name)), bools.Not(later.known(fact.name))]
         for other in sem.inputs:
             if other != fact.name:
-                constraints += [z3.Implies(now.is_(other, v), later.is_(other, v)) for v in kb.facts[other].values]
+                constraints += [bools.Implies(now.is_(other, v), later.is_(other, v)) for v in kb.facts[other].values]
         constraints.append(now.settled(fact.name))
         pivots = []
         for value in answers:
             after = sem.state("later+", base=later, fresh=[fact.name])
-            pivots.append(z3.And(after.is_(fact.name, value), after.ok(), later.escalates_to(after, ctx.imaging)))
-        constraints.append(z3.Or(pivots))
+            pivots.append(bools.And(after.is_(fact.name, value), after.ok(), later.escalates_to(after, ctx.imaging)))
+        constraints.append(bools.Or(pivots))
         if solve(*constraints) is None:  # the usual answer, proven at once (the minimal patients cost more)
             continue
         found = canonical(constraints, [now, later])
@@ -94,7 +93,7 @@ def _windows_agree(ctx: Context) -> Check:
             if code == visit:
                 continue
             for h in hours:  # the step is due by h while the visit is not (later, or with no figure)
-                patient = ctx.canonical_witness(s.action(visit), s.action_by(code, h), z3.Not(s.action_by(visit, h)))
+                patient = ctx.canonical_witness(s.action(visit), s.action_by(code, h), bools.Not(s.action_by(visit, h)))
                 if patient is None:
                     continue
                 file, line = ctx.code_at("action", code)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import z3
 
 from lumbar_kb.engine import logic
+from lumbar_kb.engine.analysis import bools
 from lumbar_kb.engine.analysis.checks.context import Context
 from lumbar_kb.engine.analysis.checks.findings import Check, Finding
 from lumbar_kb.engine.analysis.encoding import solve_min
@@ -88,12 +89,13 @@ def _why_never(ctx: Context, cond: Condition) -> tuple[list[str], dict | None]:
     consistency = []
     for name in ctx.sem.derived:
         consistency.append(f"{name} is never derived with two values (the engine would stop)")
-        background.append((consistency[-1], z3.Not(s.conflict(name))))
+        background.append((consistency[-1], bools.Not(s.conflict(name))))
     reasons = []
     best: tuple[int, dict] | None = None
     for n, branch in enumerate(branches, 1):
         terms = [
-            (describe_literal(kb, f, v), z3.Or([s.is_(f, x) for x in v]) if v else z3.BoolVal(False)) for f, v in branch
+            (describe_literal(kb, f, v), bools.Or([s.is_(f, x) for x in v]) if v else z3.BoolVal(False))
+            for f, v in branch
         ]
         core = _minimal_core(s.one_value(), terms + background, dict.fromkeys(consistency, 1))
         needs = [label for label, _ in terms if label in core]
@@ -121,7 +123,7 @@ def _why_never(ctx: Context, cond: Condition) -> tuple[list[str], dict | None]:
         for _, term in terms:
             opt.add_soft(term, weight)
         for term in s.answered():
-            opt.add_soft(z3.Not(term), 1)
+            opt.add_soft(bools.Not(term), 1)
         if opt.check() == z3.sat:
             model = opt.model()
             met = sum(1 for _, t in terms if z3.is_true(model.eval(t, model_completion=True)))
@@ -138,7 +140,7 @@ def _minimal_core(base, labelled: list[tuple[str, object]], priority: dict | Non
     solver.add(base)
     flags = {label: z3.Bool(f"core#{i}") for i, (label, _) in enumerate(labelled)}
     for label, constraint in labelled:
-        solver.add(z3.Implies(flags[label], constraint))
+        solver.add(bools.Implies(flags[label], constraint))
     if solver.check(*flags.values()) != z3.unsat:
         return set()
     kept = list(flags)
@@ -277,7 +279,7 @@ def check_redundant(ctx: Context) -> Check:
         for other in kb.rules:
             if other.id == rule.id or not keys[rule.id] <= keys[other.id]:
                 continue
-            if not ctx.sat(ctx.s.fires[rule.id], z3.Not(ctx.s.fires[other.id])):
+            if not ctx.sat(ctx.s.fires[rule.id], bools.Not(ctx.s.fires[other.id])):
                 covered.setdefault(rule.id, []).append(other.id)
     order = {r.id: r.order for r in kb.rules}
     for rule_id, others in covered.items():

@@ -3,8 +3,7 @@ lowers the urgency or delays a never-delay action, and could_escalate names ever
 
 from __future__ import annotations
 
-import z3
-
+from lumbar_kb.engine.analysis import bools
 from lumbar_kb.engine.analysis.checks.context import Context
 from lumbar_kb.engine.analysis.checks.findings import Check, Finding
 from lumbar_kb.engine.analysis.encoding import State, canonical, solve_min
@@ -23,7 +22,7 @@ def check_neurological(ctx: Context) -> Check:
     check.claim += f" ({len(facts)} facts)"
     top_rank = ctx.sem.level_rank[ctx.top]
     for fact in facts:
-        patient = ctx.witness(ctx.s.is_(fact.name, True), z3.Not(ctx.s.urgency_at_least(top_rank)))
+        patient = ctx.witness(ctx.s.is_(fact.name, True), bools.Not(ctx.s.urgency_at_least(top_rank)))
         if patient is None:
             continue
         file, line = ctx.fact_at(fact.name)
@@ -43,9 +42,9 @@ def _pair(ctx: Context, fact_name: str) -> tuple[State, State, list]:
     fact = ctx.kb.facts[fact_name]
     a = ctx.s
     b = ctx.sem.state("after", base=a, fresh=[fact_name])
-    before = z3.Not(a.known(fact_name))
+    before = bools.Not(a.known(fact_name))
     if fact.type == "bool":
-        before = z3.Or(before, a.is_(fact_name, False))
+        before = bools.Or(before, a.is_(fact_name, False))
         after = b.is_(fact_name, True)
     else:
         after = b.known(fact_name)
@@ -117,21 +116,21 @@ def check_escalation(ctx: Context) -> Check:
         answers = [True] if fact.type == "bool" else list(fact.values)
         now = sem.state("now")
         later_ = sem.state("later")  # the same patient with more questions answered
-        constraints = [now.ok(), later_.ok(), z3.Not(now.known(fact.name)), z3.Not(later_.known(fact.name))]
+        constraints = [now.ok(), later_.ok(), bools.Not(now.known(fact.name)), bools.Not(later_.known(fact.name))]
         for other in sem.inputs:
             if other != fact.name:
-                constraints += [z3.Implies(now.is_(other, v), later_.is_(other, v)) for v in kb.facts[other].values]
+                constraints += [bools.Implies(now.is_(other, v), later_.is_(other, v)) for v in kb.facts[other].values]
         pivots = []
         for value in answers:
             after = sem.state("later+", base=later_, fresh=[fact.name])
-            pivots.append(z3.And(after.is_(fact.name, value), after.ok(), later_.escalates_to(after, ctx.imaging)))
-        constraints.append(z3.Or(pivots))
+            pivots.append(bools.And(after.is_(fact.name, value), after.ok(), later_.escalates_to(after, ctx.imaging)))
+        constraints.append(bools.Or(pivots))
         for value in answers:  # ... while one answer at a time, now, shows nothing
             step = sem.state("now+", base=now, fresh=[fact.name])
             constraints += [
                 step.one_value(),
                 step.is_(fact.name, value),  # the variables mean a patient ...
-                z3.Implies(step.ok(), z3.Not(now.escalates_to(step, ctx.imaging))),
+                bools.Implies(step.ok(), bools.Not(now.escalates_to(step, ctx.imaging))),
             ]  # ... maybe refused
         found = canonical(constraints, [now, later_])  # the same patients on every run: output is deterministic
         if found is None:

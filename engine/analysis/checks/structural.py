@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import z3
-
+from lumbar_kb.engine.analysis import bools
 from lumbar_kb.engine.analysis.checks.context import Context
 from lumbar_kb.engine.analysis.checks.findings import Check, Finding
 from lumbar_kb.engine.analysis.reproduce import decisions
@@ -21,7 +20,7 @@ def check_cycles(ctx: Context) -> Check:
         )
         rules = [rule for _, rule in cycle]
         file, line = ctx.rule_at(rules[0])
-        patient = ctx.witness(z3.Or([ctx.s.fires[r] for r in rules]))
+        patient = ctx.witness(bools.Or([ctx.s.fires[r] for r in rules]))
         finding = Finding(
             check.id,
             "problem",

@@ -3,8 +3,7 @@ title or interpretation quoting a window the rule no longer gives."""
 
 from __future__ import annotations
 
-import z3
-
+from lumbar_kb.engine.analysis import bools
 from lumbar_kb.engine.analysis.checks.context import Context
 from lumbar_kb.engine.analysis.checks.findings import Check, Finding
 from lumbar_kb.engine.analysis.reproduce import windows
@@ -108,10 +107,10 @@ def check_windows(ctx: Context) -> tuple[Check, Check, Check]:
             ]
             if not earlier_rules:
                 continue
-            earlier = z3.Or([s.fires[r] for r in earlier_rules])
-            if ctx.sat(s.fires[rule.id], z3.Not(earlier)):
+            earlier = bools.Or([s.fires[r] for r in earlier_rules])
+            if ctx.sat(s.fires[rule.id], bools.Not(earlier)):
                 continue
-            always = [r for r in earlier_rules if not ctx.sat(s.fires[rule.id], z3.Not(s.fires[r]))]
+            always = [r for r in earlier_rules if not ctx.sat(s.fires[rule.id], bools.Not(s.fires[r]))]
             by = f"'{always[0]}' gives it earlier" if always else f"one of {', '.join(earlier_rules)} gives it earlier"
             patient = ctx.witness(s.fires[rule.id])
             finding = Finding(
