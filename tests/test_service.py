@@ -325,7 +325,7 @@ class _Fhir(BaseHTTPRequestHandler):
 def fhir_server():
     _Fhir.seen = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Fhir)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)  # shutdown in 0.05 s, not 0.5
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}", _Fhir
     server.shutdown()

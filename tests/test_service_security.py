@@ -234,7 +234,7 @@ def test_keys_come_from_a_jwks_url_and_rotate_without_a_restart(tmp_path, monkey
     second = ec.generate_private_key(ec.SECP384R1())
     _Jwks.keys, _Jwks.hits = {"keys": [_jwk(first, "2026-a")]}, 0
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Jwks)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
         trust = tmp_path / "trust.json"
