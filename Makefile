@@ -38,9 +38,11 @@ demo: setup
 	$(BIN)/lumbar-kb review -o out/review
 	@echo "review pack for the medical board: open out/review/index.html in a browser"
 
-# every test, on all cores (pytest-xdist); PYTHONHASHSEED fixed so that every worker collects the same ids
+# every test, on all cores (pytest-xdist); PYTHONHASHSEED fixed so that every worker collects the same ids; Python
+# may keep compiled modules (__pycache__, ignored by git) even where the environment says not to: without them each
+# worker and each command the tests run compiled this package and the tests anew (about a second a worker)
 test: setup
-	PYTHONHASHSEED=0 $(BIN)/python -m pytest -q -n auto --dist worksteal
+	env -u PYTHONDONTWRITEBYTECODE PYTHONHASHSEED=0 $(BIN)/python -m pytest -q -n auto --dist worksteal
 
 # the code's gates: ruff (lint and format) and mypy (through .ci/typecheck, which maps the import names)
 lint: setup
