@@ -8,13 +8,12 @@ window words state ("within 12-24 hours" states 24 hours), to compare with its `
 from __future__ import annotations
 
 import difflib
+import heapq
 import itertools
 import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-
-import networkx as nx
 
 from lumbar_kb.engine import logic
 from lumbar_kb.engine.errors import LumbarKBError, Problem
@@ -63,7 +62,9 @@ class Structure:
     readers: dict  # fact -> [rule ids] whose condition reads it
     derivers: dict  # (fact, value) -> [rule ids] that derive it
     concluders: dict  # "kind:code" -> [rule ids]
-    graph: nx.DiGraph  # derived fact -> derived fact, edge attribute `rules`
+    # the derivation graph: derived fact -> {derived fact it helps derive -> [rule ids], in rule order}; a few dicts,
+    # not networkx (the decision graph's library), whose import was a fifth of what `validate` took
+    graph: dict
     cycles: list  # list[list[tuple[str, str]]]: each cycle as (derived fact, rule id) steps
 
     @property
@@ -71,17 +72,33 @@ class Structure:
         return not self.cycles
 
     def topological_derived(self) -> list[str]:
-        """Derived facts, each after every derived fact its deriving rules read (acyclic only)."""
+        """Derived facts, each after every derived fact its deriving rules read (acyclic only); of those free to
+        come next, the first in vocabulary order."""
         order = {name: i for i, name in enumerate(self.kb.facts)}
-        return list(nx.lexicographical_topological_sort(self.graph, key=lambda n: order[n]))
+        waiting = dict.fromkeys(self.graph, 0)
+        for successors in self.graph.values():
+            for nxt in successors:
+                waiting[nxt] += 1
+        free = [(order[n], n) for n, k in waiting.items() if k == 0]
+        heapq.heapify(free)
+        out = []
+        while free:
+            _, node = heapq.heappop(free)
+            out.append(node)
+            for nxt in self.graph[node]:
+                waiting[nxt] -= 1
+                if waiting[nxt] == 0:
+                    heapq.heappush(free, (order[nxt], nxt))
+        if len(out) != len(waiting):
+            raise ValueError("the derivation graph has a cycle: no topological order")
+        return out
 
 
 def analyse(kb: KnowledgeBase) -> Structure:
     readers: dict[str, list[str]] = {name: [] for name in kb.facts}
     derivers: dict[tuple, list[str]] = {(f.name, v): [] for f in kb.derived_facts for v in f.values}
     concluders: dict[str, list[str]] = {f"{kind}:{code}": [] for kind, codes in kb.catalog.items() for code in codes}
-    graph = nx.DiGraph()
-    graph.add_nodes_from(f.name for f in kb.derived_facts)
+    graph: dict[str, dict[str, list[str]]] = {f.name: {} for f in kb.derived_facts}
     for rule in kb.rules:
         for fact in rule.reads:
             readers[fact].append(rule.id)
@@ -91,35 +108,53 @@ def analyse(kb: KnowledgeBase) -> Structure:
             derivers[(derive.fact, derive.value)].append(rule.id)
             for fact in rule.reads:
                 if kb.facts[fact].derived:
-                    if graph.has_edge(fact, derive.fact):
-                        graph[fact][derive.fact]["rules"].append(rule.id)
-                    else:
-                        graph.add_edge(fact, derive.fact, rules=[rule.id])
+                    graph[fact].setdefault(derive.fact, []).append(rule.id)
     return Structure(kb, readers, derivers, concluders, graph, _cycles(kb, graph))
 
 
-def _cycles(kb: KnowledgeBase, graph: nx.DiGraph) -> list[list[tuple[str, str]]]:
+def _components(graph: dict) -> list[set]:
+    """The strongly connected components: the nodes each node reaches and is reached from (the graphs here are a
+    knowledge base's derived facts: a search from each is cheap)."""
+    reach = {}
+    for start in graph:
+        seen, todo = {start}, [start]
+        while todo:
+            for nxt in graph[todo.pop()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        reach[start] = seen
+    out, placed = [], set()
+    for node in graph:
+        if node not in placed:
+            component = {other for other in reach[node] if node in reach[other]}
+            placed |= component
+            out.append(component)
+    return out
+
+
+def _cycles(kb: KnowledgeBase, graph: dict) -> list[list[tuple[str, str]]]:
     """One simple cycle per strongly connected component that has one, deterministic."""
     order = {name: i for i, name in enumerate(kb.facts)}
     cycles = []
-    components = [sorted(c, key=order.__getitem__) for c in nx.strongly_connected_components(graph)]
+    components = [sorted(c, key=order.__getitem__) for c in _components(graph)]
     for component in sorted(components, key=lambda c: order[c[0]]):
         start = component[0]
-        if len(component) == 1 and not graph.has_edge(start, start):
+        if len(component) == 1 and start not in graph[start]:
             continue
-        sub = graph.subgraph(component)
-        path = _cycle_from(sub, start, order)
-        cycles.append([(a, graph[a][b]["rules"][0]) for a, b in zip(path, path[1:] + path[:1], strict=False)])
+        inside = set(component)
+        path = _cycle_from({n: [m for m in graph[n] if m in inside] for n in component}, start, order)
+        cycles.append([(a, graph[a][b][0]) for a, b in zip(path, path[1:] + path[:1], strict=False)])
     return cycles
 
 
-def _cycle_from(graph: nx.DiGraph, start: str, order: dict) -> list[str]:
+def _cycle_from(graph: dict, start: str, order: dict) -> list[str]:
     """The shortest cycle through `start` (breadth first, neighbours in vocabulary order)."""
     parents: dict[str, str | None] = {start: None}
     queue = [start]
     while queue:
         node = queue.pop(0)
-        for nxt in sorted(graph.successors(node), key=order.__getitem__):
+        for nxt in sorted(graph[node], key=order.__getitem__):
             if nxt == start:
                 path: list[str] = [node]
                 while (parent := parents[path[-1]]) is not None:
