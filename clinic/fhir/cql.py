@@ -55,6 +55,7 @@ from lumbar_kb.clinic.fhir.elm import (
     is_null,
     is_true,
     items_of,
+    let_ref,
     list_,
     literal,
     not_,
@@ -193,7 +194,13 @@ def build_library(kb: KnowledgeBase, codes: Codes) -> Library:
 
     record = alias("O")
     conditions = define(
-        "Conditions", query("C", retrieve("Condition"), where=not_(records.ignored(kb, codes, alias("C"))))
+        "Conditions",
+        query(
+            "C",
+            retrieve("Condition"),
+            let=(("Verification", records.verification_of(alias("C"))),),
+            where=not_(records.ignored(kb, codes, alias("C"), let_ref("Verification"))),
+        ),
     )
     observations = define(
         "Observations",

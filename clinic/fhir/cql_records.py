@@ -22,6 +22,7 @@ from lumbar_kb.clinic.fhir.elm import (
     if_,
     in_,
     is_null,
+    let_ref,
     literal,
     not_,
     null,
@@ -129,11 +130,17 @@ def condition_pairs(kb: KnowledgeBase, codes: Codes, fact: Fact) -> list:
     return pairs
 
 
+def verification_of(condition: Expr) -> Expr:
+    """A Condition's verification status code, 'absent' when it has none."""
+    return coalesce([_status(prop(condition, "verificationStatus"), "S"), string("absent")])
+
+
 def condition_votes(kb: KnowledgeBase, codes: Codes, fact: Fact, conditions: Expr) -> Expr:
-    """The values the usable Conditions give `fact` (a list, nulls included)."""
+    """The values the usable Conditions give `fact` (a list, nulls included). Each Condition's two statuses are
+    worked out once (`let`), not once per coding and binding."""
     c = alias("C")
-    verification = coalesce([_status(prop(c, "verificationStatus"), "S"), string("absent")])
-    clinical = _status(prop(c, "clinicalStatus"), "S")
+    let = (("Verification", verification_of(c)), ("Clinical", _status(prop(c, "clinicalStatus"), "S")))
+    verification, clinical = let_ref("Verification"), let_ref("Clinical")
     pairs = condition_pairs(kb, codes, fact)
     if not pairs:
         return EMPTY
@@ -155,12 +162,12 @@ def condition_votes(kb: KnowledgeBase, codes: Codes, fact: Fact, conditions: Exp
             "{ " + ", ".join(v.cql for v in values) + " }", {"type": "List", "element": [v.elm for v in values]}
         ),
     )
-    return unary("Flatten", query("C", conditions, returns=unary("Flatten", per_coding)))
+    return unary("Flatten", query("C", conditions, let=let, returns=unary("Flatten", per_coding)))
 
 
-def ignored(kb: KnowledgeBase, codes: Codes, condition: Expr) -> Expr:
-    """The Condition is not used at all: a binding it selects reads its verification status as `ignore`."""
-    verification = coalesce([_status(prop(condition, "verificationStatus"), "S"), string("absent")])
+def ignored(kb: KnowledgeBase, codes: Codes, condition: Expr, verification: Expr) -> Expr:
+    """The Condition is not used at all: a binding it selects reads its verification status (`verification_of`,
+    given) as `ignore`."""
     parts = []
     for fact in kb.input_facts:
         for cond, binding in condition_pairs(kb, codes, fact):
@@ -174,7 +181,8 @@ def ignored(kb: KnowledgeBase, codes: Codes, condition: Expr) -> Expr:
 
 
 def observation_votes(kb: KnowledgeBase, codes: Codes, fact: Fact, observations: Expr) -> Expr:
-    """The values the usable Observations give `fact` (a list, nulls included)."""
+    """The values the usable Observations give `fact` (a list, nulls included). Each Observation's answer is worked
+    out once (`let`), not once per coding and binding."""
     o = alias("O")
     value = prop(o, "value")
 
@@ -212,7 +220,8 @@ def observation_votes(kb: KnowledgeBase, codes: Codes, fact: Fact, observations:
     ]
     if fact.type == "enum":
         answer_whens.append((_true(in_(text, names)), text))
-    answer = case(answer_whens, null("String"))
+    let = (("Answer", case(answer_whens, null("String"))),)  # worked out once per Observation (`let`)
+    answer = let_ref("Answer")
     pairs = selected(kb, codes, fact, alias("X"))
     pairs.append(
         (
@@ -244,4 +253,4 @@ def observation_votes(kb: KnowledgeBase, codes: Codes, fact: Fact, observations:
             "{ " + ", ".join(v.cql for v in values) + " }", {"type": "List", "element": [v.elm for v in values]}
         ),
     )
-    return unary("Flatten", query("O", observations, returns=unary("Flatten", per_coding)))
+    return unary("Flatten", query("O", observations, let=let, returns=unary("Flatten", per_coding)))

@@ -157,9 +157,19 @@ def as_fhir(operand: Expr, kind: str) -> Expr:
     )
 
 
-def query(name: str, source: Expr, where: Expr | None = None, returns: Expr | None = None) -> Expr:
+def let_ref(name: str) -> Expr:
+    """A value a query's `let` clause names, read in that query or a query nested in it."""
+    return Expr(name, {"type": "QueryLetRef", "name": name})
+
+
+def query(name: str, source: Expr, where: Expr | None = None, returns: Expr | None = None, let: tuple = ()) -> Expr:
+    """`(source) name [let N: expr, ...] [where ...] return all ...`: `let` is (name, Expr) pairs, each worked out
+    once per element of the source (an engine would otherwise work a repeated expression out at every use)."""
     text = f"({source.cql}) {name}"
     elm: dict = {"type": "Query", "source": [{"alias": name, "expression": source.elm}], "relationship": []}
+    if let:
+        text += " let " + ", ".join(f"{n}: {e.cql}" for n, e in let)
+        elm["let"] = [{"identifier": n, "expression": e.elm} for n, e in let]
     if where is not None:
         text += f" where {where.cql}"
         elm["where"] = where.elm
