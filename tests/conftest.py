@@ -15,10 +15,27 @@ ROOT = Path(__file__).resolve().parent.parent
 # load is a full one and a seeded loader defect is always met; tests/test_kb_cache.py turns it on in a folder
 os.environ["LUMBAR_KB_CACHE"] = "off"
 
+
+def pytest_collection_modifyitems(items):
+    """The modules marked `heavy` (those holding tests of several seconds: the CPG engines, Chromium, the docs run
+    in a fresh clone, Dask, servers) are put first, each kept whole, the rest after in their order: on two cores a
+    long test left for the end of the run kept one worker busy while the other waited."""
+    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
+
+
 # `make mutation` asks for the same examples on every run, so that a mutant is judged by the same tests
 settings.register_profile("derandomize", derandomize=True)
 if os.environ.get("LUMBAR_KB_DERANDOMIZE"):
     settings.load_profile("derandomize")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _the_shared_knowledge_base_is_left_as_loaded():
+    """tests/bundled.py's knowledge base is shared by the modules that import it: none may change it."""
+    yield
+    from .bundled import DIGEST, KB, digest
+
+    assert digest(KB) == DIGEST, "a test changed the shared knowledge base of tests/bundled.py"
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,8 @@ from lumbar_kb.main import main
 
 from .board import make_board
 
+pytestmark = pytest.mark.heavy  # started first: see tests/conftest.py
+
 
 def _edit(path: Path, old: str, new: str, count: int = 1) -> None:
     text = path.read_text()

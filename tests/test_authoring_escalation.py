@@ -18,6 +18,8 @@ from lumbar_kb.engine.patient import random_patient
 from lumbar_kb.engine.result_text import render
 from lumbar_kb.main import main
 
+pytestmark = pytest.mark.heavy  # started first: see tests/conftest.py
+
 
 @pytest.fixture(scope="module")
 def evaluator():

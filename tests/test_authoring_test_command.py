@@ -15,6 +15,8 @@ from lumbar_kb.engine.loader import default_kb_dir, load
 from lumbar_kb.engine.scenarios import load_scenarios
 from lumbar_kb.main import main
 
+from .bundled import KB
+
 
 def copy_kb(tmp_path: Path) -> Path:
     target = tmp_path / "kb"
@@ -23,7 +25,7 @@ def copy_kb(tmp_path: Path) -> Path:
 
 
 SCENARIOS = len(list((default_kb_dir() / "scenarios").glob("*.yaml")))
-RULES = len(load().rules)
+RULES = len(KB.rules)
 
 
 def test_bundled_scenarios_pass_with_full_coverage(capsys):

@@ -28,6 +28,7 @@ from lumbar_kb.engine.prepared import prepared
 from lumbar_kb.engine.result_text import render
 from lumbar_kb.main import main
 
+from .bundled import KB
 from .servers import serving
 
 
@@ -253,7 +254,7 @@ def _yes(*facts):
 
 
 MASS = AnyOf((_yes("palpable_mass", "imaging_shows_mass", "mass_persists"), Is("radiograph", frozenset({"abnormal"}))))
-ALARMS = [f.name for f in load().input_facts if f.alarm]
+ALARMS = [f.name for f in KB.input_facts if f.alarm]
 # What a patient text may say only when the answers say it (first principles: words a patient reads as facts about
 # themselves). Each pattern with what the answers must say wherever a result shows the text (a function of the
 # check's symbolic patient): a yes where the words state something, no yes where they deny it.

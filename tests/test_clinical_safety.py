@@ -23,9 +23,9 @@ from lumbar_kb.engine.logic import breaks, evaluate
 from lumbar_kb.engine.result_text import render
 from lumbar_kb.main import main
 
+from .bundled import KB
 from .guideline import NEUROLOGICAL
 
-KB = load()
 ALARM = [
     *NEUROLOGICAL,
     "rapid_progression",

@@ -21,6 +21,8 @@ import pytest
 
 from lumbar_kb.engine.patient import random_patient
 
+pytestmark = pytest.mark.heavy  # started first: see tests/conftest.py
+
 ROWS = 20_000
 DASK = shutil.which("dask", path=str(Path(sys.executable).parent)) or shutil.which("dask")
 

@@ -9,11 +9,15 @@ from __future__ import annotations
 import json
 import random
 
+import pytest
+
 from lumbar_kb.engine.loader import default_kb_dir
 from lumbar_kb.engine.patient import random_patient
 from lumbar_kb.main import main
 
 from .chromium import CHROMIUM, FLAGS
+
+pytestmark = pytest.mark.heavy  # started first: see tests/conftest.py
 
 FIGURES = ("urgency", "windows", "rules", "pathways", "alarm_questions", "changes")
 

@@ -15,11 +15,14 @@ import re
 from collections import Counter
 
 import duckdb
+import pytest
 
 from lumbar_kb.engine.patient import random_patient
 from lumbar_kb.main import main
 
 from .chromium import CHROMIUM, FLAGS
+
+pytestmark = pytest.mark.heavy  # started first: see tests/conftest.py
 
 N = 2400
 WARDS = ["A&E", "Ortho <b>x</b>", "Oncology $1$"]

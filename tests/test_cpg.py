@@ -33,6 +33,8 @@ from lumbar_kb.engine.result import conclude
 from lumbar_kb.engine.scenarios import load_scenarios
 from lumbar_kb.main import main
 
+pytestmark = pytest.mark.heavy  # started first: see tests/conftest.py
+
 ROOT = Path(__file__).resolve().parent.parent
 HARNESS = ROOT / "tests" / "cpg" / "run.js"
 GENERATED = 10_000

@@ -25,9 +25,13 @@ from lumbar_kb.clinic.fhir.export import export_all
 from lumbar_kb.engine.loader import load
 from lumbar_kb.main import main
 
+from .bundled import KB
+
+pytestmark = pytest.mark.heavy  # started first: see tests/conftest.py
+
 ROOT = Path(__file__).resolve().parent.parent
 VALIDATE = ROOT / "tests" / "cpg" / "validate.js"
-KB = load()
+
 CODES = load_codes(KB)
 CPG = "http://hl7.org/fhir/uv/cpg/StructureDefinition"
 SHAREABLE = ("url", "version", "name", "title", "status", "experimental", "publisher", "description")

@@ -17,6 +17,8 @@ from lumbar_kb.engine.analysis.diff import compare
 from lumbar_kb.engine.loader import default_kb_dir, load
 from lumbar_kb.main import main
 
+pytestmark = pytest.mark.heavy  # started first: see tests/conftest.py
+
 # 12 free yes/no facts (3 states each); the two related pairs (confirmed/suspected compression, mass persists/
 # palpable mass): 9 states each less the contradiction; the radiograph (4); and the 15 valid pairs of
 # (cancer_history, primary_cancer): yes x 7, no x 1 (no primary may be given), unknown x 7

@@ -38,6 +38,8 @@ from lumbar_kb.engine.session import Engine
 
 from . import kbgen
 
+pytestmark = pytest.mark.heavy  # started first: see tests/conftest.py
+
 INPUTS = {"a": (True, False), "b": (True, False), "c": (True, False), "e": ("x", "y", "z")}
 DERIVED = {"d": (True, False), "g": ("p", "q")}
 DOMAINS = {**INPUTS, **DERIVED}

@@ -37,6 +37,8 @@ from lumbar_kb.main import build_parser, main
 from .conftest import ROOT
 from .test_readme import README, assert_commands_parse, blocks, run_in_a_fresh_clone, shown_commands
 
+pytestmark = pytest.mark.heavy  # started first: see tests/conftest.py
+
 DOCS = ROOT / "docs"
 PAGES = ["authors", "board", "analysts", "clinic", "security-and-limits", "benchmarks"]
 AUDIENCES = ["authors", "board", "analysts", "clinic"]

@@ -18,13 +18,14 @@ from lumbar_kb.engine.reference import ReferenceEvaluator
 from lumbar_kb.engine.scenarios import compare, load_scenarios
 from lumbar_kb.engine.session import Engine
 
+from .bundled import KB
 from .conftest import ROOT
 from .guideline import NEUROLOGICAL
 from .strategies import patients
 from .test_differential import brute_force, raw_rules
 
-SCENARIOS = load_scenarios(load())
-BUNDLED_RULES = raw_rules(load())
+SCENARIOS = load_scenarios(KB)
+BUNDLED_RULES = raw_rules(KB)
 QUICK_EXAMPLES = 60 if os.environ.get("LUMBAR_KB_QUICK") else 300  # make mutation runs the tests per mutant
 
 

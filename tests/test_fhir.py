@@ -24,7 +24,8 @@ from lumbar_kb.engine.loader import default_kb_dir, load
 from lumbar_kb.engine.patient import load_patient
 from lumbar_kb.main import main
 
-KB = load()
+from .bundled import KB
+
 CODES = load_codes(KB)
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
 SCT = "http://snomed.info/sct"

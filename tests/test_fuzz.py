@@ -18,6 +18,8 @@ from lumbar_kb.engine.loader import default_kb_dir
 
 from .hostile import RAW_CONTROL, check, json_document, laughs, rule_file_edit, run_cli, yaml_document
 
+pytestmark = pytest.mark.heavy  # started first: see tests/conftest.py
+
 EXAMPLES = int(os.environ.get("LUMBAR_KB_FUZZ_EXAMPLES", "0"))  # 0: the CI budget below
 FUZZ = settings(
     max_examples=EXAMPLES or 120,

@@ -33,6 +33,10 @@ from lumbar_kb.engine.model import All, AnyOf, Not, condition_facts
 from lumbar_kb.engine.model import Test as Is  # not `Test`: pytest would try to collect it
 from lumbar_kb.engine.prepared import Prepared, prepared
 
+from .bundled import KB
+
+pytestmark = pytest.mark.heavy  # started first: see tests/conftest.py
+
 DOMAINS = {"a": (True, False), "b": (True, False), "c": (True, False), "e": ("x", "y", "z")}
 # every assignment: each fact unknown (left out) or one of its values
 ASSIGNMENTS = [
@@ -122,7 +126,6 @@ def test_predicates_of_the_three_connectives_follow_unknown_as_the_tables_do():
 
 
 # ---- the bundled guideline prepared ------------------------------------------------------------------------
-KB = load()
 
 
 def _raw_patients(n: int, seed: int) -> list[dict]:

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from lumbar_kb.engine.loader import load
-
+from .bundled import KB
 from .chromium import CHROMIUM, FLAGS
 from .servers import serving
 
 ROOT = Path(__file__).resolve().parent.parent
-KB = load()
+
 ALARM = [f for f in KB.input_facts if f.alarm]
 LOWEST = min(KB.catalog["urgency"].values(), key=lambda e: e.rank)
 TOP = max(KB.catalog["urgency"].values(), key=lambda e: e.rank)

@@ -15,6 +15,8 @@ from lumbar_kb.visualize.review.pack import write_pack
 from .chromium import CHROMIUM
 from .chromium import FLAGS as ARGS
 
+pytestmark = pytest.mark.heavy  # started first: see tests/conftest.py
+
 
 @pytest.fixture(scope="module")
 def pack_dir(tmp_path_factory, kb):

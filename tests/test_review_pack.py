@@ -8,12 +8,15 @@ import subprocess
 import sys
 from dataclasses import replace
 
+import pytest
 from markupsafe import escape
 
 from lumbar_kb.engine.loader import load
 from lumbar_kb.main import main
 from lumbar_kb.visualize.review.content import build_pack
 from lumbar_kb.visualize.review.pack import write_pack
+
+pytestmark = pytest.mark.heavy  # started first: see tests/conftest.py
 
 
 def test_the_same_knowledge_base_gives_the_same_bytes_in_another_process(tmp_path, kb):

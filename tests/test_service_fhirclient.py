@@ -23,6 +23,8 @@ from lumbar_kb.clinic.service.state import Settings
 
 from .test_service import SERVICE, empty_bundle, hook_body, problem_ok
 
+pytestmark = pytest.mark.heavy  # started first: see tests/conftest.py
+
 TOKEN = "secret-fhir-access-token"
 CAUDA_EQUINA = {
     "resourceType": "Condition",

@@ -12,8 +12,11 @@ import time
 
 import httpx
 import psutil
+import pytest
 
 from .servers import serving
+
+pytestmark = pytest.mark.heavy  # started first: see tests/conftest.py
 
 CONNECTIONS = 16
 
