@@ -51,3 +51,15 @@ def test_not_implies_and_xor_make_z3s_own_term(a, b):
         assert ours(a, b).eq(theirs(a, b)), (ours.__name__, a, b)
         if not isinstance(b, bool):
             assert ours(b, a).eq(theirs(b, a)), (ours.__name__, b, a)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(terms(), max_size=3), st.lists(st.one_of(terms(), st.booleans()), max_size=4))
+def test_check_answers_as_z3s_solver_does(facts, assumptions):
+    solver = z3.Solver()
+    solver.add(*facts)
+    assert bools.check(solver, *assumptions) == solver.check(*assumptions), (facts, assumptions)
+    optimize = z3.Optimize()  # another kind of solver goes to its own check (which takes terms only)
+    optimize.add(*facts)
+    terms_only = [a for a in assumptions if not isinstance(a, bool)]
+    assert bools.check(optimize, *terms_only) == optimize.check(*terms_only)

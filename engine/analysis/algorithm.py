@@ -191,19 +191,19 @@ class Builder:
                 check.add(bools.Or(bools.Xor(self.ok, ok_twin), bools.And(self.ok, ok_twin, outcome_differs)))
                 same_solvers[fact] = (check, twin)
             check, twin = same_solvers[fact]
-            return check.check(*assumptions, *self.lits(self.s, fact, a), *self.lits(twin, fact, b)) == z3.unsat
+            return bools.check(check, *assumptions, *self.lits(self.s, fact, a), *self.lits(twin, fact, b)) == z3.unsat
 
         def walk(i: int, assumptions: list, path: tuple) -> Node | Leaf:
-            if self.solver.check(*assumptions) != z3.sat:  # pragma: no cover - only possible branches are walked
+            if bools.check(self.solver, *assumptions) != z3.sat:  # pragma: no cover - only possible branches are walked
                 raise AssertionError("an impossible branch")
             outcome = outcome_of(self.solver.model())
-            if self.solver.check(*assumptions, bools.Not(preds[outcome])) == z3.unsat:
+            if bools.check(self.solver, *assumptions, bools.Not(preds[outcome])) == z3.unsat:
                 return self.leaf(outcome, path, decision_id)
             while i < len(facts):
                 fact = facts[i]
                 answers = [*self.kb.facts[fact].values, None]
                 possible = [
-                    a for a in answers if self.solver.check(*assumptions, *self.lits(self.s, fact, a)) == z3.sat
+                    a for a in answers if bools.check(self.solver, *assumptions, *self.lits(self.s, fact, a)) == z3.sat
                 ]
                 groups: list[list] = []
                 for a in possible:
@@ -247,12 +247,12 @@ class Builder:
         on_path = z3.Solver()
         on_path.add(self.ok, *path)
         for code, entry in self.kb.catalog["action"].items():
-            if on_path.check(bools.Not(self.s.action(code))) != z3.unsat:
+            if bools.check(on_path, bools.Not(self.s.action(code))) != z3.unsat:
                 continue
             possible = tuple(
                 words
                 for words, make in self.action_outcomes(code).items()
-                if words != NOT_RECOMMENDED and on_path.check(make(self.s)) == z3.sat
+                if words != NOT_RECOMMENDED and bools.check(on_path, make(self.s)) == z3.sat
             )
             possible_windows[entry.label] = possible
             words = possible[0] if len(possible) == 1 else f"{' or '.join(possible)}, {DEPENDS}"
@@ -349,16 +349,16 @@ def prove(kb: KnowledgeBase, decision: Decision) -> list[str]:
     def walk(node, taken: list):
         if isinstance(node, Leaf):
             pred = decision.outcomes[node.outcome](s)
-            if solver.check(*taken, bools.Not(pred)) != z3.unsat:
+            if bools.check(solver, *taken, bools.Not(pred)) != z3.unsat:
                 failures.append(f"{decision.id}: a patient on the path to '{node.outcome}' gets another decision")
             for label, _words in node.certain:
                 code = next(c for c, e in kb.catalog["action"].items() if e.label == label)
                 claim = bools.Or([windows[code][w](s) for w in node.windows.get(label, ())])
-                if solver.check(*taken, bools.Not(claim)) != z3.unsat:
+                if bools.check(solver, *taken, bools.Not(claim)) != z3.unsat:
                     failures.append(f"{decision.id}: not every patient on the path to '{node.outcome}' gets {label}")
             return
         covered = bools.Or([on(node.fact, b.answers) for b in node.branches])
-        if solver.check(*taken, bools.Not(covered)) != z3.unsat:
+        if bools.check(solver, *taken, bools.Not(covered)) != z3.unsat:
             failures.append(f"{decision.id}: the answers to {node.fact} do not cover every patient")
         for b in node.branches:
             walk(b.to, [*taken, on(node.fact, b.answers)])

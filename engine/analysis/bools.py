@@ -76,3 +76,14 @@ def Xor(a, b) -> z3.BoolRef:
     if ctx is None:
         return z3.Xor(a, b)
     return _BoolRef(z3.Z3_mk_xor(ctx.ref(), a.ast, b.ast), ctx)
+
+
+def check(solver: z3.Solver, *assumptions) -> z3.CheckSatResult:
+    """`solver.check(*assumptions)`: z3's casts every assumption through the Boolean sort first (a `diff` makes
+    some 200,000 of them). A solver of another kind, or an assumption that is not a plain term of the solver's
+    context, goes to z3's own."""
+    if type(solver) is not z3.Solver or (assumptions and _plain(assumptions) is not solver.ctx):
+        return solver.check(*assumptions)
+    n = len(assumptions)
+    array = (_Ast * n)(*[a.ast for a in assumptions])
+    return z3.CheckSatResult(z3.Z3_solver_check_assumptions(solver.ctx.ref(), solver.solver, n, array))

@@ -446,9 +446,9 @@ class _Pair:
                 exact = False
                 return 0
             calls += 2
-            if inside.check(*assumptions) != z3.sat:
+            if bools.check(inside, *assumptions) != z3.sat:
                 return 0
-            if outside.check(*assumptions) != z3.sat:
+            if bools.check(outside, *assumptions) != z3.sat:
                 return math.prod(sizes[i:])
             if i == len(order):  # pragma: no cover - a full assignment is decided one way or the other
                 return 0
@@ -519,10 +519,10 @@ class _Pair:
         for fact in self.facts:
             options = self.branches(fact)
             for lits in [options[-1], *options[:-1]]:
-                if solver.check(*fixed, *lits) == z3.sat:
+                if bools.check(solver, *fixed, *lits) == z3.sat:
                     fixed += lits
                     break
-        solver.check(*fixed)
+        bools.check(solver, *fixed)
         return self.patient(solver.model())
 
 
@@ -578,7 +578,7 @@ def compare(old: KnowledgeBase, new: KnowledgeBase, limit: int = LIMIT, proofs: 
     runners: dict[str, Runner] = {}
     changes = []
     for kind, code, claim in claims:
-        if quick.check(claim) != z3.sat:
+        if bools.check(quick, claim) != z3.sat:
             continue
         states, exact = pair.count(claim, limit)
         change = Change(kind, code, states, exact, pair.example(claim))

@@ -141,12 +141,12 @@ def _minimal_core(base, labelled: list[tuple[str, object]], priority: dict | Non
     flags = {label: z3.Bool(f"core#{i}") for i, (label, _) in enumerate(labelled)}
     for label, constraint in labelled:
         solver.add(bools.Implies(flags[label], constraint))
-    if solver.check(*flags.values()) != z3.unsat:
+    if bools.check(solver, *flags.values()) != z3.unsat:
         return set()
     kept = list(flags)
     for label in sorted(kept, key=lambda k: -priority.get(k, 0)):  # deletion: drop what is not needed
         trial = [flags[k] for k in kept if k != label]
-        if solver.check(*trial) == z3.unsat:
+        if bools.check(solver, *trial) == z3.unsat:
             kept.remove(label)
     return set(kept)
 
