@@ -44,6 +44,18 @@ def kb():
 
 
 @pytest.fixture(scope="session")
+def bundled_pack(tmp_path_factory, kb):
+    """The review pack of the bundled knowledge base, written once per test process for the tests that only read it
+    (a module fixture was built again each time a worker came back to its module)."""
+    from lumbar_kb.visualize.review.content import build_pack
+    from lumbar_kb.visualize.review.pack import write_pack
+
+    out = tmp_path_factory.mktemp("bundled-pack")
+    write_pack(build_pack(kb), out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def evaluator(kb):
     """One compiled engine for the whole run: durable-rules Hosts are built once per process by design."""
     return Evaluator(kb)

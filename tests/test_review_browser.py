@@ -18,14 +18,12 @@ from .chromium import FLAGS as ARGS
 pytestmark = pytest.mark.heavy  # started first: see tests/conftest.py
 
 
-@pytest.fixture(scope="module")
-def pack_dir(tmp_path_factory, kb):
-    out = tmp_path_factory.mktemp("pack")
-    write_pack(build_pack(kb), out)
-    return out
+@pytest.fixture
+def pack_dir(bundled_pack):
+    return bundled_pack
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser(tmp_path_factory):
     from playwright.sync_api import sync_playwright
 

@@ -19,19 +19,18 @@ from lumbar_kb.visualize.review.pack import write_pack
 pytestmark = pytest.mark.heavy  # started first: see tests/conftest.py
 
 
-def test_the_same_knowledge_base_gives_the_same_bytes_in_another_process(tmp_path, kb):
-    write_pack(build_pack(kb), tmp_path / "a")
-    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+def test_the_same_knowledge_base_gives_the_same_bytes_in_another_process(tmp_path, bundled_pack):
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}  # this process's pack against another's, another hash seed
     subprocess.run(
         [sys.executable, "-m", "lumbar_kb", "review", "-o", str(tmp_path / "b")],
         check=True,
         env=env,
         capture_output=True,
     )
-    a = sorted(p.name for p in (tmp_path / "a").iterdir())
+    a = sorted(p.name for p in bundled_pack.iterdir())
     assert a == sorted(p.name for p in (tmp_path / "b").iterdir())
     for name in a:
-        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+        assert (bundled_pack / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
 def test_text_from_the_knowledge_base_is_escaped(kb_copy, tmp_path):
@@ -64,11 +63,10 @@ def test_a_missing_older_version_is_bad_input_and_nothing_is_written(tmp_path, c
     assert not out.exists()
 
 
-def test_the_issues_page_renders_what_the_knowledge_base_records(kb, tmp_path):
+def test_the_issues_page_renders_what_the_knowledge_base_records(kb, bundled_pack, tmp_path):
     """The recorded inconsistencies (each quote linked to its sentence in the guideline text), the hazard log with
     its ratings and controls, and every interpretation flag; without them the page says none are recorded."""
-    out = tmp_path / "pack"
-    write_pack(build_pack(kb), out)
+    out = bundled_pack
     html = (out / "issues.html").read_text()
     assert kb.inconsistencies and kb.hazards
     for item in kb.inconsistencies:
