@@ -1,5 +1,7 @@
 """Hypothesis strategies shared by the property tests: patients drawn by stratum so every pathway is common."""
 
+from functools import cache
+
 from hypothesis import event
 from hypothesis import strategies as st
 
@@ -10,13 +12,24 @@ from .bundled import KB
 STRATA = ("alarm_free", "all_no", "partly_unknown", "enum_answers", "fully_answered")
 
 
+@cache
+def _one_of(values: tuple):
+    """A value of `values`: each strategy built once (built at every draw, it cost more than many tests)."""
+    return st.sampled_from(values)
+
+
+@cache
+def _one_of_or_unknown(values: tuple):
+    return st.one_of(st.none(), st.sampled_from(values))
+
+
 def valid(kb, facts):
     return not any(contradicts_only_if(f, facts) for f in kb.input_facts)
 
 
 @st.composite
 def patients(draw, kb=KB):
-    stratum = draw(st.sampled_from(STRATA))
+    stratum = draw(_one_of(STRATA))
     # outside the alarm-free strata, half the patients may say yes to an alarm question: with yes/no drawn
     # 50/50 nearly every patient would be an emergency already, and monotonicity would have nothing to bite on
     alarm_yes = stratum not in ("alarm_free", "all_no") and draw(st.booleans())
@@ -26,9 +39,9 @@ def patients(draw, kb=KB):
         if fact.type == "bool" and (stratum == "all_no" or (stratum == "alarm_free" and fact.alarm)):
             value = False
         elif stratum == "fully_answered" or (stratum == "enum_answers" and fact.type == "enum"):
-            value = draw(st.sampled_from(values))
+            value = draw(_one_of(tuple(values)))
         else:
-            value = draw(st.one_of(st.none(), st.sampled_from(values)))
+            value = draw(_one_of_or_unknown(tuple(values)))
         if value is not None:
             facts[fact.name] = value
     for fact in kb.input_facts:  # the vocabulary's own constraints: a question that does not apply is left out

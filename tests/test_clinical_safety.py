@@ -38,11 +38,14 @@ COMPRESSION_SIGNS = ALARM[:6] + ["suspected_cord_compression"]
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
+ANSWERS = {f.name: st.one_of(st.none(), st.sampled_from(f.values)) for f in KB.input_facts}  # built once, not per draw
+
+
 @st.composite
 def patients(draw):
     facts = {}
     for fact in KB.input_facts:
-        value = draw(st.one_of(st.none(), st.sampled_from(fact.values)))
+        value = draw(ANSWERS[fact.name])
         if value is not None:
             facts[fact.name] = value
     for fact in KB.input_facts:
