@@ -416,7 +416,8 @@ def _parse_yaml(text: str, file: str, bounds: Limits) -> tuple[Any, Positions]:
         node = loader.get_single_node()
         if node is None:
             return None, pos
-        _measure(node, file, bounds, loader.aliases)
+        if loader.aliases:  # without one, the composer has already bounded the values and depth as written
+            _measure(node, file, bounds, loader.aliases)
         return _Converter(loader, pos, bounds).convert(node, ()), pos
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
