@@ -1,5 +1,7 @@
+import atexit
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,9 +13,14 @@ from lumbar_kb.engine.reference import ReferenceEvaluator
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# the on-disk cache of loaded knowledge bases is off for the suite (and the commands it runs), so that every
-# load is a full one and a seeded loader defect is always met; tests/test_kb_cache.py turns it on in a folder
-os.environ["LUMBAR_KB_CACHE"] = "off"
+# the on-disk cache of loaded knowledge bases is on, as users have it, in a folder of this run's own: made by the
+# first pytest process, inherited by xdist's workers and by the commands the tests run, removed at the end. So each
+# content is loaded in full once in a run (a knowledge base with a problem never is kept: its errors are always the
+# loader's), and `make mutation`, one pytest per mutant, never reads a load another mutant made.
+# tests/test_kb_cache.py tests that a kept load is the model a full load gives.
+if "PYTEST_XDIST_WORKER" not in os.environ:
+    os.environ["LUMBAR_KB_CACHE"] = tempfile.mkdtemp(prefix="lumbar-kb-tests-")
+    atexit.register(shutil.rmtree, os.environ["LUMBAR_KB_CACHE"], True)
 
 
 def pytest_collection_modifyitems(items):

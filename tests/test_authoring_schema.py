@@ -127,6 +127,7 @@ def test_the_keys_the_loader_reads_are_the_keys_the_schemas_declare(monkeypatch)
     for module in (loader, scenarios):
         monkeypatch.setattr(module, "read_document", read)
         monkeypatch.setattr(module, "schema_problems", validate)
+    monkeypatch.setenv("LUMBAR_KB_CACHE", "off")  # a full load: every file read through the recording reader
     kb = load()
     found = load_scenarios(kb)
     evaluator = Evaluator(kb)

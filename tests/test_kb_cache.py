@@ -2,8 +2,9 @@
 anything the load reads or depends on changing is a miss, a knowledge base with a problem is never kept, and an
 entry someone else could have written is never read (an entry is a pickle).
 
-The rest of the suite runs with the cache off (tests/conftest.py), so that a seeded loader defect is always
-met by a full load; here it is on, in a folder of the test's own.
+The rest of the suite runs with the cache on, as users have it, in a folder of the run's own (tests/conftest.py):
+each content is loaded in full once a run, and a knowledge base with a problem every time. Here it is tested in
+folders of the tests' own.
 """
 
 from __future__ import annotations

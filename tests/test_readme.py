@@ -96,8 +96,8 @@ def run_in_a_fresh_clone(tmp_path: Path, to_run: list[tuple[str, str, int]], nam
         if ".git" not in path.relative_to(clone).parts and not path.is_symlink():
             os.utime(path, (old, old))
     env = _without_the_venv(dict(os.environ))
-    # as a reader's commands run: with the knowledge-base cache on (the suite turns it off), in a folder of this
-    # run's own, so the first command meets the loader and the others read what it kept
+    # as a reader's commands run, with the knowledge-base cache on, in a folder of this clone's own: the first
+    # command meets the loader and the others read what it kept
     env["LUMBAR_KB_CACHE"] = str(tmp_path / "kb-cache")
     proc = subprocess.run(
         ["bash", "-c", prelude + script(to_run)],
