@@ -112,32 +112,55 @@ def decided(result: Any, kb_sha256: str) -> dict:
 
 
 LEAF_COLUMNS = (*COLUMNS, "changes", "kept")
+WHO_COLUMNS = COLUMNS[:4]  # source .. input_sha256: `who`
+DECIDED_COLUMNS = COLUMNS[4:]  # kb_sha256 .. could_escalate: `decided`, the same for the same answers
 
 
 def _hours(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def _leaf_value(column: str, value: Any) -> Any:
+    if column == "actions":
+        return [
+            [a["code"], _hours(a.get("within_hours_min")), _hours(a["within_hours"]), a["window"], bool(a["done"])]
+            for a in value
+        ]
+    if column == "kept" and value is not None:
+        return sorted(dict(value).items())
+    if column == "completeness" and value is not None:
+        return str(value)
+    return value
+
+
+def _steps(steps: list) -> list:
+    return [[int(step), rule, matched] for step, rule, matched in steps]
+
+
 def leaf(row: dict, inputs_text: str, steps: list) -> bytes:
     """One decision row's link in its run's digest: sha256 of its columns (LEAF_COLUMNS), its stored inputs
     text and its trace as canonical JSON. The same bytes from a row as the worker made it and from the row
     read back from the audit store (hours as numbers, a missing list or map as null)."""
-    values: list = []
-    for column in LEAF_COLUMNS:
-        value: Any = row.get(column)
-        if column == "actions":
-            value = [
-                [a["code"], _hours(a.get("within_hours_min")), _hours(a["within_hours"]), a["window"], bool(a["done"])]
-                for a in value
-            ]
-        elif column == "kept" and value is not None:
-            value = sorted(dict(value).items())
-        elif column == "completeness" and value is not None:
-            value = str(value)
-        values.append(value)
+    values = [_leaf_value(column, row.get(column)) for column in LEAF_COLUMNS]
     values.append(inputs_text)
-    values.append([[int(step), rule, matched] for step, rule, matched in steps])
+    values.append(_steps(steps))
     return hashlib.sha256(_LEAF(values).encode()).digest()
+
+
+def decided_leaf(part: dict, changes: Any, steps_text: str) -> tuple[str, str]:
+    """The text of a leaf (`leaf`) that is the same for every patient with the same answers: the decided columns
+    with `changes`, and the trace (`trace_parts`' text). A cohort makes it once per decision and `leaf_of` joins
+    it to each row's own."""
+    middle = _LEAF([_leaf_value(column, part.get(column)) for column in DECIDED_COLUMNS] + [changes])
+    return middle[1:-1], steps_text
+
+
+def leaf_of(row: dict, inputs_text: str, decided: tuple[str, str]) -> bytes:
+    """`leaf(row, inputs_text, steps)` from `decided_leaf(part, changes, text)` of the row's decision: the same
+    bytes (tested on generated cohorts, compared columns and kept columns included)."""
+    head = _LEAF([row.get(column) for column in WHO_COLUMNS])[1:-1]
+    tail = _LEAF([_leaf_value("kept", row.get("kept")), inputs_text])[1:-1]
+    return hashlib.sha256(f"[{head},{decided[0]},{tail},{decided[1]}]".encode()).digest()
 
 
 _MATCHED = json.JSONEncoder(
@@ -167,6 +190,27 @@ def matched_text(matched: dict) -> str:
 def trace_rows(trace: Any) -> list[tuple]:
     """(step, rule, matched facts as JSON) for each firing of an evaluation's Trace: the audit store's trace table."""
     return [(f.order, f.rule, matched_text(f.matched)) for f in trace.firings]
+
+
+_STEP_TEXT: dict[tuple, tuple[str, str]] = {}  # (rule, matched items) -> (matched JSON, its step's leaf text)
+
+
+def trace_parts(trace: Any) -> tuple[list[tuple], str]:
+    """`trace_rows(trace)`, and those rows as a leaf encodes them (`_LEAF(_steps(rows))`): a firing's matched text
+    and its text inside the leaf (a JSON string in JSON, every quote escaped) are kept by rule and matched facts,
+    which a cohort's firings repeat (tested against the encoder's own)."""
+    rows, parts = [], []
+    for f in trace.firings:
+        key = (f.rule, tuple(f.matched.items()))
+        got = _STEP_TEXT.get(key)
+        if got is None:
+            if len(_STEP_TEXT) >= MATCHED_KEPT:
+                _STEP_TEXT.clear()
+            text = matched_text(f.matched)
+            got = _STEP_TEXT[key] = (text, _LEAF([f.rule, text])[1:-1])
+        rows.append((f.order, f.rule, got[0]))
+        parts.append(f"[{int(f.order)},{got[1]}]")
+    return rows, "[" + ",".join(parts) + "]"
 
 
 DECIDING = ("urgency", "actions", "warnings")

@@ -21,7 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lumbar_kb.cohort.decisions import INPUTS_TEXT, Canonical, decided, differences, leaf, trace_rows, who
+from lumbar_kb.cohort.decisions import (
+    INPUTS_TEXT,
+    Canonical,
+    decided,
+    decided_leaf,
+    differences,
+    leaf_of,
+    trace_parts,
+    who,
+)
 from lumbar_kb.cohort.inputs import Chunk, Mapping, Patient, materialize, patients
 from lumbar_kb.cohort.summary import Summary
 from lumbar_kb.engine.errors import LumbarKBError, Problem
@@ -118,7 +127,7 @@ class ChunkOut:
     summary: Summary
     rows: list  # decision rows, input order
     inputs: list  # store only: the validated inputs of each row, as the JSON text stored
-    traces: list  # store only: trace_rows of each row
+    traces: list  # store only: trace_rows of each row (decisions.trace_parts)
     bad: list  # [str]: one line per problem of each bad row
     replay_differences: list = field(default_factory=list)  # stored chunks: [(who, [what differs])]
     encoded: Any = None  # job.out_kind: the chunk's rows in that format (output.encode)
@@ -151,17 +160,19 @@ def evaluate_chunk(chunk: Chunk, job: Job, snapshots: dict | None = None) -> Chu
             if other is not None:
                 old_kb, old_engine = other
                 changes = differences(decided(decision(old_kb, old_engine.run(patient.inputs)), old_kb.sha256), part)
+            steps, steps_text = trace_parts(trace) if job.store else (None, "")
             known = (
                 hashlib.sha256(text.encode()).hexdigest(),
                 part,
                 changes,
-                trace_rows(trace) if job.store else None,
+                steps,
+                decided_leaf(part, changes, steps_text) if job.store else None,  # the leaf's text for this decision
             )
             if job.cache:
                 if len(_DECIDED) >= DECIDED_KEPT:
                     _DECIDED.clear()
                 _DECIDED[key] = known
-        digest, part, changes, steps = known
+        digest, part, changes, steps, leaf_text = known
         row = {**who(patient, digest), **part}
         if changes is not None:
             row["changes"] = changes
@@ -181,7 +192,7 @@ def evaluate_chunk(chunk: Chunk, job: Job, snapshots: dict | None = None) -> Chu
             inputs_text = INPUTS_TEXT(patient.inputs)
             out.inputs.append(inputs_text)
             out.traces.append(steps)
-            leaves.append(leaf(row, inputs_text, steps))
+            leaves.append(leaf_of(row, inputs_text, leaf_text))
     out.leaves = b"".join(leaves)
     if job.out_kind:
         from lumbar_kb.cohort.output import encode

@@ -145,11 +145,42 @@ def test_the_stored_trace_text_is_the_encoders_whatever_the_cache_holds(kb, eval
 
     monkeypatch.setattr(decisions, "MATCHED_KEPT", 50)
     monkeypatch.setattr(decisions, "_MATCHED_TEXT", {})
+    monkeypatch.setattr(decisions, "_STEP_TEXT", {})
     rng = random.Random(5)
     firings = 0
     for _ in range(400):
         trace = evaluator.engine.run(random_patient(kb, rng))
         expected = [(f.order, f.rule, json.dumps(f.matched, sort_keys=True, ensure_ascii=False)) for f in trace.firings]
         assert decisions.trace_rows(trace) == expected
+        rows, text = decisions.trace_parts(trace)  # and as the run's digest encodes them
+        assert rows == expected and text == json.dumps(
+            [[o, r, m] for o, r, m in expected], separators=(",", ":"), ensure_ascii=True
+        )
         firings += len(expected)
-    assert firings > 1000 and 0 < len(decisions._MATCHED_TEXT) <= 50
+    assert firings > 1000 and 0 < len(decisions._MATCHED_TEXT) <= 50 and 0 < len(decisions._STEP_TEXT) <= 50
+
+
+def test_each_rows_link_in_the_run_digest_is_the_one_replay_recomputes(kb):
+    """A cohort encodes the part of a row's digest link that its decision fixes once per decision
+    (`decided_leaf`) and joins each row's own columns to it (`leaf_of`): the bytes must be `leaf` of the row, its
+    inputs and its trace, as replay recomputes them from the store. On a chunk whose answers repeat (the kept
+    decision used again), and on rows with kept columns and a compared knowledge base's changes."""
+    from lumbar_kb.cohort import decisions
+    from lumbar_kb.cohort.inputs import Chunk
+    from lumbar_kb.cohort.runner import Job, evaluate_chunk, remember
+
+    remember(kb)
+    rng = random.Random(26)
+    patients = [random_patient(kb, rng) for _ in range(150)]
+    items = [(n, json.dumps(p)) for n, p in enumerate(patients + patients[:50], 1)]
+    out = evaluate_chunk(Chunk(0, "jsonl", "p.jsonl", items), Job(kb.sha256, store=True))
+    assert len(out.rows) == 200
+    expected = [decisions.leaf(r, i, t) for r, i, t in zip(out.rows, out.inputs, out.traces, strict=True)]
+    assert out.leaves == b"".join(expected)
+    for row, inputs, steps in zip(out.rows[:40], out.inputs, out.traces, strict=False):
+        for extra in ({"kept": {"ward": "B2", "admit_date": "2026-01-02"}}, {"changes": ["urgency routine -> prompt"]}):
+            varied = {**row, **extra}
+            part = {c: varied[c] for c in decisions.DECIDED_COLUMNS}
+            steps_text = decisions._LEAF(decisions._steps(steps))
+            joined = decisions.leaf_of(varied, inputs, decisions.decided_leaf(part, varied.get("changes"), steps_text))
+            assert joined == decisions.leaf(varied, inputs, steps), extra
