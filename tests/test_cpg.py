@@ -1,6 +1,6 @@
 """The exported FHIR CPG package run by engines nobody here wrote: the Library's ELM in cql-execution with
 cql-exec-fhir (the reference CQL engine), the PlanDefinition's FHIRPath alternatives in fhirpath.js (the HL7
-FHIRPath engine), both from npm, through the harness tests/cpg/run.js (one node process per batch).
+FHIRPath engine), both from npm, through the harness tests/cpg/run.js (one node process for the session, `--serve`).
 
 Each patient is a Bundle (a Patient and a QuestionnaireResponse to the exported Questionnaire, unknowns left
 out); `lumbar-kb evaluate` reads the same Bundle. Expectations come from the durable engine on the same data:
@@ -12,11 +12,14 @@ the harness to see them.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import json
 import random
+import select
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -67,20 +70,60 @@ def bundle(kb, codes, facts: dict, pid: str) -> dict:
     }
 
 
+_HARNESS: dict = {}  # the one `node run.js --serve` of this process, started on first use
+
+
+def _harness() -> subprocess.Popen:
+    proc = _HARNESS.get("proc")
+    if proc is None or proc.poll() is not None:
+        log = tempfile.TemporaryFile(mode="w+")  # node's own complaints, shown if it dies
+        proc = subprocess.Popen(
+            ["node", str(HARNESS), "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            cwd=ROOT,
+        )
+        _HARNESS.update(proc=proc, log=log)
+        atexit.register(_stop_harness, proc)
+    return proc
+
+
+def _stop_harness(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def run_harness(
     package: Path, bundles: list[dict], names: list[str], tmp: Path, fhirpath: list | None = None, timeout: int = 600
 ) -> dict:
+    """The engines' answers for these bundles, from one node process kept for the session (its start and each
+    package's compilation paid once; a package is known by its files' contents, so a changed one is compiled
+    anew)."""
     _node_ready()
     patients = tmp / "patients.json"
     request = {"bundles": bundles, "expressions": names}
     if fhirpath is not None:
         request["fhirpath"] = fhirpath
     patients.write_text(json.dumps(request))
-    done = subprocess.run(
-        ["node", str(HARNESS), str(package), str(patients)], capture_output=True, text=True, timeout=timeout, cwd=ROOT
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout)
+    proc = _harness()
+    proc.stdin.write(json.dumps({"package": str(package), "patients": str(patients)}) + "\n")
+    proc.stdin.flush()
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    line = proc.stdout.readline() if ready else ""
+    if not line:
+        proc.kill()
+        log = _HARNESS["log"]
+        log.seek(0)
+        pytest.fail(f"the CPG harness gave no answer (exit {proc.poll()}): {log.read()[-3000:]}")
+    answers = json.loads(line)
+    assert "fatal" not in answers, answers.get("fatal")
+    return answers
 
 
 def output_names(lib) -> list[str]:
