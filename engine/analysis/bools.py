@@ -37,24 +37,21 @@ def _args(args: tuple) -> tuple | list:
     return args
 
 
-def And(*args) -> z3.BoolRef:
+def _nary(make, theirs, args: tuple) -> z3.BoolRef:
     items = _args(args)
     ctx = _plain(items)
     if ctx is None:
-        return z3.And(*args)
+        return theirs(*args)
     n = len(items)
-    array = (_Ast * n)(*[a.ast for a in items])
-    return _BoolRef(z3.Z3_mk_and(ctx.ref(), n, array), ctx)
+    return _BoolRef(make(ctx.ref(), n, (_Ast * n)(*[a.ast for a in items])), ctx)
+
+
+def And(*args) -> z3.BoolRef:  # z3's names, so that a call reads the same
+    return _nary(z3.Z3_mk_and, z3.And, args)
 
 
 def Or(*args) -> z3.BoolRef:
-    items = _args(args)
-    ctx = _plain(items)
-    if ctx is None:
-        return z3.Or(*args)
-    n = len(items)
-    array = (_Ast * n)(*[a.ast for a in items])
-    return _BoolRef(z3.Z3_mk_or(ctx.ref(), n, array), ctx)
+    return _nary(z3.Z3_mk_or, z3.Or, args)
 
 
 def Not(a) -> z3.BoolRef:
