@@ -46,7 +46,7 @@ demo: setup
 # PYTHONHASHSEED fixed so that every worker collects the same ids; Python may keep compiled modules (__pycache__,
 # ignored by git) even where the environment says not to: without them each worker and each command the tests run
 # compiled this package and the tests anew (about a second a worker)
-TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
 test: setup
 	env -u PYTHONDONTWRITEBYTECODE PYTHONHASHSEED=0 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
