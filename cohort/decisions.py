@@ -170,43 +170,24 @@ _LEAF = json.JSONEncoder(separators=(",", ":")).encode
 INPUTS_TEXT = json.JSONEncoder(ensure_ascii=False).encode  # a row's inputs as the store keeps them
 
 
-_MATCHED_TEXT: dict[tuple, str] = {}  # matched facts (items, in order) -> their JSON: few kinds recur in a cohort
-MATCHED_KEPT = 100_000
-
-
-def matched_text(matched: dict) -> str:
-    """`_MATCHED(matched)`, kept by the matched facts' items: a cohort's firings match the same few fact sets
-    again and again (the audit store encoded each one afresh: a third of what the store cost). The values are a
-    fact's (a bool or an enum's string), so equal keys are equal texts (1 == True never meets here)."""
-    key = tuple(matched.items())
-    text = _MATCHED_TEXT.get(key)
-    if text is None:
-        if len(_MATCHED_TEXT) >= MATCHED_KEPT:
-            _MATCHED_TEXT.clear()
-        text = _MATCHED_TEXT[key] = _MATCHED(matched)
-    return text
-
-
-def trace_rows(trace: Any) -> list[tuple]:
-    """(step, rule, matched facts as JSON) for each firing of an evaluation's Trace: the audit store's trace table."""
-    return [(f.order, f.rule, matched_text(f.matched)) for f in trace.firings]
-
-
 _STEP_TEXT: dict[tuple, tuple[str, str]] = {}  # (rule, matched items) -> (matched JSON, its step's leaf text)
+STEPS_KEPT = 100_000
 
 
 def trace_parts(trace: Any) -> tuple[list[tuple], str]:
-    """`trace_rows(trace)`, and those rows as a leaf encodes them (`_LEAF(_steps(rows))`): a firing's matched text
-    and its text inside the leaf (a JSON string in JSON, every quote escaped) are kept by rule and matched facts,
-    which a cohort's firings repeat (tested against the encoder's own)."""
+    """(step, rule, matched facts as JSON) for each firing of an evaluation's Trace (the audit store's trace table),
+    and those rows as a leaf encodes them (`_LEAF(_steps(rows))`). A firing's matched text and its text inside the
+    leaf (a JSON string in JSON, every quote escaped) are kept by rule and matched facts, which a cohort's firings
+    repeat; the matched facts' values are a fact's (a bool or an enum's string), so equal keys are equal texts
+    (tested against the encoder's own)."""
     rows, parts = [], []
     for f in trace.firings:
         key = (f.rule, tuple(f.matched.items()))
         got = _STEP_TEXT.get(key)
         if got is None:
-            if len(_STEP_TEXT) >= MATCHED_KEPT:
+            if len(_STEP_TEXT) >= STEPS_KEPT:
                 _STEP_TEXT.clear()
-            text = matched_text(f.matched)
+            text = _MATCHED(f.matched)
             got = _STEP_TEXT[key] = (text, _LEAF([f.rule, text])[1:-1])
         rows.append((f.order, f.rule, got[0]))
         parts.append(f"[{int(f.order)},{got[1]}]")

@@ -127,7 +127,7 @@ class ChunkOut:
     summary: Summary
     rows: list  # decision rows, input order
     inputs: list  # store only: the validated inputs of each row, as the JSON text stored
-    traces: list  # store only: trace_rows of each row (decisions.trace_parts)
+    traces: list  # store only: each row's trace rows (decisions.trace_parts)
     bad: list  # [str]: one line per problem of each bad row
     replay_differences: list = field(default_factory=list)  # stored chunks: [(who, [what differs])]
     encoded: Any = None  # job.out_kind: the chunk's rows in that format (output.encode)
