@@ -19,7 +19,8 @@ def _one_of(values: tuple):
 
 
 @cache
-def _one_of_or_unknown(values: tuple):
+def one_of_or_unknown(values: tuple):
+    """A value of `values` or None (unknown), the strategy built once."""
     return st.one_of(st.none(), st.sampled_from(values))
 
 
@@ -41,7 +42,7 @@ def patients(draw, kb=KB):
         elif stratum == "fully_answered" or (stratum == "enum_answers" and fact.type == "enum"):
             value = draw(_one_of(tuple(values)))
         else:
-            value = draw(_one_of_or_unknown(tuple(values)))
+            value = draw(one_of_or_unknown(tuple(values)))
         if value is not None:
             facts[fact.name] = value
     for fact in kb.input_facts:  # the vocabulary's own constraints: a question that does not apply is left out

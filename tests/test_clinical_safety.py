@@ -25,6 +25,7 @@ from lumbar_kb.main import main
 
 from .bundled import KB
 from .guideline import NEUROLOGICAL
+from .strategies import one_of_or_unknown
 
 ALARM = [
     *NEUROLOGICAL,
@@ -38,14 +39,11 @@ COMPRESSION_SIGNS = ALARM[:6] + ["suspected_cord_compression"]
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-ANSWERS = {f.name: st.one_of(st.none(), st.sampled_from(f.values)) for f in KB.input_facts}  # built once, not per draw
-
-
 @st.composite
 def patients(draw):
     facts = {}
     for fact in KB.input_facts:
-        value = draw(ANSWERS[fact.name])
+        value = draw(one_of_or_unknown(tuple(fact.values)))
         if value is not None:
             facts[fact.name] = value
     for fact in KB.input_facts:
