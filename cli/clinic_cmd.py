@@ -153,10 +153,11 @@ def _run_serve(args) -> int:
 
 def _run_export_fhir(args) -> int:
     from lumbar_kb.clinic.fhir.codes import load_codes
-    from lumbar_kb.clinic.fhir.export import export_all
+    from lumbar_kb.clinic.fhir.export import export_all, uncoded_actions
 
     kb = kb_from(args)
-    files = export_all(kb, load_codes(kb, args.codes))
+    codes = load_codes(kb, args.codes)
+    files = export_all(kb, codes)
     args.output.mkdir(parents=True, exist_ok=True)
     for name, resource in files.items():
         tmp = args.output / f".{name}.tmp"
@@ -168,4 +169,10 @@ def _run_export_fhir(args) -> int:
     print("not expressed in the CPG package (also in the Library's usage):")
     for line in limitations(kb):
         print(f"  - {line}")
+    uncoded = uncoded_actions(kb, codes)
+    if uncoded:
+        print(
+            "ActivityDefinitions with no standard code, only the knowledge base's own (a terminologist binds one "
+            f"under `orders` in codes.yaml): {', '.join(uncoded)}"
+        )
     return EXIT_OK

@@ -217,6 +217,32 @@ def test_the_export_says_what_the_package_cannot_express(tmp_path, capsys):
         assert line in out and line in library["usage"]
 
 
+def test_an_activity_definition_without_a_standard_code_is_named_in_the_export(tmp_path, capsys):
+    """Every ActivityDefinition carries a standard code beside the knowledge base's own, or the export's output
+    names it (never silently uncoded); an order kind's codes removed from codes.yaml make its action named."""
+    assert main(["export", "fhir", "-o", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    named = re.search(r"^ActivityDefinitions with no standard code.*: (.*)$", out, flags=re.M)
+    named_codes = set(named.group(1).split(", ")) if named else set()
+    for path in tmp_path.glob("ActivityDefinition-*.json"):
+        resource = json.loads(path.read_text())
+        codings = resource["code"]["coding"]
+        code = codings[0]["code"]
+        standard = [c for c in codings if c["system"] != CODES.action_system]
+        assert bool(standard) != (code in named_codes), code
+    assert named_codes <= set(KB.catalog["action"])
+    kb_copy = tmp_path / "kb"
+    shutil.copytree(KB.root, kb_copy)
+    codes_file = kb_copy / "codes.yaml"
+    text = codes_file.read_text()
+    cut = re.sub(r"(  emergency_referral:\n(?:    .*\n)*?    codes:)\n(?:      - .*\n)+", r"\1 []\n", text)
+    assert cut != text
+    codes_file.write_text(cut)
+    assert main(["export", "fhir", "--kb", str(kb_copy), "-o", str(tmp_path / "out")]) == 0
+    line = re.search(r"^ActivityDefinitions with no standard code.*$", capsys.readouterr().out, flags=re.M)
+    assert line is not None and "emergency_department" in line.group(0)
+
+
 def test_the_docs_quote_the_export_as_it_is(package):
     """docs/fhir-cpg.md's CQL excerpt is in the exported CQL, and its condition example has the exported shape."""
     doc = (ROOT / "docs" / "fhir-cpg.md").read_text()

@@ -202,6 +202,16 @@ def activity_definitions(kb: KnowledgeBase, codes: Codes) -> list[dict]:
     return out
 
 
+def uncoded_actions(kb: KnowledgeBase, codes: Codes) -> list[str]:
+    """The catalogue actions whose ActivityDefinition carries only the knowledge base's own code: no order kind in
+    codes.yaml binds a standard code to them (the export says so; a terminologist adds them)."""
+    return [
+        code
+        for code in kb.catalog["action"]
+        if all(c["system"] == codes.action_system for c in codes.action_coding(kb, code))
+    ]
+
+
 def timing(hours: float | None) -> dict | None:
     """A window as a FHIR Timing: to be done within `hours` (0: immediately) of the decision."""
     if hours is None:
