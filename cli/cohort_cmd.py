@@ -172,7 +172,7 @@ def _run_cohort(args) -> int:
         kb.sha256,
         mapping,
         compare_kb.sha256 if compare_kb else None,
-        rows=bool(stdout_writer or args.db),
+        rows=stdout_writer is not None,
         store=args.db is not None,
         out_kind=out_writer.kind if out_writer else None,
         raw=args.csv_raw,

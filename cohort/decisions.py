@@ -111,7 +111,6 @@ def decided(result: Any, kb_sha256: str) -> dict:
     }
 
 
-LEAF_COLUMNS = (*COLUMNS, "changes", "kept")
 WHO_COLUMNS = COLUMNS[:4]  # source .. input_sha256: `who`
 DECIDED_COLUMNS = COLUMNS[4:]  # kb_sha256 .. could_escalate: `decided`, the same for the same answers
 
@@ -138,36 +137,35 @@ def _steps(steps: list) -> list:
 
 
 def leaf(row: dict, inputs_text: str, steps: list) -> bytes:
-    """One decision row's link in its run's digest: sha256 of its columns (LEAF_COLUMNS), its stored inputs
-    text and its trace as canonical JSON. The same bytes from a row as the worker made it and from the row
-    read back from the audit store (hours as numbers, a missing list or map as null)."""
-    values = [_leaf_value(column, row.get(column)) for column in LEAF_COLUMNS]
-    values.append(inputs_text)
-    values.append(_steps(steps))
-    return hashlib.sha256(_LEAF(values).encode()).digest()
+    """One decision row's link in its run's digest, in two levels: the digest of what its decision fixes
+    (`decided_digest`: the decided columns, `changes`, the stored inputs text and the trace, as canonical JSON),
+    then sha256 of the row's own columns (who it is, `kept`) with that digest (`leaf_of`). The same bytes from a
+    row as the worker made it and from the row read back from the audit store (hours as numbers, a missing list
+    or map as null). A cohort works the first level out once per decision, so a repeated answer costs a row
+    only its own columns."""
+    decided = decided_digest(
+        {column: row.get(column) for column in DECIDED_COLUMNS}, row.get("changes"), inputs_text, _LEAF(_steps(steps))
+    )
+    return leaf_of(row, decided)
 
 
-def decided_leaf(part: dict, changes: Any, steps_text: str) -> tuple[str, str]:
-    """The text of a leaf (`leaf`) that is the same for every patient with the same answers: the decided columns
-    with `changes`, and the trace (`trace_parts`' text). A cohort makes it once per decision and `leaf_of` joins
-    it to each row's own."""
-    middle = _LEAF([_leaf_value(column, part.get(column)) for column in DECIDED_COLUMNS] + [changes])
-    return middle[1:-1], steps_text
+def decided_digest(part: dict, changes: Any, inputs_text: str, steps_text: str) -> str:
+    """The digest (hex) of what is the same for every patient with the same answers: the decided columns, their
+    `changes`, the stored inputs text and the trace (`trace_parts`' text)."""
+    middle = _LEAF([_leaf_value(column, part.get(column)) for column in DECIDED_COLUMNS] + [changes, inputs_text])
+    return hashlib.sha256(f"[{middle[1:-1]},{steps_text}]".encode()).hexdigest()
 
 
-def leaf_of(row: dict, inputs_text: str, decided: tuple[str, str]) -> bytes:
-    """`leaf(row, inputs_text, steps)` from `decided_leaf(part, changes, text)` of the row's decision: the same
-    bytes (tested on generated cohorts, compared columns and kept columns included)."""
-    head = _LEAF([row.get(column) for column in WHO_COLUMNS])[1:-1]
-    tail = _LEAF([_leaf_value("kept", row.get("kept")), inputs_text])[1:-1]
-    return hashlib.sha256(f"[{head},{decided[0]},{tail},{decided[1]}]".encode()).digest()
+def leaf_of(row: dict, decided: str) -> bytes:
+    """A row's link from its own columns and its decision's `decided_digest`."""
+    own = [row.get(column) for column in WHO_COLUMNS]
+    return hashlib.sha256(_LEAF([*own, _leaf_value("kept", row.get("kept")), decided]).encode()).digest()
 
 
 _MATCHED = json.JSONEncoder(
     sort_keys=True, ensure_ascii=False
 ).encode  # json.dumps' text, without a new encoder each call
 _LEAF = json.JSONEncoder(separators=(",", ":")).encode
-INPUTS_TEXT = json.JSONEncoder(ensure_ascii=False).encode  # a row's inputs as the store keeps them
 
 
 _STEP_TEXT: dict[tuple, tuple[str, str]] = {}  # (rule, matched items) -> (matched JSON, its step's leaf text)

@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from lumbar_kb.cohort.decisions import (
-    INPUTS_TEXT,
     Canonical,
     decided,
-    decided_leaf,
+    decided_digest,
     differences,
     leaf_of,
     trace_parts,
@@ -111,7 +110,7 @@ class Job:
     kb_sha256: str
     mapping: Mapping = field(default_factory=Mapping)
     compare_sha256: str | None = None  # --compare-kb: the other knowledge base
-    rows: bool = True  # return the decision rows (for --out, the store, CSV on stdout)
+    rows: bool = True  # return the decision rows (CSV on stdout; --out and the store get them encoded)
     store: bool = False  # also the validated inputs and the trace (the audit store)
     out_kind: str | None = None  # --out: the rows encoded here for the file (parquet, csv, jsonl)
     cache: bool = True  # reuse the decision of the same answers (replay says False: it re-evaluates every one)
@@ -126,11 +125,12 @@ class ChunkOut:
     index: int
     summary: Summary
     rows: list  # decision rows, input order
-    inputs: list  # store only: the validated inputs of each row, as the JSON text stored
+    inputs: list  # store only: the validated inputs of each row, as the JSON text stored (decisions.canonical)
     traces: list  # store only: each row's trace rows (decisions.trace_parts)
     bad: list  # [str]: one line per problem of each bad row
     replay_differences: list = field(default_factory=list)  # stored chunks: [(who, [what differs])]
     encoded: Any = None  # job.out_kind: the chunk's rows in that format (output.encode)
+    stored: Any = None  # store only: the rows as the audit store's Arrow table, without seq and inputs
     leaves: bytes = b""  # store only: each row's link in the run's digest (decisions.leaf), in order
 
 
@@ -166,13 +166,13 @@ def evaluate_chunk(chunk: Chunk, job: Job, snapshots: dict | None = None) -> Chu
                 part,
                 changes,
                 steps,
-                decided_leaf(part, changes, steps_text) if job.store else None,  # the leaf's text for this decision
+                decided_digest(part, changes, text, steps_text) if job.store else None,  # the leaf's first level
             )
             if job.cache:
                 if len(_DECIDED) >= DECIDED_KEPT:
                     _DECIDED.clear()
                 _DECIDED[key] = known
-        digest, part, changes, steps, leaf_text = known
+        digest, part, changes, steps, decided_hex = known
         row = {**who(patient, digest), **part}
         if changes is not None:
             row["changes"] = changes
@@ -186,23 +186,27 @@ def evaluate_chunk(chunk: Chunk, job: Job, snapshots: dict | None = None) -> Chu
                 out.replay_differences.append(
                     (row["source"] if row["row"] is None else f"{row['source']}:{row['row']}", differs, expected, row)
                 )
-        if job.rows or job.out_kind:
+        if job.rows or job.out_kind or job.store:
             out.rows.append(row)
         if job.store:
-            inputs_text = INPUTS_TEXT(patient.inputs)
-            out.inputs.append(inputs_text)
+            out.inputs.append(text)  # the answers as canonical JSON, the same for the same answers
             out.traces.append(steps)
-            leaves.append(leaf_of(row, inputs_text, leaf_text))
+            leaves.append(leaf_of(row, decided_hex))
     out.leaves = b"".join(leaves)
-    if job.out_kind:
-        from lumbar_kb.cohort.output import encode
+    compared = job.compare_sha256 is not None
+    if job.store and out.rows:  # the audit store's table, encoded here (on the worker, not the coordinator)
+        from lumbar_kb.cohort.output import encode_table
 
-        compared = job.compare_sha256 is not None
-        out.encoded = (
-            encode(out.rows, job.out_kind, compared, job.mapping.keep, job.raw, job.whole_hours) if out.rows else None
-        )
-        if not job.rows:
-            out.rows = []
+        out.stored = encode_table(out.rows, compared=True, kept=True)
+    if job.out_kind and out.rows:
+        from lumbar_kb.cohort.output import encode, from_stored
+
+        if job.out_kind == "parquet" and out.stored is not None:  # the same rows: Arrow selects, not a 2nd encoding
+            out.encoded = from_stored(out.stored, compared, job.mapping.keep, job.whole_hours)
+        else:
+            out.encoded = encode(out.rows, job.out_kind, compared, job.mapping.keep, job.raw, job.whole_hours)
+    if not job.rows:
+        out.rows = []
     return out
 
 

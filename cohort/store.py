@@ -58,7 +58,7 @@ from lumbar_kb.engine.errors import LumbarKBError, Problem, safe_text
 from lumbar_kb.engine.model import KnowledgeBase
 from lumbar_kb.engine.source import display
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"  # 3: a row's digest link in two levels (decisions.leaf), inputs stored canonical
 _ACTION = 'STRUCT(code VARCHAR, within_hours_min DOUBLE, within_hours DOUBLE, "window" VARCHAR, done BOOLEAN)[]'
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS store_meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
@@ -264,6 +264,15 @@ def _check_catalog(con: Any, path: Path) -> None:
         raise LumbarKBError(Problem(f"cannot read the store's catalogue: {exc}", file=display(path))) from None
     if version == SCHEMA_VERSION:
         return
+    if version is not None:
+        raise LumbarKBError(
+            Problem(
+                f"an audit store of schema {version}, which this lumbar-kb (schema {SCHEMA_VERSION}) does not read",
+                file=display(path),
+                hint="its rows chain to their digests another way: read it with the lumbar-kb that wrote it "
+                "(runs.tool_version), or start a new store",
+            )
+        )
     tables = {t.split("'")[3] for t in found["tables"] if t.count("'") >= 4}
     if not tables & set(TABLES):
         hint = "it has none of the tables runs, decisions, trace, bad_rows"
@@ -374,8 +383,6 @@ class Run:
         """One chunk's decisions, inputs, traces and bad rows (a runner.ChunkOut), in input order."""
         import pyarrow as pa
 
-        from lumbar_kb.cohort.output import encode_table
-
         if out.bad:
             bad_seqs = range(self._bad_seq + 1, self._bad_seq + len(out.bad) + 1)
             self._bad_seq += len(out.bad)
@@ -386,13 +393,12 @@ class Run:
             )
             for line in out.bad:
                 self._bad.update(hashlib.sha256(line.encode("utf-8", "backslashreplace")).digest())
-        if not out.rows:
+        if out.stored is None:
             return
-        n = len(out.rows)
+        n = out.stored.num_rows
         seqs = list(range(self._seq + 1, self._seq + n + 1))
         self._seq += n
-        table = encode_table(out.rows, compared=True, kept=True)
-        table = table.append_column("seq", pa.array(seqs, pa.int64()))
+        table = out.stored.append_column("seq", pa.array(seqs, pa.int64()))
         table = table.append_column("inputs", pa.array(out.inputs, pa.string()))
         self._writers["decisions"].write_table(table)
         steps = [(s, step, rule, matched) for s, tr in zip(seqs, out.traces, strict=True) for step, rule, matched in tr]

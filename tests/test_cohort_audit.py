@@ -345,3 +345,19 @@ def test_the_store_is_its_owners_only(capsys, people, tmp_path):
     finally:
         os.umask(old)
     assert db.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_store_of_another_schema_is_refused_naming_both_schemas(capsys, people, tmp_path):
+    """A store an older lumbar-kb wrote chains its rows another way: reading it as this version's would report a
+    forgery that never happened, so every command refuses it, saying which schema it is and what to do."""
+    from lumbar_kb.cohort.store import SCHEMA_VERSION
+
+    db = tmp_path / "audit.duckdb"
+    run_id = stored_run(capsys, people, db)["run_id"]
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE store_meta SET value = '2' WHERE key = 'schema'")
+    con.close()
+    for argv in (("replay", run_id, "--db", db), ("query", db, "runs"), ("cohort", people, "--db", db, "--quiet")):
+        code, out, err = cli(capsys, *argv)
+        assert code == 2 and f"audit store of schema 2, which this lumbar-kb (schema {SCHEMA_VERSION})" in err, argv
+        assert "INTEGRITY" not in out + err

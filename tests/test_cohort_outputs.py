@@ -11,6 +11,9 @@ import io
 import json
 import os
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from lumbar_kb.engine.errors import safe_text
 
 from .commands import cli
@@ -185,3 +188,56 @@ def test_an_output_that_cannot_be_written_is_bad_input_naming_it(capsys, tmp_pat
     for option in ("--db", "--out"):
         code, out, err = cli(capsys, "cohort", lines, option, tmp_path / "afile" / "x.csv", "--quiet")
         assert (code, out) == (2, "") and "afile/x.csv" in err and "Traceback" not in err, err
+
+
+_hours = st.one_of(st.none(), st.integers(0, 10_000).map(float))
+_action = st.fixed_dictionaries(
+    {
+        "code": st.sampled_from(["mri_lumbar", "xray_lumbar"]),
+        "within_hours_min": _hours,
+        "within_hours": _hours,
+        "window": st.one_of(st.none(), st.text(max_size=12)),
+        "done": st.booleans(),
+    }
+)
+_codes = st.lists(st.sampled_from(["a", "b", "=c"]), max_size=3)
+_row = st.fixed_dictionaries(
+    {
+        "source": st.text(max_size=8),
+        "row": st.one_of(st.none(), st.integers(1, 10**9)),
+        "patient_id": st.one_of(st.none(), st.text(max_size=8)),
+        "input_sha256": st.text("0123456789abcdef", min_size=64, max_size=64),
+        "kb_sha256": st.just("k" * 64),
+        "urgency": st.sampled_from(["emergency", "routine"]),
+        "in_scope": st.booleans(),
+        "completeness": st.sampled_from(["complete", "incomplete"]),
+        "actions": st.lists(_action, max_size=3),
+        "warnings": _codes,
+        "differential": _codes,
+        "fired": _codes,
+        "unanswered_alarm": _codes,
+        "could_escalate": _codes,
+    },
+    optional={
+        "changes": st.lists(st.text(max_size=10), max_size=2),
+        "kept": st.dictionaries(st.sampled_from(["ward", "admit_date"]), st.one_of(st.none(), st.text(max_size=6))),
+    },
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(_row, min_size=1, max_size=6),
+    compared=st.booleans(),
+    kept=st.sampled_from([(), ("ward",), ("admit_date", "ward")]),
+    whole_hours=st.booleans(),
+)
+def test_the_parquet_out_table_taken_from_the_stores_is_the_one_encoded_directly(rows, compared, kept, whole_hours):
+    """With --db and a Parquet --out, the file's table is selected from the store's Arrow table of the same rows
+    (`output.from_stored`) rather than encoded twice: it must equal the table encoded from the rows, with
+    compared changes, kept columns (a cell missing or null) and whole hours."""
+    from lumbar_kb.cohort.output import encode_table, from_stored
+
+    stored = encode_table(rows, compared=True, kept=True)
+    direct = encode_table(rows, compared, kept, whole_hours)
+    assert from_stored(stored, compared, kept, whole_hours).equals(direct)

@@ -159,10 +159,11 @@ def test_the_stored_trace_text_is_the_encoders_whatever_the_cache_holds(kb, eval
 
 
 def test_each_rows_link_in_the_run_digest_is_the_one_replay_recomputes(kb):
-    """A cohort encodes the part of a row's digest link that its decision fixes once per decision
-    (`decided_leaf`) and joins each row's own columns to it (`leaf_of`): the bytes must be `leaf` of the row, its
-    inputs and its trace, as replay recomputes them from the store. On a chunk whose answers repeat (the kept
-    decision used again), and on rows with kept columns and a compared knowledge base's changes."""
+    """A cohort works out the digest of what a row's decision fixes once per decision (`decided_digest`) and
+    joins each row's own columns to it (`leaf_of`): the bytes must be `leaf` of the row, its inputs and its
+    trace, as replay recomputes them from the store. On a chunk whose answers repeat (the kept decision used
+    again), and on rows with kept columns and a compared knowledge base's changes; a row's own column or its
+    decision's changed must change its link."""
     from lumbar_kb.cohort import decisions
     from lumbar_kb.cohort.inputs import Chunk
     from lumbar_kb.cohort.runner import Job, evaluate_chunk, remember
@@ -175,10 +176,13 @@ def test_each_rows_link_in_the_run_digest_is_the_one_replay_recomputes(kb):
     assert len(out.rows) == 200
     expected = [decisions.leaf(r, i, t) for r, i, t in zip(out.rows, out.inputs, out.traces, strict=True)]
     assert out.leaves == b"".join(expected)
+    assert all(inputs == decisions.canonical(json.loads(inputs)) for inputs in out.inputs)  # stored as canonical
     for row, inputs, steps in zip(out.rows[:40], out.inputs, out.traces, strict=False):
         for extra in ({"kept": {"ward": "B2", "admit_date": "2026-01-02"}}, {"changes": ["urgency routine -> prompt"]}):
             varied = {**row, **extra}
             part = {c: varied[c] for c in decisions.DECIDED_COLUMNS}
             steps_text = decisions._LEAF(decisions._steps(steps))
-            joined = decisions.leaf_of(varied, inputs, decisions.decided_leaf(part, varied.get("changes"), steps_text))
+            decided = decisions.decided_digest(part, varied.get("changes"), inputs, steps_text)
+            joined = decisions.leaf_of(varied, decided)
             assert joined == decisions.leaf(varied, inputs, steps), extra
+            assert joined != decisions.leaf(row, inputs, steps), extra
