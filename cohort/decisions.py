@@ -192,6 +192,37 @@ def trace_parts(trace: Any) -> tuple[list[tuple], str]:
     return rows, "[" + ",".join(parts) + "]"
 
 
+class TraceText:
+    """`trace_parts` for one knowledge base's traces, kept by what determines them: the rules fired, in order, and
+    the patient's answers to the facts those rules read or derive. The derived facts, how many were known at each
+    firing and so each firing's matched facts follow from those alone (a rule derives fixed values, and its
+    matched facts are read from its condition's facts), so equal keys are equal traces; a cohort's decisions
+    repeat far fewer traces than answers (tested equal to `trace_parts` on generated patients)."""
+
+    KEPT = 20_000
+
+    def __init__(self, kb: Any):
+        self._reads = {r.id: frozenset(r.reads) | {d.fact for d in r.derives()} for r in kb.rules}
+        self._facts: dict[tuple, tuple] = {}  # rules fired -> the facts they read or derive
+        self._kept: dict[tuple, tuple[list[tuple], str]] = {}
+
+    def __call__(self, trace: Any) -> tuple[list[tuple], str]:
+        fired = tuple(f.rule for f in trace.firings)
+        facts = self._facts.get(fired)
+        if facts is None:
+            if len(self._facts) >= self.KEPT:
+                self._facts.clear()
+            facts = self._facts[fired] = tuple(sorted(set().union(*(self._reads[r] for r in fired))))
+        answers = trace.inputs
+        key = (fired, tuple([answers.get(f) for f in facts]))
+        got = self._kept.get(key)
+        if got is None:
+            if len(self._kept) >= self.KEPT:
+                self._kept.clear()
+            got = self._kept[key] = trace_parts(trace)
+        return got
+
+
 DECIDING = ("urgency", "actions", "warnings")
 
 

@@ -23,11 +23,11 @@ from typing import Any
 
 from lumbar_kb.cohort.decisions import (
     Canonical,
+    TraceText,
     decided,
     decided_digest,
     differences,
     leaf_of,
-    trace_parts,
     who,
 )
 from lumbar_kb.cohort.inputs import Chunk, Mapping, Patient, materialize, patients
@@ -54,6 +54,7 @@ def snapshot(kb: KnowledgeBase) -> dict:
 
 _LOADED: dict[str, Any] = {}  # per process: sha256 -> (KnowledgeBase, Engine)
 _CANONICAL: dict[str, Canonical] = {}  # per process: sha256 -> its answers' canonical JSON
+_TRACE_TEXT: dict[str, TraceText] = {}  # per process: sha256 -> its traces as the audit store keeps them
 
 
 def remember(kb: KnowledgeBase, engine: Any = None) -> None:
@@ -64,6 +65,7 @@ def remember(kb: KnowledgeBase, engine: Any = None) -> None:
         engine = Engine(kb)
     _LOADED[kb.sha256] = (kb, engine)
     _CANONICAL[kb.sha256] = Canonical(kb)
+    _TRACE_TEXT[kb.sha256] = TraceText(kb)
 
 
 def from_snapshot(snap: dict) -> KnowledgeBase:
@@ -160,7 +162,7 @@ def evaluate_chunk(chunk: Chunk, job: Job, snapshots: dict | None = None) -> Chu
             if other is not None:
                 old_kb, old_engine = other
                 changes = differences(decided(decision(old_kb, old_engine.run(patient.inputs)), old_kb.sha256), part)
-            steps, steps_text = trace_parts(trace) if job.store else (None, "")
+            steps, steps_text = _TRACE_TEXT[sha](trace) if job.store else (None, "")
             known = (
                 hashlib.sha256(text.encode()).hexdigest(),
                 part,

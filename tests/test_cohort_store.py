@@ -158,6 +158,21 @@ def test_the_stored_trace_text_is_the_encoders_whatever_the_cache_holds(kb, eval
     assert firings > 1000 and 0 < len(decisions._STEP_TEXT) <= 50
 
 
+def test_a_kept_trace_text_is_the_one_worked_out_afresh(kb, evaluator, monkeypatch):
+    """A cohort keeps each trace's text by the rules fired and the answers to the facts they read or derive
+    (`TraceText`): for every one of a cohort's worth of random patients the kept text equals `trace_parts` of
+    the patient's own trace, with the cache emptied part-way (its bound reached) and answers repeating."""
+    from lumbar_kb.cohort import decisions
+
+    monkeypatch.setattr(decisions.TraceText, "KEPT", 300)
+    kept = decisions.TraceText(kb)
+    rng = random.Random(27)
+    patients = [random_patient(kb, rng) for _ in range(1500)]
+    for patient in patients + patients[:300]:
+        assert kept(evaluator.engine.run(patient)) == decisions.trace_parts(evaluator.engine.run(patient))
+    assert 0 < len(kept._kept) <= 300
+
+
 def test_each_rows_link_in_the_run_digest_is_the_one_replay_recomputes(kb):
     """A cohort works out the digest of what a row's decision fixes once per decision (`decided_digest`) and
     joins each row's own columns to it (`leaf_of`): the bytes must be `leaf` of the row, its inputs and its
