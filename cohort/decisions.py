@@ -199,7 +199,7 @@ class TraceText:
     matched facts are read from its condition's facts), so equal keys are equal traces; a cohort's decisions
     repeat far fewer traces than answers (tested equal to `trace_parts` on generated patients)."""
 
-    KEPT = 20_000
+    KEPT = 5_000  # ~2 KB each: a bound on memory (a cohort of random answers repeats the common ones)
 
     def __init__(self, kb: Any):
         self._reads = {r.id: frozenset(r.reads) | {d.fact for d in r.derives()} for r in kb.rules}
