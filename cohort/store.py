@@ -27,8 +27,10 @@ killed stays `running` until the next `cohort --db` on the store finds its lock 
 The digest: every decision row (its columns, stored inputs and trace, in `decisions.leaf`'s canonical form)
 hashed in input order, every bad row likewise, and the run's id, knowledge base and counts: see `run_digest`.
 `replay` recomputes it from what is stored, so a rewritten, deleted or added row, or an edited count, no
-longer matches. Anyone who can write the file can also recompute an unsigned digest: a signed run's digest is
-checked against the public key given to `replay --public-key`, which only the private key's holder can forge.
+longer matches. It reads the rows back SEQS_AT_ONCE at a time, in memory bounded whatever the run's size; a
+run's seqs are 1..N, and a run whose seqs are not (a row removed, added or renumbered) chains to nothing.
+Anyone who can write the file can also recompute an unsigned digest: a signed run's digest is checked against
+the public key given to `replay --public-key`, which only the private key's holder can forge.
 
 A store is opened for reading read-only, with DuckDB's external access, extension auto-install and
 auto-load off and its configuration locked; and a store whose catalogue (tables, views, columns, macros,
@@ -103,6 +105,7 @@ WRITE_CONFIG: dict[str, Any] = {
 LOCK_WAIT_S = 30.0  # how long a run waits for another process's short write (a run adding its rows) to end
 READ_WAIT_S = 5.0  # how long `query` and `replay` wait for it
 STAGED = ("decisions", "trace", "bad_rows")
+SEQS_AT_ONCE = 10_000  # a run's rows are read back (replay) this many at a time: each read's sort and join bounded
 
 _DECISION_COLUMNS = ", ".join(f'"{c}"' for c in COLUMNS)
 
@@ -597,46 +600,78 @@ class Store:
             "files": {k: v.encode("utf-8") for k, v in json.loads(files).items()},
         }
 
+    def _seq_ranges(self, run_id: str) -> list[tuple[int, int]] | None:
+        """A run's decision rows as ranges of seq, SEQS_AT_ONCE each, so that each read sorts and joins one range
+        (a read of the whole run at once took 2.1 GB at a million rows). None when the seqs are not exactly
+        1..N, as a run writes them (a row removed, added or renumbered): the caller then reads without ranges."""
+        count, low, high, distinct = self.con.execute(
+            "SELECT count(*), min(seq), max(seq), count(DISTINCT seq) FROM decisions WHERE run_id = ?", [run_id]
+        ).fetchone()
+        if count == 0:
+            return []
+        if low != 1 or high != count or distinct != count:
+            return None
+        return [(start, min(start + SEQS_AT_ONCE - 1, count)) for start in range(1, count + 1, SEQS_AT_ONCE)]
+
     def stored_chunks(self, run_id: str, size: int = 1000) -> Iterator[Chunk]:
         """A run's stored inputs with their stored decisions, in input order, as chunks for the runner."""
         cursor = self.con.cursor()
-        cursor.execute(
-            f"SELECT inputs, {_DECISION_COLUMNS} FROM decisions WHERE run_id = ? ORDER BY seq",
-            [run_id],
-        )
+        ranges = self._seq_ranges(run_id)
+        select = f"SELECT inputs, {_DECISION_COLUMNS} FROM decisions WHERE run_id = $run"
+        queries: list[tuple[str, dict[str, Any]]]
+        if ranges is None:  # not as written (the digest check says so): every row, in the order they are kept
+            queries = [(select, {"run": run_id})]
+        else:
+            queries = [
+                (select + " AND seq BETWEEN $low AND $high ORDER BY seq", {"run": run_id, "low": a, "high": b})
+                for a, b in ranges
+            ]
         index = 0
-        while True:
-            batch = cursor.fetchmany(size)
-            if not batch:
-                break
-            items = []
-            for inputs, *values in batch:
-                expected = dict(zip(COLUMNS, values, strict=True))
-                who = (expected["source"], expected["row"], expected["patient_id"])
-                items.append((*who, json.loads(inputs), expected))
-            yield Chunk(index, "stored", "", items)
-            index += 1
+        for sql, params in queries:
+            cursor.execute(sql, params)
+            while batch := cursor.fetchmany(size):
+                items = []
+                for inputs, *values in batch:
+                    expected = dict(zip(COLUMNS, values, strict=True))
+                    who = (expected["source"], expected["row"], expected["patient_id"])
+                    items.append((*who, json.loads(inputs), expected))
+                yield Chunk(index, "stored", "", items)
+                index += 1
 
     def recompute(self, run_id: str) -> tuple[int, int, str, str]:
         """(patients, bad rows, rows chained, bad rows chained) of a run as stored now: each row read back and
-        chained as it was written (`decisions.leaf`): any row rewritten, removed or added shows."""
+        chained as it was written (`decisions.leaf`): any row rewritten, removed or added shows. Rows whose seqs
+        are not 1..N are not chained at all (their chain is one no run writes), so the digest fails."""
         rows = hashlib.sha256()
         cursor = self.con.cursor()
-        cursor.execute(
-            f"""SELECT {_DECISION_COLUMNS}, changes, kept, inputs, steps FROM decisions d
-                LEFT JOIN (SELECT seq, list([CAST(step AS VARCHAR), rule, matched] ORDER BY step) AS steps
-                           FROM trace WHERE run_id = $run GROUP BY seq) t USING (seq)
-                WHERE d.run_id = $run ORDER BY seq""",
-            {"run": run_id},
-        )
+        ranges = self._seq_ranges(run_id)
         names = (*COLUMNS, "changes", "kept", "inputs", "steps")
         patients = 0
-        while batch := cursor.fetchmany(2000):
-            for values in batch:
-                row = dict(zip(names, values, strict=True))
-                steps = [(int(s), r, m) for s, r, m in row.pop("steps") or []]
-                rows.update(leaf(row, row.pop("inputs"), steps))
-                patients += 1
+        if ranges is None:
+            rows.update(b"seq is not 1..N")
+            patients = self.con.execute("SELECT count(*) FROM decisions WHERE run_id = ?", [run_id]).fetchone()[0]
+        for low, high in ranges or []:
+            cursor.execute(
+                f"""SELECT {_DECISION_COLUMNS}, changes, kept, inputs, steps FROM decisions d
+                    LEFT JOIN (SELECT seq, list([CAST(step AS VARCHAR), rule, matched] ORDER BY step) AS steps
+                               FROM trace WHERE run_id = $run AND seq BETWEEN $low AND $high GROUP BY seq) t
+                    USING (seq)
+                    WHERE d.run_id = $run AND d.seq BETWEEN $low AND $high ORDER BY seq""",
+                {"run": run_id, "low": low, "high": high},
+            )
+            while batch := cursor.fetchmany(2000):
+                for values in batch:
+                    row = dict(zip(names, values, strict=True))
+                    steps = [(int(s), r, m) for s, r, m in row.pop("steps") or []]
+                    rows.update(leaf(row, row.pop("inputs"), steps))
+                    patients += 1
+        if ranges is not None:  # a trace row of no decision of the run (a seq outside 1..N) is no row's trace
+            stray = self.con.execute(
+                "SELECT count(*) FROM trace WHERE run_id = ? AND (seq IS NULL OR seq < 1 OR seq > ?)",
+                [run_id, patients],
+            ).fetchone()[0]
+            if stray:
+                rows.update(b"trace rows of no decision")
         bad = hashlib.sha256()
         cursor.execute("SELECT problem FROM bad_rows WHERE run_id = ? ORDER BY seq", [run_id])
         count = 0

@@ -278,6 +278,39 @@ def test_a_removed_added_or_reordered_row_or_an_edited_count_is_found(capsys, pe
     assert code == 1 and "INTEGRITY FAILURE" in out, out + err
 
 
+@pytest.mark.parametrize(
+    "edit",
+    [
+        None,  # as written: certified, read back a range at a time
+        # two rows in different ranges swapped
+        "UPDATE decisions SET seq = CASE seq WHEN 3 THEN 19 WHEN 19 THEN 3 ELSE seq END WHERE run_id = $r",
+        # a trace row of no decision (a seq past the last), which a join by seq would never read
+        "INSERT INTO trace SELECT run_id, seq + 100000, step, rule, matched FROM trace WHERE run_id = $r AND seq = 1",
+        # a row renumbered far away (a read by ranges must not walk to it)
+        "UPDATE decisions SET seq = 9000000000000000 WHERE run_id = $r AND seq = 5",
+    ],
+)
+def test_replay_reads_a_run_a_range_of_rows_at_a_time_and_still_sees_every_edit(
+    capsys, people, tmp_path, monkeypatch, edit
+):
+    """Replay reads a run's rows back SEQS_AT_ONCE at a time, so that memory stays bounded at a million rows
+    (reading them at once took 2.1 GB); here seven at a time, so that edits fall in different ranges."""
+    from lumbar_kb.cohort import store
+
+    monkeypatch.setattr(store, "SEQS_AT_ONCE", 7)
+    db = tmp_path / "audit.duckdb"
+    run_id = stored_run(capsys, people, db)["run_id"]
+    if edit is not None:
+        con = duckdb.connect(str(db))
+        con.execute(edit, {"r": run_id})
+        con.close()
+    code, out, err = cli(capsys, "replay", run_id, "--db", db)
+    if edit is None:
+        assert code == 0 and "certified" in out and f"{N} decision(s)" in out, out + err
+    else:
+        assert code == 1 and "INTEGRITY FAILURE" in out and "do not chain to the run's digest" in out, out + err
+
+
 def test_an_edited_stored_knowledge_base_is_an_integrity_failure_not_an_internal_error(capsys, people, tmp_path):
     db = tmp_path / "audit.duckdb"
     run_id = stored_run(capsys, people, db)["run_id"]
