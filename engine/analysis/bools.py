@@ -37,13 +37,17 @@ def _args(args: tuple) -> tuple | list:
     return args
 
 
+def _asts(terms: tuple | list):
+    """The terms as the C array of their ASTs that z3's n-ary calls take."""
+    return (_Ast * len(terms))(*[a.ast for a in terms])
+
+
 def _nary(make, theirs, args: tuple) -> z3.BoolRef:
     items = _args(args)
     ctx = _plain(items)
     if ctx is None:
         return theirs(*args)
-    n = len(items)
-    return _BoolRef(make(ctx.ref(), n, (_Ast * n)(*[a.ast for a in items])), ctx)
+    return _BoolRef(make(ctx.ref(), len(items), _asts(items)), ctx)
 
 
 def And(*args) -> z3.BoolRef:  # z3's names, so that a call reads the same
@@ -81,6 +85,6 @@ def check(solver: z3.Solver, *assumptions) -> z3.CheckSatResult:
     context, goes to z3's own."""
     if type(solver) is not z3.Solver or (assumptions and _plain(assumptions) is not solver.ctx):
         return solver.check(*assumptions)
-    n = len(assumptions)
-    array = (_Ast * n)(*[a.ast for a in assumptions])
-    return z3.CheckSatResult(z3.Z3_solver_check_assumptions(solver.ctx.ref(), solver.solver, n, array))
+    return z3.CheckSatResult(
+        z3.Z3_solver_check_assumptions(solver.ctx.ref(), solver.solver, len(assumptions), _asts(assumptions))
+    )
