@@ -48,24 +48,9 @@ def kb_dir(tmp_path_factory):
     return target
 
 
-@pytest.fixture(scope="module")
-def kb_cache(tmp_path_factory):
-    """The fuzzers evaluate against an unchanged knowledge base, or one `validate` has just loaded in full: the
-    cache of loaded knowledge bases, in a folder of this module's own, saves a full load per evaluation. Every
-    hostile file is still read, validated and evaluated in full, and every edited rule file is loaded in full
-    once, by validate (a knowledge base with a problem is never kept)."""
-    saved = os.environ.get("LUMBAR_KB_CACHE")
-    os.environ["LUMBAR_KB_CACHE"] = str(tmp_path_factory.mktemp("kbcache"))
-    yield
-    if saved is None:
-        del os.environ["LUMBAR_KB_CACHE"]
-    else:
-        os.environ["LUMBAR_KB_CACHE"] = saved
-
-
 @FUZZ
 @given(document=yaml_document())
-def test_hostile_yaml_patient_files(document, workdir, kb_cache):
+def test_hostile_yaml_patient_files(document, workdir):
     path = workdir / "p.yaml"
     path.write_bytes(document)
     run_cli(["evaluate", str(path), "--format", "json"], allowed=(0, 2))
@@ -73,7 +58,7 @@ def test_hostile_yaml_patient_files(document, workdir, kb_cache):
 
 @FUZZ
 @given(document=json_document())
-def test_hostile_json_patient_files(document, workdir, kb_cache):
+def test_hostile_json_patient_files(document, workdir):
     path = workdir / "p.json"
     path.write_bytes(document)
     run_cli(["evaluate", str(path), "--format", "json"], allowed=(0, 2))
@@ -81,7 +66,7 @@ def test_hostile_json_patient_files(document, workdir, kb_cache):
 
 @settings(FUZZ, max_examples=EXAMPLES or 60)
 @given(data=rule_file_edit((default_kb_dir() / "rules" / "red_flags.yaml").read_text()))
-def test_hostile_rule_files(data, kb_dir, workdir, kb_cache):
+def test_hostile_rule_files(data, kb_dir, workdir):
     target = kb_dir / "rules" / "red_flags.yaml"
     original = (default_kb_dir() / "rules" / "red_flags.yaml").read_bytes()
     target.write_bytes(data)
