@@ -26,6 +26,7 @@ In CSV a list is joined with ";" and `actions` is JSON text; in JSON Lines and P
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from typing import Any
 
@@ -151,7 +152,7 @@ def leaf(row: dict, inputs_text: str, steps: list) -> bytes:
 
 def decided_digest(part: dict, changes: Any, inputs_text: str, steps_text: str) -> str:
     """The digest (hex) of what is the same for every patient with the same answers: the decided columns, their
-    `changes`, the stored inputs text and the trace (`trace_parts`' text)."""
+    `changes`, the stored inputs text and the trace (its text from `Steps`)."""
     middle = _LEAF([_leaf_value(column, part.get(column)) for column in DECIDED_COLUMNS] + [changes, inputs_text])
     return hashlib.sha256(f"[{middle[1:-1]},{steps_text}]".encode()).hexdigest()
 
@@ -168,59 +169,89 @@ _MATCHED = json.JSONEncoder(
 _LEAF = json.JSONEncoder(separators=(",", ":")).encode
 
 
-_STEP_TEXT: dict[tuple, tuple[str, str]] = {}  # (rule, matched items) -> (matched JSON, its step's leaf text)
-STEPS_KEPT = 100_000
+_GENERATIONS = itertools.count(1)
 
 
-def trace_parts(trace: Any) -> tuple[list[tuple], str]:
-    """(step, rule, matched facts as JSON) for each firing of an evaluation's Trace (the audit store's trace table),
-    and those rows as a leaf encodes them (`_LEAF(_steps(rows))`). A firing's matched text and its text inside the
-    leaf (a JSON string in JSON, every quote escaped) are kept by rule and matched facts, which a cohort's firings
-    repeat; the matched facts' values are a fact's (a bool or an enum's string), so equal keys are equal texts
-    (tested against the encoder's own)."""
-    rows, parts = [], []
-    for f in trace.firings:
-        key = (f.rule, tuple(f.matched.items()))
-        got = _STEP_TEXT.get(key)
+class Steps:
+    """One process's trace steps, interned: each distinct firing (a rule and the facts it matched) gets a number
+    once, with its matched facts' JSON and its text inside a leaf, and a trace is the tuple of its firings'
+    numbers. A cohort's firings repeat a few hundred steps (280 over 100,000 random patients), so a trace costs
+    the supporter walk and a lookup a firing, and the audit store's trace table is taken from the steps by
+    number (`table`), never encoded from Python strings. A trace's leaf text is kept by its tuple. A trace's
+    rows are (step, rule, its matched facts as `json.dumps(matched, sort_keys=True, ensure_ascii=False)`), and
+    its text is `_LEAF(_steps(rows))` (tested on random patients, with both bounds reached).
+
+    Numbers mean their steps until `renew`, which a cohort calls between chunks when a bound is reached; each
+    renewal (and each Steps) has a `generation` of its own, which a decision kept with numbers is kept by."""
+
+    KEPT = 100_000  # distinct steps (a step ~200 bytes)
+    TEXTS_KEPT = 10_000  # traces' leaf texts (~1 KB each)
+
+    def __init__(self) -> None:
+        self.renew()
+
+    def renew(self) -> None:
+        self.generation = next(_GENERATIONS)
+        self._ids: dict[tuple, int] = {}  # (rule, matched items) -> number
+        self.rules: list[str] = []  # number -> rule
+        self.matched: list[str] = []  # number -> matched facts as JSON
+        self._leaf: list[str] = []  # number -> the step's text inside a leaf, without its order
+        self._texts: dict[tuple, str] = {}
+        self._arrays: tuple = (-1, None, None)  # (steps when made, rules, matched) as Arrow arrays
+
+    def full(self) -> bool:
+        return len(self._ids) >= self.KEPT
+
+    def __call__(self, trace: Any) -> tuple[tuple[int, ...], str]:
+        """The trace's step numbers, in firing order, and its text as a leaf encodes it."""
+        ids = self._ids
+        numbers = []
+        for f in trace.firings:
+            key = (f.rule, tuple(f.matched.items()))
+            n = ids.get(key)
+            if n is None:
+                n = ids[key] = len(self.rules)
+                matched = _MATCHED(f.matched)
+                self.rules.append(f.rule)
+                self.matched.append(matched)
+                self._leaf.append(_LEAF([f.rule, matched])[1:-1])
+            numbers.append(n)
+        steps = tuple(numbers)
+        got = self._texts.get(steps)
         if got is None:
-            if len(_STEP_TEXT) >= STEPS_KEPT:
-                _STEP_TEXT.clear()
-            text = _MATCHED(f.matched)
-            got = _STEP_TEXT[key] = (text, _LEAF([f.rule, text])[1:-1])
-        rows.append((f.order, f.rule, got[0]))
-        parts.append(f"[{int(f.order)},{got[1]}]")
-    return rows, "[" + ",".join(parts) + "]"
+            if len(self._texts) >= self.TEXTS_KEPT:
+                self._texts.clear()
+            leaf = self._leaf
+            got = self._texts[steps] = "[" + ",".join(f"[{i},{leaf[n]}]" for i, n in enumerate(steps, 1)) + "]"
+        return steps, got
 
+    def rows(self, steps: tuple[int, ...]) -> list[tuple]:
+        """(step, rule, matched facts as JSON) of each firing: the trace's rows in the audit store."""
+        return [(i, self.rules[n], self.matched[n]) for i, n in enumerate(steps, 1)]
 
-class TraceText:
-    """`trace_parts` for one knowledge base's traces, kept by what determines them: the rules fired, in order, and
-    the patient's answers to the facts those rules read or derive. The derived facts, how many were known at each
-    firing and so each firing's matched facts follow from those alone (a rule derives fixed values, and its
-    matched facts are read from its condition's facts), so equal keys are equal traces; a cohort's decisions
-    repeat far fewer traces than answers (tested equal to `trace_parts` on generated patients)."""
+    def table(self, traces: list[tuple[int, ...]]) -> Any:
+        """The trace rows of a chunk's rows as an Arrow table: row (0-based, in the chunk), step, rule, matched."""
+        import numpy as np
+        import pyarrow as pa
 
-    KEPT = 5_000  # ~2 KB each: a bound on memory (a cohort of random answers repeats the common ones)
-
-    def __init__(self, kb: Any):
-        self._reads = {r.id: frozenset(r.reads) | {d.fact for d in r.derives()} for r in kb.rules}
-        self._facts: dict[tuple, tuple] = {}  # rules fired -> the facts they read or derive
-        self._kept: dict[tuple, tuple[list[tuple], str]] = {}
-
-    def __call__(self, trace: Any) -> tuple[list[tuple], str]:
-        fired = tuple(f.rule for f in trace.firings)
-        facts = self._facts.get(fired)
-        if facts is None:
-            if len(self._facts) >= self.KEPT:
-                self._facts.clear()
-            facts = self._facts[fired] = tuple(sorted(set().union(*(self._reads[r] for r in fired))))
-        answers = trace.inputs
-        key = (fired, tuple([answers.get(f) for f in facts]))
-        got = self._kept.get(key)
-        if got is None:
-            if len(self._kept) >= self.KEPT:
-                self._kept.clear()
-            got = self._kept[key] = trace_parts(trace)
-        return got
+        made, rules, matched = self._arrays
+        if made != len(self.rules):
+            rules, matched = pa.array(self.rules, pa.string()), pa.array(self.matched, pa.string())
+            self._arrays = (len(self.rules), rules, matched)
+        counts = np.fromiter(map(len, traces), np.int64, len(traces))
+        flat: list[int] = []
+        for t in traces:
+            flat.extend(t)
+        numbers = pa.array(np.array(flat, np.int32))
+        starts = np.repeat(np.cumsum(counts) - counts, counts)
+        return pa.table(
+            {
+                "row": pa.array(np.repeat(np.arange(len(traces), dtype=np.int64), counts)),
+                "step": pa.array((np.arange(len(starts), dtype=np.int64) - starts + 1).astype(np.int32)),
+                "rule": rules.take(numbers),
+                "matched": matched.take(numbers),
+            }
+        )
 
 
 DECIDING = ("urgency", "actions", "warnings")

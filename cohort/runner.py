@@ -23,7 +23,7 @@ from typing import Any
 
 from lumbar_kb.cohort.decisions import (
     Canonical,
-    TraceText,
+    Steps,
     decided,
     decided_digest,
     differences,
@@ -54,7 +54,7 @@ def snapshot(kb: KnowledgeBase) -> dict:
 
 _LOADED: dict[str, Any] = {}  # per process: sha256 -> (KnowledgeBase, Engine)
 _CANONICAL: dict[str, Canonical] = {}  # per process: sha256 -> its answers' canonical JSON
-_TRACE_TEXT: dict[str, TraceText] = {}  # per process: sha256 -> its traces as the audit store keeps them
+_STEPS: dict[str, Steps] = {}  # per process: sha256 -> its traces' steps, as the audit store keeps them
 
 
 def remember(kb: KnowledgeBase, engine: Any = None) -> None:
@@ -65,7 +65,7 @@ def remember(kb: KnowledgeBase, engine: Any = None) -> None:
         engine = Engine(kb)
     _LOADED[kb.sha256] = (kb, engine)
     _CANONICAL[kb.sha256] = Canonical(kb)
-    _TRACE_TEXT[kb.sha256] = TraceText(kb)
+    _STEPS[kb.sha256] = Steps()
 
 
 def from_snapshot(snap: dict) -> KnowledgeBase:
@@ -128,11 +128,11 @@ class ChunkOut:
     summary: Summary
     rows: list  # decision rows, input order
     inputs: list  # store only: the validated inputs of each row, as the JSON text stored (decisions.canonical)
-    traces: list  # store only: each row's trace rows (decisions.trace_parts)
     bad: list  # [str]: one line per problem of each bad row
     replay_differences: list = field(default_factory=list)  # stored chunks: [(who, [what differs])]
     encoded: Any = None  # job.out_kind: the chunk's rows in that format (output.encode)
     stored: Any = None  # store only: the rows as the audit store's Arrow table, without seq and inputs
+    trace: Any = None  # store only: the rows' trace rows as an Arrow table (Steps.table: row in the chunk, ...)
     leaves: bytes = b""  # store only: each row's link in the run's digest (decisions.leaf), in order
 
 
@@ -143,17 +143,22 @@ def evaluate_chunk(chunk: Chunk, job: Job, snapshots: dict | None = None) -> Chu
     kb, engine = _engine(job.kb_sha256, snapshots)
     chunk = materialize(chunk)
     other = _engine(job.compare_sha256, snapshots) if job.compare_sha256 else None
-    out = ChunkOut(chunk.index, Summary(job.by, job.trend), [], [], [], [])
+    out = ChunkOut(chunk.index, Summary(job.by, job.trend), [], [], [])
     leaves: list[bytes] = []
+    traces: list[tuple[int, ...]] = []  # store only: each row's trace, as its step numbers
     sha = kb.sha256
     canonical = _CANONICAL[sha]
+    steps_of = _STEPS[sha]
+    if steps_of.full():  # between chunks, so that a chunk's step numbers all mean the steps of one generation
+        steps_of.renew()
     for item, patient in zip(chunk.items, patients(chunk, kb, job.mapping), strict=True):
         if not isinstance(patient, Patient):
             out.summary.add_bad(patient)
             out.bad.extend(str(p) for p in patient)
             continue
         text = canonical(patient.inputs)
-        key = (job.kb_sha256, job.compare_sha256, job.store, text)
+        # a decision kept for the store holds step numbers: it is kept by the generation they belong to
+        key = (job.kb_sha256, job.compare_sha256, steps_of.generation if job.store else None, text)
         known = _DECIDED.get(key) if job.cache else None
         if known is None:
             trace = engine.run(patient.inputs)
@@ -162,7 +167,7 @@ def evaluate_chunk(chunk: Chunk, job: Job, snapshots: dict | None = None) -> Chu
             if other is not None:
                 old_kb, old_engine = other
                 changes = differences(decided(decision(old_kb, old_engine.run(patient.inputs)), old_kb.sha256), part)
-            steps, steps_text = _TRACE_TEXT[sha](trace) if job.store else (None, "")
+            steps, steps_text = steps_of(trace) if job.store else (None, "")
             known = (
                 hashlib.sha256(text.encode()).hexdigest(),
                 part,
@@ -192,7 +197,7 @@ def evaluate_chunk(chunk: Chunk, job: Job, snapshots: dict | None = None) -> Chu
             out.rows.append(row)
         if job.store:
             out.inputs.append(text)  # the answers as canonical JSON, the same for the same answers
-            out.traces.append(steps)
+            traces.append(steps)
             leaves.append(leaf_of(row, decided_hex))
     out.leaves = b"".join(leaves)
     compared = job.compare_sha256 is not None
@@ -200,6 +205,7 @@ def evaluate_chunk(chunk: Chunk, job: Job, snapshots: dict | None = None) -> Chu
         from lumbar_kb.cohort.output import encode_table
 
         out.stored = encode_table(out.rows, compared=True, kept=True)
+        out.trace = steps_of.table(traces)
     if job.out_kind and out.rows:
         from lumbar_kb.cohort.output import encode, from_stored
 

@@ -385,6 +385,7 @@ class Run:
     def add(self, out: Any) -> None:
         """One chunk's decisions, inputs, traces and bad rows (a runner.ChunkOut), in input order."""
         import pyarrow as pa
+        import pyarrow.compute as pc
 
         if out.bad:
             bad_seqs = range(self._bad_seq + 1, self._bad_seq + len(out.bad) + 1)
@@ -404,12 +405,9 @@ class Run:
         table = out.stored.append_column("seq", pa.array(seqs, pa.int64()))
         table = table.append_column("inputs", pa.array(out.inputs, pa.string()))
         self._writers["decisions"].write_table(table)
-        steps = [(s, step, rule, matched) for s, tr in zip(seqs, out.traces, strict=True) for step, rule, matched in tr]
-        if steps:
-            columns = list(zip(*steps, strict=True))
-            self._writers["trace"].write_table(
-                pa.table([pa.array(c, t.type) for c, t in zip(columns, _trace_schema(), strict=True)], _trace_schema())
-            )
+        trace = out.trace  # row (in the chunk), step, rule, matched: the row's seq for its row
+        seq = pc.add(trace.column("row"), pa.scalar(self._seq - n + 1, pa.int64()))
+        self._writers["trace"].write_table(pa.Table.from_arrays([seq, *trace.columns[1:]], schema=_trace_schema()))
         self._rows.update(out.leaves)
 
     def finish(self, summary: Any, ok: bool) -> str | None:

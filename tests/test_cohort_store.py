@@ -138,39 +138,63 @@ def test_a_rule_change_lists_exactly_the_decisions_it_changes(capsys, people, tm
     assert code == 0 and [r["patient_id"] for r in json.loads(out)] == touched
 
 
-def test_the_stored_trace_text_is_the_encoders_whatever_the_cache_holds(kb, evaluator, monkeypatch):
-    """The matched facts' JSON is kept between firings: each text equals the encoder's own, on a cohort's worth
-    of random patients, with the cache emptied part-way (its bound reached) and kept across patients."""
+def afresh(trace) -> tuple[list[tuple], str]:
+    """A trace's rows in the audit store (step, rule, matched facts as JSON) and their text in the run's digest,
+    worked out with json's own encoder: what `decisions.Steps` must give."""
+    rows = [(f.order, f.rule, json.dumps(f.matched, sort_keys=True, ensure_ascii=False)) for f in trace.firings]
+    return rows, json.dumps([list(r) for r in rows], separators=(",", ":"), ensure_ascii=True)
+
+
+def test_a_traces_kept_steps_give_its_rows_and_text_afresh(kb, evaluator, monkeypatch):
+    """A cohort numbers each distinct step (rule and matched facts) once and keeps each trace's text by its
+    numbers (`Steps`): for every one of a cohort's worth of random patients, answers repeating, the rows and
+    text from the kept steps equal those of the patient's own trace worked out afresh, with the texts' bound reached and
+    the steps renewed part-way (as a cohort renews them between chunks)."""
     from lumbar_kb.cohort import decisions
 
-    monkeypatch.setattr(decisions, "STEPS_KEPT", 50)
-    monkeypatch.setattr(decisions, "_STEP_TEXT", {})
-    rng = random.Random(5)
-    firings = 0
-    for _ in range(400):
-        trace = evaluator.engine.run(random_patient(kb, rng))
-        expected = [(f.order, f.rule, json.dumps(f.matched, sort_keys=True, ensure_ascii=False)) for f in trace.firings]
-        rows, text = decisions.trace_parts(trace)  # the store's rows, and as the run's digest encodes them
-        assert rows == expected and text == json.dumps(
-            [[o, r, m] for o, r, m in expected], separators=(",", ":"), ensure_ascii=True
-        )
-        firings += len(expected)
-    assert firings > 1000 and 0 < len(decisions._STEP_TEXT) <= 50
-
-
-def test_a_kept_trace_text_is_the_one_worked_out_afresh(kb, evaluator, monkeypatch):
-    """A cohort keeps each trace's text by the rules fired and the answers to the facts they read or derive
-    (`TraceText`): for every one of a cohort's worth of random patients the kept text equals `trace_parts` of
-    the patient's own trace, with the cache emptied part-way (its bound reached) and answers repeating."""
-    from lumbar_kb.cohort import decisions
-
-    monkeypatch.setattr(decisions.TraceText, "KEPT", 300)
-    kept = decisions.TraceText(kb)
+    monkeypatch.setattr(decisions.Steps, "TEXTS_KEPT", 300)
+    monkeypatch.setattr(decisions.Steps, "KEPT", 120)
+    steps = decisions.Steps()
     rng = random.Random(27)
     patients = [random_patient(kb, rng) for _ in range(1500)]
+    renewed = 0
     for patient in patients + patients[:300]:
-        assert kept(evaluator.engine.run(patient)) == decisions.trace_parts(evaluator.engine.run(patient))
-    assert 0 < len(kept._kept) <= 300
+        if steps.full():
+            steps.renew()
+            renewed += 1
+        numbers, text = steps(evaluator.engine.run(patient))
+        assert (steps.rows(numbers), text) == afresh(evaluator.engine.run(patient))
+    assert renewed > 0 and 0 < len(steps._texts) <= 300
+
+
+def _trace_rows(table, n: int) -> list[list[tuple]]:
+    """A chunk's trace table (Steps.table) as each of its n rows' (step, rule, matched)."""
+    out: list[list[tuple]] = [[] for _ in range(n)]
+    for row, step, rule, matched in zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True):
+        out[row].append((step, rule, matched))
+    return out
+
+
+def test_a_chunks_trace_table_is_each_rows_trace_even_when_the_steps_are_renewed(kb, evaluator, monkeypatch):
+    """The audit store's trace rows of a chunk are taken from the kept steps by number: for each row, repeated
+    answers (a kept decision) included, they are those of that patient's own trace afresh; also over chunks
+    between which the steps are renewed, when a decision kept with the old numbers must not be used again."""
+    from lumbar_kb.cohort import decisions, runner
+    from lumbar_kb.cohort.inputs import Chunk
+
+    monkeypatch.setattr(decisions.Steps, "KEPT", 60)
+    monkeypatch.setattr(runner, "_DECIDED", {})
+    runner.remember(kb)
+    rng = random.Random(28)
+    patients = [random_patient(kb, rng) for _ in range(120)]
+    generations = set()
+    for index, chunk in enumerate([patients[:60], patients[60:] + patients[:30], patients[:90]]):
+        items = [(n, json.dumps(p)) for n, p in enumerate(chunk, 1)]
+        out = runner.evaluate_chunk(Chunk(index, "jsonl", "p.jsonl", items), runner.Job(kb.sha256, store=True))
+        got = _trace_rows(out.trace, len(chunk))
+        assert got == [afresh(evaluator.engine.run(p))[0] for p in chunk]
+        generations.add(runner._STEPS[kb.sha256].generation)
+    assert len(generations) == 3  # each chunk found the bound reached and renewed the steps: memory stays bounded
 
 
 def test_each_rows_link_in_the_run_digest_is_the_one_replay_recomputes(kb):
@@ -189,10 +213,11 @@ def test_each_rows_link_in_the_run_digest_is_the_one_replay_recomputes(kb):
     items = [(n, json.dumps(p)) for n, p in enumerate(patients + patients[:50], 1)]
     out = evaluate_chunk(Chunk(0, "jsonl", "p.jsonl", items), Job(kb.sha256, store=True))
     assert len(out.rows) == 200
-    expected = [decisions.leaf(r, i, t) for r, i, t in zip(out.rows, out.inputs, out.traces, strict=True)]
+    traces = _trace_rows(out.trace, len(out.rows))
+    expected = [decisions.leaf(r, i, t) for r, i, t in zip(out.rows, out.inputs, traces, strict=True)]
     assert out.leaves == b"".join(expected)
     assert all(inputs == decisions.canonical(json.loads(inputs)) for inputs in out.inputs)  # stored as canonical
-    for row, inputs, steps in zip(out.rows[:40], out.inputs, out.traces, strict=False):
+    for row, inputs, steps in zip(out.rows[:40], out.inputs, traces, strict=False):
         for extra in ({"kept": {"ward": "B2", "admit_date": "2026-01-02"}}, {"changes": ["urgency routine -> prompt"]}):
             varied = {**row, **extra}
             part = {c: varied[c] for c in decisions.DECIDED_COLUMNS}
