@@ -78,7 +78,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--cors-origin",
         action="append",
-        default=[],
         metavar="ORIGIN",
         help="a browser-based CDS client allowed to call (e.g. https://sandbox.cds-hooks.org); repeatable",
     )
@@ -129,7 +128,7 @@ def _run_serve(args) -> int:
         public_url=args.public_url,
         insecure_dev=args.insecure_dev,
         max_body=args.max_body,
-        cors_origins=args.cors_origin,
+        cors_origins=list(args.cors_origin or ()),
         questionnaire=True if args.questionnaire_page else None,
     )
     if args.insecure_dev:

@@ -48,6 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_PARSER: list[argparse.ArgumentParser] = []
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The parser, built once a process: building it is ~8 ms (every command's options, argparse's gettext
+    lookups), which a process that runs `main` many times (a test, a script) would pay each call. Parsing
+    leaves a parser as it was: defaults are copied into each call's namespace (an `append` option's list too)."""
+    if not _PARSER:
+        _PARSER.append(build_parser())
+    return _PARSER[0]
+
+
 def _safe_streams() -> None:
     """Whatever the locale (LC_ALL=C, PYTHONIOENCODING unset), writing text never fails on a character the
     terminal's encoding lacks: it is written as a backslash escape instead."""
@@ -94,8 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:  # not the main thread (a test's worker): leave signals alone
         pass
     try:
-        parser = build_parser()
-        args = parser.parse_args(argv)  # usage errors exit 2 with argparse's message
+        args = _parser().parse_args(argv)  # usage errors exit 2 with argparse's message
         return _run(args)
     finally:
         if previous is not None:

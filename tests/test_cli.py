@@ -109,3 +109,27 @@ def test_runs_as_python_dash_m_lumbar_kb():
 def test_usage_error_exits_2():
     proc = subprocess.run([sys.executable, "-m", "lumbar_kb", "evaluate"], capture_output=True, text=True)
     assert proc.returncode == 2 and "usage:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _actions(parser):
+    for action in parser._actions:
+        yield parser.prog, action
+        for sub in getattr(action, "choices", None) or {}:
+            if isinstance(action.choices, dict):
+                yield from _actions(action.choices[sub])
+
+
+def test_the_parser_kept_between_calls_leaves_each_call_its_own_options(capsys):
+    """`main` builds its parser once a process: no option's default may be a value a call could change for the
+    next (a list, a dict, a set), and options given to one call never reach the next."""
+    from lumbar_kb.main import _parser
+
+    shared = [(prog, a.dest) for prog, a in _actions(_parser()) if isinstance(a.default, (list, dict, set))]
+    assert shared == []
+    patient = str(default_kb_dir() / "patients" / "01-cauda-equina.yaml")
+    code, out, _ = cli(capsys, "evaluate", patient, "--format", "json")
+    assert code == 0 and json.loads(out)["urgency"] == "emergency"
+    code, out, _ = cli(capsys, "evaluate", patient)
+    assert code == 0 and not out.lstrip().startswith("{")  # text again: the previous call's --format is gone
+    args = _parser().parse_args(["serve", "--cors-origin", "https://a.example"])
+    assert args.cors_origin == ["https://a.example"] and _parser().parse_args(["serve"]).cors_origin is None
