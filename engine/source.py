@@ -578,7 +578,11 @@ def read_bytes(path: Path | str, bounds: Limits | None = None) -> bytes:
 def read_document(path: Path | str, bounds: Limits | None = None) -> tuple[Any, Positions]:
     """Read and parse one file; a missing, unreadable or oversized file is a DocumentError, not an OSError."""
     bounds = bounds or limits()
-    raw = read_bytes(path, bounds)
+    return parse_document(read_bytes(path, bounds), path, bounds)
+
+
+def parse_document(raw: bytes, path: Path | str, bounds: Limits) -> tuple[Any, Positions]:
+    """Parse one file's bytes (`read_bytes`' own): UTF-8 text, YAML or JSON (by the name); a DocumentError."""
     shown = display(path)
     try:
         text = raw.decode("utf-8-sig")  # a byte-order mark is not content

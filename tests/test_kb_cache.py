@@ -159,3 +159,37 @@ def test_the_command_line_gives_the_same_answer_from_the_cache(tmp_path):
     assert [r.returncode for r in runs] == [0, 0]
     assert runs[0].stdout == runs[1].stdout and runs[0].stdout
     assert len(list((tmp_path / "cache").glob("*.pickle"))) == 1  # the first run kept it, the second read it
+
+
+def test_a_document_read_before_is_read_again_as_the_file_it_now_is(tmp_path, monkeypatch):
+    """Within a process each document that read without a problem is kept by its bytes (loader._DOCUMENTS), so
+    a knowledge base loaded again with one file edited reads only that file. What is kept must never name the
+    folder it was first read from: a copy elsewhere loads as the model a fresh process gives it, and a problem
+    found in an unchanged file (a rule reading a fact the edited facts.yaml no longer has) names the copy's file
+    and the line a fresh read gives."""
+    monkeypatch.setenv(cache.ENV, "off")
+    first, second = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(default_kb_dir(), first)
+    shutil.copytree(default_kb_dir(), second)
+    monkeypatch.setattr(loader, "_DOCUMENTS", {})
+    load(first)
+    assert len(loader._DOCUMENTS) >= 10  # every file of the knowledge base, kept
+    reused = load(second)
+    monkeypatch.setattr(loader, "_DOCUMENTS", {})
+    fresh = load(second)
+    assert reused == fresh and {r.file for r in reused.rules} == {r.file for r in fresh.rules}
+    assert all(r.file.startswith(f"{second}/rules/") for r in reused.rules)
+    facts = second / "facts.yaml"
+    facts.write_text(facts.read_text().replace("  leg_weakness:", "  leg_weaknesz:", 1))  # the same length
+    load(first)  # the unchanged rule files kept again, read from the first folder
+    with pytest.raises(KnowledgeBaseError) as kept:
+        load(second)
+    monkeypatch.setattr(loader, "_DOCUMENTS", {})
+    with pytest.raises(KnowledgeBaseError) as afresh:
+        load(second)
+
+    def about(problems):
+        return [(p.file, p.line, p.message) for p in problems if "leg_weakness" in p.message]
+
+    assert about(kept.value.problems) and about(kept.value.problems) == about(afresh.value.problems)
+    assert all(file.startswith(f"{second}/rules/") for file, _, _ in about(kept.value.problems))

@@ -34,7 +34,7 @@ from lumbar_kb.engine.loader.files import (
     stray_files,
 )
 from lumbar_kb.engine.model import KnowledgeBase, Reference, Rule, Section
-from lumbar_kb.engine.source import DocumentError, Positions, display, read_bytes, read_document
+from lumbar_kb.engine.source import DocumentError, Positions, display, limits, parse_document, read_bytes
 
 if TYPE_CHECKING:
     from lumbar_kb.engine.loader.catalog import CATALOG_KINDS
@@ -100,15 +100,32 @@ def load(kb_dir: Path | str | None = None) -> KnowledgeBase:
     return kb
 
 
+# documents that read and matched their schema without a problem, kept a process by what determines them (their
+# schema, the reading limits, JSON or YAML by the name, their bytes) as pickles: a knowledge base loaded again
+# with one file edited (an author's next `check`, `diff` of two versions, a copy with one defect seeded) reads
+# and validates only that file. Each use unpickles its own data, so no load can change another's.
+_DOCUMENTS: dict[tuple, bytes] = {}
+DOCUMENTS_KEPT = 512  # ~5 KB each
+
+
 def _read(problems: list[Problem], path: Path, schema: str, root: Path) -> tuple[Any, Positions] | None:
     """One document, safely read with positions and checked against its schema (None when unreadable)."""
+    import pickle
+
     from lumbar_kb.engine.loader.schema import schema_problems, subject_of, typename
 
     if outside(root, path):  # never read: a knowledge base stays in its folder
         problems.append(outside_problem(path))
         return None
+    bounds = limits()
     try:
-        data, pos = read_document(path)
+        raw = read_bytes(path, bounds)
+        key = (schema, bounds, path.name.lower().endswith(".json"), raw)
+        kept = _DOCUMENTS.get(key)
+        if kept is not None:
+            data, lines, keys = pickle.loads(kept)
+            return data, Positions(display(path), lines, keys)
+        data, pos = parse_document(raw, path, bounds)
     except DocumentError as exc:
         problems.append(exc.problem)
         return None
@@ -119,7 +136,12 @@ def _read(problems: list[Problem], path: Path, schema: str, root: Path) -> tuple
         return None
     found = schema_problems(data, schema, pos, lambda p: subject_of(data, p))
     problems.extend(found)
-    return (None if found else data), pos
+    if found:
+        return None, pos
+    if len(_DOCUMENTS) >= DOCUMENTS_KEPT:
+        _DOCUMENTS.clear()
+    _DOCUMENTS[key] = pickle.dumps((data, pos.lines, pos.keys), pickle.HIGHEST_PROTOCOL)
+    return data, pos
 
 
 def _build(root: Path, problems: list[Problem]) -> KnowledgeBase | None:
