@@ -112,20 +112,30 @@ def declared(schema_name: str) -> dict[str, set]:
 
 def test_the_keys_the_loader_reads_are_the_keys_the_schemas_declare(monkeypatch):
     log: dict[str, set] = defaultdict(set)
-    real_read, real_schema = loader.read_document, loader.schema_problems
+    real_read, real_parse, real_schema = scenarios.read_document, loader.parse_document, loader.schema_problems
+
+    def recorded(path, data):
+        if Path(path).name in ("codes.yaml", "board.yaml"):  # checked at load, read whole by clinic/fhir, approvals
+            return data
+        name = schema_for(Path(path))
+        return wrap(data, name, load_schema(name), "#", log)
 
     def read(path):
         data, pos = real_read(path)
-        if Path(path).name in ("codes.yaml", "board.yaml"):  # checked at load, read whole by clinic/fhir, approvals
-            return data, pos
-        name = schema_for(Path(path))
-        return wrap(data, name, load_schema(name), "#", log), pos
+        return recorded(path, data), pos
+
+    def parse(raw, path, bounds):
+        data, pos = real_parse(raw, path, bounds)
+        return recorded(path, data), pos
 
     def validate(data, schema_name, pos, subject_of=None):
         return real_schema(plain(data), schema_name, pos, subject_of)
 
+    monkeypatch.setattr(scenarios, "read_document", read)
+    monkeypatch.setattr(loader, "parse_document", parse)
+    monkeypatch.setattr(loader, "DOCUMENTS_KEPT", 0)  # every document parsed, none kept (a kept one is a copy)
+    monkeypatch.setattr(loader, "_DOCUMENTS", {})
     for module in (loader, scenarios):
-        monkeypatch.setattr(module, "read_document", read)
         monkeypatch.setattr(module, "schema_problems", validate)
     monkeypatch.setenv("LUMBAR_KB_CACHE", "off")  # a full load: every file read through the recording reader
     kb = load()

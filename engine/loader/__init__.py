@@ -138,9 +138,10 @@ def _read(problems: list[Problem], path: Path, schema: str, root: Path) -> tuple
     problems.extend(found)
     if found:
         return None, pos
-    if len(_DOCUMENTS) >= DOCUMENTS_KEPT:
-        _DOCUMENTS.clear()
-    _DOCUMENTS[key] = pickle.dumps((data, pos.lines, pos.keys), pickle.HIGHEST_PROTOCOL)
+    if DOCUMENTS_KEPT:  # 0: none kept
+        if len(_DOCUMENTS) >= DOCUMENTS_KEPT:
+            _DOCUMENTS.clear()
+        _DOCUMENTS[key] = pickle.dumps((data, pos.lines, pos.keys), pickle.HIGHEST_PROTOCOL)
     return data, pos
 
 
