@@ -54,7 +54,8 @@ _PARSER: list[argparse.ArgumentParser] = []
 def _parser() -> argparse.ArgumentParser:
     """The parser, built once a process: building it is ~8 ms (every command's options, argparse's gettext
     lookups), which a process that runs `main` many times (a test, a script) would pay each call. Parsing
-    leaves a parser as it was: defaults are copied into each call's namespace (an `append` option's list too)."""
+    leaves a parser as it was, provided no option's default is a value a call could change: an option left out
+    gets the default object itself (so `serve --cors-origin` defaults to None, not a shared list; tested)."""
     if not _PARSER:
         _PARSER.append(build_parser())
     return _PARSER[0]

@@ -225,10 +225,6 @@ class Steps:
             got = self._texts[steps] = "[" + ",".join(f"[{i},{leaf[n]}]" for i, n in enumerate(steps, 1)) + "]"
         return steps, got
 
-    def rows(self, steps: tuple[int, ...]) -> list[tuple]:
-        """(step, rule, matched facts as JSON) of each firing: the trace's rows in the audit store."""
-        return [(i, self.rules[n], self.matched[n]) for i, n in enumerate(steps, 1)]
-
     def table(self, traces: list[tuple[int, ...]]) -> Any:
         """The trace rows of a chunk's rows as an Arrow table: row (0-based, in the chunk), step, rule, matched."""
         import numpy as np

@@ -289,6 +289,11 @@ def _line_col(text: str, offset: int) -> tuple[int, int]:
     return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
 
 
+def is_json(name: str) -> bool:
+    """Whether a file is read as JSON (by its name's suffix), else as YAML."""
+    return name.lower().endswith(".json")
+
+
 def parse_text(text: str, file: str, bounds: Limits | None = None) -> tuple[Any, Positions]:
     """Parse YAML (or JSON) text into plain data plus positions; raises DocumentError.
 
@@ -302,7 +307,7 @@ def parse_text(text: str, file: str, bounds: Limits | None = None) -> tuple[Any,
             Problem(f"control character {_char_name(bad.group())}: refused", file=file, line=line, column=column)
         )
     try:
-        if file.lower().endswith(".json"):
+        if is_json(file):
             return _parse_json(text, file, bounds)
         return _parse_yaml(text, file, bounds)
     except RecursionError:

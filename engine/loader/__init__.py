@@ -34,7 +34,7 @@ from lumbar_kb.engine.loader.files import (
     stray_files,
 )
 from lumbar_kb.engine.model import KnowledgeBase, Reference, Rule, Section
-from lumbar_kb.engine.source import DocumentError, Positions, display, limits, parse_document, read_bytes
+from lumbar_kb.engine.source import DocumentError, Positions, display, is_json, limits, parse_document, read_bytes
 
 if TYPE_CHECKING:
     from lumbar_kb.engine.loader.catalog import CATALOG_KINDS
@@ -120,7 +120,7 @@ def _read(problems: list[Problem], path: Path, schema: str, root: Path) -> tuple
     bounds = limits()
     try:
         raw = read_bytes(path, bounds)
-        key = (schema, bounds, path.name.lower().endswith(".json"), raw)
+        key = (schema, bounds, is_json(path.name), raw)
         kept = _DOCUMENTS.get(key)
         if kept is not None:
             data, lines, keys = pickle.loads(kept)
