@@ -173,13 +173,15 @@ _GENERATIONS = itertools.count(1)
 
 
 class Steps:
-    """One process's trace steps, interned: each distinct firing (a rule and the facts it matched) gets a number
-    once, with its matched facts' JSON and its text inside a leaf, and a trace is the tuple of its firings'
-    numbers. A cohort's firings repeat a few hundred steps (280 over 100,000 random patients), so a trace costs
-    the supporter walk and a lookup a firing, and the audit store's trace table is taken from the steps by
-    number (`table`), never encoded from Python strings. A trace's leaf text is kept by its tuple. A trace's
-    rows are (step, rule, its matched facts as `json.dumps(matched, sort_keys=True, ensure_ascii=False)`), and
-    its text is `_LEAF(_steps(rows))` (tested on random patients, with both bounds reached).
+    """One process's trace steps, interned: each distinct firing gets a number once, with its matched facts' JSON
+    and its text inside a leaf, and a trace is the tuple of its firings' numbers. A firing is known by its rule
+    and the values the facts its rule reads had when it fired (`Firing.values_of`), which fix the facts it
+    matched; a firing without that evidence (one unpickled) by its matched facts. A cohort's firings repeat a
+    few hundred steps (280 over 100,000 random patients), so a firing seen before costs a lookup, not the
+    supporter walk, and the audit store's trace table is taken from the steps by number (`table`), never
+    encoded from Python strings. A trace's leaf text is kept by its tuple. A trace's rows are (step, rule, its
+    matched facts as `json.dumps(matched, sort_keys=True, ensure_ascii=False)`), and its text is
+    `_LEAF(_steps(rows))` (tested on random patients, with both bounds reached).
 
     Numbers mean their steps until `renew`, which a cohort calls between chunks when a bound is reached; each
     renewal (and each Steps) has a `generation` of its own, which a decision kept with numbers is kept by."""
@@ -187,12 +189,13 @@ class Steps:
     KEPT = 100_000  # distinct steps (a step ~200 bytes)
     TEXTS_KEPT = 10_000  # traces' leaf texts (~1 KB each)
 
-    def __init__(self) -> None:
+    def __init__(self, reads: dict[str, tuple[str, ...]]) -> None:
+        self._reads = reads  # rule id -> the facts its condition reads (Rule.reads)
         self.renew()
 
     def renew(self) -> None:
         self.generation = next(_GENERATIONS)
-        self._ids: dict[tuple, int] = {}  # (rule, matched items) -> number
+        self._ids: dict[tuple, int] = {}  # (rule, 0, values read) or (rule, 1, matched items) -> number
         self.rules: list[str] = []  # number -> rule
         self.matched: list[str] = []  # number -> matched facts as JSON
         self._leaf: list[str] = []  # number -> the step's text inside a leaf, without its order
@@ -205,9 +208,13 @@ class Steps:
     def __call__(self, trace: Any) -> tuple[tuple[int, ...], str]:
         """The trace's step numbers, in firing order, and its text as a leaf encodes it."""
         ids = self._ids
+        reads = self._reads
         numbers = []
         for f in trace.firings:
-            key = (f.rule, tuple(f.matched.items()))
+            # a firing is known by the values of the facts its rule reads (they fix its matched facts), so a
+            # step seen before costs a lookup, not the supporter walk; without its evidence, by its matched facts
+            values = f.values_of(reads[f.rule])
+            key = (f.rule, 1, tuple(f.matched.items())) if values is None else (f.rule, 0, values)
             n = ids.get(key)
             if n is None:
                 n = ids[key] = len(self.rules)

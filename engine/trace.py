@@ -35,12 +35,24 @@ class Firing:
     @property
     def matched(self) -> dict:  # dict[str, Value]
         if self._matched is None:
-            supporter, inputs, derived, known, facts_after = self._evidence  # type: ignore[misc]
-            facts = facts_after.get(known)
-            if facts is None:  # the first firing read after this many derivations: the facts known then
-                facts = facts_after[known] = {**inputs, **dict(itertools.islice(derived.items(), known))}
-            self._matched, self._evidence = supporter(facts), None
+            self._matched, self._evidence = self._evidence[0](self._known()), None  # type: ignore[index]
         return self._matched
+
+    def values_of(self, names: tuple[str, ...]) -> tuple | None:
+        """The values (None: unknown) the facts `names` had when the rule fired, without working out `matched`;
+        None once the evidence is gone (`matched` read, or a firing made with its matched facts). `matched` is
+        a function of the rule and the values of the facts its condition reads (`Rule.reads`), so those values
+        identify it: a cohort numbering distinct steps looks them up instead of walking the supporter."""
+        if self._evidence is None:
+            return None
+        return tuple(map(self._known().get, names))
+
+    def _known(self) -> dict:
+        _, inputs, derived, known, facts_after = self._evidence  # type: ignore[misc]
+        facts = facts_after.get(known)
+        if facts is None:  # the first firing read after this many derivations: the facts known then
+            facts = facts_after[known] = {**inputs, **dict(itertools.islice(derived.items(), known))}
+        return facts
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Firing):
