@@ -115,12 +115,13 @@ mutation: setup
 	$(BIN)/python .ci/mutation.py
 
 # the author's loop, in seconds: load, prove and run every scenario of a knowledge base (no code gates)
-author-check: setup
+# the Python venv only: an author's loop needs neither npm's packages (the CPG tests) nor anything else of `setup`
+author-check: $(VENV)/.installed
 	$(BIN)/lumbar-kb validate $(KB_OPT)
 	$(BIN)/lumbar-kb check $(KB_OPT)
 	$(BIN)/lumbar-kb test --require-coverage $(KB_OPT)
 
-validate: setup
+validate: $(VENV)/.installed
 	$(BIN)/lumbar-kb validate $(KB_OPT)
 
 clean:
