@@ -365,6 +365,57 @@ def test_a_firing_works_its_evidence_out_from_the_facts_known_when_it_fired(kb):
         hash(first)  # compared by value, and its evidence is a dict
 
 
+# a rule that can fire before a fact it reads is derived: `early` (priority 2) on `a`, then `late` derives `d`
+EARLY_THEN_DERIVED = (
+    {"a": {"type": "bool"}, "b": {"type": "bool"}, "d": {"type": "bool", "derived": True}},
+    [
+        {
+            "id": "early",
+            "priority": 2,
+            "when": {"any": [{"fact": "a", "is": True}, {"fact": "d", "is": True}]},
+            "then": [{"warning": "warn_a"}],
+        },
+        {"id": "late", "priority": 1, "when": {"fact": "b", "is": True}, "then": [{"derive": "d", "value": True}]},
+    ],
+)
+
+
+@pytest.mark.parametrize("which", ["bundled", "a fact derived after a rule that reads it fired"])
+def test_the_values_a_firings_rule_read_are_the_facts_known_then_and_fix_its_matched_facts(kb, which, tmp_path):
+    """`Firing.values_of(rule.reads)` (what a cohort numbers a trace step by, instead of working `matched` out):
+    on random patients, each value is the fact's value among the inputs and the facts derived before the firing
+    (by the rules the reference evaluator fired before it; None for unknown), and firings of one rule with the
+    same values have the same matched facts. Once `matched` is read the evidence is gone, and so are the values.
+    Also on a knowledge base where a rule fires before a fact it reads is derived."""
+    from lumbar_kb.engine.reference import ReferenceEvaluator
+
+    from . import kbgen
+
+    if which != "bundled":
+        kb = load(kbgen.write_kb(tmp_path / "kb", *EARLY_THEN_DERIVED))
+    reads = {rule.id: rule.reads for rule in kb.rules}
+    derives = {rule.id: {d.fact for d in rule.derives()} for rule in kb.rules}
+    engine, reference = Engine(kb), ReferenceEvaluator(kb)
+    rng = random.Random(33)
+    matched_by: dict[tuple, dict] = {}
+    later = 0  # firings that read a fact derived after them
+    for _ in range(800):
+        patient = random_patient(kb, rng)
+        trace, expected = engine.run(patient), reference.run(patient)
+        for firing, other in zip(trace.firings, expected.firings, strict=True):
+            values = firing.values_of(reads[firing.rule])
+            assert values is not None and len(values) == len(reads[firing.rule])
+            before = {f for e in expected.firings[: other.order - 1] for f in derives[e.rule]}
+            known = {**trace.inputs, **{f: v for f, v in trace.derived.items() if f in before}}
+            assert values == tuple(known.get(name) for name in reads[firing.rule]), firing.rule
+            later += any(f in trace.derived and f not in before for f in reads[firing.rule])
+            assert matched_by.setdefault((firing.rule, values), firing.matched) == firing.matched
+            assert firing.values_of(reads[firing.rule]) is None  # matched read: the evidence is gone
+    assert len(matched_by) > (100 if which == "bundled" else 3)
+    if which != "bundled":
+        assert later > 0  # the case the generated knowledge base is for happened
+
+
 def test_a_traces_rule_ids_are_the_knowledge_bases_own_strings(kb):
     """The trace names each rule with the model's string, not a copy cut from durable's message: the decision
     and look-ahead stores, and a cohort's pathways, keep many traces' rule ids, one copy of each id between
