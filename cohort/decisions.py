@@ -189,8 +189,8 @@ class Steps:
     KEPT = 100_000  # distinct steps (a step ~200 bytes)
     TEXTS_KEPT = 10_000  # traces' leaf texts (~1 KB each)
 
-    def __init__(self, reads: dict[str, tuple[str, ...]]) -> None:
-        self._reads = reads  # rule id -> the facts its condition reads (Rule.reads)
+    def __init__(self, kb: Any) -> None:
+        self._reads = {rule.id: rule.reads for rule in kb.rules}  # rule id -> the facts its condition reads
         self.renew()
 
     def renew(self) -> None:

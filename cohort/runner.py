@@ -65,7 +65,7 @@ def remember(kb: KnowledgeBase, engine: Any = None) -> None:
         engine = Engine(kb)
     _LOADED[kb.sha256] = (kb, engine)
     _CANONICAL[kb.sha256] = Canonical(kb)
-    _STEPS[kb.sha256] = Steps({rule.id: rule.reads for rule in kb.rules})
+    _STEPS[kb.sha256] = Steps(kb)
 
 
 def from_snapshot(snap: dict) -> KnowledgeBase:

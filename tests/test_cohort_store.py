@@ -156,7 +156,7 @@ def test_a_traces_kept_steps_give_its_rows_and_text_afresh(kb, evaluator, monkey
 
     monkeypatch.setattr(decisions.Steps, "TEXTS_KEPT", 300)
     monkeypatch.setattr(decisions.Steps, "KEPT", 120)
-    steps = decisions.Steps({rule.id: rule.reads for rule in kb.rules})
+    steps = decisions.Steps(kb)
     rng = random.Random(27)
     patients = [random_patient(kb, rng) for _ in range(1500)]
     renewed = 0
