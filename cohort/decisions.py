@@ -138,29 +138,125 @@ def _steps(steps: list) -> list:
 
 
 def leaf(row: dict, inputs_text: str, steps: list) -> bytes:
-    """One decision row's link in its run's digest, in two levels: the digest of what its decision fixes
-    (`decided_digest`: the decided columns, `changes`, the stored inputs text and the trace, as canonical JSON),
-    then sha256 of the row's own columns (who it is, `kept`) with that digest (`leaf_of`). The same bytes from a
-    row as the worker made it and from the row read back from the audit store (hours as numbers, a missing list
-    or map as null). A cohort works the first level out once per decision, so a repeated answer costs a row
-    only its own columns."""
-    decided = decided_digest(
-        {column: row.get(column) for column in DECIDED_COLUMNS}, row.get("changes"), inputs_text, _LEAF(_steps(steps))
+    """One decision row's link in its run's digest, in two levels: the digest of what its decision fixes (the
+    decided columns, `changes`, the stored inputs text and the trace, as canonical JSON), then sha256 of the
+    row's own columns (who it is, `kept`) with that digest. The same bytes from a row as the worker made it and
+    from the row read back from the audit store (hours as numbers, a missing list or map as null).
+
+    This is the definition, encoded with json's own encoder, and what `replay` recomputes. A cohort gets the same
+    bytes faster (`decided_digest` once per decision, then `leaf_of` per row: tested equal on every row)."""
+    middle = _LEAF(
+        [_leaf_value(column, row.get(column)) for column in DECIDED_COLUMNS] + [row.get("changes"), inputs_text]
     )
-    return leaf_of(row, decided)
+    decided = hashlib.sha256(f"[{middle[1:-1]},{_LEAF(_steps(steps))}]".encode()).hexdigest()
+    own = [row.get(column) for column in WHO_COLUMNS]
+    return hashlib.sha256(_LEAF([*own, _leaf_value("kept", row.get("kept")), decided]).encode()).digest()
 
 
 def decided_digest(part: dict, changes: Any, inputs_text: str, steps_text: str) -> str:
-    """The digest (hex) of what is the same for every patient with the same answers: the decided columns, their
-    `changes`, the stored inputs text and the trace (its text from `Steps`)."""
-    middle = _LEAF([_leaf_value(column, part.get(column)) for column in DECIDED_COLUMNS] + [changes, inputs_text])
-    return hashlib.sha256(f"[{middle[1:-1]},{steps_text}]".encode()).hexdigest()
+    """The first level of `leaf` (hex), what is the same for every patient with the same answers: the decided
+    columns, their `changes`, the stored inputs text and the trace (its text from `Steps`). The text is joined
+    from each value's own text (`_text`): JSON with these separators is the join of its elements' texts, and a
+    decision's strings (codes, rule ids, fact names, windows) are encoded once, not once a patient."""
+    get = part.get
+    completeness = get("completeness")
+    texts = [
+        _text(get("kb_sha256")),
+        _text(get("urgency")),
+        _text(get("in_scope")),
+        _text(completeness if completeness is None else str(completeness)),
+        _actions_text(get("actions")),
+        _text(get("warnings")),
+        _text(get("differential")),
+        _text(get("fired")),
+        _text(get("unanswered_alarm")),
+        _text(get("could_escalate")),
+        _text(changes),
+        _LEAF(inputs_text),
+        steps_text,
+    ]
+    return hashlib.sha256(f"[{','.join(texts)}]".encode()).hexdigest()
 
 
 def leaf_of(row: dict, decided: str) -> bytes:
-    """A row's link from its own columns and its decision's `decided_digest`."""
-    own = [row.get(column) for column in WHO_COLUMNS]
-    return hashlib.sha256(_LEAF([*own, _leaf_value("kept", row.get("kept")), decided]).encode()).digest()
+    """A row's link (`leaf`'s second level) from its own columns and its decision's `decided_digest`."""
+    get = row.get
+    kept = get("kept")
+    texts = [
+        _text(get("source")),
+        _text(get("row")),
+        _LEAF(get("patient_id")),
+        _LEAF(get("input_sha256")),
+        "null" if kept is None else _LEAF(_leaf_value("kept", kept)),
+        _LEAF(decided),
+    ]
+    return hashlib.sha256(f"[{','.join(texts)}]".encode()).digest()
+
+
+class _Texts(dict):
+    """Each value's text as `_LEAF` encodes it, kept for strings (a cohort's decisions repeat a few hundred of
+    them). Only a str is kept: no other value is equal to one, so a 1 never finds the text of True. Bounded."""
+
+    KEPT = 50_000
+
+    def __missing__(self, value: Any) -> str:
+        text = _LEAF(value)
+        if type(value) is str:
+            if len(self) >= self.KEPT:
+                self.clear()
+            self[value] = text
+        return text
+
+
+class _Actions(dict):
+    """An action's text in a leaf, by (code, within_hours_min, within_hours, window, done): equal keys give the
+    same text (hours are encoded as floats, done as a bool), and one is kept only when its code and window are
+    strings, which no other value equals. Bounded."""
+
+    KEPT = 10_000
+
+    def __missing__(self, key: tuple) -> str:
+        code, low, hours, window, done = key
+        text = _LEAF([code, _hours(low), _hours(hours), window, bool(done)])
+        if type(code) is str and (window is None or type(window) is str):
+            if len(self) >= self.KEPT:
+                self.clear()
+            self[key] = text
+        return text
+
+
+_TEXTS = _Texts()
+_ACTION_TEXTS = _Actions()
+
+
+def _text(value: Any) -> str:
+    """`_LEAF(value)`, a string or a list of them from the kept texts, and None, a bool or an int directly (the
+    encoder's own call costs more than a short list's text)."""
+    try:
+        if type(value) is str:
+            return _TEXTS[value]
+        if type(value) is list:
+            return "[" + ",".join(map(_TEXTS.__getitem__, value)) + "]"
+    except TypeError:  # an element that is not hashable: encoded whole below
+        pass
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "true" if value else "false"
+    if type(value) is int:
+        return int.__repr__(value)  # what json writes for an int (a float's text has its own special cases)
+    return _LEAF(value)
+
+
+def _actions_text(actions: Any) -> str:
+    """`_LEAF(_leaf_value("actions", actions))`, each action's text kept."""
+    if type(actions) is not list:
+        return _LEAF(_leaf_value("actions", actions))
+    try:
+        keys = [(a["code"], a.get("within_hours_min"), a["within_hours"], a["window"], a["done"]) for a in actions]
+        return "[" + ",".join(map(_ACTION_TEXTS.__getitem__, keys)) + "]"
+    except (TypeError, AttributeError):  # not dicts, or a value that is not hashable
+        return _LEAF(_leaf_value("actions", actions))
 
 
 _MATCHED = json.JSONEncoder(

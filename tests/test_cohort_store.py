@@ -13,6 +13,8 @@ import random
 
 import duckdb
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lumbar_kb.engine.patient import random_patient
 
@@ -232,3 +234,84 @@ def test_each_rows_link_in_the_run_digest_is_the_one_replay_recomputes(kb):
             joined = decisions.leaf_of(varied, decided)
             assert joined == decisions.leaf(varied, inputs, steps), extra
             assert joined != decisions.leaf(row, inputs, steps), extra
+
+
+# values a row or a decision could hold, chosen so that equal values of different types (1, 1.0, True, "1") and
+# texts json escapes (quotes, control and bidi characters, a lone surrogate from a file name) meet in one run
+_ODD = st.sampled_from([1, 1.0, True, "1", 0, False, 0.0, "", None, 'a"b\\c', "é", "\x1b[2J", "\u202e", "\udcff"])
+_ODD_TEXT = st.one_of(st.text(max_size=8), st.sampled_from(["1", "true", "null", "", "\u202e", "\udcff", '"']))
+_SCALAR = st.one_of(_ODD, _ODD_TEXT, st.integers(-(2**70), 2**70), st.floats(allow_nan=True))
+_LIST = st.one_of(
+    st.none(),
+    st.lists(_ODD_TEXT, max_size=6),
+    st.lists(_ODD, max_size=6),
+    st.lists(st.one_of(_SCALAR, st.lists(_ODD, max_size=2), st.dictionaries(_ODD_TEXT, _ODD, max_size=2)), max_size=4),
+)
+_FEW = st.sampled_from([1, 1.0, True, "1", None])  # an action's fields collide often: its text is kept by them
+_HOURS = st.one_of(_FEW, st.booleans(), st.integers(0, 10**6), st.floats(0, 1e6))
+_ACTION = st.fixed_dictionaries(
+    {
+        "code": st.one_of(_FEW, _ODD_TEXT, _ODD),
+        "within_hours": _HOURS,
+        "window": st.one_of(_FEW, _ODD_TEXT, _ODD),
+        "done": st.sampled_from([True, False, 0, 1]),
+    },
+    optional={"within_hours_min": _HOURS},
+)
+
+
+@st.composite
+def _rows(draw):
+    """A decision row with its stored inputs and trace, the usual types and anything else a row could hold."""
+    row = {
+        column: draw(_LIST if column in decisions_module().LIST_COLUMNS else _SCALAR)
+        for column in decisions_module().COLUMNS
+        if column != "actions"
+    }
+    row["actions"] = draw(st.one_of(st.lists(_ACTION, max_size=4), st.none(), st.lists(_ODD, max_size=2)))
+    row["changes"] = draw(_LIST)
+    row["kept"] = draw(st.one_of(st.none(), st.dictionaries(_ODD_TEXT, st.one_of(st.none(), _ODD_TEXT), max_size=3)))
+    inputs = draw(_ODD_TEXT)
+    steps = draw(st.lists(st.tuples(st.integers(1, 50), _ODD_TEXT, _ODD_TEXT), max_size=4))
+    return row, inputs, steps
+
+
+def decisions_module():
+    from lumbar_kb.cohort import decisions
+
+    return decisions
+
+
+@given(st.lists(_rows(), min_size=1, max_size=6))
+def test_a_links_fast_text_is_the_one_jsons_encoder_writes(rows):
+    """A cohort's link of a row (`decided_digest`, then `leaf_of`) joins each value's text, strings' texts kept
+    across rows: for every row, of the usual types or not, it must be the link `leaf` encodes with json's own
+    encoder, which replay recomputes; across rows, so that a kept text is never another value's (1, 1.0, True
+    and "1" are not one text). A row json cannot encode is refused by both."""
+    decisions = decisions_module()
+    for row, inputs, steps in rows:
+        part = {column: row[column] for column in decisions.DECIDED_COLUMNS}
+        steps_text = decisions._LEAF(decisions._steps(steps))
+        try:
+            expected = decisions.leaf(row, inputs, steps)
+        except TypeError:  # a row json cannot encode (actions not a list of mappings): the link is refused too
+            with pytest.raises(TypeError):
+                decisions.leaf_of(row, decisions.decided_digest(part, row["changes"], inputs, steps_text))
+            continue
+        assert decisions.leaf_of(row, decisions.decided_digest(part, row["changes"], inputs, steps_text)) == expected
+
+
+@pytest.mark.parametrize("first, second", [(1, True), (True, 1), (1, 1.0), (1.0, True), (0, False), (False, 0.0)])
+def test_a_kept_text_is_never_that_of_an_equal_value_of_another_type(first, second):
+    """Equal values of different types have different texts (1, true, 1.0): a row holding one, then a row holding
+    the other, in every column and in an action's code and window, each get the link json's own encoder gives."""
+    decisions = decisions_module()
+    decisions._TEXTS.clear()
+    decisions._ACTION_TEXTS.clear()
+    for value in (first, second):
+        row = {column: [value] if column in decisions.LIST_COLUMNS else value for column in decisions.COLUMNS}
+        row["actions"] = [{"code": value, "within_hours": 1, "window": value, "done": True}]
+        row["changes"] = [value]
+        part = {column: row[column] for column in decisions.DECIDED_COLUMNS}
+        joined = decisions.leaf_of(row, decisions.decided_digest(part, row["changes"], "{}", "[]"))
+        assert joined == decisions.leaf(row, "{}", []), value
