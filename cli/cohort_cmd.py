@@ -283,7 +283,13 @@ def _add_query(sub) -> None:
     p.add_argument("question", nargs="?", metavar="QUESTION", help=", ".join(_QUESTIONS))
     p.add_argument("arguments", nargs="*", metavar="ARG")
     p.add_argument("--sql", metavar="SQL", help="your own query, read-only (e.g. SELECT ... FROM finished_decisions)")
-    p.add_argument("--timeout", metavar="S", type=float, default=60.0, help="--sql: stop after S seconds (60)")
+    p.add_argument(
+        "--timeout",
+        metavar="S",
+        type=float,
+        default=60.0,
+        help="--sql: stop once DuckDB has worked S seconds on it (60)",
+    )
     p.add_argument("--run", dest="run_id", metavar="RUN_ID", help="the run asked about (default: the latest finished)")
     p.add_argument("--format", choices=("text", "json", "csv"), default="text")
     p.add_argument("--csv-raw", action="store_true", help="CSV cells as they are (default: formulas neutralised)")
@@ -295,7 +301,7 @@ _QUESTIONS = ("runs", "fired", "emergencies-by-window", "never-fired", "changed"
 
 
 def _run_query(args) -> int:
-    from lumbar_kb.cohort.store import Store, render
+    from lumbar_kb.cohort.store import Store, write_rows
 
     if args.limit is not None and args.limit < 0:
         raise LumbarKBError(Problem("--limit must be 0 or more"))
@@ -319,16 +325,16 @@ def _run_query(args) -> int:
             )
         )
     store = Store(args.db)
-    try:
+    try:  # the rows are written as they are read: memory holds a batch of them, however many there are
         if args.sql is not None:
-            columns, rows = store.sql(args.sql, args.limit, args.timeout)
+            columns, batches = store.sql(args.sql, args.limit, args.timeout)
         else:
-            columns, rows, read = store.ask(args.question, args.arguments, args.run_id, args.limit)
+            columns, batches, read = store.ask(args.question, args.arguments, args.run_id, args.limit)
             if read:
                 print(f"query: {read}", file=sys.stderr)
+        write_rows(columns, batches, args.format, sys.stdout, raw=args.csv_raw)
     finally:
         store.close()
-    sys.stdout.write(render(columns, rows, args.format, raw=args.csv_raw))
     return EXIT_OK
 
 

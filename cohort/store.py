@@ -41,14 +41,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import os
 import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -688,8 +687,11 @@ class Store:
             raise LumbarKBError(Problem("the audit store has no finished runs", file=display(self.path)))
         return str(found[0]), found[1]
 
-    def ask(self, question: str, arguments: list, run_id: str | None, limit: int | None) -> tuple[list, list, str]:
-        """A named question's columns, rows and which run it read (a line for the user)."""
+    def ask(
+        self, question: str, arguments: list, run_id: str | None, limit: int | None
+    ) -> tuple[list, Iterator[list], str]:
+        """A named question's columns, its rows as batches read as they are wanted (`_batches`), and which run it
+        read (a line for the user)."""
         count, defaults, sql = QUESTIONS[question]
         arguments = list(arguments) + list(defaults[len(arguments) - count :] if len(arguments) < count else [])
         if len(arguments) != count:
@@ -710,58 +712,123 @@ class Store:
             read = f"runs {arguments[0]} and {arguments[1]}"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        cursor = self.con.execute(sql, params)
+        deadline = _Deadline(self.con, None, "")
+        cursor = deadline.run(self.con.execute, sql, params)
         columns = [d[0] for d in cursor.description]
-        rows = cursor.fetchall()
+        batches = _batches(deadline, cursor, None)
         if question == "runs":
-            rows = [(r[0], r[1], self.status(r[0], r[2]), *r[3:]) for r in rows]
-        return columns, rows, read
+            batches = ([(r[0], r[1], self.status(r[0], r[2]), *r[3:]) for r in batch] for batch in batches)
+        return columns, batches, read
 
-    def sql(self, text: str, limit: int | None, timeout: float) -> tuple[list, list]:
-        """An analyst's own SQL, read-only, stopped after `timeout` seconds; at most `limit` rows kept."""
+    def sql(self, text: str, limit: int | None, timeout: float) -> tuple[list, Iterator[list]]:
+        """An analyst's own SQL, read-only: its columns, and its rows (at most `limit`) as batches read as they
+        are wanted, so that memory holds a batch, not the answer. Stopped once DuckDB has worked on it for
+        `timeout` seconds (`_Deadline`)."""
+        deadline = _Deadline(self.con, timeout, SQL_HINT)
+        cursor = deadline.run(self.con.execute, text)
+        if cursor.description is None:
+            return [], iter(())
+        return [d[0] for d in cursor.description], _batches(deadline, cursor, limit)
+
+
+SQL_HINT = "read-only; the views: finished_runs, finished_decisions, finished_trace, finished_bad_rows"
+FETCH_ROWS = 10_000  # a query's rows are read and written this many at a time
+TEXT_ALIGNED = 1_000  # a text table's columns are as wide as its first this many rows need
+
+
+class _Deadline:
+    """A query's time, counted only while DuckDB works on it (its execution and each fetch): the time its rows
+    spend being written out (to a slow pipe, a pager) is not the query's. None: no limit. DuckDB's errors
+    become one-line problems."""
+
+    def __init__(self, con: Any, timeout: float | None, hint: str):
+        self.con, self.timeout, self.left, self.hint = con, timeout, timeout, hint
+
+    def run(self, call: Any, *args: Any) -> Any:
         import duckdb
 
-        timer = threading.Timer(timeout, self.con.interrupt)
-        timer.start()
+        timer = None
+        if self.left is not None:
+            if self.left <= 0:
+                raise self._stopped()
+            timer = threading.Timer(self.left, self.con.interrupt)
+            timer.start()
+        start = time.monotonic()
         try:
-            cursor = self.con.execute(text)
-            if cursor.description is None:
-                return [], []
-            columns = [d[0] for d in cursor.description]
-            rows = cursor.fetchmany(limit) if limit is not None else cursor.fetchall()
+            return call(*args)
         except duckdb.InterruptException:
-            raise LumbarKBError(Problem(f"the query ran longer than {timeout:g} s and was stopped")) from None
+            raise self._stopped() from None
         except duckdb.Error as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            hint = "read-only; the views: finished_runs, finished_decisions, finished_trace, finished_bad_rows"
-            raise LumbarKBError(Problem(f"SQL: {message}", hint=hint)) from None
+            raise LumbarKBError(Problem(f"SQL: {message}", hint=self.hint or None)) from None
         finally:
-            timer.cancel()
-        return columns, rows
+            if timer is not None:
+                timer.cancel()
+                self.left = (self.left or 0.0) - (time.monotonic() - start)
+
+    def _stopped(self) -> LumbarKBError:
+        return LumbarKBError(Problem(f"the query ran longer than {self.timeout:g} s and was stopped"))
+
+
+def _batches(deadline: _Deadline, cursor: Any, limit: int | None) -> Iterator[list]:
+    """A query's rows, FETCH_ROWS at a time (at most `limit` in all), each fetch within the deadline."""
+    left = limit
+    while left is None or left > 0:
+        batch = deadline.run(cursor.fetchmany, FETCH_ROWS if left is None else min(FETCH_ROWS, left))
+        if not batch:
+            return
+        if left is not None:
+            left -= len(batch)
+        yield batch
 
 
 # ---- showing rows ------------------------------------------------------------------------------------------
-def render(columns: list, rows: list, fmt: str, raw: bool = False) -> str:
-    """Rows as a text table (every cell escaped for a terminal), JSON, or CSV (cells a spreadsheet would run
-    neutralised, unless `raw`)."""
+def write_rows(columns: list, batches: Iterable[list], fmt: str, out: Any, raw: bool = False) -> int:
+    """Write rows as they come, batch by batch, and return how many: a text table (every cell escaped for a
+    terminal; its columns as wide as the first TEXT_ALIGNED rows need, a longer cell later pushing its line
+    out, never cut), JSON (an array, as `json.dumps(rows, indent=2)` writes it), or CSV (cells a spreadsheet
+    would run neutralised, unless `raw`). Memory holds one batch, whatever the number of rows."""
     from lumbar_kb.cohort.output import spreadsheet_safe
 
+    count = 0
     if fmt == "json":
-        data = [dict(zip(columns, map(_plain, r), strict=True)) for r in rows]
-        return json.dumps(data, indent=2, default=str) + "\n"
+        out.write("[")
+        for batch in batches:
+            for r in batch:
+                text = json.dumps(dict(zip(columns, map(_plain, r), strict=True)), indent=2, default=str)
+                out.write(("\n  " if count == 0 else ",\n  ") + text.replace("\n", "\n  "))
+                count += 1
+        out.write("\n]\n" if count else "]\n")
+        return count
     if fmt == "csv":
-        out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         cell = _cell if raw else (lambda v: spreadsheet_safe(_cell(v)))
         writer.writerow([cell(c) for c in columns])
-        writer.writerows([cell(v) for v in r] for r in rows)
-        return out.getvalue()
-    columns = [safe_text(c) for c in columns]
-    cells = [[safe_text(_cell(v)) for v in r] for r in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    line = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
-    body = [line(columns), line(["-" * w for w in widths])] + [line(r) for r in cells]
-    return "\n".join(body) + f"\n({len(rows)} row(s))\n"
+        for batch in batches:
+            writer.writerows([cell(v) for v in r] for r in batch)
+            count += len(batch)
+        return count
+    rows = iter(batches)
+    first: list = []  # the rows the columns' widths are taken from
+    for batch in rows:
+        first.extend(batch)
+        if len(first) >= TEXT_ALIGNED:
+            break
+    header = [safe_text(c) for c in columns]
+    cells = [[safe_text(_cell(v)) for v in r] for r in first]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(header)]
+
+    def line(values: list) -> str:
+        return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip() + "\n"
+
+    out.write(line(header) + line(["-" * w for w in widths]))
+    out.writelines(line(r) for r in cells)
+    count = len(cells)
+    for batch in rows:
+        out.writelines(line([safe_text(_cell(v)) for v in r]) for r in batch)
+        count += len(batch)
+    out.write(f"({count} row(s))\n")
+    return count
 
 
 def _plain(value: Any) -> Any:

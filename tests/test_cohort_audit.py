@@ -19,6 +19,7 @@ import time
 import duckdb
 import pytest
 
+from lumbar_kb.engine.errors import LumbarKBError
 from lumbar_kb.engine.patient import random_patient
 
 from .commands import cli
@@ -191,6 +192,91 @@ def test_own_sql_reads_finished_runs_and_nothing_beyond_the_store(capsys, people
     assert code == 2 and "longer than 0.5 s" in err
     code, _, err = cli(capsys, "query", db, "SELECT 1")
     assert code == 2 and "--sql" in err
+
+
+class _Recording:
+    """An output that notes, at each write, how many batches of rows had been read by then."""
+
+    def __init__(self, read: list):
+        self.read, self.parts, self.when = read, [], []
+
+    def write(self, text: str) -> None:
+        self.parts.append(text)
+        self.when.append(len(self.read))
+
+    def writelines(self, lines) -> None:
+        for text in lines:
+            self.write(text)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "text"])
+def test_a_querys_rows_are_written_as_they_are_read(capsys, people, tmp_path, monkeypatch, fmt):
+    """A query's answer can be millions of rows (every trace row of a large run): its rows are read a batch at a
+    time and each batch written before the next is read, so memory holds a batch. The text is the whole
+    answer's: JSON as json.dumps writes the array, CSV row by row, the text table aligned on its first rows."""
+    from lumbar_kb.cohort import store as audit
+
+    db = tmp_path / "audit.duckdb"
+    stored_run(capsys, people, db)
+    monkeypatch.setattr(audit, "FETCH_ROWS", 7)
+    monkeypatch.setattr(audit, "TEXT_ALIGNED", 7)
+    opened = audit.Store(db)
+    try:
+        columns, batches = opened.sql("SELECT seq, patient_id, urgency FROM finished_decisions ORDER BY seq", None, 60)
+        read: list = []
+
+        def reading():
+            for batch in batches:
+                assert len(batch) <= 7
+                read.append(batch)
+                yield batch
+
+        out = _Recording(read)
+        assert audit.write_rows(columns, reading(), fmt, out) == N
+    finally:
+        opened.close()
+    rows = [r for batch in read for r in batch]
+    assert len(read) == -(-N // 7) and [r[0] for r in rows] == list(range(1, N + 1))
+    text = "".join(out.parts)
+    first_row = next(i for i, part in enumerate(out.parts) if "p0" in part)
+    assert out.when[first_row] == 1  # the first batch was written before the second was read
+    if fmt == "json":
+        assert text == json.dumps([dict(zip(columns, r, strict=True)) for r in rows], indent=2) + "\n"
+    elif fmt == "csv":
+        assert text.splitlines() == [",".join(columns)] + [",".join(str(v) for v in r) for r in rows]
+    else:
+        lines = text.splitlines()
+        widths = [max(len(str(v)) for v in [c] + [r[i] for r in rows[:7]]) for i, c in enumerate(columns)]
+        assert lines[1] == "  ".join("-" * w for w in widths) and lines[-1] == f"({N} row(s))"
+        assert [line.split() for line in lines[2:-1]] == [[str(v) for v in r] for r in rows]
+        assert all(line.index(str(r[1])) == widths[0] + 2 for line, r in zip(lines[2:9], rows, strict=False))
+
+
+def test_a_querys_time_is_the_time_duckdb_works_not_the_time_its_reader_takes(capsys, people, tmp_path, monkeypatch):
+    """--timeout bounds the query: a reader slower than the timeout (a pipe, a pager) still gets every row, and
+    a query that works longer than it, one whose rows come a few at a time, is stopped while they are read."""
+    from lumbar_kb.cohort import store as audit
+
+    db = tmp_path / "audit.duckdb"
+    stored_run(capsys, people, db)
+    monkeypatch.setattr(audit, "FETCH_ROWS", 20)
+    opened = audit.Store(db)
+    try:
+        columns, batches = opened.sql("SELECT * FROM finished_decisions", None, 0.5)
+        got = 0
+        for batch in batches:
+            time.sleep(0.4)  # 3 batches: 1.2 s of reading, more than the query's 0.5 s
+            got += len(batch)
+        assert got == N
+        monkeypatch.setattr(audit, "FETCH_ROWS", 10_000)
+        columns, batches = opened.sql("SELECT a FROM range(10000000000000) r(a) WHERE a % 1000 = 0", None, 0.5)
+        read = 0
+        with pytest.raises(LumbarKBError, match="longer than 0.5 s"):
+            for _ in batches:
+                read += 1
+        assert read > 0  # stopped after some of its rows were read
+    finally:
+        opened.close()
 
 
 @pytest.mark.parametrize(
