@@ -145,7 +145,13 @@ def _run_serve(args) -> int:
         serve(settings_to_env(settings), listen, args.workers)
     else:
         uvicorn.run(
-            app, host=args.host, port=args.port, ssl_certfile=cert, ssl_keyfile=key, access_log=not args.no_access_log
+            app,
+            host=args.host,
+            port=args.port,
+            ssl_certfile=cert,
+            ssl_keyfile=key,
+            access_log=not args.no_access_log,
+            proxy_headers=False,  # X-Forwarded-For/-Proto are a client's word: never the address or scheme
         )
     return EXIT_OK
 

@@ -1,5 +1,6 @@
 """The one way the tests run a real `lumbar-kb serve`: on a free port of 127.0.0.1, waited for until it answers,
-stopped by the test. Its standard error goes to a file (a pipe nobody reads would fill up and stall the server)."""
+stopped by the test. Its standard error and output (uvicorn's access log) go to files (a pipe nobody reads would
+fill up and stall the server)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,10 @@ class Served:
     def stderr(self) -> str:
         return self.log.read_text()
 
+    @property
+    def stdout(self) -> str:
+        return self.log.with_suffix(".stdout").read_text()
+
 
 @contextmanager
 def serving(folder: Path, *extra: str) -> Iterator[Served]:
@@ -39,8 +44,8 @@ def serving(folder: Path, *extra: str) -> Iterator[Served]:
     port = free_port()
     served = Served(f"http://127.0.0.1:{port}", folder / "serve.stderr")
     argv = [sys.executable, "-m", "lumbar_kb", "serve", "--port", str(port), "--db", str(folder / "s.sqlite3")]
-    with served.log.open("w") as log:
-        proc = subprocess.Popen([*argv, "--insecure-dev", *extra], stdout=subprocess.DEVNULL, stderr=log)
+    with served.log.open("w") as log, served.log.with_suffix(".stdout").open("w") as out:
+        proc = subprocess.Popen([*argv, "--insecure-dev", *extra], stdout=out, stderr=log)
         served.pid = proc.pid
         try:
             # a start-up bound generous enough for a loaded 2-core machine running the suite on every core;

@@ -654,7 +654,16 @@ def test_lumbar_kb_serve_runs_a_real_uvicorn_on_loopback(tmp_path):
         (card,) = httpx.post(f"{base}{SERVICE}", json=hook_body(RED_FLAG)).json()["cards"]
         assert card["indicator"] == "critical"
         assert httpx.get(f"{base}/").headers["content-type"].startswith("text/html")
+        # a client's X-Forwarded-Proto is not the scheme (uvicorn would trust it from loopback): the link is http
+        forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
+        (card,) = httpx.post(f"{base}{SERVICE}", json=hook_body(RED_FLAG), headers=forwarded).json()["cards"]
+        assert card["links"][0]["url"].startswith(f"{base}/explanations/"), card["links"]
+        # a trailing slash is not redirected to an address built from the Host header (a POST re-sent there)
+        slashed = httpx.post(f"{base}{SERVICE}/", json=hook_body(RED_FLAG), headers={"Host": "evil.invalid:666"})
+        assert slashed.status_code == 404 and "location" not in slashed.headers
+        assert slashed.headers["content-type"] == "application/problem+json"
     assert "INSECURE DEV MODE" in served.stderr
+    assert f"POST {SERVICE}" in served.stdout and "203.0.113.9" not in served.stdout  # the access log: the real peer
 
 
 def test_serve_without_a_trust_file_refuses_to_start(capsys):

@@ -111,6 +111,11 @@ def test_an_explanation_opens_only_with_its_signed_unexpired_link(app, keys):
     secret = client.app.state.lumbar.link_secret
     old = links.signed_url("", secret, card["uuid"], ttl=-1)
     assert "expired" in problem_ok(client.get(old), 403, "signature")["detail"]
+    # an expiry of digits int() refuses ("²" isdigit), a signature that is not ASCII: refused, never a 500
+    signature = path.split("signature=")[1]
+    for odd in (path.replace(f"expires={expires}", "expires=%C2%B2"), path.replace(signature, "%C3%A9" * 32)):
+        problem = problem_ok(client.get(odd), 403, "signature")
+        assert problem["title"] == "Forbidden"
 
 
 def test_the_link_secret_is_random_per_store_and_kept_across_restarts(tmp_path):

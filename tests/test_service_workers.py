@@ -88,9 +88,12 @@ def test_a_worker_that_dies_is_replaced_and_the_service_answers(tmp_path):
                 break
             time.sleep(0.2)
         assert len(now) == 2 and victim not in now, (first, now)
-        for _ in range(20):  # every connection is answered, whichever worker takes it
-            assert httpx.get(served.base + "/healthz", timeout=30).status_code == 200
+        for _ in range(20):  # every connection is answered, whichever worker takes it; a client's forwarded
+            # address is not taken as its own in any worker's access log
+            headers = {"X-Forwarded-For": "203.0.113.9"}
+            assert httpx.get(served.base + "/healthz", timeout=30, headers=headers).status_code == 200
         assert "starting another" in served.stderr
+        assert "GET /healthz" in served.stdout and "203.0.113.9" not in served.stdout
 
 
 def test_a_port_another_program_listens_on_is_bad_input(tmp_path):

@@ -43,6 +43,8 @@ def create_app(settings: Settings) -> FastAPI:
         description="CDS Hooks 2.0 services, feedback, explanations and the questionnaire page. " + st.kb.disclaimer,
         docs_url=None,
         redoc_url=None,
+        # no redirect of `/path/` to `/path`: Starlette builds it from the Host header (a POST re-sent elsewhere)
+        redirect_slashes=False,
         openapi_url="/openapi.json",
     )
     app.state.lumbar = st

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 from urllib.parse import quote
 
@@ -24,8 +25,9 @@ def signed_url(base_url: str, secret: bytes, card: str, ttl: float, now: float |
 
 
 def valid(secret: bytes, card: str, expires: str | None, sig: str | None, now: float | None = None) -> str | None:
-    """None when the link is good, else why it is refused."""
-    if not expires or not sig or not expires.isdigit() or len(expires) > 12:
+    """None when the link is good, else why it is refused. Only what `signed_url` writes is read: an expiry of
+    ASCII digits (`str.isdigit` takes "²", which `int` refuses) and a signature of lowercase hex."""
+    if not expires or not sig or not re.fullmatch(r"[0-9]{1,12}", expires) or not re.fullmatch(r"[0-9a-f]{64}", sig):
         return "the link is not signed: open it from the card"
     if not hmac.compare_digest(signature(secret, card, int(expires)), sig):
         return "the link's signature is not valid"

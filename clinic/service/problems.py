@@ -19,6 +19,7 @@ MEDIA = "application/problem+json"
 TITLES = {
     400: "Bad Request",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
     409: "Conflict",
     405: "Method Not Allowed",

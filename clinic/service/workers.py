@@ -59,6 +59,7 @@ def _worker(env: str, listen: Listen) -> None:  # pragma: no cover - runs in the
         ssl_certfile=listen.certfile,
         ssl_keyfile=listen.keyfile,
         access_log=listen.access_log,
+        proxy_headers=False,  # X-Forwarded-For/-Proto are a client's word: never the address or scheme
     )
     try:
         uvicorn.Server(config).run(sockets=[sock])
