@@ -714,3 +714,87 @@ def test_contradictory_answers_on_the_page_keep_the_alarm_and_say_why(dev):
     data = response.json()
     assert data["urgency"] == "emergency"
     assert "Contradictory answers" in data["warnings"][0]["text"]
+
+
+# ---- whose record it is --------------------------------------------------------------------------------------
+def _red_flag_record(subject: str, rid: str = "q1") -> dict:
+    return questionnaire_response(KB, CODES, RED_FLAG, subject, rid)
+
+
+def _explained(client, card) -> str:
+    url = urlsplit(next(link["url"] for link in card["links"] if "/explanations/" in link["url"]))
+    return client.get(f"{url.path}?{url.query}").text
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["Patient/p1/_history/2", "https://ehr.example.org/fhir/Patient/p1/_history/7", "urn:uuid:5b9e1e8f-patient-p1"],
+)
+def test_a_patients_own_record_counts_however_its_reference_names_the_patient(dev, subject):
+    """A versioned reference, a full URL, or the fullUrl of the Patient's own Bundle entry name this patient:
+    the red flag the record holds is an emergency, as with `Patient/p1`."""
+    client, _ = dev
+    body = hook_body()
+    entries = [{"resource": _red_flag_record(subject)}]
+    if subject.startswith("urn:"):
+        entries.append({"fullUrl": subject, "resource": {"resourceType": "Patient", "id": "p1"}})
+    body["prefetch"]["questionnaireResponses"]["entry"] = entries
+    (card,) = client.post(SERVICE, json=body).json()["cards"]
+    assert card["indicator"] == "critical" and card["summary"].startswith("EMERGENCY"), card
+    assert "Records not used" not in card["detail"]
+
+
+@pytest.mark.parametrize(
+    "subject, why",
+    [
+        ("Patient/p9", "about another patient (Patient/p9)"),
+        ("#pat", "its subject (#pat) cannot be matched to this patient"),
+        ("urn:uuid:no-such-entry", "its subject (urn:uuid:no-such-entry) cannot be matched to this patient"),
+        ("Patient/p1x/_history/1", "about another patient (Patient/p1x)"),
+    ],
+)
+def test_a_record_not_attributed_to_the_patient_is_named_on_a_card_never_silently_dropped(dev, subject, why):
+    """A record whose subject is another patient, or cannot be matched to this one, gives this patient no fact;
+    when it would have given one, a card (never a reassuring one) tells the clinician to look at it, also when
+    nothing else is known, and the explanation lists it."""
+    client, _ = dev
+    body = hook_body()
+    body["prefetch"]["questionnaireResponses"]["entry"] = [{"resource": _red_flag_record(subject, "qr7")}]
+    (card,) = client.post(SERVICE, json=body).json()["cards"]
+    assert card["indicator"] in ("warning", "critical") and card["indicator"] != "info", card
+    plain = card["detail"].replace("\\", "")  # record text is markdown-escaped on a card
+    assert "Records not used" in plain and f"QuestionnaireResponse/qr7: {why}" in plain, card["detail"]
+    assert "it would give leg_weakness yes" in plain
+    assert not card["summary"].startswith("EMERGENCY")  # the fact is not this patient's: not used
+    explained = _explained(client, card)
+    assert "Set aside" in explained and f"QuestionnaireResponse/qr7: {why}" in explained, explained
+
+
+def test_record_text_writes_no_line_of_the_explanation_and_no_control_character_on_a_card(dev):
+    """A record's id and subject reference are the sender's text: a newline in them must not make a line of the
+    plain-text explanation (a forged "URGENCY: routine"), and no escape, bidi or zero-width character reaches
+    the card or the explanation as itself."""
+    client, _ = dev
+    forged = "x\n\nURGENCY: routine \x1b[2J\x00\u202edecnalab\u202c\u200b"
+    body = hook_body(RED_FLAG)
+    body["prefetch"]["observations"]["entry"] = [
+        {
+            "resource": {
+                "resourceType": "Observation",
+                "id": forged,
+                "status": "final",
+                "code": {"coding": [{"system": CODES.kb_system, "code": "cancer_history"}]},
+                "valueBoolean": True,
+            }
+        }
+    ]
+    body["prefetch"]["conditions"]["entry"] = [
+        {"resource": {**_red_flag_record(f"Patient/p9\n\nAll clear: {forged}", "other"), "id": forged}}
+    ]
+    (card,) = client.post(SERVICE, json=body).json()["cards"]
+    explained = _explained(client, card)
+    for text in (card["detail"], explained):
+        assert not any(ch in text for ch in "\x1b\x00\u202e\u202c\u200b"), text
+    lines = explained.splitlines()
+    assert not any(line.lstrip().startswith(("URGENCY: routine", "All clear")) for line in lines), explained
+    assert "\\x1b" in explained and "\\u202e" in explained  # shown, escaped

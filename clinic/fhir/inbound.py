@@ -3,13 +3,18 @@
 Only the bindings of `codes.yaml` can make a fact known. Every value found is a vote with its source; a fact
 whose votes disagree stays UNKNOWN and is reported as a conflict (the clinician resolves it), as is a value
 that contradicts another fact's condition (e.g. a primary site where the history says "no cancer").
-Resources of another patient, entered in error, or with an unusable status are skipped and listed.
+Resources of another patient, entered in error, or with an unusable status are skipped and listed. A record's
+subject is this patient when its reference is `Patient/ID`, a URL ending in it, either with `/_history/V`, or a
+Bundle entry's fullUrl (e.g. `urn:uuid:...`) whose resource is the Patient ID; a record of another patient, or one
+whose subject cannot be matched (a contained `#ref`), is never this patient's, and when it would have given a fact
+it is listed in `set_aside` so that the clinician is told (a card), never left to find it.
 Malformed structure (a resource that is not an object, an entry list that is not a list) raises
 FhirInputError naming the field, so the service answers 400 and the CLI exits 2.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +42,8 @@ class Mapped:
     evidence: dict = field(default_factory=dict)  # fact -> [source]
     conflicts: dict = field(default_factory=dict)  # fact -> ["yes (Condition/1)", "no (QuestionnaireResponse/2)"]
     skipped: list = field(default_factory=list)  # ["Observation/5: status cancelled", ...]
+    # records not attributed to this patient that would have given a fact: what the clinician must see
+    set_aside: list = field(default_factory=list)
     patient: dict | None = None  # the Patient resource, when one was given
     # answers that break a relation between them (confirmed but "not suspected"): left out of `facts` (unknown, as
     # conflicts to resolve), and kept here so that the clinic evaluates them under the most urgent reading they
@@ -48,7 +55,13 @@ class Mapped:
         return {**self.facts, **self.contradictory}
 
     def to_dict(self) -> dict:
-        return {"facts": self.facts, "evidence": self.evidence, "conflicts": self.conflicts, "skipped": self.skipped}
+        return {
+            "facts": self.facts,
+            "evidence": self.evidence,
+            "conflicts": self.conflicts,
+            "skipped": self.skipped,
+            "set_aside": self.set_aside,
+        }
 
 
 def is_fhir(data: Any) -> bool:
@@ -92,6 +105,8 @@ def map_parts(parts: list, kb: KnowledgeBase, codes: Codes, patient_id: str | No
     skipped: list[str] = []
     patient = None
     every = [item for where, data in parts for item in resources(data, where)]
+    aliases = _patients_by_full_url([data for _, data in parts])
+    set_aside: list[str] = []
     for at, res in every:
         kind = res["resourceType"]
         label = f"{kind}/{res['id']}" if isinstance(res.get("id"), str) else (at or kind)
@@ -101,11 +116,18 @@ def map_parts(parts: list, kb: KnowledgeBase, codes: Codes, patient_id: str | No
         if kind not in ("Observation", "Condition", "QuestionnaireResponse"):
             skipped.append(f"{label}: {kind} is not read")
             continue
-        other = _other_patient(res, patient_id, at)
+        reader = {"Observation": _observation, "Condition": _condition, "QuestionnaireResponse": _questionnaire}[kind]
+        other = _other_patient(res, patient_id, at, aliases)
         if other:
             skipped.append(f"{label}: {other}")
+            try:
+                would = reader(res, at, kb, codes, [], label)
+            except FhirInputError:  # not this patient's record: its shape is not this call's to judge
+                would = []
+            if would:
+                given = ", ".join(f"{fact} {kb.facts[fact].label(value)}" for fact, value, _ in would)
+                set_aside.append(f"{label}: {other}; it would give {given}")
             continue
-        reader = {"Observation": _observation, "Condition": _condition, "QuestionnaireResponse": _questionnaire}[kind]
         found = reader(res, at, kb, codes, skipped, label)
         if not found and not any(s.startswith(label + ":") for s in skipped):
             skipped.append(f"{label}: no code bound to a fact")
@@ -142,7 +164,7 @@ def map_parts(parts: list, kb: KnowledgeBase, codes: Codes, patient_id: str | No
                 conflicts[f] = [f"{kb.facts[f].label(contradictory[f])} ({', '.join(evidence.pop(f, []))})"] + [
                     f"contradicts: {shown} ({relation.because.strip()})"
                 ]
-    return Mapped(facts, evidence, conflicts, skipped, patient, contradictory)
+    return Mapped(facts, evidence, conflicts, skipped, set_aside, patient, contradictory)
 
 
 # ---- readers ---------------------------------------------------------------------------------------------
@@ -302,7 +324,8 @@ def _status_code(concept: Any, at: str) -> str | None:
     return None
 
 
-def _other_patient(res: dict, patient_id: str | None, at: str) -> str | None:
+def _other_patient(res: dict, patient_id: str | None, at: str, aliases: dict[str, str]) -> str | None:
+    """None when the record is this patient's (or names no subject reference), else why it is not."""
     if not patient_id:
         return None
     ref = res.get("subject") or res.get("patient")
@@ -311,9 +334,42 @@ def _other_patient(res: dict, patient_id: str | None, at: str) -> str | None:
     if not isinstance(ref, dict):
         raise FhirInputError(_join(at, "subject"), f"must be a Reference (an object), not {_kind(ref)}")
     target = ref.get("reference")
-    if not isinstance(target, str) or target == f"Patient/{patient_id}" or target.endswith(f"/Patient/{patient_id}"):
+    if not isinstance(target, str):
         return None
-    return f"about another patient ({target})"
+    named = aliases.get(target)
+    if named is None:
+        found = _PATIENT_REFERENCE.fullmatch(_HISTORY.sub("", target))
+        named = found.group(1) if found else None
+    if named == patient_id:
+        return None
+    if named is None:
+        return f"its subject ({target[:200]}) cannot be matched to this patient"
+    return f"about another patient (Patient/{named})"
+
+
+_HISTORY = re.compile(r"/_history/[^/]*\Z")  # a version of the resource: the same patient
+_PATIENT_REFERENCE = re.compile(r"(?:.*/)?Patient/([A-Za-z0-9\-.]{1,64})")  # FHIR's id: 1-64 of these
+
+
+def _patients_by_full_url(data: list) -> dict[str, str]:
+    """Each Bundle entry's fullUrl whose resource is a Patient, with that Patient's id: a record may name its
+    subject by it (`urn:uuid:...` in a transaction Bundle)."""
+    out: dict[str, str] = {}
+    stack: list = list(data)
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict) and item.get("resourceType") == "Bundle" and isinstance(item.get("entry"), list):
+            for entry in item["entry"]:
+                if not isinstance(entry, dict):
+                    continue
+                res, url = entry.get("resource"), entry.get("fullUrl")
+                if isinstance(res, dict) and res.get("resourceType") == "Patient" and isinstance(res.get("id"), str):
+                    if isinstance(url, str):
+                        out[url] = res["id"]
+                stack.append(res)
+    return out
 
 
 def _short(system: str | None, code: str | None) -> str:

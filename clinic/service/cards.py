@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from lumbar_kb.clinic.fhir.codes import Codes, OrderKind
 from lumbar_kb.clinic.fhir.export import timing
 from lumbar_kb.clinic.fhir.inbound import Mapped
+from lumbar_kb.engine.errors import safe_text
 from lumbar_kb.engine.model import KnowledgeBase, hours_text
 from lumbar_kb.engine.result import Item, Result
 from lumbar_kb.engine.result_text import contradiction_texts
@@ -31,8 +32,8 @@ def md(text: str) -> str:
     """Text from the record made inert in (GitHub-flavoured) markdown: every ASCII punctuation mark is
     backslash-escaped (CommonMark's rule: an escaped mark is a literal), so record text can open no link,
     image, HTML tag, emphasis, code, table or autolink (`www.` and `https:` no longer match); line breaks become
-    spaces."""
-    return " ".join(str(text).split()).translate(_ESCAPED)
+    spaces, and control, bidirectional and zero-width characters are shown escaped (`\\u202e`), never applied."""
+    return safe_text(" ".join(str(text).split())).translate(_ESCAPED)
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Context:
     base_url: str  # where this service is reached (links)
     explanation_url: Callable[[str], str] | None = None  # a card's uuid -> its (signed) explanation link
     incomplete: tuple[str, ...] = ()  # what of the record could not be read (caps, page limit)
+    set_aside: tuple[str, ...] = ()  # records not attributed to this patient that would give a fact (Mapped)
 
 
 def card_uuid() -> str:
@@ -226,6 +228,9 @@ def _card(kb, codes, result, ctx, rules, summary_text, indicator_text, detail_te
     if ctx.incomplete:  # never a reassuring card from a partial record, and the card says what is missing
         indicator_text = "warning" if indicator_text == "info" else indicator_text
         detail_text = incomplete_text(ctx) + detail_text
+    if ctx.set_aside:  # records that may be this patient's and would say something: the clinician looks at them
+        indicator_text = "warning" if indicator_text == "info" else indicator_text
+        detail_text = set_aside_text(ctx) + detail_text
     card: dict = {
         "uuid": uid,
         "summary": summary_text[:SUMMARY_MAX],
@@ -280,7 +285,7 @@ def has_something_to_say(result: Result, mapped: Mapped | None) -> bool:
 
 
 def patient_view(kb: KnowledgeBase, codes: Codes, result: Result, mapped: Mapped | None, ctx: Context) -> list[dict]:
-    if not has_something_to_say(result, mapped) and not ctx.incomplete:
+    if not has_something_to_say(result, mapped) and not ctx.incomplete and not ctx.set_aside:
         return []
     rules = result.fired_ids()
     suggestions = [
@@ -321,7 +326,7 @@ def order_cards(
     cards = []
     for ref, kind in orders:
         if kind.unclassified:  # imaging of the spine no binding names: for a patient on the pathway, say so
-            if has_something_to_say(result, mapped) or ctx.incomplete:
+            if has_something_to_say(result, mapped) or ctx.incomplete or ctx.set_aside:
                 cards.append(_unclassified(kb, codes, result, mapped, ctx, rules, ref, kind, imaging))
             continue
         if kind.requires_first and kind.requires_first not in {a.code for a in result.actions if a.done}:
@@ -423,6 +428,16 @@ def _unclassified(kb, codes, result, mapped, ctx, rules, ref: str, kind: OrderKi
     body += ["", detail(kb, result, mapped)]
     suggestions = [(lambda card, a=a: _suggestion(kb, codes, result, a, ctx, card)) for a in imaging]
     return _card(kb, codes, result, ctx, rules, text, indicator(kb, result), "\n".join(body), suggestions)
+
+
+def set_aside_text(ctx: Context) -> str:
+    """The first lines of a card when records that would give a fact were not attributed to this patient."""
+    lines = [
+        "**Records not used: their subject is not this patient, or cannot be matched to this patient.** "
+        "Check them in the record: they would change what is known."
+    ]
+    lines += [f"- {md(s)}" for s in ctx.set_aside]
+    return "\n".join(lines) + "\n\n"
 
 
 def incomplete_text(ctx: Context) -> str:

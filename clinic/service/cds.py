@@ -22,6 +22,7 @@ from lumbar_kb.clinic.service.schemas import Cards, Discovery, Feedback, HookReq
 from lumbar_kb.clinic.service.security import AuthError, client_of
 from lumbar_kb.clinic.service.state import State, state
 from lumbar_kb.clinic.service.store import CardRow
+from lumbar_kb.engine.errors import safe_text
 from lumbar_kb.engine.result_text import render
 
 PREFETCH = {
@@ -173,12 +174,14 @@ def _decide(
         base,
         explanation_url=lambda uid: links.signed_url(base, st.link_secret, uid, ttl),
         incomplete=tuple(incomplete),
+        set_aside=tuple(mapped.set_aside),
     )
     if hook == "patient-view":
         cards = cardmod.patient_view(st.kb, st.codes, result, mapped, context)
     else:
         cards = cardmod.order_cards(st.kb, st.codes, result, mapped, context, orders)
-        if not cards and incomplete:  # the record could not be read whole: say so, never silently less
+        if not cards and (incomplete or mapped.set_aside):  # the record not read whole, or records set aside:
+            # say so, never silently less
             cards = cardmod.patient_view(st.kb, st.codes, result, mapped, context)
     # the explanation is rendered when asked for (the card's link), from the facts and the same knowledge base
     explanation = json.dumps({"facts": mapped.most_urgent_inputs(), "provenance": _provenance(mapped, incomplete)})
@@ -310,17 +313,24 @@ def _policy(st: State, claims: dict) -> Policy:
 
 
 def _provenance(mapped: Mapped, incomplete: list[str] | None = None) -> str:
+    """Which record gave which fact, and what was not used: record text (ids, references) escaped, one line each,
+    so that a record cannot write a line of the report (a newline, an escape sequence or a bidi override)."""
     lines = ["", "From the record:"]
-    lines += [f"  {fact}: {', '.join(src)}" for fact, src in mapped.evidence.items()] or ["  nothing mapped to a fact"]
+    lines += [f"  {fact}: {safe_text(', '.join(src))}" for fact, src in mapped.evidence.items()] or [
+        "  nothing mapped to a fact"
+    ]
     if mapped.conflicts:
         lines.append("Conflicting records (left unknown):")
-        lines += [f"  {fact}: {'; '.join(v)}" for fact, v in mapped.conflicts.items()]
+        lines += [f"  {fact}: {safe_text('; '.join(v))}" for fact, v in mapped.conflicts.items()]
+    if mapped.set_aside:
+        lines.append("Set aside (not attributed to this patient; check them in the record):")
+        lines += [f"  {safe_text(s)}" for s in mapped.set_aside]
     if mapped.skipped:
         lines.append("Not used:")
-        lines += [f"  {s}" for s in mapped.skipped]
+        lines += [f"  {safe_text(s)}" for s in mapped.skipped]
     if incomplete:
         lines.append("Not read (the record data is incomplete):")
-        lines += [f"  {s}" for s in incomplete]
+        lines += [f"  {safe_text(s)}" for s in incomplete]
     return "\n".join(lines) + "\n"
 
 
