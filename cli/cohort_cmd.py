@@ -366,6 +366,8 @@ def _integrity(store: Any, run: dict, public_key: Any, recorded: str | None) -> 
     from lumbar_kb.engine.loader import digest as kb_digest
 
     failures: list[str] = []
+    if not isinstance(run["kb_sha256"], str):
+        raise ValueError("the run names no knowledge base")
     snap = store.knowledge_base(run["kb_sha256"])
     with tempfile.TemporaryDirectory(prefix="lumbar-kb-replay-") as folder:
         for name, data in snap["files"].items():
@@ -407,40 +409,72 @@ def _integrity(store: Any, run: dict, public_key: Any, recorded: str | None) -> 
 
 
 def _run_replay(args) -> int:
-    from lumbar_kb.cohort import runner
-    from lumbar_kb.cohort.store import Store, load_public_key, tool_version
+    from lumbar_kb.cohort.store import Store, load_public_key
 
     public_key = load_public_key(args.public_key) if args.public_key is not None else None
     jobs = _jobs(args.jobs)
     store = Store(args.db)
-    if args.run_id == "latest":
-        args.run_id = store.latest_run()[0]
-    run = store.run_info(args.run_id)
+    try:
+        if args.run_id == "latest":
+            args.run_id = store.latest_run()[0]
+        run = store.run_info(args.run_id)
+        name = safe_text(args.run_id)  # the store's text reaches the terminal escaped, as every stored value
+        try:
+            return _replay(store, run, name, public_key, args, jobs)
+        except STORED_DATA_ERRORS as exc:  # a value no run writes (NULL, not JSON, ...): an altered store
+            print(f"run {name}: INTEGRITY FAILURE: the stored run cannot be read as a run writes it: {_said(exc)}")
+            return EXIT_FAILED
+    finally:
+        store.close()
+
+
+# what reading an altered store's values raises (the catalogue is checked first: these are values no run writes)
+STORED_DATA_ERRORS = (TypeError, ValueError, AttributeError, KeyError, UnicodeError, RecursionError, OverflowError)
+
+
+def _said(exc: BaseException) -> str:
+    return safe_text(f"{type(exc).__name__}: {exc}")[:300]
+
+
+def _replay(store: Any, run: dict, name: str, public_key: Any, args: Any, jobs: int) -> int:
+    from lumbar_kb.cohort import runner
+    from lumbar_kb.cohort.store import knowledge_base_row, tool_version
+
     failures, snap = _integrity(store, run, public_key, args.digest)
     if snap is None:
-        print(f"run {args.run_id}: INTEGRITY FAILURE, not replayed:")
+        print(f"run {name}: INTEGRITY FAILURE, not replayed:")
         for line in failures:
             print(f"  {line}")
         return EXIT_FAILED
     try:
         kb = runner.from_snapshot(snap)
     except (LumbarKBError, ValueError) as exc:
-        print(f"run {args.run_id}: INTEGRITY FAILURE: the stored knowledge base does not load: {safe_text(exc)}")
+        print(f"run {name}: INTEGRITY FAILURE: the stored knowledge base does not load: {safe_text(exc)}")
         return EXIT_FAILED
+    # what the queries read of it beside its files (name, version, levels, rules) must be what the files say
+    if snap["row"] != knowledge_base_row(kb, snap) or (run["kb_name"], run["kb_version"]) != (kb.name, kb.version):
+        failures.append(
+            "the stored knowledge base's name, version, urgency levels or rule list, or the run's, were altered: "
+            "they are not what its files say"
+        )
     job = runner.Job(kb.sha256, rows=False, cache=False)  # every stored input evaluated afresh
     if jobs == 1:
         runner.remember(kb)
     checked = 0
     differing: list = []
     count = 0
-    for out in runner.run(store.stored_chunks(args.run_id), job, {kb.sha256: snap}, jobs):
+    unreadable: list[str] = []
+    for out in runner.run(store.stored_chunks(run["run_id"]), job, {kb.sha256: snap}, jobs):
         checked += out.summary.patients
         count += len(out.replay_differences)
         differing.extend(out.replay_differences[: max(args.limit - len(differing), 0)])
-    store.close()
-    head = f"run {args.run_id}: knowledge base {kb.name} {kb.version} ({kb.sha256[:12]}), {checked} decision(s)"
+        unreadable.extend(out.bad)
+    if unreadable:
+        failures.append(f"{len(unreadable)} stored input(s) are not inputs a run stores, e.g. {unreadable[0]}")
+    head = f"run {name}: knowledge base {safe_text(kb.name)} {safe_text(kb.version)} ({kb.sha256[:12]}), "
+    head += f"{checked} decision(s)"
     if run["tool_version"] != tool_version():
-        head += f" (run by lumbar-kb {run['tool_version']}, replayed by {tool_version()})"
+        head += f" (run by lumbar-kb {safe_text(run['tool_version'])}, replayed by {tool_version()})"
     if failures:
         print(f"{head}: INTEGRITY FAILURE:")
         for line in failures:

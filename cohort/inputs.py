@@ -469,9 +469,15 @@ def patients(chunk: Chunk, kb: KnowledgeBase, mapping: Mapping) -> Iterator[Pati
         ]
         for row, cells in chunk.items:
             yield _table_patient(chunk, row, cells, kb, mapping, columns)
-    elif chunk.kind == "stored":
+    elif chunk.kind == "stored":  # an audit store's inputs text, checked as a JSON Lines row is (replay)
         for source, row, patient_id, inputs, *_ in chunk.items:
-            yield Patient(source, row, patient_id, inputs)
+            where = f"stored inputs of {source}"
+            line = row if type(row) is int and row > 0 else 1  # a patient file's one document: its line 1
+            read = _jsonl_patient(where, line, inputs, kb) if isinstance(inputs, str) else None
+            if isinstance(read, Patient):
+                yield Patient(source, row, patient_id, read.inputs)
+            else:
+                yield read or [Problem("missing (NULL), not a JSON text", file=where)]
     else:  # pragma: no cover - the chunker makes no other kind
         raise ValueError(chunk.kind)
 

@@ -190,6 +190,12 @@ def _connect(path: Path, read_only: bool, wait: float) -> Any:
     """A connection, waiting up to `wait` seconds while another process holds the file's write lock."""
     import duckdb
 
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:  # DuckDB fails on it with a C++ bad_cast
+        raise LumbarKBError(
+            Problem("DuckDB cannot open a file whose name is not UTF-8: rename it", file=display(path))
+        ) from None
     deadline = time.monotonic() + wait
     while True:
         # the store holds patients' answers: what DuckDB creates for it (the file, its WAL) is its owner's only
@@ -498,13 +504,21 @@ def begin(path: Path, kb: KnowledgeBase, snap: dict, inputs: list, command: str,
                 con.execute("INSERT INTO store_meta VALUES ('schema', ?)", [SCHEMA_VERSION])
             _check_catalog(con, path)
             _mark_abandoned(con, path)
-            files = json.dumps({name: data.decode("utf-8") for name, data in sorted(snap["files"].items())})
-            levels = [e.code for e in sorted(kb.catalog["urgency"].values(), key=lambda e: -e.rank)]
-            con.execute(
-                "INSERT INTO knowledge_bases SELECT ?, ?, ?, ?, ?, ? WHERE NOT EXISTS "
-                "(SELECT 1 FROM knowledge_bases WHERE kb_sha256 = ?)",
-                [kb.sha256, kb.name, kb.version, levels, [r.id for r in kb.rules], files, kb.sha256],
-            )
+            row = knowledge_base_row(kb, snap)
+            stored = con.execute(
+                "SELECT name, version, levels, rules, files FROM knowledge_bases WHERE kb_sha256 = ?", [kb.sha256]
+            ).fetchone()
+            if stored is None:
+                con.execute("INSERT INTO knowledge_bases VALUES (?, ?, ?, ?, ?, ?)", [kb.sha256, *row])
+            elif tuple(stored) != row:  # a later run's rows would be chained to an altered copy: refused
+                raise LumbarKBError(
+                    Problem(
+                        f"the audit store's copy of knowledge base {kb.sha256[:12]} is not the knowledge base: "
+                        "the store was altered; nothing was run",
+                        file=display(path),
+                        hint="`lumbar-kb replay RUN_ID --db` names the runs it affects; start a new store",
+                    )
+                )
             con.execute(
                 "INSERT INTO runs VALUES (?, ?, NULL, 'running', ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?, NULL, NULL, NULL)",
                 [
@@ -530,6 +544,14 @@ def begin(path: Path, kb: KnowledgeBase, snap: dict, inputs: list, command: str,
         shutil.rmtree(staging, ignore_errors=True)
         lock.close()
         raise
+
+
+def knowledge_base_row(kb: KnowledgeBase, snap: dict) -> tuple:
+    """The knowledge_bases row of a knowledge base (after its sha256): name, version, levels (urgency codes,
+    highest first), rules (ids, definition order), files (JSON). What a run stores, and what replay expects."""
+    files = json.dumps({name: data.decode("utf-8") for name, data in sorted(snap["files"].items())})
+    levels = [e.code for e in sorted(kb.catalog["urgency"].values(), key=lambda e: -e.rank)]
+    return (kb.name, kb.version, levels, [r.id for r in kb.rules], files)
 
 
 def _mark_abandoned(con: Any, path: Path) -> None:
@@ -566,7 +588,8 @@ class Store:
         return stored
 
     def run_info(self, run_id: str) -> dict:
-        names = ("run_id", "status", "kb_sha256", "patients", "bad_rows", "tool_version", "digest", "signature")
+        names: tuple[str, ...] = ("run_id", "status", "kb_sha256", "kb_name", "kb_version", "patients")
+        names += ("bad_rows", "tool_version", "digest", "signature")
         found = self.con.execute(f"SELECT {', '.join(names)}, signer FROM runs WHERE run_id = ?", [run_id]).fetchone()
         if found is None:
             known = [r[0] for r in self.con.execute("SELECT run_id FROM runs ORDER BY started DESC LIMIT 5").fetchall()]
@@ -584,17 +607,23 @@ class Store:
         return info
 
     def knowledge_base(self, sha256: str) -> dict:
+        """A stored knowledge base as a snapshot (`runner.snapshot`), with its row as stored (`row`). Raises
+        ValueError or TypeError when its files are not a JSON object of texts (an altered store)."""
         found = self.con.execute(
-            "SELECT name, version, files FROM knowledge_bases WHERE kb_sha256 = ?", [sha256]
+            "SELECT name, version, levels, rules, files FROM knowledge_bases WHERE kb_sha256 = ?", [sha256]
         ).fetchone()
         if found is None:
-            raise LumbarKBError(Problem(f"knowledge base {sha256[:12]} is not stored", file=display(self.path)))
-        name, version, files = found
+            raise LumbarKBError(Problem(f"knowledge base {str(sha256)[:12]} is not stored", file=display(self.path)))
+        name, version, levels, rules, files = found
+        texts = json.loads(files)
+        if not isinstance(texts, dict) or not all(isinstance(v, str) for v in texts.values()):
+            raise ValueError("its files are not a JSON object of file texts")
         return {
             "sha256": sha256,
             "name": name,
             "version": version,
-            "files": {k: v.encode("utf-8") for k, v in json.loads(files).items()},
+            "files": {k: v.encode("utf-8") for k, v in texts.items()},
+            "row": tuple(found),
         }
 
     def _seq_ranges(self, run_id: str) -> list[tuple[int, int]] | None:
@@ -628,10 +657,10 @@ class Store:
             cursor.execute(sql, params)
             while batch := cursor.fetchmany(size):
                 items = []
-                for inputs, *values in batch:
+                for inputs, *values in batch:  # the inputs as stored: the runner reads and checks them
                     expected = dict(zip(COLUMNS, values, strict=True))
                     who = (expected["source"], expected["row"], expected["patient_id"])
-                    items.append((*who, json.loads(inputs), expected))
+                    items.append((*who, inputs, expected))
                 yield Chunk(index, "stored", "", items)
                 index += 1
 
@@ -670,6 +699,11 @@ class Store:
             if stray:
                 rows.update(b"trace rows of no decision")
         bad = hashlib.sha256()
+        count, low, high, distinct = self.con.execute(
+            "SELECT count(*), min(seq), max(seq), count(DISTINCT seq) FROM bad_rows WHERE run_id = ?", [run_id]
+        ).fetchone()
+        if count and (low != 1 or high != count or distinct != count):  # a run numbers its bad rows 1..N
+            bad.update(b"seq is not 1..N")
         cursor.execute("SELECT problem FROM bad_rows WHERE run_id = ? ORDER BY seq", [run_id])
         count = 0
         while batch := cursor.fetchmany(2000):
@@ -701,15 +735,16 @@ class Store:
         if "$run" in sql:
             if run_id:
                 self.run_info(run_id)
-                read = f"run {run_id}"
+                read = f"run {safe_text(run_id)}"
             else:
                 run_id, finished = self.latest_run()
-                read = f"the latest finished run, {run_id} (finished {finished:%Y-%m-%d %H:%M:%S} UTC)"
+                when = f"{finished:%Y-%m-%d %H:%M:%S} UTC" if isinstance(finished, datetime) else "at no stored time"
+                read = f"the latest finished run, {safe_text(run_id)} (finished {when})"
             params["run"] = run_id
         elif question == "changed":
             for other in arguments:
                 self.run_info(other)
-            read = f"runs {arguments[0]} and {arguments[1]}"
+            read = f"runs {safe_text(arguments[0])} and {safe_text(arguments[1])}"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         deadline = _Deadline(self.con, None, "")

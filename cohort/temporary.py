@@ -12,31 +12,43 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import IO
 
 
+def _open_regular(path: Path, flags: int) -> int:
+    """A descriptor of `path` when it is a regular file (never following a symlink, never waiting: a FIFO planted
+    there would block an open for as long as nobody opens its other end); OSError otherwise."""
+    fd = os.open(path, flags | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)  # made: mode from the umask
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise IsADirectoryError(f"{path} is not a regular file")
+    return fd
+
+
 def hold(path: Path) -> IO[bytes]:
     """Open `path` (created if missing) and hold an exclusive lock on it until the returned file is closed."""
-    handle = open(path, "ab")
+    handle = os.fdopen(_open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab")
     fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     return handle
 
 
 def abandoned(lock: Path) -> bool:
-    """Whether the process that held `lock` is gone (its lock can be taken, or the file is missing)."""
+    """Whether the process that held `lock` is gone (its lock can be taken, or the file is missing). A lock that
+    is not a regular file (a FIFO, a symlink) was not made by a run: not ours to judge, so never abandoned."""
     try:
-        handle = open(lock, "rb")
+        fd = _open_regular(lock, os.O_RDONLY)
     except FileNotFoundError:
         return True
     except OSError:
-        return False  # not ours to judge (another user's)
+        return False  # not ours to judge (another user's, or not a run's lock)
     try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         return False  # held: a live run
     finally:
-        handle.close()
+        os.close(fd)
     return True
 
 

@@ -480,3 +480,121 @@ def test_a_store_of_another_schema_is_refused_naming_both_schemas(capsys, people
         code, out, err = cli(capsys, *argv)
         assert code == 2 and f"audit store of schema 2, which this lumbar-kb (schema {SCHEMA_VERSION})" in err, argv
         assert "INTEGRITY" not in out + err
+
+
+# ---- what an auditor tried on the store (each reproduced before its fix) ---------------------------------------
+@pytest.mark.parametrize(
+    "edit",
+    [
+        "UPDATE runs SET kb_sha256 = NULL",
+        "UPDATE knowledge_bases SET files = NULL",
+        "UPDATE knowledge_bases SET files = 'not json'",
+        "UPDATE knowledge_bases SET files = '[1, 2]'",
+        """UPDATE knowledge_bases SET files = '{"guideline.yaml": 1}'""",
+        "UPDATE decisions SET inputs = NULL WHERE seq = 2",
+        "UPDATE decisions SET inputs = '{bad' WHERE seq = 2",
+        "UPDATE decisions SET inputs = '[1]' WHERE seq = 2",
+        """UPDATE decisions SET inputs = '{"palpable_mass": 1e999}' WHERE seq = 2""",
+        "UPDATE decisions SET inputs = repeat('[', 100000) WHERE seq = 2",
+        "UPDATE trace SET step = NULL WHERE seq = 1 AND step = 1",
+        "UPDATE decisions SET actions = [NULL] WHERE seq = 2",
+    ],
+)
+def test_a_value_no_run_writes_is_an_integrity_failure_never_a_crash(capsys, people, tmp_path, edit):
+    """The catalogue is the program's own, but a value in it was altered to one no run writes (NULL, not JSON,
+    inputs the vocabulary refuses): replay says INTEGRITY FAILURE (exit 1), never a traceback (exit 3)."""
+    db = tmp_path / "audit.duckdb"
+    run_id = stored_run(capsys, people, db)["run_id"]
+    con = duckdb.connect(str(db))
+    con.execute(edit)
+    con.close()
+    code, out, err = cli(capsys, "replay", run_id, "--db", db)
+    assert code == 1 and "INTEGRITY FAILURE" in out and "Traceback" not in out + err, out + err
+
+
+def test_what_the_queries_read_of_a_knowledge_base_beside_its_files_is_certified_too(capsys, people, tmp_path):
+    """The named questions read a stored knowledge base's levels (emergencies-by-window) and rule list
+    (never-fired), and a run's knowledge-base name: altered, a run is not certified, even signed and with its
+    digest recorded; and no later run chains its rows to the altered copy."""
+    db = tmp_path / "audit.duckdb"
+    run_id = stored_run(capsys, people, db)["run_id"]
+    for edit in (
+        "UPDATE knowledge_bases SET levels = ['prompt', 'emergency', 'routine']",
+        "UPDATE knowledge_bases SET rules = list_append(rules, 'ed.never_existed')",
+        "UPDATE runs SET kb_name = 'other_kb', kb_version = '9.9'",
+    ):
+        copy = tmp_path / "copy.duckdb"
+        copy.write_bytes(db.read_bytes())
+        con = duckdb.connect(str(copy))
+        con.execute(edit)
+        con.close()
+        code, out, err = cli(capsys, "replay", run_id, "--db", copy)
+        assert code == 1 and "INTEGRITY FAILURE" in out and "not what its files say" in out, edit + out + err
+        if "knowledge_bases" in edit:
+            code, out, err = cli(capsys, "cohort", people, "--db", copy, "--quiet")
+            assert code == 2 and "is not the knowledge base: the store was altered" in err, err
+        copy.unlink()
+
+
+def test_renumbered_bad_rows_are_found(capsys, kb, tmp_path):
+    """A run numbers its bad rows 1..N, as its decisions: renumbered ones chain to nothing."""
+    rng = random.Random(4)
+    people = tmp_path / "people.jsonl"
+    lines = [json.dumps(random_patient(kb, rng)) for _ in range(10)] + ["{not json", '{"leg_weakness": "maybe"}']
+    people.write_text("\n".join(lines) + "\n")
+    db = tmp_path / "audit.duckdb"
+    code, out, _ = cli(capsys, "cohort", people, "--db", db, "--format", "json", "--quiet")
+    assert code == 1  # bad rows are a finding
+    run_id = json.loads(out)["run_id"]
+    code, out, _ = cli(capsys, "replay", run_id, "--db", db)
+    assert code == 0, out
+    con = duckdb.connect(str(db))
+    assert con.execute("SELECT count(*) FROM bad_rows").fetchone() == (2,)
+    con.execute("UPDATE bad_rows SET seq = seq * 1000 + 7")
+    con.close()
+    code, out, _ = cli(capsys, "replay", run_id, "--db", db)
+    assert code == 1 and "INTEGRITY FAILURE" in out
+
+
+def test_stored_text_reaches_the_terminal_escaped(capsys, people, tmp_path):
+    """A store's text is its writer's: a run id or tool version holding escape sequences (a line erased and a
+    forged "certified" printed over an INTEGRITY FAILURE) is shown escaped by replay and query."""
+    db = tmp_path / "audit.duckdb"
+    run_id = stored_run(capsys, people, db)["run_id"]
+    forged = "R\x1b]0;pwned\x07\x1b[2K\r\u202eevil"
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE runs SET tool_version = ?, finished = NULL", ["0.1\x1b[2K\rcertified\x1b[8m"])
+    for table in ("runs", "decisions", "trace", "bad_rows"):
+        con.execute(f"UPDATE {table} SET run_id = ? WHERE run_id = ?", [forged, run_id])
+    con.close()
+    code, out, err = cli(capsys, "replay", "latest", "--db", db)
+    assert code == 1 and "INTEGRITY FAILURE" in out
+    code2, out2, err2 = cli(capsys, "query", db, "never-fired")
+    assert code2 == 0 and "latest finished run" in err2
+    for text in (out, err, out2, err2):
+        assert not any(ch in text for ch in "\x1b\x07\r\u202e"), repr(text)
+    assert "\\x1b" in out and "\\x1b" in err2
+
+
+def test_a_lock_that_is_not_a_runs_own_file_never_blocks(capsys, people, tmp_path):
+    """A FIFO where a run's staging lock should be would block an open() until someone opened its other end:
+    query, replay and the next cohort must answer, not wait."""
+    db = tmp_path / "audit.duckdb"
+    run_id = stored_run(capsys, people, db)["run_id"]
+    staging = tmp_path / f".audit.duckdb.{run_id}-x.staging"
+    staging.mkdir(mode=0o700)
+    os.mkfifo(staging / "lock")
+    con = duckdb.connect(str(db))
+    con.execute("INSERT INTO runs (run_id, status) VALUES (?, 'running')", [f"{run_id}-x"])
+    con.close()
+    for argv in (["query", db, "runs"], ["replay", run_id, "--db", db], ["cohort", people, "--db", db, "--quiet"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "lumbar_kb", *map(str, argv)], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, (argv, done.stderr)
+
+
+def test_a_store_name_that_is_not_utf8_is_bad_input(capsys, people, tmp_path):
+    db = tmp_path / os.fsdecode(b"bad\xff.duckdb")
+    code, _, err = cli(capsys, "cohort", people, "--db", db, "--quiet")
+    assert code == 2 and "not UTF-8" in err and "Traceback" not in err
