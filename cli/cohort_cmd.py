@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 from itertools import chain, islice
 from pathlib import Path
 from typing import Any
@@ -198,7 +200,19 @@ def _run_cohort(args) -> int:
         from lumbar_kb.cohort import store as audit
 
         try:
-            run = audit.begin(args.db, kb, snapshots[kb.sha256], args.paths, _command(args), _backend(args, jobs), key)
+            run = audit.begin(
+                args.db,
+                kb,
+                snapshots[kb.sha256],
+                args.paths,
+                _command(args),
+                _backend(args, jobs),
+                key,
+                lambda: print(
+                    f"cohort: waiting for {safe_text(args.db)}: another process holds it (a query, a replay, a run)",
+                    file=sys.stderr,
+                ),
+            )
         except BaseException:
             if out_writer is not None:
                 out_writer.close(keep=False)
@@ -301,15 +315,15 @@ _QUESTIONS = ("runs", "fired", "emergencies-by-window", "never-fired", "changed"
 
 
 def _run_query(args) -> int:
-    from lumbar_kb.cohort.store import Store, write_rows
+    from lumbar_kb.cohort.store import QUERY_TIMEOUT_MAX_S, Store, write_rows
 
     if args.limit is not None and args.limit < 0:
         raise LumbarKBError(Problem("--limit must be 0 or more"))
     if args.sql is not None:
         if args.question is not None:
             raise LumbarKBError(Problem("give a named question or --sql, not both"))
-        if not args.timeout > 0:
-            raise LumbarKBError(Problem("--timeout must be more than 0 seconds"))
+        if not 0 < args.timeout <= QUERY_TIMEOUT_MAX_S:  # a reader holds the store for its query's time
+            raise LumbarKBError(Problem(f"--timeout must be more than 0 and at most {QUERY_TIMEOUT_MAX_S:g} seconds"))
     elif args.question not in _QUESTIONS:
         looks_like_sql = (
             args.question is not None
@@ -324,17 +338,23 @@ def _run_query(args) -> int:
                 + ", ".join(_QUESTIONS),
             )
         )
-    store = Store(args.db)
-    try:  # the rows are written as they are read: memory holds a batch of them, however many there are
-        if args.sql is not None:
-            columns, batches = store.sql(args.sql, args.limit, args.timeout)
-        else:
-            columns, batches, read = store.ask(args.question, args.arguments, args.run_id, args.limit)
-            if read:
-                print(f"query: {read}", file=sys.stderr)
-        write_rows(columns, batches, args.format, sys.stdout, raw=args.csv_raw)
-    finally:
-        store.close()
+    # the rows are written as they are read, a batch at a time, to a private temporary file (0600, unlinked):
+    # memory holds a batch however many rows there are, and the store is closed before the answer goes to
+    # stdout, so a slow reader (a pager, a full pipe) never keeps a finishing cohort run from adding its rows
+    with tempfile.TemporaryFile("w+", encoding="utf-8", newline="") as spool:
+        store = Store(args.db)
+        try:
+            if args.sql is not None:
+                columns, batches = store.sql(args.sql, args.limit, args.timeout)
+            else:
+                columns, batches, read = store.ask(args.question, args.arguments, args.run_id, args.limit)
+                if read:
+                    print(f"query: {read}", file=sys.stderr)
+            write_rows(columns, batches, args.format, spool, raw=args.csv_raw)
+        finally:
+            store.close()
+        spool.seek(0)
+        shutil.copyfileobj(spool, sys.stdout)
     return EXIT_OK
 
 

@@ -47,7 +47,8 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,12 @@ WRITE_CONFIG: dict[str, Any] = {
     "threads": 1,
 }
 LOCK_WAIT_S = 30.0  # how long a run waits for another process's short write (a run adding its rows) to end
+# how long a run that has finished waits to add its rows while other processes hold the store: readers hold it
+# for their query's own time (query spools its answer, a --timeout of at most QUERY_TIMEOUT_MAX_S), and the
+# run's work is lost if it gives up
+FINISH_WAIT_S = 900.0
+WAIT_NOTICE_S = 2.0
+QUERY_TIMEOUT_MAX_S = 600.0
 READ_WAIT_S = 5.0  # how long `query` and `replay` wait for it
 STAGED = ("decisions", "trace", "bad_rows")
 SEQS_AT_ONCE = 10_000  # a run's rows are read back (replay) this many at a time: each read's sort and join bounded
@@ -186,8 +193,21 @@ def new_run_id() -> str:
 
 
 # ---- opening -----------------------------------------------------------------------------------------------
-def _connect(path: Path, read_only: bool, wait: float) -> Any:
-    """A connection, waiting up to `wait` seconds while another process holds the file's write lock."""
+@contextmanager
+def owner_only() -> Iterator[None]:
+    """Files made meanwhile are their owner's only: what DuckDB writes beside the store while a run writes to it
+    (the WAL, its spill folder) holds patients' answers as the store does. The umask is the process's: only
+    around a run's own short writes, in the thread that runs the command."""
+    mask = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(mask)
+
+
+def _connect(path: Path, read_only: bool, wait: float, waiting: Callable[[], None] | None = None) -> Any:
+    """A connection, waiting up to `wait` seconds while another process holds the file's lock (`waiting` is
+    called once when the wait has lasted WAIT_NOTICE_S, for a line to the user)."""
     import duckdb
 
     try:
@@ -198,13 +218,14 @@ def _connect(path: Path, read_only: bool, wait: float) -> Any:
         ) from None
     deadline = time.monotonic() + wait
     while True:
-        # the store holds patients' answers: what DuckDB creates for it (the file, its WAL) is its owner's only
-        mask = os.umask(0o077) if not read_only else None
-        try:
+        try:  # a write connection is made under `owner_only`: the file and its WAL are the owner's only
             return duckdb.connect(str(path), read_only=read_only, config=READ_CONFIG if read_only else WRITE_CONFIG)
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
                 raise LumbarKBError(Problem(f"cannot open as a DuckDB database: {exc}", file=display(path))) from None
+            if waiting is not None and time.monotonic() >= deadline - wait + WAIT_NOTICE_S:
+                waiting()
+                waiting = None
             if time.monotonic() >= deadline:
                 raise LumbarKBError(
                     Problem(
@@ -216,9 +237,6 @@ def _connect(path: Path, read_only: bool, wait: float) -> Any:
             time.sleep(0.2)
         except duckdb.Error as exc:
             raise LumbarKBError(Problem(f"cannot open as a DuckDB database: {exc}", file=display(path))) from None
-        finally:
-            if mask is not None:
-                os.umask(mask)
 
 
 _REFERENCE: dict | None = None
@@ -383,6 +401,7 @@ class Run:
         }
         self._rows = hashlib.sha256()
         self._bad = hashlib.sha256()
+        self.waiting: Callable[[], None] | None = None  # called when finishing has to wait for the store
         self._seq = 0
         self._bad_seq = 0
         self.digest: str | None = None
@@ -421,29 +440,33 @@ class Run:
         for writer in self._writers.values():
             writer.close()
         try:
-            con = _connect(self.path, False, LOCK_WAIT_S)
-            try:
-                _check_catalog(con, self.path)
-                if ok:
-                    self.digest = run_digest(
-                        self.run_id,
-                        self.kb_sha256,
-                        summary.patients,
-                        summary.bad_rows,
-                        self._rows.hexdigest(),
-                        self._bad.hexdigest(),
-                    )
-                    self._add_rows(con, summary)
-                else:
-                    con.execute(
-                        "UPDATE runs SET finished = ?, status = 'failed' WHERE run_id = ? AND status = 'running'",
-                        [_now(), self.run_id],
-                    )
-            finally:
-                con.close()
+            with owner_only():
+                self._finish(summary, ok)
         finally:
             self._release()
         return self.digest
+
+    def _finish(self, summary: Any, ok: bool) -> None:
+        con = _connect(self.path, False, FINISH_WAIT_S, self.waiting)
+        try:
+            _check_catalog(con, self.path)
+            if ok:
+                self.digest = run_digest(
+                    self.run_id,
+                    self.kb_sha256,
+                    summary.patients,
+                    summary.bad_rows,
+                    self._rows.hexdigest(),
+                    self._bad.hexdigest(),
+                )
+                self._add_rows(con, summary)
+            else:
+                con.execute(
+                    "UPDATE runs SET finished = ?, status = 'failed' WHERE run_id = ? AND status = 'running'",
+                    [_now(), self.run_id],
+                )
+        finally:
+            con.close()
 
     def _add_rows(self, con: Any, summary: Any) -> None:
         signature = signer = None
@@ -483,9 +506,19 @@ class Run:
         self._lock.close()
 
 
-def begin(path: Path, kb: KnowledgeBase, snap: dict, inputs: list, command: str, backend: str, key: Any = None) -> Run:
+def begin(
+    path: Path,
+    kb: KnowledgeBase,
+    snap: dict,
+    inputs: list,
+    command: str,
+    backend: str,
+    key: Any = None,
+    waiting: Callable[[], None] | None = None,
+) -> Run:
     """Start a run in the store at `path` (made if missing): its knowledge base stored, its row `running`, its
-    staging folder held. Runs that were killed are marked abandoned first, and their staging folders removed."""
+    staging folder held. Runs that were killed are marked abandoned first, and their staging folders removed.
+    `waiting` is called when opening the store (now, or to finish) has to wait for another process."""
     run_id = new_run_id()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -496,54 +529,65 @@ def begin(path: Path, kb: KnowledgeBase, snap: dict, inputs: list, command: str,
             Problem(f"cannot write beside the audit store: {exc.strerror or exc}", file=display(path))
         ) from None
     try:
-        con = _connect(path, False, LOCK_WAIT_S)
-        try:
-            if _is_empty(con):
-                for statement in SCHEMA:
-                    con.execute(statement)
-                con.execute("INSERT INTO store_meta VALUES ('schema', ?)", [SCHEMA_VERSION])
-            _check_catalog(con, path)
-            _mark_abandoned(con, path)
-            row = knowledge_base_row(kb, snap)
-            stored = con.execute(
-                "SELECT name, version, levels, rules, files FROM knowledge_bases WHERE kb_sha256 = ?", [kb.sha256]
-            ).fetchone()
-            if stored is None:
-                con.execute("INSERT INTO knowledge_bases VALUES (?, ?, ?, ?, ?, ?)", [kb.sha256, *row])
-            elif tuple(stored) != row:  # a later run's rows would be chained to an altered copy: refused
-                raise LumbarKBError(
-                    Problem(
-                        f"the audit store's copy of knowledge base {kb.sha256[:12]} is not the knowledge base: "
-                        "the store was altered; nothing was run",
-                        file=display(path),
-                        hint="`lumbar-kb replay RUN_ID --db` names the runs it affects; start a new store",
-                    )
-                )
-            con.execute(
-                "INSERT INTO runs VALUES (?, ?, NULL, 'running', ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?, NULL, NULL, NULL)",
-                [
-                    run_id,
-                    _now(),
-                    kb.sha256,
-                    kb.name,
-                    kb.version,
-                    [display(p) for p in inputs],
-                    command,
-                    backend,
-                    tool_version(),
-                    socket.gethostname(),
-                    os.getpid(),
-                ],
-            )
-        finally:
-            con.close()
-        return Run(path, run_id, kb.sha256, staging, lock, key)
+        with owner_only():
+            con = _connect(path, False, LOCK_WAIT_S, waiting)
+            _begin_run(con, path, kb, snap, run_id, inputs, command, backend)
+        run = Run(path, run_id, kb.sha256, staging, lock, key)
+        run.waiting = waiting
+        return run
     except BaseException:
         import shutil
 
         shutil.rmtree(staging, ignore_errors=True)
         lock.close()
         raise
+
+
+def _begin_run(
+    con: Any, path: Path, kb: KnowledgeBase, snap: dict, run_id: str, inputs: list, command: str, backend: str
+) -> None:
+    """The store made if empty, checked, killed runs marked, the knowledge base stored, the run's row added;
+    the connection closed."""
+    try:
+        if _is_empty(con):
+            for statement in SCHEMA:
+                con.execute(statement)
+            con.execute("INSERT INTO store_meta VALUES ('schema', ?)", [SCHEMA_VERSION])
+        _check_catalog(con, path)
+        _mark_abandoned(con, path)
+        row = knowledge_base_row(kb, snap)
+        stored = con.execute(
+            "SELECT name, version, levels, rules, files FROM knowledge_bases WHERE kb_sha256 = ?", [kb.sha256]
+        ).fetchone()
+        if stored is None:
+            con.execute("INSERT INTO knowledge_bases VALUES (?, ?, ?, ?, ?, ?)", [kb.sha256, *row])
+        elif tuple(stored) != row:  # a later run's rows would be chained to an altered copy: refused
+            raise LumbarKBError(
+                Problem(
+                    f"the audit store's copy of knowledge base {kb.sha256[:12]} is not the knowledge base: "
+                    "the store was altered; nothing was run",
+                    file=display(path),
+                    hint="`lumbar-kb replay RUN_ID --db` names the runs it affects; start a new store",
+                )
+            )
+        con.execute(
+            "INSERT INTO runs VALUES (?, ?, NULL, 'running', ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?, NULL, NULL, NULL)",
+            [
+                run_id,
+                _now(),
+                kb.sha256,
+                kb.name,
+                kb.version,
+                [display(p) for p in inputs],
+                command,
+                backend,
+                tool_version(),
+                socket.gethostname(),
+                os.getpid(),
+            ],
+        )
+    finally:
+        con.close()
 
 
 def knowledge_base_row(kb: KnowledgeBase, snap: dict) -> tuple:

@@ -146,6 +146,63 @@ def test_a_query_while_another_process_writes_says_so(capsys, people, tmp_path, 
         holder.wait()
 
 
+def test_a_run_meeting_a_reader_of_the_store_waits_for_it_and_says_so(capsys, people, tmp_path):
+    """A reader (a query, a replay) holds the store while DuckDB works for it: a run waits for it to start, and
+    to add its rows once finished, saying so on stderr, rather than failing and losing its work."""
+    db = tmp_path / "audit.duckdb"
+    stored_run(capsys, people, db)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=True); print('ok', flush=True); "
+            "time.sleep(4)",
+            str(db),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ok"
+        argv = ["-m", "lumbar_kb", "cohort", str(people), "--db", str(db), "--out", str(tmp_path / "o.jsonl")]
+        done = subprocess.run([sys.executable, *argv, "--quiet"], capture_output=True, text=True, timeout=120)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert done.returncode == 0, done.stderr
+    assert "waiting for" in done.stderr and "another process holds it" in done.stderr
+    assert len((tmp_path / "o.jsonl").read_text().splitlines()) == N
+
+
+def test_a_query_whose_reader_is_slow_releases_the_store_before_writing(capsys, people, tmp_path):
+    """query writes its answer to a private temporary file and closes the store before the answer goes out: a
+    reader that does not read (a full pipe, a paused pager) keeps no finishing run from adding its rows."""
+    db = tmp_path / "audit.duckdb"
+    stored_run(capsys, people, db)
+    sql = "SELECT * FROM finished_trace, range(20) ORDER BY seq, step"  # more than a pipe holds (64 KB)
+    argv = [sys.executable, "-m", "lumbar_kb", "query", str(db), "--sql", sql, "--format", "csv"]
+    reader = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(3)  # the query has run and is blocked writing to the pipe nobody reads
+        assert reader.poll() is None
+        cohort = ["-m", "lumbar_kb", "cohort", str(people), "--db", str(db), "--quiet"]
+        done = subprocess.run([sys.executable, *cohort], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and "waiting for" not in done.stderr, done.stderr
+        out, _ = reader.communicate(timeout=60)
+    finally:
+        reader.kill()
+        reader.wait()
+    assert reader.returncode == 0 and len(out.decode().splitlines()) > 1000
+
+
+@pytest.mark.parametrize("timeout", ["1e300", "inf", "nan", "0", "601"])
+def test_a_query_timeout_out_of_bounds_is_bad_input(capsys, people, tmp_path, timeout):
+    db = tmp_path / "audit.duckdb"
+    stored_run(capsys, people, db)
+    code, out, err = cli(capsys, "query", db, "--sql", "SELECT 1", "--timeout", timeout)
+    assert (code, out) == (2, "") and "--timeout must be" in err and "Traceback" not in err
+
+
 # ---- SQL of one's own ------------------------------------------------------------------------------------------
 def test_own_sql_reads_finished_runs_and_nothing_beyond_the_store(capsys, people, tmp_path):
     db = tmp_path / "audit.duckdb"
@@ -455,15 +512,31 @@ def test_a_signed_run_detects_a_forger_who_recomputes_the_digest(capsys, people,
     assert code == 1 and "not the one recorded" in out
 
 
-def test_the_store_is_its_owners_only(capsys, people, tmp_path):
-    """It holds patients' answers: 0600 whatever the umask, as its staging folder is 0700."""
+def test_the_store_is_its_owners_only(capsys, people, tmp_path, monkeypatch):
+    """It holds patients' answers: 0600 whatever the umask, as its staging folder is 0700, and so is what DuckDB
+    writes beside it while a run adds its rows (its WAL, holding those rows until the checkpoint)."""
+    from lumbar_kb.cohort import store
+
     db = tmp_path / "audit.duckdb"
+    seen: dict[str, int] = {}
+    now = store._now
+
+    def looking() -> object:  # called within a run's writes, its rows added but not yet committed
+        for path in tmp_path.glob("audit.duckdb*"):
+            for item in [path, *(path.rglob("*") if path.is_dir() else [])]:
+                seen[item.name] = item.stat().st_mode & 0o777
+        return now()
+
+    monkeypatch.setattr(store, "_now", looking)
     old = os.umask(0o022)
     try:
+        stored_run(capsys, people, db)
         stored_run(capsys, people, db)
     finally:
         os.umask(old)
     assert db.stat().st_mode & 0o777 == 0o600
+    assert "audit.duckdb.wal" in seen, seen
+    assert all(mode & 0o077 == 0 for mode in seen.values()), seen
 
 
 def test_a_store_of_another_schema_is_refused_naming_both_schemas(capsys, people, tmp_path):
