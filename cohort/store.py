@@ -219,7 +219,9 @@ def _connect(path: Path, read_only: bool, wait: float, waiting: Callable[[], Non
     deadline = time.monotonic() + wait
     while True:
         try:  # a write connection is made under `owner_only`: the file and its WAL are the owner's only
-            return duckdb.connect(str(path), read_only=read_only, config=READ_CONFIG if read_only else WRITE_CONFIG)
+            # an absolute path: never one of DuckDB's special names (":memory:", "md:..."), always the file named
+            target = os.path.abspath(path)
+            return duckdb.connect(target, read_only=read_only, config=READ_CONFIG if read_only else WRITE_CONFIG)
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
                 raise LumbarKBError(Problem(f"cannot open as a DuckDB database: {exc}", file=display(path))) from None

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 # what must never reach a terminal raw: C0/C1 controls (ANSI escapes start with ESC or CSI), DEL, lone
 # surrogates (an undecodable byte of a file name), non-characters, and the bidirectional/invisible formatting
 # characters that can make text read differently from what it is
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff\ufffe\uffff]")
+_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\ud800-\udfff\u061c\u200b-\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff\ufffe\uffff]"
+)  # controls, lone surrogates, zero-width and bidirectional marks (U+061C too), line and paragraph separators
 
 
 def _escape(match: re.Match) -> str:

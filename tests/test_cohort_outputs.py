@@ -85,6 +85,21 @@ def test_control_and_bidi_characters_never_reach_the_terminal(capsys, tmp_path):
     assert safe_text(hostile) in out  # the patient listed, escaped
     code, out, err = cli(capsys, "query", db, "fired", "red_flag.leg_weakness")
     assert code == 0 and "\x1b" not in out and "\u202e" not in out and safe_text(hostile) in out
+    # the Arabic letter mark (a bidi control too) and the line and paragraph separators: escaped as well
+    for mark in ("\u061c", "\u2028", "\u2029"):
+        assert safe_text(f"a{mark}b") == f"a\\u{ord(mark):04x}b"
+
+
+def test_an_audit_store_named_as_duckdbs_special_names_is_that_file(capsys, tmp_path, monkeypatch):
+    """`--db :memory:` is a file of that name, not an in-memory database that loses the run at its end."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "p.yaml").write_text("leg_weakness: true\n")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(capsys, "cohort", folder, "--db", ":memory:", "--quiet")
+    assert code == 0 and (tmp_path / ":memory:").stat().st_size > 0, err
+    code, out, err = cli(capsys, "query", ":memory:", "runs", "--format", "json")
+    assert code == 0 and len(json.loads(out)) == 1
 
 
 def test_cohort_refuses_what_evaluate_refuses_on_every_path(capsys, tmp_path):
