@@ -33,7 +33,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--threads",
         type=int,
         default=8,
-        help="threads per worker for fhirServer fetches, token checks and feedback (default 8)",
+        help="threads per worker for token checks, discovery and feedback (default 8)",
+    )
+    p.add_argument(
+        "--fetch-threads",
+        type=int,
+        default=16,
+        help="threads per worker waiting on fhirServer fetches, apart from the others: a stalled FHIR server "
+        "holds only these (default 16)",
     )
     p.add_argument(
         "--engine-threads",
@@ -125,6 +132,7 @@ def _run_serve(args) -> int:
         link_ttl=args.link_ttl,
         threads=max(1, args.threads),
         engine_threads=max(1, args.engine_threads),
+        fetch_threads=max(1, args.fetch_threads),
         public_url=args.public_url,
         insecure_dev=args.insecure_dev,
         max_body=args.max_body,

@@ -279,6 +279,13 @@ def test_not_json_unknown_service_and_too_large(dev):
     problem_ok(client.post(SERVICE, content=b" " * 2_000_000, headers={"content-type": "application/json"}), 413)
     deep = b"[" * 100_000 + b"]" * 100_000  # nesting deeper than the JSON parser recurses
     problem_ok(client.post(SERVICE, content=deep, headers={"content-type": "application/json"}), 400, "body")
+    # a body that is not sent as JSON is 415, naming what is read (it was a 400 "should be a valid dictionary")
+    text = json.dumps(hook_body(RED_FLAG)).encode()
+    for media in ("text/plain", "application/xml", "application/x-www-form-urlencoded", None):
+        headers = {"content-type": media} if media else {}
+        assert "application/json" in problem_ok(client.post(SERVICE, content=text, headers=headers), 415)["detail"]
+    fhir_json = client.post(SERVICE, content=text, headers={"content-type": "application/fhir+json; charset=utf-8"})
+    assert fhir_json.status_code == 200
 
 
 def test_missing_prefetch_without_a_fhir_server_is_412(dev):
@@ -798,3 +805,67 @@ def test_record_text_writes_no_line_of_the_explanation_and_no_control_character_
     lines = explained.splitlines()
     assert not any(line.lstrip().startswith(("URGENCY: routine", "All clear")) for line in lines), explained
     assert "\\x1b" in explained and "\\u202e" in explained  # shown, escaped
+
+
+def test_a_stalled_fhir_server_holds_only_the_fetch_lane(tmp_path):
+    """A FHIR server that accepts and does not answer ties up a hook call's fetch for up to the fetch deadline
+    (8 s): with more such calls in flight than the service has threads for everything else (--threads 2), the
+    health check, discovery and a call whose prefetch is whole still answer at once, not after the deadline."""
+    release = threading.Event()
+    arrived: list[str] = []
+
+    class Stalled(BaseHTTPRequestHandler):
+        def do_GET(self):
+            arrived.append(self.path)
+            release.wait(30)
+            self.send_response(503)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    fhir = ThreadingHTTPServer(("127.0.0.1", 0), Stalled)
+    fhir.daemon_threads = True
+    threading.Thread(target=fhir.serve_forever, args=(0.05,), daemon=True).start()
+    stalled_base = f"http://127.0.0.1:{fhir.server_address[1]}/fhir"
+    try:
+        with serving(tmp_path, "--threads", "2") as served:
+            body = hook_body(None)
+            body["prefetch"] = {}
+            body["fhirServer"] = stalled_base
+            pending = [
+                threading.Thread(target=lambda: httpx.post(f"{served.base}{SERVICE}", json=body, timeout=60))
+                for _ in range(4)
+            ]
+            for t in pending:
+                t.start()
+            deadline = time.monotonic() + 30
+            while len(arrived) < 4 and time.monotonic() < deadline:  # every call is waiting on the FHIR server
+                time.sleep(0.05)
+            assert len(arrived) >= 4, arrived
+            started = time.monotonic()
+            assert httpx.get(f"{served.base}/healthz", timeout=30).status_code == 200
+            assert httpx.get(f"{served.base}/cds-services", timeout=30).status_code == 200
+            (card,) = httpx.post(f"{served.base}{SERVICE}", json=hook_body(RED_FLAG), timeout=30).json()["cards"]
+            assert card["indicator"] == "critical"
+            answered = time.monotonic() - started
+            assert not release.is_set() and answered < 4, answered  # far inside the 8 s fetch deadline
+            release.set()
+            for t in pending:
+                t.join(60)
+    finally:
+        release.set()
+        fhir.shutdown()
+        fhir.server_close()
+
+
+def test_a_call_with_more_orders_to_check_than_a_clinician_signs_is_refused(dev):
+    """Each checked order may get a card, stored with its explanation: thousands in one call (16 MB of cards a
+    call, the store growing with each) are refused with a problem naming the bound; up to it, a card each."""
+    from lumbar_kb.clinic.service.cds import MAX_CHECKED_ORDERS
+
+    client, _ = dev
+    many = [order("72100", rid=f"d{i}") for i in range(MAX_CHECKED_ORDERS + 1)]  # a lumbar radiograph each
+    problem_ok(client.post("/cds-services/lumbar-mass-order-select", json=order_body(RED_FLAG, *many)), 400)
+    response = client.post("/cds-services/lumbar-mass-order-select", json=order_body(RED_FLAG, *many[:-1]))
+    assert response.status_code == 200 and len(response.json()["cards"]) == MAX_CHECKED_ORDERS

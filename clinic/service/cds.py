@@ -109,9 +109,10 @@ def discovery(request: Request, _claims: Claims) -> JSONResponse:
 )
 async def call(service_id: str, body: HookRequest, request: Request, claims: Claims) -> JSONResponse:
     """Two lanes, neither of them the event loop: a fetch from fhirServer (I/O, seconds at worst) runs in the
-    thread pool; the engine's work (mapping, evaluation, cards, the store) runs in the engine lane, a few
-    threads taken in arrival order. Many threads interleaving CPU work under the GIL give every call a long
-    tail (measured: p99 134 ms with 8 threads against 26-30 ms with 2, benchmarks/bench_service.py)."""
+    fetch lane, apart from the threads that check tokens; the engine's work (mapping, evaluation, cards, the
+    store) runs in the engine lane, a few threads taken in arrival order. Many threads interleaving CPU work
+    under the GIL give every call a long tail (measured: p99 134 ms with 8 threads against 26-30 ms with 2,
+    benchmarks/bench_service.py)."""
     st = state(request)
     hook = SERVICES.get(service_id)
     if hook is None:
@@ -134,7 +135,7 @@ async def call(service_id: str, body: HookRequest, request: Request, claims: Cla
         raise ProblemError(400, "fhirAuthorization.patient is not context.patientId", "fhirAuthorization.patient")
     base = st.base_url(request)
     if _needs_fetch(body):
-        gathered = await run_in_threadpool(_gather, st, body, hook, patient_id, claims)
+        gathered = await st.in_fetch_lane(_gather, st, body, hook, patient_id, claims)
         return await st.in_engine_lane(_decide, st, body, service_id, hook, patient_id, claims, base, gathered)
     return await st.in_engine_lane(_decide, st, body, service_id, hook, patient_id, claims, base, None)
 
@@ -233,7 +234,19 @@ def _draft_orders(st: State, ctx: dict, hook: str) -> list:
             raise ProblemError(400, exc.message, exc.field) from None
         if kind is not None:
             out.append((ref, kind))
+            if len(out) > MAX_CHECKED_ORDERS:
+                raise ProblemError(
+                    400,
+                    f"more than {MAX_CHECKED_ORDERS} imaging or biopsy orders of the lumbar region in one call: "
+                    "send them in calls of at most that many",
+                    "context.draftOrders",
+                )
     return out
+
+
+# orders this service checks (each may get a card, stored with its explanation) in one call: a clinician signs a
+# handful; thousands in one call (a card each, 16 MB) are a client's error or an attack, not an order set
+MAX_CHECKED_ORDERS = 50
 
 
 def _failed(value: Any) -> bool:

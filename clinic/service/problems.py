@@ -68,6 +68,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if request.method == "POST" and not (media == "application/json" or media.endswith("+json")):
+            # a body sent as text, XML or a form is not read as JSON: say what the service reads
+            sent = media[:80] or "untyped"
+            return problem(415, f"the body must be JSON (Content-Type: application/json), not {sent}")
         errors = exc.errors()
         first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
         loc = tuple(first.get("loc", ("body",)))

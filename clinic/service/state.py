@@ -51,8 +51,11 @@ class Settings:
     fhir_max_bytes: int = 5_000_000  # bytes read from fhirServer per hook call
     fhir_deadline: float = 8.0  # seconds spent on fhirServer per hook call
     fhir_max_pages: int = 10  # searchset pages followed per prefetch key
-    threads: int = 8  # worker threads per process for fhirServer fetches, token checks, feedback (anyio's: 40)
+    threads: int = 8  # worker threads per process for token checks, feedback, discovery (anyio's: 40)
     engine_threads: int = 2  # the engine lane: threads per process evaluating hook calls, in arrival order
+    # the fetch lane: threads per process waiting on fhirServer (I/O, up to fhir_deadline each): its own, so that
+    # a stalled FHIR server holds these threads only, never the ones that check tokens or answer other calls
+    fetch_threads: int = 16
     # the questionnaire page and /api/evaluate answer without a token (they read and store nothing of a patient's):
     # on under --insecure-dev, and with tokens checked only when asked for (None: follow insecure_dev)
     questionnaire: bool | None = None
@@ -75,6 +78,7 @@ class State:
     verifier: Verifier | None
     link_secret: bytes = b""
     _lane: ThreadPoolExecutor | None = None  # the engine lane, made on first use
+    _fetch_lane: ThreadPoolExecutor | None = None  # the fetch lane, made on first use
 
     async def in_engine_lane(self, func: Callable[..., T], *args: Any) -> T:
         """Run the engine's work for a hook call in a thread of the engine lane: a few threads taking calls from
@@ -84,6 +88,14 @@ class State:
         if self._lane is None:
             self._lane = ThreadPoolExecutor(max(1, self.settings.engine_threads), thread_name_prefix="engine-lane")
         return await asyncio.get_running_loop().run_in_executor(self._lane, functools.partial(func, *args))
+
+    async def in_fetch_lane(self, func: Callable[..., T], *args: Any) -> T:
+        """Run a hook call's fetches from fhirServer in a thread of the fetch lane (`settings.fetch_threads`):
+        a FHIR server that answers slowly, or not at all, ties up these threads for up to fhir_deadline each,
+        while token checks, discovery, feedback and prefetched calls go on in their own threads."""
+        if self._fetch_lane is None:
+            self._fetch_lane = ThreadPoolExecutor(max(1, self.settings.fetch_threads), thread_name_prefix="fetch-lane")
+        return await asyncio.get_running_loop().run_in_executor(self._fetch_lane, functools.partial(func, *args))
 
     @property
     def kb(self) -> KnowledgeBase:
