@@ -771,7 +771,7 @@ def test_a_record_not_attributed_to_the_patient_is_named_on_a_card_never_silentl
     assert card["indicator"] in ("warning", "critical") and card["indicator"] != "info", card
     plain = card["detail"].replace("\\", "")  # record text is markdown-escaped on a card
     assert "Records not used" in plain and f"QuestionnaireResponse/qr7: {why}" in plain, card["detail"]
-    assert "it would give leg_weakness yes" in plain
+    assert f"it records: {KB.facts['leg_weakness'].question} yes" in plain  # the question, not a fact name
     assert not card["summary"].startswith("EMERGENCY")  # the fact is not this patient's: not used
     explained = _explained(client, card)
     assert "Set aside" in explained and f"QuestionnaireResponse/qr7: {why}" in explained, explained

@@ -125,8 +125,10 @@ def map_parts(parts: list, kb: KnowledgeBase, codes: Codes, patient_id: str | No
             except FhirInputError:  # not this patient's record: its shape is not this call's to judge
                 would = []
             if would:
-                given = ", ".join(f"{fact} {kb.facts[fact].label(value)}" for fact, value, _ in would)
-                set_aside.append(f"{label}: {other}; it would give {given}")
+                given = "; ".join(
+                    f"{kb.facts[fact].question} {kb.facts[fact].label(value)}" for fact, value, _ in would
+                )
+                set_aside.append(f"{label}: {other}; it records: {given}")
             continue
         found = reader(res, at, kb, codes, skipped, label)
         if not found and not any(s.startswith(label + ":") for s in skipped):
