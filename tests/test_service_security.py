@@ -534,3 +534,44 @@ def test_a_store_of_the_previous_release_is_upgraded_in_place(tmp_path):
     assert store.card("c0")["client"] == "" and store.card("c0")["suggestions"] == []
     assert store.card("c1")["client"] == "iss" and store.card("c1")["suggestions"] == ["s1"]
     assert override_rates(old)["r1"]["cards"] == 2
+
+
+def test_a_body_trickled_past_the_deadline_is_a_408_and_one_in_pieces_is_read_whole():
+    """The token is checked once the body is read: a client sending it a byte now and then held the connection
+    for as long as it liked. Past the deadline it is a 408 problem; a body in many small pieces within it is
+    handed on whole."""
+    import asyncio
+
+    from lumbar_kb.clinic.service.problems import BodyLimit
+
+    async def run(pause: float) -> tuple[list, bytes]:
+        seen: list[bytes] = []
+
+        async def app(scope, receive, send):
+            message = await receive()
+            seen.append(message["body"])
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+        pieces = [b"{", b'"a"', b":", b"1", b"}"]
+
+        async def receive():
+            await asyncio.sleep(pause)
+            part = pieces.pop(0)
+            return {"type": "http.request", "body": part, "more_body": bool(pieces)}
+
+        sent: list = []
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "headers": [], "path": "/"}
+        await BodyLimit(app, 1000, deadline=0.3)(scope, receive, send)
+        return sent, b"".join(seen)
+
+    sent, body = asyncio.run(run(0.2))  # 5 pieces, 0.2 s apart: 1 s, past the 0.3 s deadline
+    assert sent[0]["status"] == 408 and body == b""
+    problem = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+    assert problem["status"] == 408 and "did not arrive within 0.3 s" in problem["detail"]
+    sent, body = asyncio.run(run(0))
+    assert sent[0]["status"] == 200 and body == b'{"a":1}'

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -24,6 +25,7 @@ TITLES = {
     409: "Conflict",
     405: "Method Not Allowed",
     412: "Precondition Failed",
+    408: "Request Timeout",
     413: "Content Too Large",
     415: "Unsupported Media Type",
     500: "Internal Server Error",
@@ -102,11 +104,15 @@ def install(app: FastAPI) -> None:
 
 
 class BodyLimit:
-    """ASGI middleware: a request body over `limit` bytes gets a 413 problem before the app reads it all."""
+    """ASGI middleware: a request body over `limit` bytes gets a 413 problem before the app reads it all, and one
+    that has not all arrived `deadline` seconds after the request began a 408 (a client trickling a body, a
+    byte at a time, held a connection and its buffer for as long as it liked: the token is checked only once
+    the body is read)."""
 
-    def __init__(self, app, limit: int):
+    def __init__(self, app, limit: int, deadline: float = 20.0):
         self.app = app
         self.limit = limit
+        self.deadline = deadline
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -116,17 +122,25 @@ class BodyLimit:
         if length is not None and (not length.isdigit() or int(length) > self.limit):
             await self._refuse(scope, send)
             return
-        body = b""
+        parts: list[bytes] = []  # joined once: adding to one bytes object copies it all again for each part
+        size = 0
         more = True
-        while more:  # read the whole body first (at most `limit` bytes), then hand it on
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.limit:
-                await self._refuse(scope, send)
-                return
+        with anyio.move_on_after(self.deadline) as waited:
+            while more:  # read the whole body first (at most `limit` bytes), then hand it on
+                message = await receive()
+                if message["type"] != "http.request":
+                    break
+                part = message.get("body", b"")
+                parts.append(part)
+                size += len(part)
+                more = message.get("more_body", False)
+                if size > self.limit:
+                    await self._refuse(scope, send)
+                    return
+        if waited.cancelled_caught:
+            await self._refuse(scope, send, problem(408, f"the request body did not arrive within {self.deadline:g} s"))
+            return
+        body = b"".join(parts)
         sent = False
 
         async def replay():
@@ -138,8 +152,8 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, scope, send):
-        response = problem(413, f"the request body is larger than {self.limit} bytes", "body")
+    async def _refuse(self, scope, send, response=None):
+        response = response or problem(413, f"the request body is larger than {self.limit} bytes", "body")
 
         async def nothing() -> dict:
             return {"type": "http.disconnect"}
