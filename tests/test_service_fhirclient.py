@@ -121,6 +121,17 @@ def test_a_next_link_to_another_host_is_not_followed_and_the_card_says_so(tmp_pa
     assert all(auth == f"Bearer {TOKEN}" for _, auth in a.seen)
 
 
+@pytest.mark.parametrize("step", ["%2e%2e", ".%2E", "%2E.", "a%2f..%2f..", "a%5c..%5c.."])
+def test_a_next_link_that_steps_out_of_the_base_once_decoded_is_not_followed(tmp_path, fhir, step):
+    """urljoin resolves `..` but not `%2e%2e`, which a client sends encoded: a server that decodes it would
+    answer from outside the base with the token. Such a link is not followed, and the card says so."""
+    a, _ = fhir
+    a.routes["Condition"] = lambda h: h.json(bundle(CAUDA_EQUINA, next_url=f"{a.base}/{step}/admin/Condition?p=2"))
+    (card,) = dev(tmp_path).post(SERVICE, json=fetching(a.base)).json()["cards"]
+    assert [path for path, _ in a.seen if "admin" in path] == []
+    assert card["indicator"] == "critical" and "outside fhirServer" in card["detail"]
+
+
 def test_a_next_link_under_the_same_base_is_followed(tmp_path, fhir):
     a, _ = fhir
     pages = {"n": 0}

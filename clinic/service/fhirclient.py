@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import httpx
 
@@ -92,8 +92,14 @@ class FhirFetcher:
         return self.policy.deadline - (time.monotonic() - self.started)
 
     def under_base(self, url: str) -> bool:
+        """Whether `url` lies under the base: the token goes nowhere else. A path whose segments, percent-
+        decoded, step out (`%2e%2e`, `.%2E`) or hide a separator (`%2f`, a backslash) is not under it: sent as
+        it is, a server that decodes it would answer from outside the base."""
         parts = urlsplit(url)
         if parts.username or parts.password:
+            return False
+        decoded = unquote(parts.path)
+        if "\\" in decoded or "%2f" in parts.path.lower() or any(s in (".", "..") for s in decoded.split("/")):
             return False
         here = normal_base(f"{parts.scheme}://{parts.netloc}{parts.path}")
         return here == self.base or here.startswith(self.base + "/")
