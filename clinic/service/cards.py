@@ -46,6 +46,11 @@ class Context:
     incomplete: tuple[str, ...] = ()  # what of the record could not be read (caps, page limit)
     set_aside: tuple[str, ...] = ()  # records not attributed to this patient that would give a fact (Mapped)
 
+    def notices(self) -> str:
+        """What a card from this call says first, whatever else is known (a card is made for it even when the
+        record says nothing of a lumbar mass): records set aside, then what could not be read. Empty: nothing."""
+        return (set_aside_text(self) if self.set_aside else "") + (incomplete_text(self) if self.incomplete else "")
+
 
 def card_uuid() -> str:
     """Random (version 4): never derived from anything an outsider knows, and never the same for two cards, so
@@ -225,12 +230,10 @@ def _suggestion(
 
 def _card(kb, codes, result, ctx, rules, summary_text, indicator_text, detail_text, suggestions, part="") -> dict:
     uid = card_uuid()
-    if ctx.incomplete:  # never a reassuring card from a partial record, and the card says what is missing
+    notices = ctx.notices()
+    if notices:  # a partial record, or records that may be this patient's: never a reassuring card, and it says so
         indicator_text = "warning" if indicator_text == "info" else indicator_text
-        detail_text = incomplete_text(ctx) + detail_text
-    if ctx.set_aside:  # records that may be this patient's and would say something: the clinician looks at them
-        indicator_text = "warning" if indicator_text == "info" else indicator_text
-        detail_text = set_aside_text(ctx) + detail_text
+        detail_text = notices + detail_text
     card: dict = {
         "uuid": uid,
         "summary": summary_text[:SUMMARY_MAX],
@@ -285,7 +288,7 @@ def has_something_to_say(result: Result, mapped: Mapped | None) -> bool:
 
 
 def patient_view(kb: KnowledgeBase, codes: Codes, result: Result, mapped: Mapped | None, ctx: Context) -> list[dict]:
-    if not has_something_to_say(result, mapped) and not ctx.incomplete and not ctx.set_aside:
+    if not has_something_to_say(result, mapped) and not ctx.notices():
         return []
     rules = result.fired_ids()
     suggestions = [
@@ -326,7 +329,7 @@ def order_cards(
     cards = []
     for ref, kind in orders:
         if kind.unclassified:  # imaging of the spine no binding names: for a patient on the pathway, say so
-            if has_something_to_say(result, mapped) or ctx.incomplete or ctx.set_aside:
+            if has_something_to_say(result, mapped) or ctx.notices():
                 cards.append(_unclassified(kb, codes, result, mapped, ctx, rules, ref, kind, imaging))
             continue
         if kind.requires_first and kind.requires_first not in {a.code for a in result.actions if a.done}:

@@ -181,8 +181,7 @@ def _decide(
         cards = cardmod.patient_view(st.kb, st.codes, result, mapped, context)
     else:
         cards = cardmod.order_cards(st.kb, st.codes, result, mapped, context, orders)
-        if not cards and (incomplete or mapped.set_aside):  # the record not read whole, or records set aside:
-            # say so, never silently less
+        if not cards and context.notices():  # the record not read whole, or records set aside: say so, never less
             cards = cardmod.patient_view(st.kb, st.codes, result, mapped, context)
     # the explanation is rendered when asked for (the card's link), from the facts and the same knowledge base
     explanation = json.dumps({"facts": mapped.most_urgent_inputs(), "provenance": _provenance(mapped, incomplete)})

@@ -77,25 +77,27 @@ class State:
     store: Store
     verifier: Verifier | None
     link_secret: bytes = b""
-    _lane: ThreadPoolExecutor | None = None  # the engine lane, made on first use
-    _fetch_lane: ThreadPoolExecutor | None = None  # the fetch lane, made on first use
+    _lanes: dict = field(default_factory=dict)  # name -> its ThreadPoolExecutor, made on first use
 
     async def in_engine_lane(self, func: Callable[..., T], *args: Any) -> T:
         """Run the engine's work for a hook call in a thread of the engine lane: a few threads taking calls from
         one queue in arrival order, so CPU-bound calls do not interleave under the GIL, and the event loop stays
-        free. `settings.engine_threads` threads: 2 lets one call write the store while another computes. A plain
-        executor, not an anyio limiter: it belongs to no event loop (a test client may run one per request)."""
-        if self._lane is None:
-            self._lane = ThreadPoolExecutor(max(1, self.settings.engine_threads), thread_name_prefix="engine-lane")
-        return await asyncio.get_running_loop().run_in_executor(self._lane, functools.partial(func, *args))
+        free. `settings.engine_threads` threads: 2 lets one call write the store while another computes."""
+        return await self._in_lane("engine-lane", self.settings.engine_threads, func, *args)
 
     async def in_fetch_lane(self, func: Callable[..., T], *args: Any) -> T:
         """Run a hook call's fetches from fhirServer in a thread of the fetch lane (`settings.fetch_threads`):
         a FHIR server that answers slowly, or not at all, ties up these threads for up to fhir_deadline each,
         while token checks, discovery, feedback and prefetched calls go on in their own threads."""
-        if self._fetch_lane is None:
-            self._fetch_lane = ThreadPoolExecutor(max(1, self.settings.fetch_threads), thread_name_prefix="fetch-lane")
-        return await asyncio.get_running_loop().run_in_executor(self._fetch_lane, functools.partial(func, *args))
+        return await self._in_lane("fetch-lane", self.settings.fetch_threads, func, *args)
+
+    async def _in_lane(self, name: str, threads: int, func: Callable[..., T], *args: Any) -> T:
+        """`func(*args)` in a thread of the lane `name`. A plain executor, not an anyio limiter: it belongs to no
+        event loop (a test client may run one per request)."""
+        lane = self._lanes.get(name)
+        if lane is None:
+            lane = self._lanes[name] = ThreadPoolExecutor(max(1, threads), thread_name_prefix=name)
+        return await asyncio.get_running_loop().run_in_executor(lane, functools.partial(func, *args))
 
     @property
     def kb(self) -> KnowledgeBase:
