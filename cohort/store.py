@@ -216,7 +216,7 @@ def _connect(path: Path, read_only: bool, wait: float, waiting: Callable[[], Non
         raise LumbarKBError(
             Problem("DuckDB cannot open a file whose name is not UTF-8: rename it", file=display(path))
         ) from None
-    deadline = time.monotonic() + wait
+    started = time.monotonic()
     while True:
         try:  # a write connection is made under `owner_only`: the file and its WAL are the owner's only
             # an absolute path: never one of DuckDB's special names (":memory:", "md:..."), always the file named
@@ -225,10 +225,10 @@ def _connect(path: Path, read_only: bool, wait: float, waiting: Callable[[], Non
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
                 raise LumbarKBError(Problem(f"cannot open as a DuckDB database: {exc}", file=display(path))) from None
-            if waiting is not None and time.monotonic() >= deadline - wait + WAIT_NOTICE_S:
+            if waiting is not None and time.monotonic() >= started + WAIT_NOTICE_S:
                 waiting()
                 waiting = None
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= started + wait:
                 raise LumbarKBError(
                     Problem(
                         "the audit store is being written by another process",
@@ -385,7 +385,16 @@ def _bad_schema() -> Any:
 class Run:
     """One run being written: its rows staged as Parquet beside the store, added to it when it finishes."""
 
-    def __init__(self, path: Path, run_id: str, kb_sha256: str, staging: Path, lock: Any, key: Any = None):
+    def __init__(
+        self,
+        path: Path,
+        run_id: str,
+        kb_sha256: str,
+        staging: Path,
+        lock: Any,
+        key: Any = None,
+        waiting: Callable[[], None] | None = None,  # called when finishing has to wait for the store
+    ):
         import pyarrow.parquet as pq
 
         self.path, self.run_id, self.kb_sha256, self.staging, self._lock, self.key = (
@@ -396,6 +405,7 @@ class Run:
             lock,
             key,
         )
+        self.waiting = waiting
         self._writers = {
             "decisions": pq.ParquetWriter(str(staging / "decisions.parquet"), _decisions_schema()),
             "trace": pq.ParquetWriter(str(staging / "trace.parquet"), _trace_schema()),
@@ -403,7 +413,6 @@ class Run:
         }
         self._rows = hashlib.sha256()
         self._bad = hashlib.sha256()
-        self.waiting: Callable[[], None] | None = None  # called when finishing has to wait for the store
         self._seq = 0
         self._bad_seq = 0
         self.digest: str | None = None
@@ -534,9 +543,7 @@ def begin(
         with owner_only():
             con = _connect(path, False, LOCK_WAIT_S, waiting)
             _begin_run(con, path, kb, snap, run_id, inputs, command, backend)
-        run = Run(path, run_id, kb.sha256, staging, lock, key)
-        run.waiting = waiting
-        return run
+        return Run(path, run_id, kb.sha256, staging, lock, key, waiting)
     except BaseException:
         import shutil
 
@@ -818,9 +825,8 @@ TEXT_ALIGNED = 1_000  # a text table's columns are as wide as its first this man
 
 
 class _Deadline:
-    """A query's time, counted only while DuckDB works on it (its execution and each fetch): the time its rows
-    spend being written out (to a slow pipe, a pager) is not the query's. None: no limit. DuckDB's errors
-    become one-line problems."""
+    """A query's time, counted only while DuckDB works on it (its execution and each fetch), not while its rows
+    are written out between fetches. None: no limit. DuckDB's errors become one-line problems."""
 
     def __init__(self, con: Any, timeout: float | None, hint: str):
         self.con, self.timeout, self.left, self.hint = con, timeout, timeout, hint
