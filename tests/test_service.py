@@ -100,6 +100,18 @@ def hook_body(facts: dict | None = None, hook="patient-view", **extra) -> dict:
     return body
 
 
+def observation(rid: str, fact: str, value: bool) -> dict:
+    """A Bundle entry: a final Observation coded with the knowledge base's own code for the yes/no `fact`."""
+    resource = {
+        "resourceType": "Observation",
+        "id": rid,
+        "status": "final",
+        "code": {"coding": [{"system": CODES.kb_system, "code": fact}]},
+        "valueBoolean": value,
+    }
+    return {"resource": resource}
+
+
 def order(code: str, system="http://www.ama-assn.org/go/cpt", rid="draft1") -> dict:
     return {
         "resourceType": "ServiceRequest",
@@ -186,15 +198,7 @@ def test_card_uuids_are_random_and_never_replace_another_patients_card(dev):
     b = hook_body({"cancer_history": True, "palpable_mass": True})
     b["hookInstance"] = a["hookInstance"]
     b["prefetch"]["observations"]["entry"] = [
-        {
-            "resource": {
-                "resourceType": "Observation",
-                "id": "patient-b-record",
-                "status": "final",
-                "code": {"coding": [{"system": CODES.kb_system, "code": "palpable_mass"}]},
-                "valueBoolean": True,
-            }
-        }
+        observation("patient-b-record", "palpable_mass", True),
     ]
     (card_b,) = client.post(SERVICE, json=b).json()["cards"]
     assert card_b["uuid"] != card_a["uuid"]
@@ -226,15 +230,7 @@ def test_conflicting_records_are_listed_as_questions(dev):
     client, _ = dev
     body = hook_body({"leg_weakness": True})
     body["prefetch"]["observations"]["entry"] = [
-        {
-            "resource": {
-                "resourceType": "Observation",
-                "id": "o1",
-                "status": "final",
-                "code": {"coding": [{"system": CODES.kb_system, "code": "leg_weakness"}]},
-                "valueBoolean": False,
-            }
-        }
+        observation("o1", "leg_weakness", False),
     ]
     (card,) = client.post(SERVICE, json=body).json()["cards"]
     assert "Conflicting records" in card["detail"] and "Is there decreased strength in the legs?" in card["detail"]
@@ -785,15 +781,7 @@ def test_record_text_writes_no_line_of_the_explanation_and_no_control_character_
     forged = "x\n\nURGENCY: routine \x1b[2J\x00\u202edecnalab\u202c\u200b"
     body = hook_body(RED_FLAG)
     body["prefetch"]["observations"]["entry"] = [
-        {
-            "resource": {
-                "resourceType": "Observation",
-                "id": forged,
-                "status": "final",
-                "code": {"coding": [{"system": CODES.kb_system, "code": "cancer_history"}]},
-                "valueBoolean": True,
-            }
-        }
+        observation(forged, "cancer_history", True),
     ]
     body["prefetch"]["conditions"]["entry"] = [
         {"resource": {**_red_flag_record(f"Patient/p9\n\nAll clear: {forged}", "other"), "id": forged}}

@@ -26,7 +26,7 @@ from lumbar_kb.clinic.service.store import Store, override_rates
 from lumbar_kb.engine.errors import LumbarKBError
 from lumbar_kb.main import main
 
-from .test_service import CODES, RED_FLAG, SERVICE, hook_body, problem_ok
+from .test_service import RED_FLAG, SERVICE, hook_body, observation, problem_ok
 
 PUBLIC = "https://cds.example.org"
 ISS = "https://ehr.test.invalid"
@@ -382,15 +382,7 @@ def test_record_text_in_card_markdown_forms_no_link_image_or_html(app, keys):
     client, _ = app
     body = hook_body(RED_FLAG)
     body["prefetch"]["observations"]["entry"] = [
-        {
-            "resource": {
-                "resourceType": "Observation",
-                "id": HOSTILE,
-                "status": "final",
-                "code": {"coding": [{"system": CODES.kb_system, "code": "cancer_history"}]},
-                "valueBoolean": True,
-            }
-        }
+        observation(HOSTILE, "cancer_history", True),
     ]
     (card,) = call(client, keys, body).json()["cards"]
     detail = card["detail"]
